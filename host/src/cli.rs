@@ -1,0 +1,227 @@
+//! The command line: clap definitions and their conversion into validated
+//! configuration. Nothing else in the crate knows about clap.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::RunConfig;
+use crate::units::ByteSize;
+
+/// streamhost: Redis Streams consumer groups, handled by sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter, e.g. `info`, `debug`, `streamhost=debug,plugin=info`.
+    #[arg(long, global = true, env = "STREAMHOST_LOG", default_value = "info")]
+    pub log: String,
+    /// Log line format.
+    #[arg(long, global = true, env = "STREAMHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume a stream through a consumer group, handing every entry to a WebAssembly handler.
+    ///
+    /// Success acks the entry (with anything the handler emitted, atomically); a
+    /// permanent failure moves it to the dead-letter stream; a retryable failure,
+    /// trap or timeout leaves it pending to be retried.
+    Run(RunArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 30s, 5m)"))
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Flags of `host run`; each can also be set with its `STREAMHOST_*` variable.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS).
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis: String,
+    /// Stream key to consume.
+    #[arg(long, env = "STREAMHOST_STREAM")]
+    pub stream: String,
+    /// Consumer group (created with MKSTREAM if missing).
+    #[arg(long, env = "STREAMHOST_GROUP")]
+    pub group: String,
+    /// Consumer name inside the group [default: <hostname>-<pid>].
+    #[arg(long, env = "STREAMHOST_CONSUMER")]
+    pub consumer: Option<String>,
+    /// Handler component (.wasm) implementing streamhost:plugin/handler.
+    #[arg(long, env = "STREAMHOST_PLUGIN")]
+    pub plugin: PathBuf,
+    /// A value the plugin reads with `config(KEY)`; repeatable.
+    #[arg(long = "plugin-config", value_name = "KEY=VALUE", env = "STREAMHOST_PLUGIN_CONFIG", value_delimiter = ',', value_parser = key_value)]
+    pub plugin_config: Vec<(String, String)>,
+    /// Worker threads, each with its own plugin instance [default: number of CPUs].
+    #[arg(long, env = "STREAMHOST_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Entries per XREADGROUP (COUNT).
+    #[arg(long, env = "STREAMHOST_BATCH", default_value_t = 200)]
+    pub batch: usize,
+    /// Most entries read but not yet acked or dead-lettered [default: 2 × --batch].
+    #[arg(long, env = "STREAMHOST_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// How long one XREADGROUP waits for new entries (BLOCK).
+    #[arg(long, env = "STREAMHOST_BLOCK", default_value = "2s", value_parser = duration)]
+    pub block: Duration,
+    /// Deliveries after which a still-failing entry is dead-lettered (kind `max-deliveries`).
+    #[arg(long, env = "STREAMHOST_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: u32,
+    /// Idle time after which a pending entry is reclaimed and retried.
+    #[arg(long, env = "STREAMHOST_CLAIM_IDLE", default_value = "30s", value_parser = duration)]
+    pub claim_idle: Duration,
+    /// How often to look for idle pending entries to reclaim.
+    #[arg(long, env = "STREAMHOST_CLAIM_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub claim_interval: Duration,
+    /// Deadline of one handler call; exceeding it counts as a retryable failure.
+    #[arg(long, env = "STREAMHOST_HANDLER_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub handler_timeout: Duration,
+    /// Linear-memory cap per plugin instance (e.g. 64MiB).
+    #[arg(long, env = "STREAMHOST_MAX_MEMORY", default_value = "64MiB")]
+    pub max_memory: ByteSize,
+    /// Entries larger than this (names + values) are dead-lettered as `invalid`.
+    #[arg(long, env = "STREAMHOST_MAX_ENTRY_SIZE", default_value = "1MiB")]
+    pub max_entry_size: ByteSize,
+    /// Dead-letter stream [default: <stream>:dlq].
+    #[arg(long, env = "STREAMHOST_DLQ")]
+    pub dlq: Option<String>,
+    /// Where a newly created group starts: `0` (all history), `$` (new entries only) or an id.
+    #[arg(long, env = "STREAMHOST_START_ID", default_value = "0")]
+    pub start_id: String,
+    /// Time in-flight work gets to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "STREAMHOST_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+    /// How often to log a progress line (0s disables).
+    #[arg(long, env = "STREAMHOST_STATS_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub stats_interval: Duration,
+}
+
+impl RunArgs {
+    /// Fills in computed defaults; validation is [`RunConfig::validate`].
+    pub fn into_config(self) -> RunConfig {
+        let consumer = self.consumer.unwrap_or_else(default_consumer);
+        let dlq = self.dlq.unwrap_or_else(|| format!("{}:dlq", self.stream));
+        let concurrency = self.concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        RunConfig {
+            redis_url: self.redis,
+            stream: self.stream,
+            group: self.group,
+            consumer,
+            plugin: self.plugin,
+            plugin_config: self.plugin_config.into_iter().collect::<BTreeMap<_, _>>(),
+            concurrency,
+            batch: self.batch,
+            max_in_flight: self.max_in_flight.unwrap_or(self.batch.saturating_mul(2)),
+            block: self.block,
+            max_deliveries: self.max_deliveries,
+            claim_idle: self.claim_idle,
+            claim_interval: self.claim_interval,
+            handler_timeout: self.handler_timeout,
+            max_memory: self.max_memory,
+            max_entry_size: self.max_entry_size,
+            dlq,
+            start_id: self.start_id,
+            shutdown_grace: self.shutdown_grace,
+            stats_interval: self.stats_interval,
+        }
+    }
+}
+
+/// `<hostname>-<pid>`: unique per process on a host, stable enough to read in logs.
+fn default_consumer() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_parse_into_config() {
+        let cli = Cli::try_parse_from([
+            "host",
+            "run",
+            "--stream",
+            "orders",
+            "--group",
+            "g",
+            "--plugin",
+            "n.wasm",
+            "--block",
+            "250ms",
+            "--max-memory",
+            "32MiB",
+            "--plugin-config",
+            "a=1",
+            "--plugin-config",
+            "b=x=y",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        let c = args.into_config();
+        assert_eq!(c.dlq, "orders:dlq");
+        assert_eq!(c.block, Duration::from_millis(250));
+        assert_eq!(c.max_memory, ByteSize(32 << 20));
+        assert_eq!(c.max_in_flight, 400);
+        assert_eq!(c.plugin_config.get("b").map(String::as_str), Some("x=y"));
+        assert!(c.consumer.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = Cli::try_parse_from([
+            "host", "run", "--stream", "s", "--group", "g", "--plugin", "p", "--block", "soon",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--block") && err.contains("expected e.g. 250ms"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The validated configuration of `host run`: plain values (durations, sizes),
+//! checked once before anything connects or spawns.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::units::ByteSize;
+
+/// Everything one `host run` pipeline needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// `redis://` or `rediss://` URL (may carry credentials; never logged).
+    pub redis_url: String,
+    /// Stream key to consume.
+    pub stream: String,
+    /// Consumer group name.
+    pub group: String,
+    /// This process's consumer name inside the group.
+    pub consumer: String,
+    /// Path of the handler component.
+    pub plugin: PathBuf,
+    /// Values the plugin reads with `config(key)`.
+    pub plugin_config: BTreeMap<String, String>,
+    /// Number of worker threads, each with its own plugin instance.
+    pub concurrency: usize,
+    /// XREADGROUP COUNT.
+    pub batch: usize,
+    /// Most entries read but not yet settled (the backpressure window).
+    pub max_in_flight: usize,
+    /// XREADGROUP BLOCK.
+    pub block: Duration,
+    /// Deliveries after which a failing entry is dead-lettered.
+    pub max_deliveries: u32,
+    /// Idle time after which a pending entry may be reclaimed.
+    pub claim_idle: Duration,
+    /// How often the reaper looks for idle pending entries.
+    pub claim_interval: Duration,
+    /// Deadline of one handler call.
+    pub handler_timeout: Duration,
+    /// Linear-memory cap per plugin instance.
+    pub max_memory: ByteSize,
+    /// Entries larger than this are dead-lettered as `invalid`.
+    pub max_entry_size: ByteSize,
+    /// Dead-letter stream key.
+    pub dlq: String,
+    /// Where a newly created group starts (`0` = whole history, `$` = new entries only).
+    pub start_id: String,
+    /// How long in-flight work may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// How often a progress line is logged (zero disables).
+    pub stats_interval: Duration,
+}
+
+/// A configuration that cannot work, reported before start-up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A value outside its allowed range.
+    #[error("--{flag} {problem}")]
+    Invalid {
+        /// The flag name.
+        flag: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Two values that contradict each other.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        problem: problem.into(),
+    }
+}
+
+impl RunConfig {
+    /// Checks ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (flag, value) in [
+            ("stream", &self.stream),
+            ("group", &self.group),
+            ("consumer", &self.consumer),
+            ("dlq", &self.dlq),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(flag, "must not be empty"));
+            }
+        }
+        if self.dlq == self.stream {
+            return Err(ConfigError::Conflict(format!(
+                "--dlq must differ from --stream ({:?}): dead letters would be consumed again",
+                self.stream
+            )));
+        }
+        if !is_valid_start_id(&self.start_id) {
+            return Err(invalid(
+                "start-id",
+                format!(
+                    "{:?} is not `0`, `$` or an entry id like 1700000000000-0",
+                    self.start_id
+                ),
+            ));
+        }
+        if self.concurrency == 0 || self.concurrency > 1024 {
+            return Err(invalid("concurrency", "must be between 1 and 1024"));
+        }
+        if self.batch == 0 || self.batch > 100_000 {
+            return Err(invalid("batch", "must be between 1 and 100000"));
+        }
+        if self.max_in_flight < self.batch {
+            return Err(invalid(
+                "max-in-flight",
+                format!("must be at least --batch ({})", self.batch),
+            ));
+        }
+        if self.max_deliveries == 0 {
+            return Err(invalid("max-deliveries", "must be at least 1"));
+        }
+        if self.block.is_zero() {
+            return Err(invalid(
+                "block",
+                "must be above zero (a zero BLOCK waits forever)",
+            ));
+        }
+        if self.handler_timeout.is_zero() {
+            return Err(invalid("handler-timeout", "must be above zero"));
+        }
+        if self.claim_interval.is_zero() {
+            return Err(invalid("claim-interval", "must be above zero"));
+        }
+        if self.handler_timeout >= self.claim_idle {
+            return Err(ConfigError::Conflict(format!(
+                "--handler-timeout ({}) must be below --claim-idle ({}): otherwise a peer may reclaim an entry while its handler is still running",
+                humantime::format_duration(self.handler_timeout),
+                humantime::format_duration(self.claim_idle)
+            )));
+        }
+        if self.max_memory.0 < (1 << 20) {
+            return Err(invalid("max-memory", "must be at least 1MiB"));
+        }
+        if self.max_entry_size.0 == 0 {
+            return Err(invalid("max-entry-size", "must be above zero"));
+        }
+        Ok(())
+    }
+}
+
+fn is_valid_start_id(id: &str) -> bool {
+    if id == "$" || id == "0" {
+        return true;
+    }
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok()
+}
+
+#[cfg(test)]
+pub(crate) fn sample() -> RunConfig {
+    RunConfig {
+        redis_url: "redis://127.0.0.1:6379".into(),
+        stream: "s".into(),
+        group: "g".into(),
+        consumer: "c".into(),
+        plugin: "p.wasm".into(),
+        plugin_config: BTreeMap::new(),
+        concurrency: 2,
+        batch: 100,
+        max_in_flight: 200,
+        block: Duration::from_secs(2),
+        max_deliveries: 5,
+        claim_idle: Duration::from_secs(30),
+        claim_interval: Duration::from_secs(5),
+        handler_timeout: Duration::from_secs(5),
+        max_memory: ByteSize(64 << 20),
+        max_entry_size: ByteSize(1 << 20),
+        dlq: "s:dlq".into(),
+        start_id: "0".into(),
+        shutdown_grace: Duration::from_secs(10),
+        stats_interval: Duration::from_secs(30),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_is_valid() {
+        assert_eq!(sample().validate(), Ok(()));
+    }
+
+    #[test]
+    fn timeout_must_stay_below_claim_idle() {
+        let mut c = sample();
+        c.handler_timeout = Duration::from_secs(30);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--handler-timeout (30s) must be below --claim-idle (30s)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_out_of_range_values() {
+        let cases: [(&str, fn(&mut RunConfig)); 6] = [
+            ("--batch", |c| c.batch = 0),
+            ("--concurrency", |c| c.concurrency = 0),
+            ("--max-in-flight", |c| c.max_in_flight = 10),
+            ("--start-id", |c| c.start_id = "yesterday".into()),
+            ("--dlq", |c| c.dlq = c.stream.clone()),
+            ("--max-deliveries", |c| c.max_deliveries = 0),
+        ];
+        for (flag, break_it) in cases {
+            let mut c = sample();
+            break_it(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn start_ids() {
+        for ok in ["0", "$", "1700000000000-0", "1700000000000"] {
+            assert!(is_valid_start_id(ok), "{ok}");
+        }
+        for bad in ["", "-", "x-1", "1-x"] {
+            assert!(!is_valid_start_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `host`: the streamhost command line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use streamhost::cli::{Cli, Command};
+use streamhost::runtime::{self, RunError};
+use tokio_util::sync::CancellationToken;
+
+/// Exit status for configuration errors (BSD `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+/// Exit status for a refused plugin (BSD `EX_DATAERR`).
+const EXIT_DATAERR: u8 = 65;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    streamhost::telemetry::init(&cli.log, cli.log_format);
+    match cli.command {
+        Command::Run(args) => run(args.into_config()),
+    }
+}
+
+fn run(config: streamhost::RunConfig) -> ExitCode {
+    // Refuse bad configuration and bad plugins before starting anything.
+    let plugin = match runtime::prepare(&config) {
+        Ok(p) => p,
+        Err(e) => return report(e),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        if let Err(e) = streamhost::shutdown::install(shutdown.clone()) {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        match runtime::run_with_plugin(config, plugin, shutdown).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => report(e),
+        }
+    })
+}
+
+fn report(e: RunError) -> ExitCode {
+    let code = match &e {
+        RunError::Config(_) | RunError::RedisUrl(_) => EXIT_USAGE,
+        RunError::Plugin(_) => EXIT_DATAERR,
+        RunError::Spawn(_) => 1,
+    };
+    tracing::error!(error = %e, "cannot run");
+    eprintln!("error: {e}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,285 @@
+//! The plugin engine: compiles a handler component once, checks it against the
+//! `handler` world, and hands out per-worker instances that run it under a
+//! memory cap and a deadline.
+
+mod bindings;
+mod host_api;
+mod instance;
+mod limits;
+mod stdio;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+pub use bindings::{Event, Failure};
+pub use host_api::{CallState, MAX_EMITS_PER_CALL, PluginMeta};
+pub use instance::PluginInstance;
+pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
+
+use crate::units::ByteSize;
+
+/// The WIT world every plugin must implement.
+pub const WORLD: &str = "streamhost:plugin/handler@0.1.0";
+
+/// Why a plugin file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// The plugin path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file does not start with the WebAssembly magic bytes.
+    #[error("{path} is not a WebAssembly file (it does not start with the `\\0asm` header)")]
+    NotWasm {
+        /// The plugin path.
+        path: PathBuf,
+    },
+    /// A core module, not a component.
+    #[error(
+        "{path} is a core WebAssembly module, not a component: build it with \
+         `cargo build --target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule {
+        /// The plugin path.
+        path: PathBuf,
+    },
+    /// The component is malformed or failed to compile.
+    #[error("{path} is not a valid WebAssembly component: {message}")]
+    Compile {
+        /// The plugin path.
+        path: PathBuf,
+        /// wasmtime's explanation.
+        message: String,
+    },
+    /// The component imports or exports something other than the world.
+    #[error("{path} does not implement the world {WORLD}: {message}")]
+    WrongWorld {
+        /// The plugin path.
+        path: PathBuf,
+        /// What does not match.
+        message: String,
+    },
+    /// The engine itself could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// Limits and configuration every instance of a plugin runs with.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// Values the plugin reads with `config(key)`.
+    pub config: BTreeMap<String, String>,
+    /// Linear-memory cap per instance.
+    pub max_memory: ByteSize,
+    /// Deadline for one `handle` call.
+    pub timeout: Duration,
+}
+
+/// One long-lived wasmtime engine with the host interface and WASI linked in.
+#[derive(Clone)]
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Arc<Linker<CallState>>,
+    _ticker: Arc<limits::EpochTicker>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").finish_non_exhaustive()
+    }
+}
+
+impl PluginEngine {
+    /// Builds the engine, links WASI (nothing granted) and the host interface,
+    /// and starts the epoch ticker that enforces deadlines.
+    pub fn new() -> Result<Self, PluginError> {
+        let engine_err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(engine_err)?;
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        bindings::Handler::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
+        Ok(Self {
+            _ticker: Arc::new(limits::EpochTicker::start(engine.clone())),
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// Reads, compiles and type-checks a plugin file. Blocking and CPU-heavy:
+    /// call it off the async runtime.
+    pub fn load(
+        &self,
+        path: &Path,
+        settings: &PluginSettings,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".into());
+        self.load_bytes(path, &name, &bytes, settings)
+    }
+
+    /// Like [`PluginEngine::load`] for bytes already in memory.
+    pub fn load_bytes(
+        &self,
+        path: &Path,
+        name: &str,
+        bytes: &[u8],
+        settings: &PluginSettings,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        check_header(path, bytes)?;
+        let started = Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        let compile_time = started.elapsed();
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
+            path: path.to_owned(),
+            message: format!(
+                "{e:#}; it exports [{}]",
+                export_names(&self.engine, &component)
+            ),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = bindings::HandlerPre::new(pre).map_err(wrong_world)?;
+        let meta = Arc::new(PluginMeta {
+            name: name.into(),
+            version: content_hash(bytes),
+            config: settings.config.clone(),
+            max_emit_bytes: usize::try_from(settings.max_memory.0).unwrap_or(usize::MAX),
+        });
+        Ok(Arc::new(LoadedPlugin {
+            meta,
+            pre,
+            engine: self.engine.clone(),
+            max_memory: settings.max_memory,
+            timeout: settings.timeout,
+            size: bytes.len(),
+            compile_time,
+        }))
+    }
+}
+
+/// A compiled, type-checked plugin version, ready to instantiate.
+pub struct LoadedPlugin {
+    meta: Arc<PluginMeta>,
+    pre: bindings::HandlerPre<CallState>,
+    engine: Engine,
+    max_memory: ByteSize,
+    timeout: Duration,
+    size: usize,
+    compile_time: Duration,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.meta.name)
+            .field("version", &self.meta.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// Plugin name (file stem).
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    /// Short content hash identifying this version.
+    pub fn version(&self) -> &str {
+        &self.meta.version
+    }
+
+    /// `name@version`, as it appears in logs.
+    pub fn identity(&self) -> String {
+        format!("{}@{}", self.meta.name, self.meta.version)
+    }
+
+    /// Size of the component file in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// How long compiling took.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+}
+
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(PluginError::NotWasm {
+            path: path.to_owned(),
+        });
+    }
+    // Core modules are version 1 (`01 00 00 00`); components carry a layer
+    // field of 1 in bytes 6..8.
+    if bytes[6..8] != [1, 0] {
+        return Err(PluginError::CoreModule {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn export_names(engine: &Engine, component: &Component) -> String {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// First 12 hex digits of the SHA-256 of the component file.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_tells_modules_components_and_garbage_apart() {
+        let p = Path::new("x.wasm");
+        assert!(matches!(
+            check_header(p, b"hello world"),
+            Err(PluginError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header(p, b"\0asm\x01\0\0\0"),
+            Err(PluginError::CoreModule { .. })
+        ));
+        assert!(check_header(p, b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn content_hash_is_short_and_stable() {
+        assert_eq!(content_hash(b"abc"), "ba7816bf8f01");
+    }
+}

@@ -1,0 +1,258 @@
+//! The committer: the only task that acks or dead-letters. It batches settled
+//! entries into one pipelined round trip — plain XACKs for simple successes,
+//! fenced scripts for ack-with-emits and dead-letter moves — and retries
+//! through connection loss. Every step is idempotent, so a retry after a lost
+//! reply never appends twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Pipeline, RedisResult, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::Settled;
+use super::stats::Stats;
+use crate::outcome::{DeadLetterKind, Outcome};
+use crate::stream::dlq::{self, DeadLetterSource};
+use crate::stream::scripts::{ACK_WITH_EMITS, DEAD_LETTER};
+use crate::stream::{ErrorClass, GroupRef, RedisLink};
+
+/// Most settled entries folded into one round trip.
+const MAX_COMMIT_BATCH: usize = 4096;
+
+/// How long the last flush after an abandoned shutdown may keep retrying.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// Turns outcomes into Redis writes.
+#[derive(Debug)]
+pub struct Committer {
+    /// The committer's own connection.
+    pub link: RedisLink,
+    /// Stream, group and consumer acked against.
+    pub group: GroupRef,
+    /// Dead-letter stream key.
+    pub dlq: String,
+    /// Run counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Committer {
+    /// Commits until the inbox closes (every sender gone), or until `abandon`
+    /// fires; then flushes whatever is already settled, for at most a few seconds.
+    pub async fn run(mut self, mut inbox: UnboundedReceiver<Settled>, abandon: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                item = inbox.recv() => item,
+                _ = abandon.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while batch.len() < MAX_COMMIT_BATCH {
+                match inbox.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch, &abandon).await;
+        }
+        let mut rest = Vec::new();
+        while let Ok(s) = inbox.try_recv() {
+            rest.push(s);
+        }
+        if !rest.is_empty() {
+            let deadline = CancellationToken::new();
+            let timer = deadline.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(FINAL_FLUSH).await;
+                timer.cancel();
+            });
+            self.commit(rest, &deadline).await;
+        }
+    }
+
+    /// Commits one batch, retrying through connection loss until `stop` fires.
+    async fn commit(&mut self, batch: Vec<Settled>, stop: &CancellationToken) {
+        let mut acks = Vec::new();
+        let mut scripted = Vec::new();
+        for s in batch {
+            match &s.outcome {
+                Outcome::Retry { reason } => {
+                    self.stats.retried(1);
+                    tracing::warn!(entry = %s.entry.id, deliveries = s.entry.delivery_count, plugin = %s.plugin.identity(), reason, "handler failed; entry stays pending for retry");
+                }
+                Outcome::Ack { emits } if emits.is_empty() => acks.push(s),
+                _ => scripted.push(s),
+            }
+        }
+        while !acks.is_empty() || !scripted.is_empty() {
+            let Some(mut con) = self.link.connection(stop).await else {
+                tracing::warn!(
+                    entries = acks.len() + scripted.len(),
+                    "stopped before these commits reached Redis; the entries stay pending and will be redelivered"
+                );
+                return;
+            };
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            if !acks.is_empty() {
+                let ids: Vec<&str> = acks.iter().map(|s| s.entry.id.as_str()).collect();
+                pipe.cmd("XACK")
+                    .arg(&self.group.stream)
+                    .arg(&self.group.group)
+                    .arg(ids);
+            }
+            for s in &scripted {
+                self.add_script(&mut pipe, s);
+            }
+            let results: Vec<RedisResult<Value>> = match pipe.query_async(&mut con).await {
+                Ok(r) => r,
+                Err(e) => {
+                    match self.link.failed(&e) {
+                        ErrorClass::Connection => {}
+                        ErrorClass::Transient => {
+                            if !self.link.pause(stop).await {
+                                return;
+                            }
+                        }
+                        ErrorClass::Permanent => {
+                            tracing::error!(error = %e, entries = acks.len() + scripted.len(), "Redis refused a commit batch; the entries stay pending");
+                            self.stats
+                                .commit_failed((acks.len() + scripted.len()) as u64);
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
+            self.link.succeeded();
+            let mut results = results.into_iter();
+            if !acks.is_empty() {
+                match results.next() {
+                    Some(Ok(_)) => self.stats.acked(acks.len() as u64, 0),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, entries = acks.len(), "XACK failed; the entries stay pending and will be redelivered");
+                        self.stats.commit_failed(acks.len() as u64);
+                    }
+                    None => {}
+                }
+                acks.clear();
+            }
+            scripted = self.settle_scripts(scripted, results, &mut con).await;
+            if !scripted.is_empty() && !self.link.pause(stop).await {
+                return;
+            }
+        }
+    }
+
+    /// Accounts for each script result; returns the entries worth retrying.
+    async fn settle_scripts(
+        &mut self,
+        scripted: Vec<Settled>,
+        results: impl Iterator<Item = RedisResult<Value>>,
+        con: &mut redis::aio::MultiplexedConnection,
+    ) -> Vec<Settled> {
+        let mut retry = Vec::new();
+        let mut reload = false;
+        for (s, r) in scripted.into_iter().zip(results) {
+            match r {
+                Ok(Value::Int(1)) => self.record_success(&s),
+                Ok(_) => {
+                    self.stats.not_pending(1);
+                    tracing::debug!(entry = %s.entry.id, "entry no longer pending for this consumer; commit skipped");
+                }
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    reload = true;
+                    retry.push(s);
+                }
+                Err(e) if crate::stream::link::classify(&e) != ErrorClass::Permanent => {
+                    retry.push(s)
+                }
+                Err(e) => {
+                    self.stats.commit_failed(1);
+                    tracing::error!(entry = %s.entry.id, error = %e, "Redis refused the commit; the entry stays pending");
+                }
+            }
+        }
+        if reload {
+            for script in [&*ACK_WITH_EMITS, &*DEAD_LETTER] {
+                if let Err(e) = script.prepare_invoke().load_async(con).await {
+                    self.link.failed(&e);
+                }
+            }
+        }
+        retry
+    }
+
+    fn record_success(&self, s: &Settled) {
+        match &s.outcome {
+            Outcome::Ack { emits } => self.stats.acked(1, emits.len() as u64),
+            Outcome::DeadLetter { kind, reason } => {
+                self.stats.dead_lettered(*kind);
+                tracing::warn!(entry = %s.entry.id, kind = %kind, deliveries = s.entry.delivery_count, dlq = %self.dlq, reason, "entry dead-lettered");
+            }
+            Outcome::Retry { .. } => {}
+        }
+    }
+
+    fn add_script(&self, pipe: &mut Pipeline, s: &Settled) {
+        let g = &self.group;
+        match &s.outcome {
+            Outcome::Ack { emits } => {
+                let mut keys: Vec<&str> = vec![&g.stream];
+                let mut index: HashMap<&str, usize> = HashMap::new();
+                for e in emits {
+                    index.entry(e.stream.as_str()).or_insert_with(|| {
+                        keys.push(&e.stream);
+                        keys.len()
+                    });
+                }
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(ACK_WITH_EMITS.get_hash())
+                    .arg(keys.len())
+                    .arg(&keys);
+                cmd.arg(&g.group).arg(&g.consumer).arg(&s.entry.id);
+                for e in emits {
+                    cmd.arg(index[e.stream.as_str()]).arg(e.fields.len());
+                    for (k, v) in &e.fields {
+                        cmd.arg(k).arg(v);
+                    }
+                }
+            }
+            Outcome::DeadLetter { kind, reason } => {
+                let source = DeadLetterSource {
+                    stream: &g.stream,
+                    group: &g.group,
+                    consumer: &g.consumer,
+                    plugin: s.plugin.name(),
+                    plugin_version: s.plugin.version(),
+                };
+                let record = dlq::record(&s.entry, *kind, reason, source);
+                // Trimmed entries were already dropped from the PEL by the
+                // XCLAIM that found them, so they cannot be fenced on it.
+                let fenced = if *kind == DeadLetterKind::Trimmed {
+                    "0"
+                } else {
+                    "1"
+                };
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(DEAD_LETTER.get_hash())
+                    .arg(2)
+                    .arg(&g.stream)
+                    .arg(&self.dlq)
+                    .arg(&g.group)
+                    .arg(&g.consumer)
+                    .arg(&s.entry.id)
+                    .arg(fenced);
+                for (k, v) in &record {
+                    cmd.arg(k).arg(v);
+                }
+            }
+            Outcome::Retry { .. } => {}
+        }
+    }
+}

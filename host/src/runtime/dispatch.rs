@@ -1,0 +1,177 @@
+//! Routes each entry read from Redis: to a worker when a plugin can handle it,
+//! or straight to the committer when the host has already decided (trimmed,
+//! too many deliveries, not representable).
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::outcome::{DeadLetterKind, Outcome};
+use crate::plugin::LoadedPlugin;
+use crate::stream::{Entry, Payload};
+use crate::units::ByteSize;
+
+/// An entry on its way to a worker, holding its slot in the in-flight window.
+#[derive(Debug)]
+pub struct Job {
+    /// The entry; its payload is `Payload::Fields`.
+    pub entry: Entry,
+    /// Released when the entry is settled.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// An entry with its decided outcome, on its way to the committer.
+#[derive(Debug)]
+pub struct Settled {
+    /// The entry (payload kept for dead-letter records).
+    pub entry: Entry,
+    /// What to do with it.
+    pub outcome: Outcome,
+    /// The plugin version in service when it was decided.
+    pub plugin: Arc<LoadedPlugin>,
+    /// The window slot, released when this value is dropped after the commit.
+    #[expect(
+        dead_code,
+        reason = "held only so that dropping it frees the window slot"
+    )]
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Limits applied before an entry reaches a plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// Deliveries after which an entry is dead-lettered without another call.
+    pub max_deliveries: u32,
+    /// Largest entry handed to a plugin.
+    pub max_entry_size: ByteSize,
+}
+
+impl Admission {
+    /// The host's own verdict on an entry, or `None` if a plugin should decide.
+    pub fn verdict(&self, entry: &Entry) -> Option<Outcome> {
+        if entry.payload == Payload::Trimmed {
+            return Some(Outcome::dead_letter(
+                DeadLetterKind::Trimmed,
+                "payload was trimmed from the stream before it could be processed",
+            ));
+        }
+        if entry.delivery_count > self.max_deliveries {
+            return Some(Outcome::dead_letter(
+                DeadLetterKind::MaxDeliveries,
+                format!(
+                    "delivered {} times without success",
+                    entry.delivery_count - 1
+                ),
+            ));
+        }
+        match &entry.payload {
+            Payload::Trimmed => None,
+            Payload::Raw(fields) => {
+                let bad = fields
+                    .iter()
+                    .find(|(k, _)| std::str::from_utf8(k).is_err())
+                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                Some(Outcome::dead_letter(
+                    DeadLetterKind::Invalid,
+                    format!("field name {bad:?} is not valid UTF-8"),
+                ))
+            }
+            Payload::Fields(_) => {
+                let size = entry.payload.size() as u64;
+                (size > self.max_entry_size.0).then(|| {
+                    Outcome::dead_letter(
+                        DeadLetterKind::Invalid,
+                        format!(
+                            "entry is {size} bytes, over --max-entry-size {}",
+                            self.max_entry_size
+                        ),
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Sends entries to workers or to the committer.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    /// Queue shared by all workers.
+    pub work: flume::Sender<Job>,
+    /// The committer's inbox.
+    pub settled: UnboundedSender<Settled>,
+    /// The plugin in service.
+    pub plugin: Arc<LoadedPlugin>,
+    /// Pre-plugin limits.
+    pub admission: Admission,
+}
+
+impl Dispatcher {
+    /// Routes one entry; `false` if the pipeline is shutting down.
+    pub fn dispatch(&self, entry: Entry, permit: OwnedSemaphorePermit) -> bool {
+        match self.admission.verdict(&entry) {
+            Some(outcome) => self
+                .settled
+                .send(Settled {
+                    entry,
+                    outcome,
+                    plugin: self.plugin.clone(),
+                    permit: Some(permit),
+                })
+                .is_ok(),
+            None => self.work.send(Job { entry, permit }).is_ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(payload: Payload, deliveries: u32) -> Entry {
+        Entry {
+            id: "1-0".into(),
+            payload,
+            delivery_count: deliveries,
+        }
+    }
+
+    const ADMIT: Admission = Admission {
+        max_deliveries: 3,
+        max_entry_size: ByteSize(10),
+    };
+
+    fn kind(o: Option<Outcome>) -> Option<DeadLetterKind> {
+        match o {
+            Some(Outcome::DeadLetter { kind, .. }) => Some(kind),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn admits_ordinary_entries() {
+        let e = entry(Payload::Fields(vec![("a".into(), b"1".to_vec())]), 3);
+        assert_eq!(ADMIT.verdict(&e), None);
+    }
+
+    #[test]
+    fn dead_letters_what_no_plugin_should_see() {
+        let big = entry(Payload::Fields(vec![("a".into(), vec![0; 10])]), 1);
+        assert_eq!(kind(ADMIT.verdict(&big)), Some(DeadLetterKind::Invalid));
+        let raw = entry(Payload::Raw(vec![(vec![0xff], vec![])]), 1);
+        assert_eq!(kind(ADMIT.verdict(&raw)), Some(DeadLetterKind::Invalid));
+        assert_eq!(
+            kind(ADMIT.verdict(&entry(Payload::Trimmed, 1))),
+            Some(DeadLetterKind::Trimmed)
+        );
+        let tired = entry(Payload::Fields(vec![]), 4);
+        match ADMIT.verdict(&tired) {
+            Some(Outcome::DeadLetter { kind, reason }) => {
+                assert_eq!(kind, DeadLetterKind::MaxDeliveries);
+                assert_eq!(reason, "delivered 3 times without success");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! One `host run` pipeline: plugin engine, reader, workers and committer
+//! under one cancellation tree, with an orderly drain on shutdown.
+
+mod committer;
+mod dispatch;
+mod reader;
+mod stats;
+mod workers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use stats::{Stats, StatsSnapshot};
+
+use crate::config::{ConfigError, RunConfig};
+use crate::plugin::{LoadedPlugin, PluginEngine, PluginError, PluginSettings};
+use crate::stream::link::describe_target;
+use crate::stream::{GroupRef, LinkHealth, RedisLink};
+use committer::Committer;
+use dispatch::{Admission, Dispatcher};
+use reader::Reader;
+use workers::WorkerSet;
+
+/// Slack on top of BLOCK before the reader's connection gives up on a reply.
+const READ_TIMEOUT_SLACK: Duration = Duration::from_secs(5);
+/// Response timeout of the committer's connection (big pipelines, scripts).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the committer gets after an abandoned drain.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is contradictory or out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The plugin file was refused.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The Redis URL is malformed.
+    #[error("invalid --redis URL: {0}")]
+    RedisUrl(String),
+    /// A thread could not be started.
+    #[error("cannot start worker threads: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Final counters.
+    pub stats: StatsSnapshot,
+    /// Whether in-flight work had to be abandoned at the end of the grace period.
+    pub abandoned: bool,
+}
+
+/// Validates the configuration and loads the plugin: everything that can be
+/// refused before touching Redis. Blocking (compiles the component).
+pub fn prepare(config: &RunConfig) -> Result<Arc<LoadedPlugin>, RunError> {
+    config.validate()?;
+    let engine = PluginEngine::new()?;
+    let settings = PluginSettings {
+        config: config.plugin_config.clone(),
+        max_memory: config.max_memory,
+        timeout: config.handler_timeout,
+    };
+    Ok(engine.load(&config.plugin, &settings)?)
+}
+
+/// Runs the pipeline until `shutdown` fires, then drains: the reader stops,
+/// workers finish what was read (within `--shutdown-grace`), the committer
+/// flushes, and the report is returned.
+pub async fn run(config: RunConfig, shutdown: CancellationToken) -> Result<RunReport, RunError> {
+    let cfg = config.clone();
+    let plugin = tokio::task::spawn_blocking(move || prepare(&cfg))
+        .await
+        .map_err(|e| RunError::Spawn(std::io::Error::other(e)))??;
+    run_with_plugin(config, plugin, shutdown).await
+}
+
+/// Like [`run`] with a plugin already loaded.
+pub async fn run_with_plugin(
+    config: RunConfig,
+    plugin: Arc<LoadedPlugin>,
+    shutdown: CancellationToken,
+) -> Result<RunReport, RunError> {
+    let client = redis::Client::open(config.redis_url.as_str())
+        .map_err(|e| RunError::RedisUrl(e.to_string()))?;
+    let health = LinkHealth::new(describe_target(&client));
+    let config = Arc::new(config);
+    let group = GroupRef {
+        stream: config.stream.clone(),
+        group: config.group.clone(),
+        consumer: config.consumer.clone(),
+    };
+    tracing::info!(
+        plugin = %plugin.identity(), compile_ms = plugin.compile_time().as_millis() as u64,
+        redis = %describe_target(&client), stream = %group.stream, group = %group.group,
+        consumer = %group.consumer, concurrency = config.concurrency, dlq = %config.dlq,
+        "starting"
+    );
+
+    let stats = Arc::new(Stats::default());
+    let window = Arc::new(Semaphore::new(config.max_in_flight));
+    let (work_tx, work_rx) = flume::unbounded();
+    let (settled_tx, settled_rx) = tokio::sync::mpsc::unbounded_channel();
+    let abandon_flag = Arc::new(AtomicBool::new(false));
+    let abandon = CancellationToken::new();
+
+    let committer = Committer {
+        link: RedisLink::new(client.clone(), health.clone(), COMMIT_TIMEOUT),
+        group: group.clone(),
+        dlq: config.dlq.clone(),
+        stats: stats.clone(),
+    };
+    let mut committer_task = tokio::spawn(committer.run(settled_rx, abandon.clone()));
+
+    let workers = WorkerSet {
+        plugin: plugin.clone(),
+        jobs: work_rx,
+        settled: settled_tx.clone(),
+        abandon: abandon_flag.clone(),
+        group: group.clone(),
+        stats: stats.clone(),
+    }
+    .spawn(config.concurrency)?;
+
+    let reader = Reader {
+        link: RedisLink::new(
+            client.clone(),
+            health.clone(),
+            config.block + READ_TIMEOUT_SLACK,
+        ),
+        group,
+        config: config.clone(),
+        window,
+        dispatch: Dispatcher {
+            work: work_tx,
+            settled: settled_tx,
+            plugin,
+            admission: Admission {
+                max_deliveries: config.max_deliveries,
+                max_entry_size: config.max_entry_size,
+            },
+        },
+        stats: stats.clone(),
+    };
+    let reader_task = tokio::spawn(reader.run(shutdown.clone()));
+    let progress = tokio::spawn(log_progress(
+        stats.clone(),
+        config.stats_interval,
+        shutdown.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    let started = Instant::now();
+    tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down: reading stopped, finishing in-flight entries");
+    let _ = reader_task.await;
+    progress.abort();
+
+    let abandoned = tokio::time::timeout(config.shutdown_grace, &mut committer_task)
+        .await
+        .is_err();
+    if abandoned {
+        tracing::warn!(
+            "shutdown grace period over: abandoning unfinished entries (they stay pending for the next owner)"
+        );
+        abandon_flag.store(true, Ordering::Relaxed);
+        abandon.cancel();
+        if tokio::time::timeout(FLUSH_TIMEOUT, &mut committer_task)
+            .await
+            .is_err()
+        {
+            committer_task.abort();
+        }
+    } else {
+        // Workers have all exited once the committer saw its inbox close.
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+    let snapshot = stats.snapshot();
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        read = snapshot.read,
+        acked = snapshot.acked,
+        dead_lettered = snapshot.dead_lettered(),
+        retried = snapshot.retried,
+        abandoned,
+        "stopped"
+    );
+    Ok(RunReport {
+        stats: snapshot,
+        abandoned,
+    })
+}
+
+/// Logs a progress line every `interval` while anything changes.
+async fn log_progress(stats: Arc<Stats>, interval: Duration, cancel: CancellationToken) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut last = stats.snapshot();
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = stats.snapshot();
+        if now != last {
+            let rate = (now.handled - last.handled) as f64 / interval.as_secs_f64();
+            tracing::info!(
+                read = now.read,
+                acked = now.acked,
+                dead_lettered = now.dead_lettered(),
+                retried = now.retried,
+                emitted = now.emitted,
+                handled_per_sec = rate.round() as u64,
+                "progress"
+            );
+            last = now;
+        }
+    }
+}

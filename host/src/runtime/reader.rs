@@ -1,0 +1,227 @@
+//! The reader: makes sure the group exists, recovers this consumer's own
+//! pending entries once, then reads new entries with a blocking XREADGROUP on
+//! its own connection, never holding more than the in-flight window.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::RedisError;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::Dispatcher;
+use super::stats::Stats;
+use crate::config::RunConfig;
+use crate::stream::commands::{self, GroupRef};
+use crate::stream::{Entry, ErrorClass, Payload, RedisLink};
+
+/// Reads entries and hands them to the dispatcher.
+#[derive(Debug)]
+pub struct Reader {
+    /// The reader's own connection (response timeout above BLOCK).
+    pub link: RedisLink,
+    /// Stream, group and consumer.
+    pub group: GroupRef,
+    /// Run configuration.
+    pub config: Arc<RunConfig>,
+    /// Slots for entries read but not yet settled.
+    pub window: Arc<Semaphore>,
+    /// Where entries go.
+    pub dispatch: Dispatcher,
+    /// Run counters.
+    pub stats: Arc<Stats>,
+}
+
+/// The reader stopped because shutdown began.
+struct Cancelled;
+
+impl Reader {
+    /// Runs until `cancel` fires. Dropping the reader closes the job queue,
+    /// which lets workers drain and stop.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        if self.ensure_group(&cancel).await.is_err()
+            || self.recover_own_pending(&cancel).await.is_err()
+        {
+            return;
+        }
+        let _ = self.read_loop(&cancel).await;
+    }
+
+    /// Handles a failed command; `Err` once cancelled.
+    async fn on_error(
+        &mut self,
+        err: &RedisError,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(), Cancelled> {
+        match self.link.failed(err) {
+            ErrorClass::Connection => Ok(()),
+            ErrorClass::Transient => self.pause(cancel).await,
+            ErrorClass::Permanent => {
+                tracing::error!(error = %err, stream = %self.group.stream, group = %self.group.group, "{what} failed");
+                self.pause(cancel).await
+            }
+        }
+    }
+
+    async fn pause(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+        if self.link.pause(cancel).await {
+            Ok(())
+        } else {
+            Err(Cancelled)
+        }
+    }
+
+    async fn ensure_group(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+        loop {
+            let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
+            match commands::ensure_group(&mut con, &self.group, &self.config.start_id).await {
+                Ok(created) => {
+                    self.link.succeeded();
+                    if created {
+                        tracing::info!(stream = %self.group.stream, group = %self.group.group, start_id = %self.config.start_id, "created consumer group");
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.on_error(&e, "creating the consumer group", cancel)
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// Takes back this consumer's pending entries (from a previous run under
+    /// the same name) with XCLAIM, which raises their delivery counters
+    /// durably, and dispatches them like new ones.
+    async fn recover_own_pending(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+        let batch = self.config.batch;
+        let mut after = "-".to_owned();
+        let mut total = 0u64;
+        loop {
+            let permits = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Cancelled),
+                p = self.window.clone().acquire_many_owned(batch as u32) => p.map_err(|_| Cancelled)?,
+            };
+            let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
+            let rows = match commands::own_pending(&mut con, &self.group, &after, batch).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.on_error(&e, "reading own pending entries", cancel)
+                        .await?;
+                    continue;
+                }
+            };
+            let Some(last) = rows.last() else { break };
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            let claimed = match commands::claim(&mut con, &self.group, &ids).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.on_error(&e, "claiming own pending entries", cancel)
+                        .await?;
+                    continue;
+                }
+            };
+            after = last.id.clone();
+            let mut claimed: HashMap<String, Entry> =
+                claimed.into_iter().map(|e| (e.id.clone(), e)).collect();
+            let missing: Vec<&String> =
+                ids.iter().filter(|id| !claimed.contains_key(*id)).collect();
+            let trimmed = self.still_in_stream(&mut con, &missing).await;
+            let mut permits = permits;
+            for row in rows {
+                let entry = match claimed.remove(&row.id) {
+                    Some(mut e) => {
+                        e.delivery_count = row.deliveries.saturating_add(1);
+                        e
+                    }
+                    // Missing from the XCLAIM reply: either trimmed (Redis
+                    // dropped it from the PEL) or acked meanwhile by a peer.
+                    None if trimmed.get(&row.id) == Some(&false) => Entry {
+                        id: row.id,
+                        payload: Payload::Trimmed,
+                        delivery_count: row.deliveries,
+                    },
+                    None => continue,
+                };
+                let Some(permit) = permits.split(1) else {
+                    break;
+                };
+                total += 1;
+                if !self.dispatch.dispatch(entry, permit) {
+                    return Err(Cancelled);
+                }
+            }
+        }
+        if total > 0 {
+            self.stats.recovered(total);
+            self.stats.read(total);
+            tracing::info!(entries = total, consumer = %self.group.consumer, "recovered this consumer's pending entries from a previous run");
+        }
+        Ok(())
+    }
+
+    /// For ids XCLAIM did not return: whether each still exists in the stream.
+    async fn still_in_stream(
+        &mut self,
+        con: &mut redis::aio::MultiplexedConnection,
+        ids: &[&String],
+    ) -> HashMap<String, bool> {
+        let mut out = HashMap::new();
+        for id in ids {
+            let exists: RedisResultVec = redis::cmd("XRANGE")
+                .arg(&self.group.stream)
+                .arg(id.as_str())
+                .arg(id.as_str())
+                .query_async(con)
+                .await;
+            // On error, assume it exists: never invent a `trimmed` record.
+            let exists = exists.map(|v| !v.is_empty()).unwrap_or(true);
+            out.insert((*id).clone(), exists);
+        }
+        out
+    }
+
+    async fn read_loop(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+        let batch = self.config.batch;
+        loop {
+            let mut permits = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Cancelled),
+                p = self.window.clone().acquire_many_owned(batch as u32) => p.map_err(|_| Cancelled)?,
+            };
+            let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
+            let read = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Cancelled),
+                r = commands::read_new(&mut con, &self.group, batch, self.config.block) => r,
+            };
+            let entries = match read {
+                Ok(entries) => entries,
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    tracing::warn!(stream = %self.group.stream, group = %self.group.group, start_id = %self.config.start_id,
+                        "the stream or consumer group vanished; recreating the group at --start-id");
+                    self.ensure_group(cancel).await?;
+                    continue;
+                }
+                Err(e) => {
+                    self.on_error(&e, "XREADGROUP", cancel).await?;
+                    continue;
+                }
+            };
+            self.link.succeeded();
+            self.stats.read(entries.len() as u64);
+            for entry in entries {
+                let Some(permit) = permits.split(1) else {
+                    break;
+                };
+                if !self.dispatch.dispatch(entry, permit) {
+                    return Err(Cancelled);
+                }
+            }
+        }
+    }
+}
+
+type RedisResultVec = redis::RedisResult<Vec<redis::Value>>;

@@ -1,0 +1,126 @@
+//! Counters of what a run did, shared by its tasks; read for progress lines,
+//! the final summary and (later) metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::outcome::DeadLetterKind;
+
+/// Monotonic counters, updated with relaxed atomics on the hot path.
+#[derive(Debug, Default)]
+pub struct Stats {
+    read: AtomicU64,
+    handled: AtomicU64,
+    acked: AtomicU64,
+    emitted: AtomicU64,
+    retried: AtomicU64,
+    dead_permanent: AtomicU64,
+    dead_max_deliveries: AtomicU64,
+    dead_trimmed: AtomicU64,
+    dead_invalid: AtomicU64,
+    not_pending: AtomicU64,
+    commit_failures: AtomicU64,
+    recovered: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Entries read from Redis (new and recovered).
+    pub read: u64,
+    /// Handler calls completed (any result).
+    pub handled: u64,
+    /// Entries acked after success.
+    pub acked: u64,
+    /// Entries appended on behalf of handlers.
+    pub emitted: u64,
+    /// Entries left pending after a retryable failure, trap or timeout.
+    pub retried: u64,
+    /// Dead-lettered: handler said permanent.
+    pub dead_permanent: u64,
+    /// Dead-lettered: too many deliveries.
+    pub dead_max_deliveries: u64,
+    /// Dead-lettered: payload trimmed before processing.
+    pub dead_trimmed: u64,
+    /// Dead-lettered: could not be handed to the plugin.
+    pub dead_invalid: u64,
+    /// Commits skipped because the entry was no longer pending for us.
+    pub not_pending: u64,
+    /// Commits Redis refused (entry left pending).
+    pub commit_failures: u64,
+    /// Own pending entries recovered at start-up.
+    pub recovered: u64,
+}
+
+impl StatsSnapshot {
+    /// All dead-lettered entries.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_permanent + self.dead_max_deliveries + self.dead_trimmed + self.dead_invalid
+    }
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Stats {
+    /// Entries read.
+    pub fn read(&self, n: u64) {
+        add(&self.read, n);
+    }
+    /// Handler calls completed.
+    pub fn handled(&self, n: u64) {
+        add(&self.handled, n);
+    }
+    /// Entries acked and how many entries they emitted.
+    pub fn acked(&self, n: u64, emitted: u64) {
+        add(&self.acked, n);
+        add(&self.emitted, emitted);
+    }
+    /// Entries left pending for retry.
+    pub fn retried(&self, n: u64) {
+        add(&self.retried, n);
+    }
+    /// One entry dead-lettered.
+    pub fn dead_lettered(&self, kind: DeadLetterKind) {
+        let c = match kind {
+            DeadLetterKind::Permanent => &self.dead_permanent,
+            DeadLetterKind::MaxDeliveries => &self.dead_max_deliveries,
+            DeadLetterKind::Trimmed => &self.dead_trimmed,
+            DeadLetterKind::Invalid => &self.dead_invalid,
+        };
+        add(c, 1);
+    }
+    /// Commits skipped because the entry was not pending.
+    pub fn not_pending(&self, n: u64) {
+        add(&self.not_pending, n);
+    }
+    /// Commits refused by Redis.
+    pub fn commit_failed(&self, n: u64) {
+        add(&self.commit_failures, n);
+    }
+    /// Own pending entries recovered.
+    pub fn recovered(&self, n: u64) {
+        add(&self.recovered, n);
+    }
+
+    /// Copies the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            read: g(&self.read),
+            handled: g(&self.handled),
+            acked: g(&self.acked),
+            emitted: g(&self.emitted),
+            retried: g(&self.retried),
+            dead_permanent: g(&self.dead_permanent),
+            dead_max_deliveries: g(&self.dead_max_deliveries),
+            dead_trimmed: g(&self.dead_trimmed),
+            dead_invalid: g(&self.dead_invalid),
+            not_pending: g(&self.not_pending),
+            commit_failures: g(&self.commit_failures),
+            recovered: g(&self.recovered),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Worker threads: each owns one warm plugin instance and turns jobs into
+//! settled outcomes. Plain OS threads, because handler calls are synchronous
+//! CPU work that must not stall the async runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::dispatch::{Job, Settled};
+use super::stats::Stats;
+use crate::outcome::{DeadLetterKind, Outcome};
+use crate::plugin::{Event, LoadedPlugin, PluginInstance};
+use crate::stream::{GroupRef, Payload};
+
+/// What every worker needs; cloned into each thread.
+#[derive(Debug, Clone)]
+pub struct WorkerSet {
+    /// The plugin version to run.
+    pub plugin: Arc<LoadedPlugin>,
+    /// Shared job queue.
+    pub jobs: flume::Receiver<Job>,
+    /// The committer's inbox.
+    pub settled: UnboundedSender<Settled>,
+    /// Set when the shutdown grace period is over: remaining jobs are dropped
+    /// unhandled (they stay pending in Redis for the next owner).
+    pub abandon: Arc<AtomicBool>,
+    /// Names copied into every event.
+    pub group: GroupRef,
+    /// Run counters.
+    pub stats: Arc<Stats>,
+}
+
+impl WorkerSet {
+    /// Starts `n` worker threads; they exit when the job queue closes.
+    pub fn spawn(self, n: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
+        (0..n)
+            .map(|i| {
+                let set = self.clone();
+                std::thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || set.work())
+            })
+            .collect()
+    }
+
+    fn work(self) {
+        let mut instance = PluginInstance::new(self.plugin.clone());
+        // One event reused for every call: stream/group/consumer are set once,
+        // id and fields are moved in and back out, so a call copies nothing.
+        let mut event = Event {
+            stream: self.group.stream.clone(),
+            id: String::new(),
+            group: self.group.group.clone(),
+            consumer: self.group.consumer.clone(),
+            fields: Vec::new(),
+            delivery_count: 0,
+        };
+        while let Ok(Job { mut entry, permit }) = self.jobs.recv() {
+            if self.abandon.load(Ordering::Relaxed) {
+                continue;
+            }
+            let outcome = match std::mem::replace(&mut entry.payload, Payload::Trimmed) {
+                Payload::Fields(fields) => {
+                    event.id = std::mem::take(&mut entry.id);
+                    event.fields = fields;
+                    event.delivery_count = entry.delivery_count;
+                    let outcome = instance.call(&event);
+                    entry.id = std::mem::take(&mut event.id);
+                    entry.payload = Payload::Fields(std::mem::take(&mut event.fields));
+                    self.stats.handled(1);
+                    outcome
+                }
+                // The dispatcher only queues entries with fields; anything
+                // else is a host bug, dead-lettered rather than lost.
+                other => {
+                    entry.payload = other;
+                    Outcome::dead_letter(
+                        DeadLetterKind::Invalid,
+                        "entry reached a worker without fields",
+                    )
+                }
+            };
+            let settled = Settled {
+                entry,
+                outcome,
+                plugin: instance.plugin().clone(),
+                permit: Some(permit),
+            };
+            if self.settled.send(settled).is_err() {
+                break;
+            }
+        }
+        if instance.replaced() > 0 {
+            tracing::debug!(replaced = instance.replaced(), "worker stopping");
+        }
+    }
+}

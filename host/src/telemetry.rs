@@ -1,0 +1,26 @@
+//! Structured logging set-up: text or JSON lines on stderr, filtered by
+//! `--log` / `STREAMHOST_LOG` (same syntax as `RUST_LOG`).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+
+/// Installs the global subscriber; an invalid filter falls back to `info`
+/// with a warning rather than silencing the process.
+pub fn init(filter: &str, format: LogFormat) {
+    let (env_filter, bad) = match EnvFilter::try_new(filter) {
+        Ok(f) => (f, None),
+        Err(e) => (EnvFilter::new("info"), Some(e)),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Some(e) = bad {
+        tracing::warn!(filter, error = %e, "invalid --log filter; using `info`");
+    }
+}
