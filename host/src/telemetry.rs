@@ -1,6 +1,8 @@
 //! Structured logging set-up: text or JSON lines on stderr, filtered by
 //! `--log` / `STREAMHOST_LOG` (same syntax as `RUST_LOG`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -15,6 +17,7 @@ pub fn init(filter: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

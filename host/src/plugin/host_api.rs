@@ -105,11 +105,21 @@ impl host::Host for CallState {
     fn log(&mut self, level: Level, message: String) {
         let (plugin, version, entry) = (&*self.meta.name, &self.meta.version, &self.entry_id);
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin, version, entry, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin, version, entry, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", plugin, version, entry, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin, version, entry, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin, version, entry, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+            }
         }
     }
 

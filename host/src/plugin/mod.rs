@@ -174,6 +174,7 @@ impl PluginEngine {
             meta,
             pre,
             engine: self.engine.clone(),
+            _ticker: self._ticker.clone(),
             max_memory: settings.max_memory,
             timeout: settings.timeout,
             size: bytes.len(),
@@ -187,6 +188,9 @@ pub struct LoadedPlugin {
     meta: Arc<PluginMeta>,
     pre: bindings::HandlerPre<CallState>,
     engine: Engine,
+    /// Deadlines only work while the epoch advances: every loaded plugin
+    /// keeps the ticker alive, even after the `PluginEngine` is dropped.
+    _ticker: Arc<limits::EpochTicker>,
     max_memory: ByteSize,
     timeout: Duration,
     size: usize,

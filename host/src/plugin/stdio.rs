@@ -60,6 +60,9 @@ impl LogStream {
     fn emit_line(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            return;
+        }
         match self.kind {
             StdioKind::Stdout => {
                 tracing::info!(target: "plugin", plugin = %self.plugin, stream = "stdout", "{line}")

@@ -53,15 +53,17 @@ impl Reader {
         err: &RedisError,
         what: &str,
         cancel: &CancellationToken,
-    ) -> Result<(), Cancelled> {
-        match self.link.failed(err) {
-            ErrorClass::Connection => Ok(()),
-            ErrorClass::Transient => self.pause(cancel).await,
+    ) -> Result<ErrorClass, Cancelled> {
+        let class = self.link.failed(err);
+        match class {
+            ErrorClass::Connection => {}
+            ErrorClass::Transient => self.pause(cancel).await?,
             ErrorClass::Permanent => {
                 tracing::error!(error = %err, stream = %self.group.stream, group = %self.group.group, "{what} failed");
-                self.pause(cancel).await
+                self.pause(cancel).await?;
             }
         }
+        Ok(class)
     }
 
     async fn pause(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
@@ -85,7 +87,7 @@ impl Reader {
                 }
                 Err(e) => {
                     self.on_error(&e, "creating the consumer group", cancel)
-                        .await?
+                        .await?;
                 }
             }
         }
@@ -183,9 +185,28 @@ impl Reader {
         out
     }
 
+    /// Waits until every entry in flight is settled, then recovers own
+    /// pending entries. Needed after a connection loss: an XREADGROUP whose
+    /// reply was lost left entries in this consumer's PEL that `>` will
+    /// never return again.
+    async fn resync(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+        let everything = self.config.max_in_flight as u32;
+        let idle = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Cancelled),
+            p = self.window.clone().acquire_many_owned(everything) => p.map_err(|_| Cancelled)?,
+        };
+        drop(idle);
+        self.recover_own_pending(cancel).await
+    }
+
     async fn read_loop(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let batch = self.config.batch;
+        let mut resync = false;
         loop {
+            if std::mem::take(&mut resync) {
+                self.resync(cancel).await?;
+            }
             let mut permits = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(Cancelled),
@@ -206,7 +227,8 @@ impl Reader {
                     continue;
                 }
                 Err(e) => {
-                    self.on_error(&e, "XREADGROUP", cancel).await?;
+                    resync =
+                        self.on_error(&e, "XREADGROUP", cancel).await? == ErrorClass::Connection;
                     continue;
                 }
             };

@@ -134,11 +134,9 @@ impl RedisLink {
                 r = connect => r,
             };
             match result {
-                Ok(conn) => {
-                    self.health.mark_up();
-                    self.backoff.reset();
-                    self.conn = Some(conn);
-                }
+                // "Restored" is only said once a command succeeds: a server
+                // still loading its AOF accepts connections but not commands.
+                Ok(conn) => self.conn = Some(conn),
                 Err(e) => self.health.mark_down(&e.to_string()),
             }
         }

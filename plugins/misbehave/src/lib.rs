@@ -3,6 +3,7 @@
 //! outcome as obeyed/violated pairs.
 //!
 //! Actions: `ok` (default), `permanent`, `retryable`, `trap`, `loop`, `oom`,
+//! `alloc` (holds `mb` MiB for the call),
 //! `emit`, `emit-then-fail`, `emit-then-trap`, `sleep` (busy-waits `ms`),
 //! `print` (stdout + stderr), `log`, `config` (emits the value of config `key`),
 //! `count` (emits how many calls this instance has served), `fail-until`
@@ -34,7 +35,16 @@ impl Handler for Misbehave {
             .opt_str("emit_to")?
             .unwrap_or("misbehave:out")
             .to_owned();
-        let emit_marker = || streamhost_sdk::emit(&out, [("source_id", event.id.as_bytes())]);
+        let delivery = event.delivery_count.to_string();
+        let emit_marker = || {
+            streamhost_sdk::emit(
+                &out,
+                [
+                    ("source_id", event.id.as_bytes()),
+                    ("delivery", delivery.as_bytes()),
+                ],
+            )
+        };
         match action {
             "ok" => Ok(()),
             "permanent" => Err(Failure::permanent(reason)),
@@ -51,6 +61,17 @@ impl Handler for Misbehave {
                 loop {
                     hoard.push(black_box(vec![1u8; 1 << 20]));
                 }
+            }
+            "alloc" => {
+                let mb: usize = event
+                    .str("mb")?
+                    .parse()
+                    .map_err(|_| Failure::permanent("bad mb"))?;
+                let block = black_box(vec![7u8; mb << 20]);
+                if block.iter().step_by(4096).any(|&b| b != 7) {
+                    return Err(Failure::permanent("memory corrupted"));
+                }
+                Ok(())
             }
             "emit" => {
                 emit_marker();

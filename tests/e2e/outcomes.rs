@@ -1,0 +1,290 @@
+//! What each handler answer does to an entry: ack, dead-letter, emit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::support::{Host, RedisServer, eventually, key, plugin};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn as_map(fields: &[(String, String)]) -> HashMap<&str, &str> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+#[test]
+fn success_acks_every_entry_and_emits_to_the_outbox() {
+    let redis = RedisServer::start();
+    let stream = key("orders-ok");
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let order = format!("o-{i}");
+        let kind = [
+            "order.placed",
+            "order.paid",
+            "order.shipped",
+            "order.cancelled",
+        ][i % 4];
+        ids.push(redis.add(
+            &stream,
+            &[
+                ("type", kind),
+                ("order_id", &order),
+                ("customer", "alice"),
+                ("amount", "9.99"),
+            ],
+        ));
+    }
+    let _host = Host::run(
+        &redis.url(),
+        &stream,
+        "notifications",
+        &plugin("notify"),
+        &[
+            "--plugin-config",
+            "outbox=outbox",
+            "--plugin-config",
+            "log=off",
+        ],
+    );
+    eventually(WAIT, "all 50 read and acked", || {
+        (redis.entries_read(&stream, "notifications") == Some(50)
+            && redis.pending(&stream, "notifications") == 0)
+            .then_some(())
+    });
+    let outbox = redis.range("outbox");
+    let mut sources: Vec<String> = outbox
+        .iter()
+        .map(|(_, f)| as_map(f)["source_id"].to_owned())
+        .collect();
+    sources.sort();
+    ids.sort();
+    assert_eq!(sources, ids, "exactly one notification per order event");
+    let first = outbox
+        .iter()
+        .map(|(_, f)| as_map(f))
+        .find(|f| f["order_id"] == "o-0")
+        .unwrap();
+    assert_eq!(
+        first["message"],
+        "Hi alice, we received your order o-0 ($9.99)."
+    );
+    assert!(redis.range(&format!("{stream}:dlq")).is_empty());
+}
+
+#[test]
+fn permanent_failure_writes_a_complete_dead_letter_record() {
+    let redis = RedisServer::start();
+    let stream = key("perm");
+    let id = redis.add(
+        &stream,
+        &[
+            ("action", "permanent"),
+            ("reason", "card declined"),
+            ("amount", "12"),
+        ],
+    );
+    let host = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &["--consumer", "c-1", "--dlq", "dead"],
+    );
+    let dlq = eventually(WAIT, "DLQ record", || {
+        let r = redis.range("dead");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(dlq.len(), 1);
+    let rec = as_map(&dlq[0].1);
+    assert_eq!(rec["kind"], "permanent");
+    assert_eq!(rec["reason"], "card declined");
+    assert_eq!(rec["source_stream"], stream);
+    assert_eq!(rec["source_id"], id);
+    assert_eq!(rec["group"], "g");
+    assert_eq!(rec["consumer"], "c-1");
+    assert_eq!(rec["deliveries"], "1");
+    assert_eq!(rec["plugin"], "misbehave");
+    assert_eq!(rec["plugin_version"].len(), 12);
+    assert!(rec["failed_at_ms"].parse::<u64>().unwrap() > 1_600_000_000_000);
+    // Original fields, in order, after the metadata.
+    let originals: Vec<(&str, &str)> = dlq[0]
+        .1
+        .iter()
+        .filter(|(k, _)| k.starts_with("field:"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        originals,
+        [
+            ("field:action", "permanent"),
+            ("field:reason", "card declined"),
+            ("field:amount", "12")
+        ]
+    );
+    eventually(WAIT, "entry acked", || {
+        (redis.pending(&stream, "g") == 0).then_some(())
+    });
+    assert!(host.log().contains("entry dead-lettered"));
+}
+
+#[test]
+fn emits_are_appended_only_with_a_successful_ack() {
+    let redis = RedisServer::start();
+    let stream = key("emit");
+    let ok = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let failed = redis.add(&stream, &[("action", "emit-then-fail"), ("emit_to", "out")]);
+    let trapped = redis.add(&stream, &[("action", "emit-then-trap"), ("emit_to", "out")]);
+    let retry = redis.add(&stream, &[("action", "retryable"), ("emit_to", "out")]);
+    let last = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let host = Host::run(&redis.url(), &stream, "g", &plugin("misbehave"), &[]);
+    eventually(WAIT, "last entry emitted", || {
+        redis
+            .range("out")
+            .iter()
+            .any(|(_, f)| as_map(f)["source_id"] == last)
+            .then_some(())
+    });
+    eventually(WAIT, "the failed entry dead-lettered", || {
+        (redis.range(&format!("{stream}:dlq")).len() == 1).then_some(())
+    });
+    let out: Vec<String> = redis
+        .range("out")
+        .iter()
+        .map(|(_, f)| as_map(f)["source_id"].to_owned())
+        .collect();
+    assert_eq!(
+        out,
+        [ok.clone(), last.clone()],
+        "emits of failed or trapped calls must never appear"
+    );
+    let mut pending: Vec<String> = redis
+        .pending_ids(&stream, "g")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    pending.sort();
+    assert_eq!(
+        pending,
+        [trapped, retry],
+        "trap and retryable stay pending; success and permanent are acked"
+    );
+    assert!(
+        !redis
+            .range(&format!("{stream}:dlq"))
+            .iter()
+            .any(|(_, f)| as_map(f)["source_id"] == ok)
+    );
+    assert!(host.log().contains(&failed));
+}
+
+#[test]
+fn entries_the_host_cannot_hand_over_are_dead_lettered_as_invalid() {
+    let redis = RedisServer::start();
+    let stream = key("invalid");
+    let mut c = redis.conn();
+    let binary: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg(b"\xffname".as_slice())
+        .arg(b"\x00\x01".as_slice())
+        .query(&mut c)
+        .unwrap();
+    let big_value = "x".repeat(2048);
+    let big = redis.add(&stream, &[("action", "ok"), ("blob", &big_value)]);
+    let fine = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let _host = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &["--max-entry-size", "1KiB"],
+    );
+    eventually(WAIT, "ordinary entry handled", || {
+        (!redis.range("out").is_empty()).then_some(())
+    });
+    let dlq_key = format!("{stream}:dlq");
+    let dlq = eventually(WAIT, "two invalid records", || {
+        let r = redis.range(&dlq_key);
+        (r.len() == 2).then_some(r)
+    });
+    let by_id: HashMap<String, HashMap<&str, &str>> = dlq
+        .iter()
+        .map(|(_, f)| (as_map(f)["source_id"].to_owned(), as_map(f)))
+        .collect();
+    assert_eq!(by_id[&binary]["kind"], "invalid");
+    assert!(
+        by_id[&binary]["reason"].contains("not valid UTF-8"),
+        "{:?}",
+        by_id[&binary]
+    );
+    assert_eq!(by_id[&big]["kind"], "invalid");
+    assert!(by_id[&big]["reason"].contains("over --max-entry-size 1KiB"));
+    // The binary field survives byte for byte.
+    let raw: redis::Value = redis::cmd("XRANGE")
+        .arg(&dlq_key)
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    let text = format!("{raw:?}");
+    assert!(
+        text.contains("field:\\xffname")
+            || text.contains("[102, 105, 101, 108, 100, 58, 255, 110, 97, 109, 101]"),
+        "{text}"
+    );
+    assert_eq!(redis.pending(&stream, "g"), 0);
+    let _ = fine;
+}
+
+#[test]
+fn plugin_config_and_guest_output_reach_the_plugin_and_the_log() {
+    let redis = RedisServer::start();
+    let stream = key("config");
+    redis.add(
+        &stream,
+        &[("action", "config"), ("key", "region"), ("emit_to", "out")],
+    );
+    redis.add(
+        &stream,
+        &[("action", "config"), ("key", "absent"), ("emit_to", "out")],
+    );
+    let print_id = redis.add(&stream, &[("action", "print")]);
+    redis.add(&stream, &[("action", "log")]);
+    let host = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &["--plugin-config", "region=eu-west"],
+    );
+    let out = eventually(WAIT, "two config emits", || {
+        let r = redis.range("out");
+        (r.len() == 2).then_some(r)
+    });
+    let values: HashMap<&str, &str> = out
+        .iter()
+        .map(|(_, f)| (as_map(f)["key"], as_map(f)["value"]))
+        .collect();
+    assert_eq!(values["region"], "eu-west");
+    assert_eq!(values["absent"], "<unset>");
+    host.wait_for_log(&format!("hello from stdout {print_id}"), WAIT);
+    host.wait_for_log(&format!("hello from stderr {print_id}"), WAIT);
+    host.wait_for_log("warn line", WAIT);
+    let log = host.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("hello from stderr"))
+        .unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("plugin=misbehave"),
+        "{line}"
+    );
+    let line = log.lines().find(|l| l.contains("info line")).unwrap();
+    assert!(
+        line.contains("INFO") && line.contains("plugin=misbehave"),
+        "{line}"
+    );
+}

@@ -1,0 +1,121 @@
+//! Start-up recovery of this consumer's own pending entries.
+
+use std::time::Duration;
+
+use crate::support::{Host, RedisServer, eventually, key, plugin};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Delivers every entry to `consumer` without acking: a crashed previous run.
+fn crash_read(redis: &RedisServer, stream: &str, group: &str, consumer: &str) {
+    let mut c = redis.conn();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+}
+
+#[test]
+fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
+    let redis = RedisServer::start();
+    let stream = key("recover");
+    let a = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let gone = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let b = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    crash_read(&redis, &stream, "g", "worker-1");
+    let mut c = redis.conn();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(&gone)
+        .query(&mut c)
+        .unwrap();
+    let host = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &["--consumer", "worker-1"],
+    );
+    let out = eventually(WAIT, "both live entries handled", || {
+        let r = redis.range("out");
+        (r.len() == 2).then_some(r)
+    });
+    for ((_, fields), id) in out.iter().zip([&a, &b]) {
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("source_id"), Some(id.as_str()));
+        assert_eq!(
+            get("delivery"),
+            Some("2"),
+            "second delivery, counted by XCLAIM"
+        );
+    }
+    let dlq = eventually(WAIT, "trimmed entry dead-lettered", || {
+        let r = redis.range(&format!("{stream}:dlq"));
+        (!r.is_empty()).then_some(r)
+    });
+    let rec: std::collections::HashMap<_, _> = dlq[0].1.iter().cloned().collect();
+    assert_eq!(rec["kind"], "trimmed");
+    assert_eq!(rec["source_id"], gone);
+    assert!(
+        !rec.keys().any(|k| k.starts_with("field:")),
+        "no payload to keep"
+    );
+    eventually(WAIT, "nothing pending", || {
+        (redis.pending(&stream, "g") == 0).then_some(())
+    });
+    host.wait_for_log("recovered this consumer's pending entries", WAIT);
+}
+
+#[test]
+fn recovered_entries_over_max_deliveries_are_dead_lettered_without_another_call() {
+    let redis = RedisServer::start();
+    let stream = key("tired");
+    let id = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    crash_read(&redis, &stream, "g", "w");
+    let mut c = redis.conn();
+    // Two more deliveries, as XCLAIM would have counted them.
+    for _ in 0..2 {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(&stream)
+            .arg("g")
+            .arg("w")
+            .arg(0)
+            .arg(&id)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _host = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &["--consumer", "w", "--max-deliveries", "3"],
+    );
+    let dlq = eventually(WAIT, "dead-lettered", || {
+        let r = redis.range(&format!("{stream}:dlq"));
+        (!r.is_empty()).then_some(r)
+    });
+    let rec: std::collections::HashMap<_, _> = dlq[0].1.iter().cloned().collect();
+    assert_eq!(rec["kind"], "max-deliveries");
+    assert_eq!(rec["deliveries"], "4");
+    assert_eq!(rec["reason"], "delivered 3 times without success");
+    assert_eq!(rec["field:action"], "emit");
+    assert!(
+        redis.range("out").is_empty(),
+        "the handler was not called a fourth time"
+    );
+    assert_eq!(redis.pending(&stream, "g"), 0);
+}

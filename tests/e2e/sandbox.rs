@@ -1,0 +1,113 @@
+//! Limits as obeyed/violated pairs against the misbehaving plugin: a trap, a
+//! runaway loop or a memory bomb costs one retry, never the host.
+
+use std::time::Duration;
+
+use crate::support::{Host, RedisServer, eventually, key, plugin};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn emitted_sources(redis: &RedisServer, stream: &str) -> Vec<(String, String)> {
+    redis
+        .range(stream)
+        .into_iter()
+        .map(|(_, f)| {
+            let get = |k: &str| {
+                f.iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (get("source_id"), get("calls"))
+        })
+        .collect()
+}
+
+#[test]
+fn trap_timeout_and_memory_cap_leave_the_host_healthy_and_the_entry_pending() {
+    let redis = RedisServer::start();
+    let stream = key("limits");
+    let trap = redis.add(&stream, &[("action", "trap")]);
+    let looping = redis.add(&stream, &[("action", "loop")]);
+    let bomb = redis.add(&stream, &[("action", "oom")]);
+    // Obeyed counterparts: within the deadline, within the memory cap.
+    let slow_ok = redis.add(&stream, &[("action", "sleep"), ("ms", "100")]);
+    let alloc_ok = redis.add(&stream, &[("action", "alloc"), ("mb", "8")]);
+    let after = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let host = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &[
+            "--handler-timeout",
+            "500ms",
+            "--max-memory",
+            "24MiB",
+            "--concurrency",
+            "1",
+        ],
+    );
+    eventually(WAIT, "entry after the misbehaving ones handled", || {
+        emitted_sources(&redis, "out")
+            .iter()
+            .any(|(id, _)| *id == after)
+            .then_some(())
+    });
+    let mut pending: Vec<String> = redis
+        .pending_ids(&stream, "g")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    pending.sort();
+    let mut expected = vec![trap.clone(), looping.clone(), bomb.clone()];
+    expected.sort();
+    assert_eq!(
+        pending, expected,
+        "violations stay pending; obeyed entries ({slow_ok}, {alloc_ok}) are acked"
+    );
+    host.wait_for_log("handler exceeded its deadline of 500ms", WAIT);
+    host.wait_for_log("memory limit of 24MiB exceeded", WAIT);
+    host.wait_for_log(
+        "plugin trapped: wasm trap: wasm `unreachable` instruction executed",
+        WAIT,
+    );
+    let log = host.log();
+    for id in [&trap, &looping, &bomb] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(id.as_str()) && l.contains("entry stays pending for retry")),
+            "no retry line for {id}:\n{log}"
+        );
+    }
+    assert!(
+        redis.range(&format!("{stream}:dlq")).is_empty(),
+        "a trap is retryable, never a dead letter by itself"
+    );
+}
+
+#[test]
+fn a_trapped_instance_is_replaced_and_a_healthy_one_is_kept_warm() {
+    let redis = RedisServer::start();
+    let stream = key("instances");
+    let a = redis.add(&stream, &[("action", "count")]);
+    let b = redis.add(&stream, &[("action", "count")]);
+    redis.add(&stream, &[("action", "trap")]);
+    let c = redis.add(&stream, &[("action", "count")]);
+    let _host = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &["--concurrency", "1", "--plugin-config", "unused=1"],
+    );
+    let out = eventually(WAIT, "three count emits", || {
+        let r = emitted_sources(&redis, "misbehave:out");
+        (r.len() == 3).then_some(r)
+    });
+    assert_eq!(
+        out,
+        [(a, "1".into()), (b, "2".into()), (c, "1".into())],
+        "state persists across calls until a trap discards the instance"
+    );
+}

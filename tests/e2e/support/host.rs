@@ -1,0 +1,147 @@
+//! The real `host` binary as a child process, with its log captured.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::eventually;
+
+/// A running `host` process; SIGKILLed on drop if still alive.
+pub struct Host {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    /// `host run` with the given plugin and extra flags, against `redis_url`.
+    pub fn run(redis_url: &str, stream: &str, group: &str, plugin: &Path, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--redis".into(),
+            redis_url.into(),
+            "--stream".into(),
+            stream.into(),
+            "--group".into(),
+            group.into(),
+            "--plugin".into(),
+            plugin.display().to_string(),
+            "--block".into(),
+            "200ms".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args)
+    }
+
+    /// The binary with arbitrary arguments.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(args)
+            .env("STREAMHOST_LOG", "info,streamhost=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning host");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("HOST_LOG").is_some() {
+                    eprintln!("host| {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, log }
+    }
+
+    /// Runs the binary to completion and returns (status, stderr).
+    pub fn output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ExitStatus, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(args)
+            .output()
+            .expect("running host");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        eventually(
+            timeout,
+            &format!("host log line containing {needle:?}"),
+            || {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains(needle))
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Number of log lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id() as i32;
+        let rc = unsafe_free_kill(pid, sig);
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the log reader catch the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            if start.elapsed() > timeout {
+                panic!("host did not exit within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+/// `kill(2)` through the `kill` command, keeping the test crate free of `unsafe`.
+fn unsafe_free_kill(pid: i32, sig: i32) -> i32 {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("running kill");
+    if status.success() { 0 } else { 1 }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

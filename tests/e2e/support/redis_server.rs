@@ -1,0 +1,212 @@
+//! A private `redis-server` on a free loopback port, with AOF on (fsync every
+//! write) so tests can kill and restart it without losing acknowledged data.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redis::{Commands, Connection, Value};
+
+use super::eventually;
+
+/// A running redis-server owned by one test; killed on drop.
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port.
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            let mut server = Self {
+                port: free_port(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                child: None,
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server (is it installed? `apt-get install redis-server`)");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning redis-server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A fresh synchronous connection for assertions.
+    pub fn conn(&self) -> Connection {
+        eventually(Duration::from_secs(10), "redis connection", || {
+            redis::Client::open(self.url()).ok()?.get_connection().ok()
+        })
+    }
+
+    /// SIGKILLs the server (no shutdown save; AOF keeps what was acknowledged).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.spawn(),
+            "redis-server failed to restart on port {}",
+            self.port
+        );
+    }
+
+    /// The server's data directory.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// XADDs one entry; returns its id.
+    pub fn add(&self, stream: &str, fields: &[(&str, &str)]) -> String {
+        let mut c = self.conn();
+        c.xadd(stream, "*", fields).expect("XADD")
+    }
+
+    /// Entries of a stream as (id, fields as lossy strings).
+    pub fn range(&self, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
+        let mut c = self.conn();
+        let v: Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .expect("XRANGE");
+        let Value::Array(items) = v else {
+            return Vec::new();
+        };
+        items
+            .into_iter()
+            .map(|item| {
+                let (id, flat): (String, Vec<Vec<u8>>) =
+                    redis::from_redis_value(item).expect("entry");
+                let fields = flat
+                    .chunks(2)
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(&kv[0]).into_owned(),
+                            String::from_utf8_lossy(&kv[1]).into_owned(),
+                        )
+                    })
+                    .collect();
+                (id, fields)
+            })
+            .collect()
+    }
+
+    /// Number of entries pending in a group (XPENDING summary).
+    pub fn pending(&self, stream: &str, group: &str) -> usize {
+        let mut c = self.conn();
+        // Before the host has created the group there is nothing pending.
+        let v: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .query(&mut c)
+            .unwrap_or(Value::Nil);
+        match v {
+            Value::Array(items) => match items.first() {
+                Some(Value::Int(n)) => *n as usize,
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
+    /// Ids pending in a group with their delivery counts.
+    pub fn pending_ids(&self, stream: &str, group: &str) -> Vec<(String, u32)> {
+        let mut c = self.conn();
+        let rows: Vec<(String, String, u64, u32)> = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .arg("-")
+            .arg("+")
+            .arg(100_000)
+            .query(&mut c)
+            .expect("XPENDING range");
+        rows.into_iter().map(|r| (r.0, r.3)).collect()
+    }
+
+    /// `entries-read` of a group (how many entries it has been delivered).
+    pub fn entries_read(&self, stream: &str, group: &str) -> Option<u64> {
+        let mut c = self.conn();
+        let groups: Vec<Vec<Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query(&mut c)
+            .ok()?;
+        for g in groups {
+            let mut it = g.into_iter();
+            let mut name = None;
+            let mut read = None;
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                let k: String = redis::from_redis_value(k).ok()?;
+                match k.as_str() {
+                    "name" => name = redis::from_redis_value::<String>(v).ok(),
+                    "entries-read" => read = redis::from_redis_value::<u64>(v).ok(),
+                    _ => {}
+                }
+            }
+            if name.as_deref() == Some(group) {
+                return read;
+            }
+        }
+        None
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
