@@ -203,7 +203,8 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_values() {
-        let cases: [(&str, fn(&mut RunConfig)); 6] = [
+        type Breaker = fn(&mut RunConfig);
+        let cases: [(&str, Breaker); 6] = [
             ("--batch", |c| c.batch = 0),
             ("--concurrency", |c| c.concurrency = 0),
             ("--max-in-flight", |c| c.max_in_flight = 10),

@@ -147,7 +147,7 @@ fn parse_entry(
 }
 
 fn parse_fields(flat: Vec<Value>, command: &'static str) -> Result<Payload, ReplyError> {
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return Err(ReplyError::new(command, "odd number of field/value items"));
     }
     let mut raw = Vec::with_capacity(flat.len() / 2);

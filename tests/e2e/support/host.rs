@@ -122,11 +122,6 @@ impl Host {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
 }
 
 /// `kill(2)` through the `kill` command, keeping the test crate free of `unsafe`.

@@ -2,7 +2,6 @@
 //! write) so tests can kill and restart it without losing acknowledged data.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -56,10 +55,10 @@ impl RedisServer {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return false;
             }
-            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return true;
-                }
+            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection())
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -94,11 +93,6 @@ impl RedisServer {
             "redis-server failed to restart on port {}",
             self.port
         );
-    }
-
-    /// The server's data directory.
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_owned()
     }
 
     /// XADDs one entry; returns its id.
