@@ -18,10 +18,16 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log filter, e.g. `info`, `debug`, `streamhost=debug,plugin=info`.
-    #[arg(long, global = true, env = "STREAMHOST_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMHOST_LOG",
+        default_value = "info",
+        help_heading = "Logging"
+    )]
     pub log: String,
     /// Log line format.
-    #[arg(long, global = true, env = "STREAMHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "STREAMHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,
 }
 

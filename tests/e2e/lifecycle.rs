@@ -147,3 +147,23 @@ fn redis_killed_and_restarted_mid_run_loses_nothing_and_emits_nothing_twice() {
         host.log()
     );
 }
+
+#[test]
+fn a_host_started_while_redis_is_down_waits_and_then_serves() {
+    let mut redis = RedisServer::start();
+    let stream = key("late");
+    let id = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    redis.kill();
+    let mut host = Host::run(&redis.url(), &stream, "g", &plugin("misbehave"), &[]);
+    host.wait_for_log("redis connection lost", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    redis.restart();
+    let out = eventually(WAIT, "entry handled once Redis is back", || {
+        let r = redis.range("out");
+        (!r.is_empty()).then_some(r)
+    });
+    assert!(out[0].1.iter().any(|(k, v)| k == "source_id" && *v == id));
+    host.wait_for_log("redis connection restored", WAIT);
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}

@@ -127,7 +127,7 @@ fn permanent_failure_writes_a_complete_dead_letter_record() {
     eventually(WAIT, "entry acked", || {
         (redis.pending(&stream, "g") == 0).then_some(())
     });
-    assert!(host.log().contains("entry dead-lettered"));
+    host.wait_for_log("entry dead-lettered", WAIT);
 }
 
 #[test]
@@ -150,11 +150,12 @@ fn emits_are_appended_only_with_a_successful_ack() {
     eventually(WAIT, "the failed entry dead-lettered", || {
         (redis.range(&format!("{stream}:dlq")).len() == 1).then_some(())
     });
-    let out: Vec<String> = redis
+    let mut out: Vec<String> = redis
         .range("out")
         .iter()
         .map(|(_, f)| as_map(f)["source_id"].to_owned())
         .collect();
+    out.sort();
     assert_eq!(
         out,
         [ok.clone(), last.clone()],

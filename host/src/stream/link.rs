@@ -3,7 +3,7 @@
 //! every link of one process.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -17,6 +17,9 @@ use crate::backoff::Backoff;
 #[derive(Debug)]
 pub struct LinkHealth {
     up: AtomicBool,
+    /// Outages seen so far; a connection opened before the latest outage is
+    /// stale, and its failure is not news.
+    outages: AtomicU64,
     target: String,
 }
 
@@ -25,6 +28,7 @@ impl LinkHealth {
     pub fn new(target: String) -> Arc<Self> {
         Arc::new(Self {
             up: AtomicBool::new(true),
+            outages: AtomicU64::new(0),
             target,
         })
     }
@@ -34,8 +38,13 @@ impl LinkHealth {
         self.up.load(Ordering::Relaxed)
     }
 
+    fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
     fn mark_down(&self, why: &str) {
         if self.up.swap(false, Ordering::Relaxed) {
+            self.outages.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(redis = %self.target, error = why, "redis connection lost; retrying with backoff");
         }
     }
@@ -85,7 +94,8 @@ pub fn classify(err: &RedisError) -> ErrorClass {
 pub struct RedisLink {
     client: Client,
     config: AsyncConnectionConfig,
-    conn: Option<MultiplexedConnection>,
+    /// The connection and the outage count when it was opened.
+    conn: Option<(MultiplexedConnection, u64)>,
     health: Arc<LinkHealth>,
     backoff: Backoff,
 }
@@ -112,7 +122,7 @@ impl RedisLink {
         cancel: &CancellationToken,
     ) -> Option<MultiplexedConnection> {
         loop {
-            if let Some(conn) = &self.conn {
+            if let Some((conn, _)) = &self.conn {
                 return Some(conn.clone());
             }
             if self.backoff.attempts() > 0 {
@@ -136,7 +146,7 @@ impl RedisLink {
             match result {
                 // "Restored" is only said once a command succeeds: a server
                 // still loading its AOF accepts connections but not commands.
-                Ok(conn) => self.conn = Some(conn),
+                Ok(conn) => self.conn = Some((conn, self.health.outages())),
                 Err(e) => self.health.mark_down(&e.to_string()),
             }
         }
@@ -146,7 +156,13 @@ impl RedisLink {
     /// so the next [`RedisLink::connection`] reconnects.
     pub fn failed(&mut self, err: &RedisError) -> ErrorClass {
         let class = classify(err);
-        if class != ErrorClass::Permanent {
+        // A connection from before an outage another link already reported
+        // (and maybe recovered from) dies quietly: it is old news.
+        let stale = self
+            .conn
+            .as_ref()
+            .is_some_and(|(_, opened_at)| *opened_at < self.health.outages());
+        if class != ErrorClass::Permanent && !stale {
             self.health.mark_down(&err.to_string());
         }
         if class == ErrorClass::Connection {

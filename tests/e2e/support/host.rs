@@ -12,6 +12,7 @@ use super::eventually;
 pub struct Host {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Host {
@@ -46,7 +47,7 @@ impl Host {
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("HOST_LOG").is_some() {
                     eprintln!("host| {line}");
@@ -54,7 +55,11 @@ impl Host {
                 sink.lock().unwrap().push(line);
             }
         });
-        Self { child, log }
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     /// Runs the binary to completion and returns (status, stderr).
@@ -112,8 +117,11 @@ impl Host {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the log reader catch the last lines.
-                std::thread::sleep(Duration::from_millis(50));
+                // The pipe closes with the process: joining the reader
+                // guarantees every last line is in the log.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             if start.elapsed() > timeout {
