@@ -92,7 +92,7 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Entries per XREADGROUP (COUNT).
-    #[arg(long, env = "STREAMHOST_BATCH", default_value_t = 200)]
+    #[arg(long, env = "STREAMHOST_BATCH", default_value_t = 500)]
     pub batch: usize,
     /// Most entries read but not yet acked or dead-lettered [default: 2 × --batch].
     #[arg(long, env = "STREAMHOST_MAX_IN_FLIGHT")]
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(c.dlq, "orders:dlq");
         assert_eq!(c.block, Duration::from_millis(250));
         assert_eq!(c.max_memory, ByteSize(32 << 20));
-        assert_eq!(c.max_in_flight, 400);
+        assert_eq!(c.max_in_flight, 1000);
         assert_eq!(c.plugin_config.get("b").map(String::as_str), Some("x=y"));
         assert!(c.consumer.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(c.validate(), Ok(()));
