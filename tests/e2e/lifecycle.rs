@@ -16,13 +16,7 @@ fn sigterm_finishes_in_flight_work_flushes_acks_and_exits_zero() {
     for _ in 0..40 {
         redis.add(&stream, &[("action", "sleep"), ("ms", "100")]);
     }
-    let mut host = Host::run(
-        &redis.url(),
-        &stream,
-        "g",
-        &plugin("misbehave"),
-        &["--concurrency", "2", "--batch", "10"],
-    );
+    let mut host = Host::misbehave(&redis, &stream, &["--concurrency", "2", "--batch", "10"]);
     eventually(WAIT, "some entries handled", || {
         (redis.entries_read(&stream, "g").unwrap_or(0) >= 10).then_some(())
     });
@@ -45,11 +39,9 @@ fn shutdown_grace_bounds_the_drain_and_leaves_unfinished_entries_pending() {
     let redis = RedisServer::start();
     let stream = key("grace");
     let stuck = redis.add(&stream, &[("action", "sleep"), ("ms", "3000")]);
-    let mut host = Host::run(
-        &redis.url(),
+    let mut host = Host::misbehave(
+        &redis,
         &stream,
-        "g",
-        &plugin("misbehave"),
         &["--shutdown-grace", "300ms", "--handler-timeout", "10s"],
     );
     eventually(WAIT, "entry delivered", || {
@@ -63,14 +55,7 @@ fn shutdown_grace_bounds_the_drain_and_leaves_unfinished_entries_pending() {
         start.elapsed() < Duration::from_millis(2500),
         "exited after the grace period, not after the handler"
     );
-    assert_eq!(
-        redis
-            .pending_ids(&stream, "g")
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect::<Vec<_>>(),
-        [stuck]
-    );
+    assert_eq!(redis.pending_ids(&stream, "g"), [stuck]);
     assert!(host.log().contains("abandoning unfinished entries"));
 }
 
@@ -154,7 +139,7 @@ fn a_host_started_while_redis_is_down_waits_and_then_serves() {
     let stream = key("late");
     let id = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
     redis.kill();
-    let mut host = Host::run(&redis.url(), &stream, "g", &plugin("misbehave"), &[]);
+    let mut host = Host::misbehave(&redis, &stream, &[]);
     host.wait_for_log("redis connection lost", WAIT);
     std::thread::sleep(Duration::from_millis(500));
     redis.restart();

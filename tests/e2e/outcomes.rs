@@ -86,13 +86,7 @@ fn permanent_failure_writes_a_complete_dead_letter_record() {
             ("amount", "12"),
         ],
     );
-    let host = Host::run(
-        &redis.url(),
-        &stream,
-        "g",
-        &plugin("misbehave"),
-        &["--consumer", "c-1", "--dlq", "dead"],
-    );
+    let host = Host::misbehave(&redis, &stream, &["--consumer", "c-1", "--dlq", "dead"]);
     let dlq = eventually(WAIT, "DLQ record", || {
         let r = redis.range("dead");
         (!r.is_empty()).then_some(r)
@@ -139,7 +133,7 @@ fn emits_are_appended_only_with_a_successful_ack() {
     let trapped = redis.add(&stream, &[("action", "emit-then-trap"), ("emit_to", "out")]);
     let retry = redis.add(&stream, &[("action", "retryable"), ("emit_to", "out")]);
     let last = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
-    let host = Host::run(&redis.url(), &stream, "g", &plugin("misbehave"), &[]);
+    let host = Host::misbehave(&redis, &stream, &[]);
     eventually(WAIT, "last entry emitted", || {
         redis
             .range("out")
@@ -161,12 +155,7 @@ fn emits_are_appended_only_with_a_successful_ack() {
         [ok.clone(), last.clone()],
         "emits of failed or trapped calls must never appear"
     );
-    let mut pending: Vec<String> = redis
-        .pending_ids(&stream, "g")
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    pending.sort();
+    let pending = redis.pending_ids(&stream, "g");
     assert_eq!(
         pending,
         [trapped, retry],
@@ -196,21 +185,12 @@ fn entries_the_host_cannot_hand_over_are_dead_lettered_as_invalid() {
     let big_value = "x".repeat(2048);
     let big = redis.add(&stream, &[("action", "ok"), ("blob", &big_value)]);
     let fine = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
-    let _host = Host::run(
-        &redis.url(),
-        &stream,
-        "g",
-        &plugin("misbehave"),
-        &["--max-entry-size", "1KiB"],
-    );
+    let _host = Host::misbehave(&redis, &stream, &["--max-entry-size", "1KiB"]);
     eventually(WAIT, "ordinary entry handled", || {
         (!redis.range("out").is_empty()).then_some(())
     });
     let dlq_key = format!("{stream}:dlq");
-    let dlq = eventually(WAIT, "two invalid records", || {
-        let r = redis.range(&dlq_key);
-        (r.len() == 2).then_some(r)
-    });
+    let dlq = redis.wait_for_len(&dlq_key, 2);
     let by_id: HashMap<String, HashMap<&str, &str>> = dlq
         .iter()
         .map(|(_, f)| (as_map(f)["source_id"].to_owned(), as_map(f)))
@@ -254,17 +234,8 @@ fn plugin_config_and_guest_output_reach_the_plugin_and_the_log() {
     );
     let print_id = redis.add(&stream, &[("action", "print")]);
     redis.add(&stream, &[("action", "log")]);
-    let host = Host::run(
-        &redis.url(),
-        &stream,
-        "g",
-        &plugin("misbehave"),
-        &["--plugin-config", "region=eu-west"],
-    );
-    let out = eventually(WAIT, "two config emits", || {
-        let r = redis.range("out");
-        (r.len() == 2).then_some(r)
-    });
+    let host = Host::misbehave(&redis, &stream, &["--plugin-config", "region=eu-west"]);
+    let out = redis.wait_for_len("out", 2);
     let values: HashMap<&str, &str> = out
         .iter()
         .map(|(_, f)| (as_map(f)["key"], as_map(f)["value"]))

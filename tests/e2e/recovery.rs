@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, eventually, key, plugin};
+use crate::support::{Host, RedisServer, eventually, key};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -42,17 +42,8 @@ fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
         .arg(&gone)
         .query(&mut c)
         .unwrap();
-    let host = Host::run(
-        &redis.url(),
-        &stream,
-        "g",
-        &plugin("misbehave"),
-        &["--consumer", "worker-1"],
-    );
-    let out = eventually(WAIT, "both live entries handled", || {
-        let r = redis.range("out");
-        (r.len() == 2).then_some(r)
-    });
+    let host = Host::misbehave(&redis, &stream, &["--consumer", "worker-1"]);
+    let out = redis.wait_for_len("out", 2);
     let mut handled: Vec<(String, String)> = out
         .iter()
         .map(|(_, fields)| {
@@ -107,11 +98,9 @@ fn recovered_entries_over_max_deliveries_are_dead_lettered_without_another_call(
             .query(&mut c)
             .unwrap();
     }
-    let _host = Host::run(
-        &redis.url(),
+    let _host = Host::misbehave(
+        &redis,
         &stream,
-        "g",
-        &plugin("misbehave"),
         &["--consumer", "w", "--max-deliveries", "3"],
     );
     let dlq = eventually(WAIT, "dead-lettered", || {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, eventually, key, plugin};
+use crate::support::{Host, RedisServer, eventually, key};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -34,11 +34,9 @@ fn trap_timeout_and_memory_cap_leave_the_host_healthy_and_the_entry_pending() {
     let slow_ok = redis.add(&stream, &[("action", "sleep"), ("ms", "100")]);
     let alloc_ok = redis.add(&stream, &[("action", "alloc"), ("mb", "8")]);
     let after = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
-    let host = Host::run(
-        &redis.url(),
+    let host = Host::misbehave(
+        &redis,
         &stream,
-        "g",
-        &plugin("misbehave"),
         &[
             "--handler-timeout",
             "500ms",
@@ -54,12 +52,7 @@ fn trap_timeout_and_memory_cap_leave_the_host_healthy_and_the_entry_pending() {
             .any(|(id, _)| *id == after)
             .then_some(())
     });
-    let mut pending: Vec<String> = redis
-        .pending_ids(&stream, "g")
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    pending.sort();
+    let pending = redis.pending_ids(&stream, "g");
     let mut expected = vec![trap.clone(), looping.clone(), bomb.clone()];
     expected.sort();
     assert_eq!(
@@ -94,11 +87,9 @@ fn a_trapped_instance_is_replaced_and_a_healthy_one_is_kept_warm() {
     let b = redis.add(&stream, &[("action", "count")]);
     redis.add(&stream, &[("action", "trap")]);
     let c = redis.add(&stream, &[("action", "count")]);
-    let _host = Host::run(
-        &redis.url(),
+    let _host = Host::misbehave(
+        &redis,
         &stream,
-        "g",
-        &plugin("misbehave"),
         &["--concurrency", "1", "--plugin-config", "unused=1"],
     );
     let out = eventually(WAIT, "three count emits", || {

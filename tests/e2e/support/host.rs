@@ -35,6 +35,17 @@ impl Host {
         Self::spawn(&args)
     }
 
+    /// `host run` with the misbehaving test plugin, group `g`.
+    pub fn misbehave(redis: &super::RedisServer, stream: &str, extra: &[&str]) -> Self {
+        Self::run(
+            &redis.url(),
+            stream,
+            "g",
+            &super::plugin("misbehave"),
+            extra,
+        )
+    }
+
     /// The binary with arbitrary arguments.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_host"))

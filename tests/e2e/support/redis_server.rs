@@ -132,6 +132,18 @@ impl RedisServer {
             .collect()
     }
 
+    /// Waits until `stream` holds exactly `n` entries and returns them.
+    pub fn wait_for_len(&self, stream: &str, n: usize) -> Vec<(String, Vec<(String, String)>)> {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{n} entries in {stream}"),
+            || {
+                let r = self.range(stream);
+                (r.len() == n).then_some(r)
+            },
+        )
+    }
+
     /// Number of entries pending in a group (XPENDING summary).
     pub fn pending(&self, stream: &str, group: &str) -> usize {
         let mut c = self.conn();
@@ -150,8 +162,8 @@ impl RedisServer {
         }
     }
 
-    /// Ids pending in a group with their delivery counts.
-    pub fn pending_ids(&self, stream: &str, group: &str) -> Vec<(String, u32)> {
+    /// Ids pending in a group, sorted.
+    pub fn pending_ids(&self, stream: &str, group: &str) -> Vec<String> {
         let mut c = self.conn();
         let rows: Vec<(String, String, u64, u32)> = redis::cmd("XPENDING")
             .arg(stream)
@@ -161,7 +173,9 @@ impl RedisServer {
             .arg(100_000)
             .query(&mut c)
             .expect("XPENDING range");
-        rows.into_iter().map(|r| (r.0, r.3)).collect()
+        let mut ids: Vec<String> = rows.into_iter().map(|r| r.0).collect();
+        ids.sort();
+        ids
     }
 
     /// `entries-read` of a group (how many entries it has been delivered).
