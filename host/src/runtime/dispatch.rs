@@ -50,46 +50,40 @@ pub struct Admission {
 impl Admission {
     /// The host's own verdict on an entry, or `None` if a plugin should decide.
     pub fn verdict(&self, entry: &Entry) -> Option<Outcome> {
-        if entry.payload == Payload::Trimmed {
-            return Some(Outcome::dead_letter(
+        let dead = |kind, reason: String| Some(Outcome::dead_letter(kind, reason));
+        match &entry.payload {
+            // No payload left: nothing any number of retries could do.
+            Payload::Trimmed => dead(
                 DeadLetterKind::Trimmed,
-                "payload was trimmed from the stream before it could be processed",
-            ));
-        }
-        if entry.delivery_count > self.max_deliveries {
-            return Some(Outcome::dead_letter(
+                "payload was trimmed from the stream before it could be processed".into(),
+            ),
+            _ if entry.delivery_count > self.max_deliveries => dead(
                 DeadLetterKind::MaxDeliveries,
                 format!(
                     "delivered {} times without success",
                     entry.delivery_count - 1
                 ),
-            ));
-        }
-        match &entry.payload {
-            Payload::Trimmed => None,
+            ),
             Payload::Raw(fields) => {
                 let bad = fields
                     .iter()
                     .find(|(k, _)| std::str::from_utf8(k).is_err())
                     .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
-                Some(Outcome::dead_letter(
+                dead(
                     DeadLetterKind::Invalid,
                     format!("field name {bad:?} is not valid UTF-8"),
-                ))
+                )
             }
-            Payload::Fields(_) => {
-                let size = entry.payload.size() as u64;
-                (size > self.max_entry_size.0).then(|| {
-                    Outcome::dead_letter(
-                        DeadLetterKind::Invalid,
-                        format!(
-                            "entry is {size} bytes, over --max-entry-size {}",
-                            self.max_entry_size
-                        ),
-                    )
-                })
-            }
+            Payload::Fields(_) if entry.payload.size() as u64 > self.max_entry_size.0 => dead(
+                DeadLetterKind::Invalid,
+                format!(
+                    "entry is {} bytes, over --max-entry-size {}",
+                    entry.payload.size(),
+                    self.max_entry_size
+                ),
+            ),
+            Payload::Fields(_) => None,
         }
     }
 }
