@@ -205,7 +205,10 @@ async fn native_loop(con: &mut MultiplexedConnection, stream: &str, group: &str)
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-fn decode(reply: Value) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+/// An entry id with its raw field/value pairs.
+type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn decode(reply: Value) -> Vec<RawEntry> {
     let Value::Array(streams) = reply else {
         return Vec::new();
     };
