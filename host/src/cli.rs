@@ -124,6 +124,21 @@ pub struct RunArgs {
     /// Where a newly created group starts: `0` (all history), `$` (new entries only) or an id.
     #[arg(long, env = "STREAMHOST_START_ID", default_value = "0")]
     pub start_id: String,
+    /// First delay before a retryable failure is released for redelivery; doubles with each delivery (max 5m).
+    #[arg(long, env = "STREAMHOST_RETRY_BACKOFF", default_value = "1s", value_parser = duration)]
+    pub retry_backoff: Duration,
+    /// Keep about this many entries (XTRIM MAXLEN ~), never trimming what a group still needs.
+    #[arg(long, env = "STREAMHOST_MAXLEN")]
+    pub maxlen: Option<u64>,
+    /// Trim entries older than this (XTRIM MINID ~), never trimming what a group still needs.
+    #[arg(long, env = "STREAMHOST_MAX_AGE", value_parser = duration)]
+    pub max_age: Option<Duration>,
+    /// How often retention (--maxlen / --max-age) is applied.
+    #[arg(long, env = "STREAMHOST_TRIM_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub trim_interval: Duration,
+    /// On clean shutdown, hand unfinished entries to a live peer (claimable at once) instead of waiting out --claim-idle.
+    #[arg(long, env = "STREAMHOST_HANDOVER")]
+    pub handover: bool,
     /// Time in-flight work gets to finish after SIGINT/SIGTERM.
     #[arg(long, env = "STREAMHOST_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
@@ -161,6 +176,11 @@ impl RunArgs {
             max_entry_size: self.max_entry_size,
             dlq,
             start_id: self.start_id,
+            retry_backoff: self.retry_backoff,
+            maxlen: self.maxlen,
+            max_age: self.max_age,
+            trim_interval: self.trim_interval,
+            handover: self.handover,
             shutdown_grace: self.shutdown_grace,
             stats_interval: self.stats_interval,
         }

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crate::units::ByteSize;
 
+/// Longest backoff before a failed entry is released for redelivery.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
+
 /// Everything one `host run` pipeline needs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -46,6 +49,18 @@ pub struct RunConfig {
     pub dlq: String,
     /// Where a newly created group starts (`0` = whole history, `$` = new entries only).
     pub start_id: String,
+    /// Base delay before a retryable failure is released for redelivery
+    /// (doubles with each delivery, capped at [`MAX_RETRY_BACKOFF`]).
+    pub retry_backoff: Duration,
+    /// Approximate cap on stream length (`XTRIM MAXLEN ~`), never past what a group still needs.
+    pub maxlen: Option<u64>,
+    /// Age past which entries are trimmed (`XTRIM MINID ~`), never past what a group still needs.
+    pub max_age: Option<Duration>,
+    /// How often retention is applied.
+    pub trim_interval: Duration,
+    /// On clean shutdown, make this consumer's unfinished entries immediately
+    /// claimable by a live peer instead of waiting out `claim_idle`.
+    pub handover: bool,
     /// How long in-flight work may take to finish on shutdown.
     pub shutdown_grace: Duration,
     /// How often a progress line is logged (zero disables).
@@ -137,6 +152,18 @@ impl RunConfig {
                 humantime::format_duration(self.claim_idle)
             )));
         }
+        if self.retry_backoff.is_zero() {
+            return Err(invalid("retry-backoff", "must be above zero"));
+        }
+        if self.maxlen == Some(0) {
+            return Err(invalid("maxlen", "must be at least 1"));
+        }
+        if self.max_age.is_some_and(|a| a.is_zero()) {
+            return Err(invalid("max-age", "must be above zero"));
+        }
+        if self.trim_interval.is_zero() {
+            return Err(invalid("trim-interval", "must be above zero"));
+        }
         if self.max_memory.0 < (1 << 20) {
             return Err(invalid("max-memory", "must be at least 1MiB"));
         }
@@ -176,6 +203,11 @@ pub(crate) fn sample() -> RunConfig {
         max_entry_size: ByteSize(1 << 20),
         dlq: "s:dlq".into(),
         start_id: "0".into(),
+        retry_backoff: Duration::from_secs(1),
+        maxlen: None,
+        max_age: None,
+        trim_interval: Duration::from_secs(30),
+        handover: false,
         shutdown_grace: Duration::from_secs(10),
         stats_interval: Duration::from_secs(30),
     }
@@ -204,13 +236,15 @@ mod tests {
     #[test]
     fn rejects_out_of_range_values() {
         type Breaker = fn(&mut RunConfig);
-        let cases: [(&str, Breaker); 6] = [
+        let cases: [(&str, Breaker); 8] = [
             ("--batch", |c| c.batch = 0),
             ("--concurrency", |c| c.concurrency = 0),
             ("--max-in-flight", |c| c.max_in_flight = 10),
             ("--start-id", |c| c.start_id = "yesterday".into()),
             ("--dlq", |c| c.dlq = c.stream.clone()),
             ("--max-deliveries", |c| c.max_deliveries = 0),
+            ("--maxlen", |c| c.maxlen = Some(0)),
+            ("--max-age", |c| c.max_age = Some(Duration::ZERO)),
         ];
         for (flag, break_it) in cases {
             let mut c = sample();

@@ -6,4 +6,4 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use streamhost::plugin::host::Level;
+pub use self::streamhost::plugin::host::Level;

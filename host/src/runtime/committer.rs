@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Pipeline, RedisResult, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Settled;
+use super::inflight::{InFlight, LastFailures};
+use super::retry::Retry;
 use super::stats::Stats;
 use crate::outcome::{DeadLetterKind, Outcome};
 use crate::stream::dlq::{self, DeadLetterSource};
@@ -36,6 +38,12 @@ pub struct Committer {
     pub dlq: String,
     /// Run counters.
     pub stats: Arc<Stats>,
+    /// Entries this process holds; committed ones are let go.
+    pub inflight: Arc<InFlight>,
+    /// Last failure reasons of entries being retried.
+    pub failures: Arc<LastFailures>,
+    /// Retryable failures, to be released after a backoff.
+    pub retries: UnboundedSender<Retry>,
 }
 
 impl Committer {
@@ -73,7 +81,8 @@ impl Committer {
         }
     }
 
-    /// Commits one batch, retrying through connection loss until `stop` fires.
+    /// Commits one batch, then lets go of its entries (they are acked,
+    /// dead-lettered, or left pending for a reaper after a refused write).
     async fn commit(&mut self, batch: Vec<Settled>, stop: &CancellationToken) {
         let mut acks = Vec::new();
         let mut scripted = Vec::new();
@@ -82,11 +91,41 @@ impl Committer {
                 Outcome::Retry { reason } => {
                     self.stats.retried(1);
                     tracing::warn!(entry = %s.entry.id, deliveries = s.entry.delivery_count, plugin = %s.plugin.identity(), reason, "handler failed; entry stays pending for retry");
+                    self.failures.record(&s.entry.id, reason);
+                    // Still held: the retry queue releases it after a backoff.
+                    let _ = self.retries.send(Retry {
+                        id: s.entry.id.clone(),
+                        deliveries: s.entry.delivery_count,
+                    });
                 }
                 Outcome::Ack { emits } if emits.is_empty() => acks.push(s),
                 _ => scripted.push(s),
             }
         }
+        let ids: Vec<String> = acks
+            .iter()
+            .chain(&scripted)
+            .map(|s| s.entry.id.clone())
+            .collect();
+        let retried: Vec<String> = acks
+            .iter()
+            .chain(&scripted)
+            .filter(|s| s.entry.delivery_count > 1)
+            .map(|s| s.entry.id.clone())
+            .collect();
+        self.write(acks, scripted, stop).await;
+        self.inflight.drop_all(ids.iter().map(String::as_str));
+        self.failures.forget(retried.iter().map(String::as_str));
+    }
+
+    /// Writes acks and scripted commits, retrying through connection loss
+    /// until `stop` fires.
+    async fn write(
+        &mut self,
+        mut acks: Vec<Settled>,
+        mut scripted: Vec<Settled>,
+        stop: &CancellationToken,
+    ) {
         while !acks.is_empty() || !scripted.is_empty() {
             let Some(mut con) = self.link.connection(stop).await else {
                 tracing::warn!(

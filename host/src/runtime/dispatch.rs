@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::inflight::{InFlight, LastFailures};
 use crate::outcome::{DeadLetterKind, Outcome};
 use crate::plugin::LoadedPlugin;
 use crate::stream::{Entry, Payload};
@@ -49,7 +50,12 @@ pub struct Admission {
 
 impl Admission {
     /// The host's own verdict on an entry, or `None` if a plugin should decide.
-    pub fn verdict(&self, entry: &Entry) -> Option<Outcome> {
+    /// `last_failure` is asked only when the delivery limit is exceeded.
+    pub fn verdict(
+        &self,
+        entry: &Entry,
+        last_failure: impl FnOnce() -> Option<String>,
+    ) -> Option<Outcome> {
         let dead = |kind, reason: String| Some(Outcome::dead_letter(kind, reason));
         match &entry.payload {
             // No payload left: nothing any number of retries could do.
@@ -57,13 +63,16 @@ impl Admission {
                 DeadLetterKind::Trimmed,
                 "payload was trimmed from the stream before it could be processed".into(),
             ),
-            _ if entry.delivery_count > self.max_deliveries => dead(
-                DeadLetterKind::MaxDeliveries,
-                format!(
-                    "delivered {} times without success",
-                    entry.delivery_count - 1
-                ),
-            ),
+            _ if entry.delivery_count > self.max_deliveries => {
+                let tries = entry.delivery_count - 1;
+                let reason = match last_failure() {
+                    Some(last) => {
+                        format!("delivered {tries} times without success; last failure: {last}")
+                    }
+                    None => format!("delivered {tries} times without success"),
+                };
+                dead(DeadLetterKind::MaxDeliveries, reason)
+            }
             Payload::Raw(fields) => {
                 let bad = fields
                     .iter()
@@ -88,7 +97,8 @@ impl Admission {
     }
 }
 
-/// Sends entries to workers or to the committer.
+/// Sends entries to workers or to the committer, and registers every entry
+/// it routes as held by this process.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     /// Queue shared by all workers.
@@ -99,23 +109,44 @@ pub struct Dispatcher {
     pub plugin: Arc<LoadedPlugin>,
     /// Pre-plugin limits.
     pub admission: Admission,
+    /// Entries this process holds.
+    pub inflight: Arc<InFlight>,
+    /// Last failure reasons, for max-deliveries records.
+    pub failures: Arc<LastFailures>,
 }
 
 impl Dispatcher {
-    /// Routes one entry; `false` if the pipeline is shutting down.
-    pub fn dispatch(&self, entry: Entry, permit: OwnedSemaphorePermit) -> bool {
-        match self.admission.verdict(&entry) {
-            Some(outcome) => self
-                .settled
-                .send(Settled {
-                    entry,
-                    outcome,
-                    plugin: self.plugin.clone(),
-                    permit: Some(permit),
-                })
-                .is_ok(),
-            None => self.work.send(Job { entry, permit }).is_ok(),
+    /// Routes a batch, one window slot per entry taken from `permits`.
+    /// Entries this process already holds are skipped: our own reaper took
+    /// back something we are still working on. `false` once shutting down.
+    pub fn dispatch(&self, entries: Vec<Entry>, permits: &mut OwnedSemaphorePermit) -> bool {
+        let fresh = self.inflight.hold_new(entries);
+        for entry in fresh {
+            let Some(permit) = permits.split(1) else {
+                // Never happens: callers take one slot per entry read.
+                self.inflight.drop_all([entry.id.as_str()]);
+                continue;
+            };
+            let routed = match self
+                .admission
+                .verdict(&entry, || self.failures.get(&entry.id))
+            {
+                Some(outcome) => self
+                    .settled
+                    .send(Settled {
+                        entry,
+                        outcome,
+                        plugin: self.plugin.clone(),
+                        permit: Some(permit),
+                    })
+                    .is_ok(),
+                None => self.work.send(Job { entry, permit }).is_ok(),
+            };
+            if !routed {
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -146,24 +177,39 @@ mod tests {
     #[test]
     fn admits_ordinary_entries() {
         let e = entry(Payload::Fields(vec![("a".into(), b"1".to_vec())]), 3);
-        assert_eq!(ADMIT.verdict(&e), None);
+        assert_eq!(ADMIT.verdict(&e, || None), None);
     }
 
     #[test]
     fn dead_letters_what_no_plugin_should_see() {
         let big = entry(Payload::Fields(vec![("a".into(), vec![0; 10])]), 1);
-        assert_eq!(kind(ADMIT.verdict(&big)), Some(DeadLetterKind::Invalid));
-        let raw = entry(Payload::Raw(vec![(vec![0xff], vec![])]), 1);
-        assert_eq!(kind(ADMIT.verdict(&raw)), Some(DeadLetterKind::Invalid));
         assert_eq!(
-            kind(ADMIT.verdict(&entry(Payload::Trimmed, 1))),
+            kind(ADMIT.verdict(&big, || None)),
+            Some(DeadLetterKind::Invalid)
+        );
+        let raw = entry(Payload::Raw(vec![(vec![0xff], vec![])]), 1);
+        assert_eq!(
+            kind(ADMIT.verdict(&raw, || None)),
+            Some(DeadLetterKind::Invalid)
+        );
+        assert_eq!(
+            kind(ADMIT.verdict(&entry(Payload::Trimmed, 1), || None)),
             Some(DeadLetterKind::Trimmed)
         );
         let tired = entry(Payload::Fields(vec![]), 4);
-        match ADMIT.verdict(&tired) {
+        match ADMIT.verdict(&tired, || None) {
             Some(Outcome::DeadLetter { kind, reason }) => {
                 assert_eq!(kind, DeadLetterKind::MaxDeliveries);
                 assert_eq!(reason, "delivered 3 times without success");
+            }
+            other => panic!("{other:?}"),
+        }
+        match ADMIT.verdict(&tired, || Some("card declined".into())) {
+            Some(Outcome::DeadLetter { reason, .. }) => {
+                assert_eq!(
+                    reason,
+                    "delivered 3 times without success; last failure: card declined"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -3,8 +3,14 @@
 
 mod committer;
 mod dispatch;
+mod hygiene;
+mod inflight;
+mod keepalive;
 mod reader;
+mod reaper;
+mod retry;
 mod stats;
+mod trimmer;
 mod workers;
 
 use std::sync::Arc;
@@ -22,7 +28,12 @@ use crate::stream::link::describe_target;
 use crate::stream::{GroupRef, LinkHealth, RedisLink};
 use committer::Committer;
 use dispatch::{Admission, Dispatcher};
+use inflight::{InFlight, LastFailures};
+use keepalive::KeepAlive;
 use reader::Reader;
+use reaper::Reaper;
+use retry::RetryQueue;
+use trimmer::Trimmer;
 use workers::WorkerSet;
 
 /// Slack on top of BLOCK before the reader's connection gives up on a reply.
@@ -31,6 +42,10 @@ const READ_TIMEOUT_SLACK: Duration = Duration::from_secs(5);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the committer gets after an abandoned drain.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(7);
+/// Last-failure reasons remembered for max-deliveries records.
+const MAX_REMEMBERED_FAILURES: usize = 100_000;
+/// Response timeout of the background tasks' connections.
+const TASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,18 +121,45 @@ pub async fn run_with_plugin(
 
     let stats = Arc::new(Stats::default());
     let window = Arc::new(Semaphore::new(config.max_in_flight));
+    let inflight = Arc::new(InFlight::default());
+    let failures = Arc::new(LastFailures::new(MAX_REMEMBERED_FAILURES));
     let (work_tx, work_rx) = flume::unbounded();
     let (settled_tx, settled_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
     let abandon_flag = Arc::new(AtomicBool::new(false));
     let abandon = CancellationToken::new();
+    // Stops keep-alive only once nothing is held any more: handlers keep
+    // running during the grace period and must not be stolen meanwhile.
+    let finished = CancellationToken::new();
+    let link = |timeout| RedisLink::new(client.clone(), health.clone(), timeout);
 
     let committer = Committer {
-        link: RedisLink::new(client.clone(), health.clone(), COMMIT_TIMEOUT),
+        link: link(COMMIT_TIMEOUT),
         group: group.clone(),
         dlq: config.dlq.clone(),
         stats: stats.clone(),
+        inflight: inflight.clone(),
+        failures: failures.clone(),
+        retries: retry_tx,
     };
     let mut committer_task = tokio::spawn(committer.run(settled_rx, abandon.clone()));
+    let retry_queue = RetryQueue {
+        link: link(TASK_TIMEOUT),
+        group: group.clone(),
+        claim_idle: config.claim_idle,
+        base: config.retry_backoff,
+        inflight: inflight.clone(),
+        stats: stats.clone(),
+    };
+    let mut retry_task = tokio::spawn(retry_queue.run(retry_rx));
+    let keepalive = KeepAlive {
+        link: link(TASK_TIMEOUT),
+        group: group.clone(),
+        claim_idle: config.claim_idle,
+        inflight: inflight.clone(),
+        stats: stats.clone(),
+    };
+    let keepalive_task = tokio::spawn(keepalive.run(finished.clone()));
 
     let workers = WorkerSet {
         plugin: plugin.clone(),
@@ -129,24 +171,43 @@ pub async fn run_with_plugin(
     }
     .spawn(config.concurrency)?;
 
+    let dispatch = Dispatcher {
+        work: work_tx,
+        settled: settled_tx,
+        plugin,
+        admission: Admission {
+            max_deliveries: config.max_deliveries,
+            max_entry_size: config.max_entry_size,
+        },
+        inflight: inflight.clone(),
+        failures,
+    };
+    let reaper = Reaper {
+        link: link(TASK_TIMEOUT),
+        group: group.clone(),
+        claim_idle: config.claim_idle,
+        interval: config.claim_interval,
+        batch: config.batch,
+        window: window.clone(),
+        dispatch: dispatch.clone(),
+        stats: stats.clone(),
+    };
+    let reaper_task = tokio::spawn(reaper.run(shutdown.clone()));
+    let trimmer = Trimmer {
+        link: link(TASK_TIMEOUT),
+        stream: config.stream.clone(),
+        maxlen: config.maxlen,
+        max_age: config.max_age,
+        interval: config.trim_interval,
+        stats: stats.clone(),
+    };
+    let trimmer_task = tokio::spawn(trimmer.run(shutdown.clone()));
     let reader = Reader {
-        link: RedisLink::new(
-            client.clone(),
-            health.clone(),
-            config.block + READ_TIMEOUT_SLACK,
-        ),
-        group,
+        link: link(config.block + READ_TIMEOUT_SLACK),
+        group: group.clone(),
         config: config.clone(),
         window,
-        dispatch: Dispatcher {
-            work: work_tx,
-            settled: settled_tx,
-            plugin,
-            admission: Admission {
-                max_deliveries: config.max_deliveries,
-                max_entry_size: config.max_entry_size,
-            },
-        },
+        dispatch,
         stats: stats.clone(),
     };
     let reader_task = tokio::spawn(reader.run(shutdown.clone()));
@@ -159,7 +220,11 @@ pub async fn run_with_plugin(
     shutdown.cancelled().await;
     let started = Instant::now();
     tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down: reading stopped, finishing in-flight entries");
+    // Reader and reaper hold the job queue open; once both are gone the
+    // workers drain what was read, then the committer sees its inbox close.
     let _ = reader_task.await;
+    let _ = reaper_task.await;
+    let _ = trimmer_task.await;
     progress.abort();
 
     let abandoned = tokio::time::timeout(config.shutdown_grace, &mut committer_task)
@@ -183,6 +248,23 @@ pub async fn run_with_plugin(
             let _ = w.join();
         }
     }
+    // The committer is gone, so the retry queue's inbox is closed: it
+    // releases what it still holds and ends.
+    if tokio::time::timeout(FLUSH_TIMEOUT, &mut retry_task)
+        .await
+        .is_err()
+    {
+        retry_task.abort();
+    }
+    finished.cancel();
+    let _ = keepalive_task.await;
+    hygiene::clean_up(
+        link(TASK_TIMEOUT),
+        &group,
+        config.claim_idle,
+        config.handover,
+    )
+    .await;
     let snapshot = stats.snapshot();
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,

@@ -116,44 +116,53 @@ impl Reader {
                 }
             };
             let Some(last) = rows.last() else { break };
+            let next_after = last.id.clone();
+            // Entries this process still holds (waiting out a retry backoff)
+            // are ours already: claiming them again would count a delivery.
+            let rows: Vec<_> = rows
+                .into_iter()
+                .filter(|r| !self.dispatch.inflight.contains(&r.id))
+                .collect();
             let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-            let claimed = match commands::claim(&mut con, &self.group, &ids).await {
-                Ok(c) => c,
-                Err(e) => {
-                    self.on_error(&e, "claiming own pending entries", cancel)
-                        .await?;
-                    continue;
+            let claimed = if ids.is_empty() {
+                Vec::new()
+            } else {
+                match commands::claim(&mut con, &self.group, &ids).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.on_error(&e, "claiming own pending entries", cancel)
+                            .await?;
+                        continue;
+                    }
                 }
             };
-            after = last.id.clone();
+            after = next_after;
             let mut claimed: HashMap<String, Entry> =
                 claimed.into_iter().map(|e| (e.id.clone(), e)).collect();
             let missing: Vec<&String> =
                 ids.iter().filter(|id| !claimed.contains_key(*id)).collect();
             let trimmed = self.still_in_stream(&mut con, &missing).await;
-            let mut permits = permits;
+            let mut batch = Vec::with_capacity(rows.len());
             for row in rows {
-                let entry = match claimed.remove(&row.id) {
+                match claimed.remove(&row.id) {
                     Some(mut e) => {
                         e.delivery_count = row.deliveries.saturating_add(1);
-                        e
+                        batch.push(e);
                     }
                     // Missing from the XCLAIM reply: either trimmed (Redis
                     // dropped it from the PEL) or acked meanwhile by a peer.
-                    None if trimmed.get(&row.id) == Some(&false) => Entry {
+                    None if trimmed.get(&row.id) == Some(&false) => batch.push(Entry {
                         id: row.id,
                         payload: Payload::Trimmed,
                         delivery_count: row.deliveries,
-                    },
-                    None => continue,
-                };
-                let Some(permit) = permits.split(1) else {
-                    break;
-                };
-                total += 1;
-                if !self.dispatch.dispatch(entry, permit) {
-                    return Err(Cancelled);
+                    }),
+                    None => {}
                 }
+            }
+            total += batch.len() as u64;
+            let mut permits = permits;
+            if !self.dispatch.dispatch(batch, &mut permits) {
+                return Err(Cancelled);
             }
         }
         if total > 0 {
@@ -234,13 +243,8 @@ impl Reader {
             };
             self.link.succeeded();
             self.stats.read(entries.len() as u64);
-            for entry in entries {
-                let Some(permit) = permits.split(1) else {
-                    break;
-                };
-                if !self.dispatch.dispatch(entry, permit) {
-                    return Err(Cancelled);
-                }
+            if !self.dispatch.dispatch(entries, &mut permits) {
+                return Err(Cancelled);
             }
         }
     }

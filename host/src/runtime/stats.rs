@@ -22,6 +22,11 @@ pub struct Stats {
     not_pending: AtomicU64,
     commit_failures: AtomicU64,
     recovered: AtomicU64,
+    reclaimed: AtomicU64,
+    touched: AtomicU64,
+    released: AtomicU64,
+    trimmed: AtomicU64,
+    retention_held_back: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -51,6 +56,16 @@ pub struct StatsSnapshot {
     pub commit_failures: u64,
     /// Own pending entries recovered at start-up.
     pub recovered: u64,
+    /// Idle entries claimed by the reaper.
+    pub reclaimed: u64,
+    /// Keep-alive renewals of entries still in progress.
+    pub touched: u64,
+    /// Entries released for redelivery after a retry backoff.
+    pub released: u64,
+    /// Entries removed by retention.
+    pub trimmed: u64,
+    /// 1 while a lagging group holds retention back (a gauge).
+    pub retention_held_back: u64,
 }
 
 impl StatsSnapshot {
@@ -105,6 +120,25 @@ impl Stats {
         add(&self.recovered, n);
     }
 
+    /// Idle entries reclaimed.
+    pub fn reclaimed(&self, n: u64) {
+        add(&self.reclaimed, n);
+    }
+    /// Keep-alive renewals.
+    pub fn touched(&self, n: u64) {
+        add(&self.touched, n);
+    }
+    /// Entries released after a retry backoff.
+    pub fn released(&self, n: u64) {
+        add(&self.released, n);
+    }
+    /// One retention pass.
+    pub fn trimmed(&self, n: u64, held_back: bool) {
+        add(&self.trimmed, n);
+        self.retention_held_back
+            .store(u64::from(held_back), Ordering::Relaxed);
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -121,6 +155,11 @@ impl Stats {
             not_pending: g(&self.not_pending),
             commit_failures: g(&self.commit_failures),
             recovered: g(&self.recovered),
+            reclaimed: g(&self.reclaimed),
+            touched: g(&self.touched),
+            released: g(&self.released),
+            trimmed: g(&self.trimmed),
+            retention_held_back: g(&self.retention_held_back),
         }
     }
 }

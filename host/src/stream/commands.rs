@@ -112,3 +112,77 @@ pub async fn claim(
         .await?;
     parse_entries(reply, 0, "XCLAIM").map_err(shape_error)
 }
+
+/// What one `XAUTOCLAIM` page returned.
+#[derive(Debug, Default)]
+pub struct AutoClaimPage {
+    /// Cursor for the next page (`0-0` when the sweep is complete).
+    pub next: String,
+    /// Entries now owned by this consumer (delivery counts not yet known).
+    pub claimed: Vec<Entry>,
+    /// Pending ids whose payload was trimmed; Redis removed them from the PEL.
+    pub deleted: Vec<String>,
+}
+
+/// `XAUTOCLAIM stream group consumer min_idle_ms cursor COUNT count` (Redis 7
+/// reply: `[next, entries, deleted-ids]`).
+pub async fn autoclaim(
+    con: &mut MultiplexedConnection,
+    g: &GroupRef,
+    min_idle: Duration,
+    cursor: &str,
+    count: usize,
+) -> RedisResult<AutoClaimPage> {
+    let reply: Value = redis::cmd("XAUTOCLAIM")
+        .arg(&g.stream)
+        .arg(&g.group)
+        .arg(&g.consumer)
+        .arg(min_idle.as_millis() as u64)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(con)
+        .await?;
+    let Value::Array(mut parts) = reply else {
+        return Err(shape_error(super::entry::ReplyError::new(
+            "XAUTOCLAIM",
+            "not an array",
+        )));
+    };
+    if parts.len() < 3 {
+        return Err(shape_error(super::entry::ReplyError::new(
+            "XAUTOCLAIM",
+            "expected [cursor, entries, deleted] (Redis 7.0 or later is required)",
+        )));
+    }
+    let deleted: Vec<String> = redis::from_redis_value(parts.pop().unwrap_or_default())?;
+    let claimed =
+        parse_entries(parts.pop().unwrap_or_default(), 0, "XAUTOCLAIM").map_err(shape_error)?;
+    let next: String = redis::from_redis_value(parts.pop().unwrap_or_default())?;
+    Ok(AutoClaimPage {
+        next,
+        claimed,
+        deleted,
+    })
+}
+
+/// `XPENDING stream group first last count consumer` — delivery counts of this
+/// consumer's pending entries between two ids.
+pub async fn own_pending_between(
+    con: &mut MultiplexedConnection,
+    g: &GroupRef,
+    first: &str,
+    last: &str,
+    count: usize,
+) -> RedisResult<Vec<PendingRow>> {
+    let reply: Value = redis::cmd("XPENDING")
+        .arg(&g.stream)
+        .arg(&g.group)
+        .arg(first)
+        .arg(last)
+        .arg(count)
+        .arg(&g.consumer)
+        .query_async(con)
+        .await?;
+    parse_xpending(reply).map_err(shape_error)
+}

@@ -25,6 +25,17 @@ pub struct DeadLetterSource<'a> {
     pub plugin_version: &'a str,
 }
 
+/// Deliveries to handlers: for `max-deliveries` the claim that found the
+/// entry exhausted is not one; `""` when unknown (trimmed before a claim
+/// could read the count).
+fn deliveries(entry: &Entry, kind: DeadLetterKind) -> String {
+    match (kind, entry.delivery_count) {
+        (_, 0) => String::new(),
+        (DeadLetterKind::MaxDeliveries, n) => (n - 1).to_string(),
+        (_, n) => n.to_string(),
+    }
+}
+
 /// The field/value pairs of the DLQ record for `entry`.
 pub fn record(
     entry: &Entry,
@@ -43,7 +54,7 @@ pub fn record(
         ("source_id", entry.id.clone()),
         ("group", src.group.to_owned()),
         ("consumer", src.consumer.to_owned()),
-        ("deliveries", entry.delivery_count.to_string()),
+        ("deliveries", deliveries(entry, kind)),
         ("plugin", src.plugin.to_owned()),
         ("plugin_version", src.plugin_version.to_owned()),
         ("failed_at_ms", now_ms.to_string()),

@@ -61,7 +61,7 @@ pub struct ReplyError {
 }
 
 impl ReplyError {
-    fn new(command: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(command: &'static str, detail: impl Into<String>) -> Self {
         Self {
             command,
             detail: detail.into(),

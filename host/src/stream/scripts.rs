@@ -53,3 +53,119 @@ return 1
 "#,
     )
 });
+
+/// KEYS[1] = stream. ARGV[1] = group, ARGV[2] = owner, ARGV[3] = target
+/// consumer, ARGV[4] = idle ms to set ("" to leave it at zero), ARGV[5..] = ids.
+/// Re-claims (`XCLAIM … JUSTID`, which does not count a delivery) those ids
+/// still pending for `owner` — renewing them (keep-alive), releasing them to
+/// any reaper (idle set to claim-idle), or handing them to a peer — and never
+/// touches an id a peer has taken meanwhile. Returns how many were claimed.
+pub static CLAIM_OWNED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local owned = {}
+for i = 5, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p > 0 then owned[#owned + 1] = ARGV[i] end
+end
+if #owned == 0 then return 0 end
+local args = {KEYS[1], ARGV[1], ARGV[3], 0}
+for _, id in ipairs(owned) do args[#args + 1] = id end
+if ARGV[4] ~= '' then
+  args[#args + 1] = 'IDLE'
+  args[#args + 1] = ARGV[4]
+end
+args[#args + 1] = 'JUSTID'
+redis.call('XCLAIM', unpack(args))
+return #owned
+"#,
+    )
+});
+
+/// KEYS[1] = stream. ARGV[1] = group, ARGV[2] = consumer.
+/// Deletes the consumer only if it has no pending entries (XGROUP DELCONSUMER
+/// would silently drop them). Returns 1 if deleted, 0 if it still owns entries.
+pub static DELETE_CONSUMER_IF_EMPTY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// KEYS[1] = stream. ARGV[1] = maxlen ("" for none), ARGV[2] = age cutoff id
+/// ("" for none). Applies retention without ever removing an entry that a
+/// group of the stream has not yet delivered or still has pending: the floor
+/// is, over all groups, the oldest pending id or else the first entry after
+/// `last-delivered-id`. `MAXLEN ~ n` is used only when every needed entry is
+/// among the newest n (checked here, atomically with the trim); otherwise the
+/// trim stops at the floor. Returns {trimmed, holder group or "", floor or ""}
+/// where a holder is named when it kept the policy from being met.
+pub static TRIM_SAFELY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local key = KEYS[1]
+local function lt(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
+local floor, holder, max_lag = nil, '', 0
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  local need = nil
+  if f['pending'] > 0 then
+    need = redis.call('XPENDING', key, f['name'])[2]
+  else
+    local nxt = redis.call('XRANGE', key, '(' .. f['last-delivered-id'], '+', 'COUNT', 1)
+    if #nxt > 0 then need = nxt[1][1] end
+  end
+  if type(f['lag']) == 'number' then
+    if f['lag'] > max_lag then max_lag = f['lag'] end
+  else
+    max_lag = math.huge
+  end
+  if need and (floor == nil or lt(need, floor)) then floor, holder = need, f['name'] end
+end
+local trimmed, held = 0, false
+if ARGV[1] ~= '' then
+  local n = tonumber(ARGV[1])
+  if redis.call('XLEN', key) > n then
+    local safe = floor == nil
+    if not safe and max_lag <= n then
+      local count, start = 0, floor
+      while count <= n do
+        local page = redis.call('XRANGE', key, start, '+', 'COUNT', math.min(1000, n + 1 - count))
+        if #page == 0 then break end
+        count = count + #page
+        start = '(' .. page[#page][1]
+      end
+      safe = count <= n
+    end
+    if safe then
+      trimmed = trimmed + redis.call('XTRIM', key, 'MAXLEN', '~', n)
+    else
+      held = true
+      trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', floor)
+    end
+  end
+end
+if ARGV[2] ~= '' then
+  local target = ARGV[2]
+  if floor and lt(floor, target) then
+    target, held = floor, true
+  end
+  trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', target)
+end
+if not held then holder = '' end
+return {trimmed, holder, floor or ''}
+"#,
+    )
+});

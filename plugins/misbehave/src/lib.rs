@@ -8,7 +8,7 @@
 //! `print` (stdout + stderr), `log`, `config` (emits the value of config `key`),
 //! `count` (emits how many calls this instance has served), `fail-until`
 //! (retryable while `delivery-count` < `n`). Emits go to the `emit_to` field's
-//! stream (default `misbehave:out`).
+//! stream (default `misbehave:out`). Any action waits `sleep_ms` first, if given.
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -26,6 +26,10 @@ impl Handler for Misbehave {
     fn handle(event: Event) -> Result<(), Failure> {
         let calls = CALLS.get() + 1;
         CALLS.set(calls);
+        if let Some(ms) = event.opt_str("sleep_ms")? {
+            let ms: u64 = ms.parse().map_err(|_| Failure::permanent("bad sleep_ms"))?;
+            busy_wait(Duration::from_millis(ms));
+        }
         let action = event.opt_str("action")?.unwrap_or("ok");
         let reason = event
             .opt_str("reason")?
@@ -90,10 +94,7 @@ impl Handler for Misbehave {
                     .str("ms")?
                     .parse()
                     .map_err(|_| Failure::permanent("bad ms"))?;
-                let start = Instant::now();
-                while start.elapsed() < Duration::from_millis(ms) {
-                    black_box(());
-                }
+                busy_wait(Duration::from_millis(ms));
                 Ok(())
             }
             "print" => {
@@ -137,6 +138,15 @@ impl Handler for Misbehave {
             }
             other => Err(Failure::permanent(format!("unknown action {other:?}"))),
         }
+    }
+}
+
+/// Burns CPU (no sleeping in a sandbox without timers): the epoch deadline
+/// applies to it like to any real work.
+fn busy_wait(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        black_box(());
     }
 }
 

@@ -1,0 +1,167 @@
+//! The entries this process holds right now — queued, being handled, or
+//! waiting out a retry backoff — with when each was last claimed. Keep-alive
+//! re-claims the old ones so a peer's reaper never steals work in progress,
+//! and our own reaper skips them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Ids held by this process and when Redis last saw us claim each.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    held: Mutex<HashMap<String, Instant>>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts holding the entries not held yet and returns them; entries
+    /// already held are dropped from the batch.
+    pub fn hold_new(&self, entries: Vec<crate::stream::Entry>) -> Vec<crate::stream::Entry> {
+        let now = Instant::now();
+        let mut held = self.lock();
+        entries
+            .into_iter()
+            .filter(|e| match held.entry(e.id.clone()) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(now);
+                    true
+                }
+            })
+            .collect()
+    }
+
+    /// Stops holding `ids` (settled or released).
+    pub fn drop_all<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut held = self.lock();
+        for id in ids {
+            held.remove(id);
+        }
+    }
+
+    /// Whether `id` is held.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    /// Number of held entries.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Ids last claimed more than `age` ago; they are marked as claimed now,
+    /// on the assumption that the caller re-claims them.
+    pub fn due_for_touch(&self, age: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let mut held = self.lock();
+        held.iter_mut()
+            .filter(|(_, since)| now.duration_since(**since) >= age)
+            .map(|(id, since)| {
+                *since = now;
+                id.clone()
+            })
+            .collect()
+    }
+}
+
+/// The last failure reason seen for entries still being retried, so a
+/// dead-letter record for too many deliveries can say what kept failing.
+/// Bounded: past the cap the oldest-inserted half is forgotten.
+#[derive(Debug)]
+pub struct LastFailures {
+    reasons: Mutex<HashMap<String, (u64, String)>>,
+    seq: std::sync::atomic::AtomicU64,
+    cap: usize,
+}
+
+impl LastFailures {
+    /// Remembers at most `cap` reasons.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            reasons: Mutex::default(),
+            seq: Default::default(),
+            cap,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, String)>> {
+        self.reasons.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records why `id` failed.
+    pub fn record(&self, id: &str, reason: &str) {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut reasons = self.lock();
+        if reasons.len() >= self.cap && !reasons.contains_key(id) {
+            let mut ages: Vec<u64> = reasons.values().map(|(n, _)| *n).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            reasons.retain(|_, (n, _)| *n > cutoff);
+        }
+        reasons.insert(id.to_owned(), (n, reason.to_owned()));
+    }
+
+    /// The last reason recorded for `id`.
+    pub fn get(&self, id: &str) -> Option<String> {
+        self.lock().get(id).map(|(_, r)| r.clone())
+    }
+
+    /// Forgets `ids` (they were acked or dead-lettered).
+    pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut reasons = self.lock();
+        if reasons.is_empty() {
+            return;
+        }
+        for id in ids {
+            reasons.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touch_returns_only_old_holds_and_renews_them() {
+        let f = InFlight::default();
+        let entry = |id: &str| crate::stream::Entry {
+            id: id.into(),
+            payload: crate::stream::Payload::Trimmed,
+            delivery_count: 1,
+        };
+        assert_eq!(f.hold_new(vec![entry("1-0"), entry("2-0")]).len(), 2);
+        assert_eq!(
+            f.hold_new(vec![entry("2-0"), entry("3-0")]).len(),
+            1,
+            "2-0 is already held"
+        );
+        f.drop_all(["3-0"]);
+        assert!(f.due_for_touch(Duration::from_secs(60)).is_empty());
+        let mut due = f.due_for_touch(Duration::ZERO);
+        due.sort();
+        assert_eq!(due, ["1-0", "2-0"]);
+        assert!(
+            f.due_for_touch(Duration::from_secs(60)).is_empty(),
+            "renewed"
+        );
+        f.drop_all(["1-0"]);
+        assert!(!f.contains("1-0") && f.contains("2-0"));
+    }
+
+    #[test]
+    fn failures_are_bounded_and_keep_the_newest() {
+        let f = LastFailures::new(4);
+        for i in 0..10 {
+            f.record(&format!("{i}-0"), &format!("reason {i}"));
+        }
+        assert_eq!(f.get("9-0").as_deref(), Some("reason 9"));
+        assert_eq!(f.get("0-0"), None);
+        f.forget(["9-0"]);
+        assert_eq!(f.get("9-0"), None);
+    }
+}
