@@ -12,7 +12,7 @@ use crate::units::ByteSize;
 
 /// streamhost: Redis Streams consumer groups, handled by sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
-#[command(name = "host", version, about, long_about = None, propagate_version = true)]
+#[command(name = "host", version, about, long_about = None, propagate_version = true, args_override_self = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

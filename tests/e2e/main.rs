@@ -3,8 +3,10 @@
 
 mod support;
 
+mod healing;
 mod lifecycle;
 mod outcomes;
 mod recovery;
 mod refusal;
+mod retention;
 mod sandbox;

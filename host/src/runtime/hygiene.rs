@@ -64,7 +64,8 @@ pub async fn clean_up(
     }
     guard.abort();
     if report.handed_over > 0 || report.deleted {
-        tracing::info!(handed_over = report.handed_over, peer = report.peer.as_deref().unwrap_or("any reaper"), deleted = report.deleted, consumer = %group.consumer, "consumer clean-up done");
+        let peer = report.peer.as_deref().unwrap_or("any reaper");
+        tracing::info!(handed_over = report.handed_over, peer = %peer, deleted = report.deleted, consumer = %group.consumer, "consumer clean-up done");
     }
     report
 }
@@ -121,6 +122,7 @@ async fn live_peer(
             }
         }
         let live = name != group.consumer && idle < claim_idle.as_millis() as u64;
+        tracing::debug!(consumer = %name, idle_ms = idle, live, "handover candidate");
         if live && best.as_ref().is_none_or(|(i, _)| idle < *i) {
             best = Some((idle, name));
         }

@@ -19,18 +19,22 @@ impl InFlight {
     }
 
     /// Starts holding the entries not held yet and returns them; entries
-    /// already held are dropped from the batch.
+    /// already held are dropped from the batch — except trimmed ones: Redis
+    /// has already removed those from the PEL, so they must be recorded.
     pub fn hold_new(&self, entries: Vec<crate::stream::Entry>) -> Vec<crate::stream::Entry> {
         let now = Instant::now();
         let mut held = self.lock();
         entries
             .into_iter()
-            .filter(|e| match held.entry(e.id.clone()) {
-                std::collections::hash_map::Entry::Occupied(_) => false,
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(now);
-                    true
-                }
+            .filter(|e| {
+                e.payload == crate::stream::Payload::Trimmed
+                    || match held.entry(e.id.clone()) {
+                        std::collections::hash_map::Entry::Occupied(_) => false,
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(now);
+                            true
+                        }
+                    }
             })
             .collect()
     }
@@ -131,7 +135,7 @@ mod tests {
         let f = InFlight::default();
         let entry = |id: &str| crate::stream::Entry {
             id: id.into(),
-            payload: crate::stream::Payload::Trimmed,
+            payload: crate::stream::Payload::Fields(Vec::new()),
             delivery_count: 1,
         };
         assert_eq!(f.hold_new(vec![entry("1-0"), entry("2-0")]).len(), 2);
@@ -141,6 +145,11 @@ mod tests {
             "2-0 is already held"
         );
         f.drop_all(["3-0"]);
+        let trimmed = crate::stream::Entry {
+            payload: crate::stream::Payload::Trimmed,
+            ..entry("2-0")
+        };
+        assert_eq!(f.hold_new(vec![trimmed]).len(), 1, "trimmed entries are never skipped");
         assert!(f.due_for_touch(Duration::from_secs(60)).is_empty());
         let mut due = f.due_for_touch(Duration::ZERO);
         due.sort();

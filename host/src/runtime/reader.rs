@@ -77,7 +77,14 @@ impl Reader {
     async fn ensure_group(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         loop {
             let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
-            match commands::ensure_group(&mut con, &self.group, &self.config.start_id).await {
+            let ensured =
+                match commands::ensure_group(&mut con, &self.group, &self.config.start_id).await {
+                    Ok(created) => commands::register_consumer(&mut con, &self.group)
+                        .await
+                        .map(|()| created),
+                    Err(e) => Err(e),
+                };
+            match ensured {
                 Ok(created) => {
                     self.link.succeeded();
                     if created {

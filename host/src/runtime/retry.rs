@@ -87,6 +87,9 @@ impl RetryQueue {
         if ids.is_empty() {
             return;
         }
+        // Let go first: once the idle time is set a reaper may claim the
+        // entry at any moment, and ours must not skip it as still held.
+        self.inflight.drop_all(ids.iter().map(String::as_str));
         // A short, single attempt: if Redis is unreachable the entries simply
         // age into reclaimability on their own once keep-alive lets go.
         let cancel = tokio_util::sync::CancellationToken::new();
@@ -116,7 +119,6 @@ impl RetryQueue {
             }
         }
         guard.abort();
-        self.inflight.drop_all(ids.iter().map(String::as_str));
     }
 }
 

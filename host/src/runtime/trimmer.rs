@@ -75,7 +75,7 @@ impl Trimmer {
             if report.held_by != held_by {
                 match &report.held_by {
                     Some(group) => tracing::warn!(
-                        stream = %self.stream, group, oldest_needed = report.floor.as_deref().unwrap_or(""),
+                        stream = %self.stream, group = %group, oldest_needed = report.floor.as_deref().unwrap_or(""),
                         "retention held back: this group has not yet delivered or acked older entries"
                     ),
                     None => tracing::info!(stream = %self.stream, "retention no longer held back"),

@@ -46,6 +46,20 @@ pub async fn ensure_group(
     }
 }
 
+/// `XGROUP CREATECONSUMER stream group consumer` — makes this consumer
+/// visible to peers and operators before it has read anything (Redis 7.0
+/// only registers a consumer once a read returns entries).
+pub async fn register_consumer(con: &mut MultiplexedConnection, g: &GroupRef) -> RedisResult<()> {
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&g.stream)
+        .arg(&g.group)
+        .arg(&g.consumer)
+        .query_async(con)
+        .await?;
+    Ok(())
+}
+
 /// `XREADGROUP GROUP group consumer COUNT count BLOCK ms STREAMS stream >`
 pub async fn read_new(
     con: &mut MultiplexedConnection,

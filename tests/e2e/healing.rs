@@ -1,0 +1,432 @@
+//! Self-healing: reclaiming entries of crashed or frozen hosts, poison pills,
+//! keep-alive for slow handlers, fenced dead-letter moves.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::support::{Host, RedisServer, eventually, key};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Fast healing for tests: reclaim after 1s idle, sweep every 100ms.
+const FAST: [&str; 8] = [
+    "--claim-idle",
+    "1s",
+    "--claim-interval",
+    "100ms",
+    "--handler-timeout",
+    "900ms",
+    "--retry-backoff",
+    "100ms",
+];
+
+fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    FAST.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+/// How many times each source id appears in `stream`.
+fn counts(redis: &RedisServer, stream: &str) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for (_, fields) in redis.range(stream) {
+        let id = fields
+            .iter()
+            .find(|(k, _)| k == "source_id")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn assert_exactly_once(seen: &HashMap<String, usize>, ids: &[String], what: &str) {
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{what} more than once: {twice:?}");
+    let missing: Vec<_> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{what} missing: {missing:?}");
+}
+
+#[test]
+fn a_killed_hosts_entries_are_reclaimed_and_finished_by_another() {
+    let redis = RedisServer::start();
+    let stream = key("crash");
+    let ids: Vec<String> = (0..60)
+        .map(|_| {
+            redis.add(
+                &stream,
+                &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "20")],
+            )
+        })
+        .collect();
+    let mut a = Host::misbehave(
+        &redis,
+        &stream,
+        &with(&["--consumer", "a", "--concurrency", "1"]),
+    );
+    eventually(WAIT, "host a under way", || {
+        (redis.range("out").len() >= 5).then_some(())
+    });
+    a.signal(libc::SIGKILL);
+    a.wait_exit(WAIT);
+    let handled_by_a = redis.range("out").len();
+    assert!(handled_by_a < 60, "a was killed mid-batch");
+    let b = Host::misbehave(&redis, &stream, &with(&["--consumer", "b"]));
+    redis.wait_for_len("out", 60);
+    assert_exactly_once(&counts(&redis, "out"), &ids, "emitted");
+    eventually(WAIT, "nothing pending", || {
+        (redis.pending(&stream, "g") == 0).then_some(())
+    });
+    b.wait_for_log("reclaimed idle pending entries", WAIT);
+}
+
+#[test]
+fn a_host_frozen_past_claim_idle_loses_nothing_and_dead_letters_nothing_twice() {
+    let redis = RedisServer::start();
+    let stream = key("frozen");
+    let mut emit_ids = Vec::new();
+    let mut dead_ids = Vec::new();
+    for i in 0..30 {
+        if i % 5 == 0 {
+            dead_ids.push(redis.add(&stream, &[("action", "permanent"), ("sleep_ms", "50")]));
+        } else {
+            emit_ids.push(redis.add(
+                &stream,
+                &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "50")],
+            ));
+        }
+    }
+    let a = Host::misbehave(
+        &redis,
+        &stream,
+        &with(&["--consumer", "a", "--concurrency", "1"]),
+    );
+    eventually(WAIT, "host a under way", || {
+        (redis.range("out").len() >= 3).then_some(())
+    });
+    a.signal(libc::SIGSTOP);
+    let b = Host::misbehave(
+        &redis,
+        &stream,
+        &with(&["--consumer", "b", "--concurrency", "1"]),
+    );
+    b.wait_for_log("reclaimed idle pending entries", WAIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    a.signal(libc::SIGCONT);
+    redis.wait_for_len("out", emit_ids.len());
+    redis.wait_for_len(&format!("{stream}:dlq"), dead_ids.len());
+    eventually(WAIT, "nothing pending", || {
+        (redis.pending(&stream, "g") == 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&counts(&redis, "out"), &emit_ids, "emitted");
+    assert_exactly_once(
+        &counts(&redis, &format!("{stream}:dlq")),
+        &dead_ids,
+        "dead-lettered",
+    );
+}
+
+#[test]
+fn a_poison_pill_is_dead_lettered_after_exactly_max_deliveries_across_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let stream = key("poison");
+    let pill = redis.add(
+        &stream,
+        &[("action", "retryable"), ("reason", "still broken")],
+    );
+    let host = Host::misbehave(&redis, &stream, &with(&["--max-deliveries", "4"]));
+    let attempt_line = format!("handler failed; entry stays pending for retry entry={pill}");
+    eventually(WAIT, "two failed deliveries", || {
+        (host.count_log(&attempt_line) >= 2).then_some(())
+    });
+    redis.restart();
+    let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 1);
+    let rec: HashMap<_, _> = dlq[0].1.iter().cloned().collect();
+    assert_eq!(rec["kind"], "max-deliveries");
+    assert_eq!(rec["source_id"], pill);
+    assert_eq!(rec["deliveries"], "4");
+    assert_eq!(
+        rec["reason"],
+        "delivered 4 times without success; last failure: still broken"
+    );
+    assert_eq!(rec["field:action"], "retryable");
+    assert_eq!(
+        host.count_log(&attempt_line),
+        4,
+        "exactly --max-deliveries handler calls:\n{}",
+        host.log()
+    );
+    assert_eq!(redis.pending(&stream, "g"), 0);
+}
+
+#[test]
+fn a_slow_handler_is_never_processed_twice_by_two_hosts() {
+    let redis = RedisServer::start();
+    let stream = key("slow");
+    // 600ms calls, longer than half of claim-idle (1s), shorter than the
+    // 900ms deadline; small batches so entries wait in the window too.
+    let ids: Vec<String> = (0..8)
+        .map(|_| {
+            redis.add(
+                &stream,
+                &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "600")],
+            )
+        })
+        .collect();
+    let flags = with(&["--concurrency", "1", "--batch", "3"]);
+    let a = Host::misbehave(
+        &redis,
+        &stream,
+        &[&flags[..], &["--consumer", "a"]].concat(),
+    );
+    let b = Host::misbehave(
+        &redis,
+        &stream,
+        &[&flags[..], &["--consumer", "b"]].concat(),
+    );
+    redis.wait_for_len("out", ids.len());
+    eventually(WAIT, "nothing pending", || {
+        (redis.pending(&stream, "g") == 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exactly_once(&counts(&redis, "out"), &ids, "handled");
+    assert_eq!(redis.range("out").len(), ids.len());
+    for host in [&a, &b] {
+        assert_eq!(
+            host.count_log("reclaimed idle pending entries"),
+            0,
+            "nothing was stolen:\n{}",
+            host.log()
+        );
+    }
+    assert!(a.count_log("keep-alive renewed") + b.count_log("keep-alive renewed") > 0);
+}
+
+#[test]
+fn four_hosts_with_crashes_end_with_every_entry_acked_once_or_dead_lettered_once() {
+    let redis = RedisServer::start();
+    let stream = key("chaos");
+    let mut emit_ids = Vec::new();
+    let mut dead_ids = Vec::new();
+    for i in 0..400 {
+        if i % 10 == 3 {
+            dead_ids.push(redis.add(&stream, &[("action", "permanent"), ("sleep_ms", "2")]));
+        } else {
+            emit_ids.push(redis.add(
+                &stream,
+                &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "2")],
+            ));
+        }
+    }
+    let flags = with(&["--concurrency", "1", "--batch", "10"]);
+    let spawn = |name: &str| {
+        Host::misbehave(
+            &redis,
+            &stream,
+            &[&flags[..], &["--consumer", name]].concat(),
+        )
+    };
+    let mut hosts: Vec<Host> = ["h1", "h2", "h3", "h4"].iter().map(|n| spawn(n)).collect();
+    eventually(WAIT, "under way", || {
+        (redis.range("out").len() >= 60).then_some(())
+    });
+    for victim in [0, 1] {
+        hosts[victim].signal(libc::SIGKILL);
+        hosts[victim].wait_exit(WAIT);
+    }
+    hosts.push(spawn("h5"));
+    eventually(WAIT, "more progress", || {
+        (redis.range("out").len() >= 200).then_some(())
+    });
+    hosts[2].signal(libc::SIGKILL);
+    hosts[2].wait_exit(WAIT);
+    hosts.push(spawn("h6"));
+    redis.wait_for_len("out", emit_ids.len());
+    redis.wait_for_len(&format!("{stream}:dlq"), dead_ids.len());
+    eventually(WAIT, "nothing pending", || {
+        (redis.pending(&stream, "g") == 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exactly_once(&counts(&redis, "out"), &emit_ids, "acked with its emit");
+    assert_exactly_once(
+        &counts(&redis, &format!("{stream}:dlq")),
+        &dead_ids,
+        "dead-lettered",
+    );
+    assert_eq!(redis.range("out").len(), emit_ids.len());
+}
+
+#[test]
+fn a_failed_dead_letter_write_leaves_the_entry_pending_until_it_can_be_written() {
+    let redis = RedisServer::start();
+    let stream = key("oom");
+    let id = redis.add(
+        &stream,
+        &[
+            ("action", "permanent"),
+            ("reason", "bad order"),
+            ("sleep_ms", "700"),
+        ],
+    );
+    let host = Host::misbehave(&redis, &stream, &with(&[]));
+    eventually(WAIT, "entry delivered", || {
+        (redis.pending(&stream, "g") == 1).then_some(())
+    });
+    let mut c = redis.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    host.wait_for_log("Redis refused the commit; the entry stays pending", WAIT);
+    assert!(redis.range(&format!("{stream}:dlq")).is_empty());
+    assert_eq!(
+        redis.pending_ids(&stream, "g"),
+        [id.clone()],
+        "still pending, not lost"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 1);
+    let rec: HashMap<_, _> = dlq[0].1.iter().cloned().collect();
+    assert_eq!(rec["source_id"], id);
+    assert_eq!(rec["kind"], "permanent");
+    assert_eq!(
+        rec["deliveries"], "2",
+        "reclaimed and handled again once Redis accepted writes"
+    );
+    eventually(WAIT, "nothing pending", || {
+        (redis.pending(&stream, "g") == 0).then_some(())
+    });
+}
+
+#[test]
+fn entries_trimmed_while_pending_are_dead_lettered_as_trimmed() {
+    let redis = RedisServer::start();
+    let stream = key("trimmed");
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            redis.add(
+                &stream,
+                &[("action", "retryable"), ("reason", "downstream down")],
+            )
+        })
+        .collect();
+    let host = Host::misbehave(&redis, &stream, &with(&["--max-deliveries", "100"]));
+    eventually(WAIT, "all failed once", || {
+        (host.count_log("handler failed") >= 3).then_some(())
+    });
+    let mut c = redis.conn();
+    let _: u64 = redis::cmd("XTRIM")
+        .arg(&stream)
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 3);
+    let mut trimmed: Vec<String> = dlq
+        .iter()
+        .map(|(_, f)| {
+            let rec: HashMap<_, _> = f.iter().cloned().collect();
+            assert_eq!(rec["kind"], "trimmed");
+            assert!(!rec.keys().any(|k| k.starts_with("field:")));
+            rec["source_id"].clone()
+        })
+        .collect();
+    trimmed.sort();
+    assert_eq!(trimmed, ids);
+    eventually(WAIT, "nothing pending", || {
+        (redis.pending(&stream, "g") == 0).then_some(())
+    });
+}
+
+#[test]
+fn a_vanished_stream_is_recreated_at_start_id_and_served() {
+    let redis = RedisServer::start();
+    let stream = key("vanish");
+    redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let host = Host::misbehave(&redis, &stream, &[]);
+    redis.wait_for_len("out", 1);
+    let mut c = redis.conn();
+    let _: u64 = redis::cmd("DEL").arg(&stream).query(&mut c).unwrap();
+    host.wait_for_log("the stream or consumer group vanished", WAIT);
+    let again = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let out = redis.wait_for_len("out", 2);
+    assert!(
+        out[1]
+            .1
+            .iter()
+            .any(|(k, v)| k == "source_id" && *v == again)
+    );
+}
+
+#[test]
+fn clean_shutdown_hands_unfinished_entries_to_a_live_peer_and_deletes_the_consumer() {
+    let redis = RedisServer::start();
+    let stream = key("handover");
+    let long = redis.add(
+        &stream,
+        &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "800")],
+    );
+    let mut a = Host::misbehave(
+        &redis,
+        &stream,
+        &with(&[
+            "--consumer",
+            "a",
+            "--handover",
+            "--shutdown-grace",
+            "100ms",
+            "--claim-idle",
+            "20s",
+            "--claim-interval",
+            "200ms",
+        ]),
+    );
+    eventually(WAIT, "a holds the entry", || {
+        (redis.pending(&stream, "g") == 1).then_some(())
+    });
+    let b = Host::misbehave(
+        &redis,
+        &stream,
+        &with(&[
+            "--consumer",
+            "b",
+            "--claim-idle",
+            "20s",
+            "--claim-interval",
+            "200ms",
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    a.signal(libc::SIGTERM);
+    assert_eq!(a.wait_exit(WAIT).code(), Some(0));
+    a.wait_for_log("handed_over=1 peer=b", WAIT);
+    // b takes it at its next sweep instead of after 20s of idleness.
+    let out = redis.wait_for_len("out", 1);
+    assert!(out[0].1.iter().any(|(k, v)| k == "source_id" && *v == long));
+    let consumers = consumer_names(&redis, &stream);
+    assert!(
+        !consumers.contains(&"a".to_owned()),
+        "a deleted itself: {consumers:?}"
+    );
+    assert!(consumers.contains(&"b".to_owned()));
+}
+
+fn consumer_names(redis: &RedisServer, stream: &str) -> Vec<String> {
+    let mut c = redis.conn();
+    let consumers: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg("g")
+        .query(&mut c)
+        .unwrap();
+    consumers
+        .into_iter()
+        .map(|c| redis::from_redis_value::<String>(c[1].clone()).unwrap())
+        .collect()
+}

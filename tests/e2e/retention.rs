@@ -1,0 +1,192 @@
+//! Retention never removes what a consumer group still needs.
+
+use std::time::Duration;
+
+use crate::support::{Host, RedisServer, eventually, key};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Small stream nodes so approximate trims (`~`) are visible on small streams.
+fn small_nodes(redis: &RedisServer) {
+    let mut c = redis.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(5)
+        .query(&mut c)
+        .unwrap();
+}
+
+fn ids(redis: &RedisServer, stream: &str) -> Vec<String> {
+    redis.range(stream).into_iter().map(|(id, _)| id).collect()
+}
+
+#[test]
+fn trimming_with_a_lagging_group_keeps_every_undelivered_and_pending_entry() {
+    let redis = RedisServer::start();
+    small_nodes(&redis);
+    let stream = key("retention");
+    let all: Vec<String> = (0..100)
+        .map(|i| redis.add(&stream, &[("n", &i.to_string())]))
+        .collect();
+    let mut c = redis.conn();
+    // A lagging group: 30 delivered, the first 20 acked, 10 pending, 70 undelivered.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("lagging")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("lagging")
+        .arg("slow")
+        .arg("COUNT")
+        .arg(30)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let _: u64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("lagging")
+        .arg(&all[..20])
+        .query(&mut c)
+        .unwrap();
+
+    let host = Host::misbehave(
+        &redis,
+        &stream,
+        &["--maxlen", "10", "--trim-interval", "100ms"],
+    );
+    host.wait_for_log("retention held back", WAIT);
+    assert!(host.log().contains("group=lagging"), "{}", host.log());
+    eventually(WAIT, "old acked entries trimmed", || {
+        (ids(&redis, &stream).len() < 100).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let left = ids(&redis, &stream);
+    assert!(
+        left.ends_with(&all[20..]),
+        "every entry from the oldest pending one on survives; left {} entries",
+        left.len()
+    );
+
+    // The laggard catches up: now the length cap applies.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("lagging")
+        .arg("slow")
+        .arg("COUNT")
+        .arg(1000)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let _: u64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("lagging")
+        .arg(&all[20..])
+        .query(&mut c)
+        .unwrap();
+    host.wait_for_log("retention no longer held back", WAIT);
+    let left = eventually(WAIT, "trimmed to about --maxlen", || {
+        let left = ids(&redis, &stream);
+        (left.len() <= 15).then_some(left)
+    });
+    assert!(
+        left.len() >= 10,
+        "MAXLEN ~ keeps at least the cap: {}",
+        left.len()
+    );
+    assert!(left.ends_with(&all[all.len() - 10..]));
+}
+
+#[test]
+fn max_age_trims_old_entries_but_not_past_a_pending_one() {
+    let redis = RedisServer::start();
+    small_nodes(&redis);
+    let stream = key("age");
+    let mut c = redis.conn();
+    // Entries from an hour ago (explicit ids), one of them stuck pending.
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 3_600_000;
+    let old: Vec<String> = (0..30)
+        .map(|i| {
+            redis::cmd("XADD")
+                .arg(&stream)
+                .arg(format!("{}-{i}", hour_ago))
+                .arg("action")
+                .arg("ok")
+                .query::<String>(&mut c)
+                .unwrap()
+        })
+        .collect();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("other")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("other")
+        .arg("x")
+        .arg("COUNT")
+        .arg(30)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let mut acked: Vec<&String> = old.iter().collect();
+    let stuck = acked.remove(15);
+    let _: u64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("other")
+        .arg(&acked)
+        .query(&mut c)
+        .unwrap();
+    let fresh = redis.add(&stream, &[("action", "ok")]);
+
+    let host = Host::misbehave(
+        &redis,
+        &stream,
+        &["--max-age", "10m", "--trim-interval", "100ms"],
+    );
+    host.wait_for_log("retention held back", WAIT);
+    eventually(WAIT, "entries older than the stuck one trimmed", || {
+        (ids(&redis, &stream).len() < 31).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let left = ids(&redis, &stream);
+    assert!(left.contains(stuck) && left.contains(&fresh), "{left:?}");
+    assert!(
+        left.ends_with(
+            &old[15..]
+                .iter()
+                .cloned()
+                .chain([fresh.clone()])
+                .collect::<Vec<_>>()
+        )
+    );
+
+    let _: u64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("other")
+        .arg(stuck)
+        .query(&mut c)
+        .unwrap();
+    let left = eventually(WAIT, "all hour-old entries gone", || {
+        let left = ids(&redis, &stream);
+        (left == [fresh.clone()]).then_some(left)
+    });
+    assert_eq!(left, [fresh]);
+}
