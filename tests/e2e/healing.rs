@@ -282,7 +282,7 @@ fn a_failed_dead_letter_write_leaves_the_entry_pending_until_it_can_be_written()
     assert!(redis.range(&format!("{stream}:dlq")).is_empty());
     assert_eq!(
         redis.pending_ids(&stream, "g"),
-        [id.clone()],
+        [id.as_str()],
         "still pending, not lost"
     );
     let _: () = redis::cmd("CONFIG")
@@ -390,7 +390,7 @@ fn clean_shutdown_hands_unfinished_entries_to_a_live_peer_and_deletes_the_consum
     eventually(WAIT, "a holds the entry", || {
         (redis.pending(&stream, "g") == 1).then_some(())
     });
-    let b = Host::misbehave(
+    let _b = Host::misbehave(
         &redis,
         &stream,
         &with(&[
