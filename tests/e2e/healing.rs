@@ -409,24 +409,10 @@ fn clean_shutdown_hands_unfinished_entries_to_a_live_peer_and_deletes_the_consum
     // b takes it at its next sweep instead of after 20s of idleness.
     let out = redis.wait_for_len("out", 1);
     assert!(out[0].1.iter().any(|(k, v)| k == "source_id" && *v == long));
-    let consumers = consumer_names(&redis, &stream);
+    let consumers = redis.consumers(&stream, "g");
     assert!(
         !consumers.contains(&"a".to_owned()),
         "a deleted itself: {consumers:?}"
     );
     assert!(consumers.contains(&"b".to_owned()));
-}
-
-fn consumer_names(redis: &RedisServer, stream: &str) -> Vec<String> {
-    let mut c = redis.conn();
-    let consumers: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(stream)
-        .arg("g")
-        .query(&mut c)
-        .unwrap();
-    consumers
-        .into_iter()
-        .map(|c| redis::from_redis_value::<String>(c[1].clone()).unwrap())
-        .collect()
 }

@@ -32,6 +32,10 @@ fn sigterm_finishes_in_flight_work_flushes_acks_and_exits_zero() {
     let read = redis.entries_read(&stream, "g").unwrap();
     assert!(read < 40, "reading stopped at the signal (read {read})");
     assert!(host.log().contains("abandoned=false"));
+    assert!(
+        redis.consumers(&stream, "g").is_empty(),
+        "a consumer with nothing pending deletes itself"
+    );
 }
 
 #[test]

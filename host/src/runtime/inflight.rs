@@ -149,7 +149,11 @@ mod tests {
             payload: crate::stream::Payload::Trimmed,
             ..entry("2-0")
         };
-        assert_eq!(f.hold_new(vec![trimmed]).len(), 1, "trimmed entries are never skipped");
+        assert_eq!(
+            f.hold_new(vec![trimmed]).len(),
+            1,
+            "trimmed entries are never skipped"
+        );
         assert!(f.due_for_touch(Duration::from_secs(60)).is_empty());
         let mut due = f.due_for_touch(Duration::ZERO);
         due.sort();

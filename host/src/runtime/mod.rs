@@ -304,6 +304,9 @@ async fn log_progress(stats: Arc<Stats>, interval: Duration, cancel: Cancellatio
                 dead_lettered = now.dead_lettered(),
                 retried = now.retried,
                 emitted = now.emitted,
+                reclaimed = now.reclaimed,
+                trimmed = now.trimmed,
+                retention_held_back = now.retention_held_back == 1,
                 handled_per_sec = rate.round() as u64,
                 "progress"
             );

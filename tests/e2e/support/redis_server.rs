@@ -178,6 +178,21 @@ impl RedisServer {
         ids
     }
 
+    /// Names of the consumers of a group.
+    pub fn consumers(&self, stream: &str, group: &str) -> Vec<String> {
+        let mut c = self.conn();
+        let consumers: Vec<Vec<Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(group)
+            .query(&mut c)
+            .unwrap_or_default();
+        consumers
+            .into_iter()
+            .filter_map(|c| redis::from_redis_value::<String>(c.get(1)?.clone()).ok())
+            .collect()
+    }
+
     /// `entries-read` of a group (how many entries it has been delivered).
     pub fn entries_read(&self, stream: &str, group: &str) -> Option<u64> {
         let mut c = self.conn();
