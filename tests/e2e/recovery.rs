@@ -6,28 +6,6 @@ use crate::support::{Host, RedisServer, eventually, key};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Delivers every entry to `consumer` without acking: a crashed previous run.
-fn crash_read(redis: &RedisServer, stream: &str, group: &str, consumer: &str) {
-    let mut c = redis.conn();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query(&mut c)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(group)
-        .arg(consumer)
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(">")
-        .query(&mut c)
-        .unwrap();
-}
-
 #[test]
 fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
     let redis = RedisServer::start();
@@ -35,7 +13,7 @@ fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
     let a = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
     let gone = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
     let b = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
-    crash_read(&redis, &stream, "g", "worker-1");
+    redis.read_as(&stream, "g", "worker-1", 1000); // a crashed previous run
     let mut c = redis.conn();
     let _: i64 = redis::cmd("XDEL")
         .arg(&stream)
@@ -85,7 +63,7 @@ fn recovered_entries_over_max_deliveries_are_dead_lettered_without_another_call(
     let redis = RedisServer::start();
     let stream = key("tired");
     let id = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
-    crash_read(&redis, &stream, "g", "w");
+    redis.read_as(&stream, "g", "w", 1000); // a crashed previous run
     let mut c = redis.conn();
     // Two more deliveries, as XCLAIM would have counted them.
     for _ in 0..2 {

@@ -29,32 +29,9 @@ fn trimming_with_a_lagging_group_keeps_every_undelivered_and_pending_entry() {
     let all: Vec<String> = (0..100)
         .map(|i| redis.add(&stream, &[("n", &i.to_string())]))
         .collect();
-    let mut c = redis.conn();
     // A lagging group: 30 delivered, the first 20 acked, 10 pending, 70 undelivered.
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("lagging")
-        .arg("0")
-        .query(&mut c)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("lagging")
-        .arg("slow")
-        .arg("COUNT")
-        .arg(30)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query(&mut c)
-        .unwrap();
-    let _: u64 = redis::cmd("XACK")
-        .arg(&stream)
-        .arg("lagging")
-        .arg(&all[..20])
-        .query(&mut c)
-        .unwrap();
+    redis.read_as(&stream, "lagging", "slow", 30);
+    redis.ack(&stream, "lagging", &all[..20]);
 
     let host = Host::misbehave(
         &redis,
@@ -75,23 +52,8 @@ fn trimming_with_a_lagging_group_keeps_every_undelivered_and_pending_entry() {
     );
 
     // The laggard catches up: now the length cap applies.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("lagging")
-        .arg("slow")
-        .arg("COUNT")
-        .arg(1000)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query(&mut c)
-        .unwrap();
-    let _: u64 = redis::cmd("XACK")
-        .arg(&stream)
-        .arg("lagging")
-        .arg(&all[20..])
-        .query(&mut c)
-        .unwrap();
+    redis.read_as(&stream, "lagging", "slow", 1000);
+    redis.ack(&stream, "lagging", &all[20..]);
     host.wait_for_log("retention no longer held back", WAIT);
     let left = eventually(WAIT, "trimmed to about --maxlen", || {
         let left = ids(&redis, &stream);
@@ -128,32 +90,10 @@ fn max_age_trims_old_entries_but_not_past_a_pending_one() {
                 .unwrap()
         })
         .collect();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("other")
-        .arg("0")
-        .query(&mut c)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("other")
-        .arg("x")
-        .arg("COUNT")
-        .arg(30)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query(&mut c)
-        .unwrap();
+    redis.read_as(&stream, "other", "x", 30);
     let mut acked: Vec<&String> = old.iter().collect();
     let stuck = acked.remove(15);
-    let _: u64 = redis::cmd("XACK")
-        .arg(&stream)
-        .arg("other")
-        .arg(&acked)
-        .query(&mut c)
-        .unwrap();
+    redis.ack(&stream, "other", &acked);
     let fresh = redis.add(&stream, &[("action", "ok")]);
 
     let host = Host::misbehave(
@@ -178,12 +118,7 @@ fn max_age_trims_old_entries_but_not_past_a_pending_one() {
         )
     );
 
-    let _: u64 = redis::cmd("XACK")
-        .arg(&stream)
-        .arg("other")
-        .arg(stuck)
-        .query(&mut c)
-        .unwrap();
+    redis.ack(&stream, "other", &[stuck]);
     let left = eventually(WAIT, "all hour-old entries gone", || {
         let left = ids(&redis, &stream);
         (left == [fresh.clone()]).then_some(left)

@@ -71,12 +71,7 @@ impl Committer {
             rest.push(s);
         }
         if !rest.is_empty() {
-            let deadline = CancellationToken::new();
-            let timer = deadline.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(FINAL_FLUSH).await;
-                timer.cancel();
-            });
+            let deadline = super::cancel_after(FINAL_FLUSH);
             self.commit(rest, &deadline).await;
         }
     }

@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use redis::Value;
-use tokio_util::sync::CancellationToken;
 
 use crate::stream::RedisLink;
 use crate::stream::commands::{self, GroupRef};
-use crate::stream::scripts::{CLAIM_OWNED, DELETE_CONSUMER_IF_EMPTY};
+use crate::stream::scripts::DELETE_CONSUMER_IF_EMPTY;
 
 /// What the clean-up did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,12 +28,7 @@ pub async fn clean_up(
     claim_idle: Duration,
     handover: bool,
 ) -> HygieneReport {
-    let budget = CancellationToken::new();
-    let timer = budget.clone();
-    let guard = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        timer.cancel();
-    });
+    let budget = super::cancel_after(Duration::from_secs(3));
     let mut report = HygieneReport::default();
     if let Some(mut con) = link.connection(&budget).await {
         if handover {
@@ -62,7 +56,6 @@ pub async fn clean_up(
             Err(e) => tracing::warn!(error = %e, "could not delete the consumer"),
         }
     }
-    guard.abort();
     if report.handed_over > 0 || report.deleted {
         let peer = report.peer.as_deref().unwrap_or("any reaper");
         tracing::info!(handed_over = report.handed_over, peer = %peer, deleted = report.deleted, consumer = %group.consumer, "consumer clean-up done");
@@ -87,13 +80,7 @@ async fn hand_over(
         let Some(last) = rows.last() else { break };
         after = last.id.clone();
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        let mut call = CLAIM_OWNED.key(&group.stream);
-        call.arg(&group.group)
-            .arg(&group.consumer)
-            .arg(&target)
-            .arg(claim_idle.as_millis() as u64)
-            .arg(&ids);
-        moved += call.invoke_async::<u64>(con).await?;
+        moved += commands::claim_owned(con, group, &target, Some(claim_idle), &ids).await?;
     }
     Ok((moved, peer))
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inflight::InFlight;
 use super::stats::Stats;
-use crate::stream::scripts::CLAIM_OWNED;
+use crate::stream::commands;
 use crate::stream::{GroupRef, RedisLink};
 
 /// The keep-alive task.
@@ -49,13 +49,8 @@ impl KeepAlive {
                 return;
             };
             for chunk in due.chunks(1000) {
-                let mut call = CLAIM_OWNED.key(&self.group.stream);
-                call.arg(&self.group.group)
-                    .arg(&self.group.consumer)
-                    .arg(&self.group.consumer)
-                    .arg("")
-                    .arg(chunk);
-                match call.invoke_async::<u64>(&mut con).await {
+                let group = &self.group;
+                match commands::claim_owned(&mut con, group, &group.consumer, None, chunk).await {
                     Ok(n) => {
                         self.link.succeeded();
                         self.stats.touched(n);

@@ -281,6 +281,18 @@ pub async fn run_with_plugin(
     })
 }
 
+/// A token that cancels itself after `d`: a time budget for best-effort
+/// work at the end of a run.
+fn cancel_after(d: Duration) -> CancellationToken {
+    let token = CancellationToken::new();
+    let timer = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(d).await;
+        timer.cancel();
+    });
+    token
+}
+
 /// Logs a progress line every `interval` while anything changes.
 async fn log_progress(stats: Arc<Stats>, interval: Duration, cancel: CancellationToken) {
     if interval.is_zero() {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::inflight::InFlight;
 use super::stats::Stats;
 use crate::config::MAX_RETRY_BACKOFF;
-use crate::stream::scripts::CLAIM_OWNED;
+use crate::stream::commands;
 use crate::stream::{GroupRef, RedisLink};
 
 /// An entry whose handler asked for a retry.
@@ -92,21 +92,11 @@ impl RetryQueue {
         self.inflight.drop_all(ids.iter().map(String::as_str));
         // A short, single attempt: if Redis is unreachable the entries simply
         // age into reclaimability on their own once keep-alive lets go.
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let timer = cancel.clone();
-        let guard = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            timer.cancel();
-        });
+        let cancel = super::cancel_after(Duration::from_secs(2));
         if let Some(mut con) = self.link.connection(&cancel).await {
             for chunk in ids.chunks(1000) {
-                let mut call = CLAIM_OWNED.key(&self.group.stream);
-                call.arg(&self.group.group)
-                    .arg(&self.group.consumer)
-                    .arg(&self.group.consumer)
-                    .arg(self.claim_idle.as_millis() as u64)
-                    .arg(chunk);
-                match call.invoke_async::<u64>(&mut con).await {
+                let (group, idle) = (&self.group, Some(self.claim_idle));
+                match commands::claim_owned(&mut con, group, &group.consumer, idle, chunk).await {
                     Ok(n) => {
                         self.link.succeeded();
                         self.stats.released(n);
@@ -118,7 +108,6 @@ impl RetryQueue {
                 }
             }
         }
-        guard.abort();
     }
 }
 

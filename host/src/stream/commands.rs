@@ -200,3 +200,24 @@ pub async fn own_pending_between(
         .await?;
     parse_xpending(reply).map_err(shape_error)
 }
+
+/// Runs [`super::scripts::CLAIM_OWNED`]: re-claims `ids` still pending for
+/// this consumer to `target`, with their idle time set to `idle` (or reset to
+/// zero), without counting a delivery. Returns how many were still ours.
+pub async fn claim_owned(
+    con: &mut MultiplexedConnection,
+    g: &GroupRef,
+    target: &str,
+    idle: Option<Duration>,
+    ids: &[impl AsRef<str>],
+) -> RedisResult<u64> {
+    let mut call = super::scripts::CLAIM_OWNED.key(&g.stream);
+    call.arg(&g.group)
+        .arg(&g.consumer)
+        .arg(target)
+        .arg(idle.map(|d| d.as_millis().to_string()).unwrap_or_default());
+    for id in ids {
+        call.arg(id.as_ref());
+    }
+    call.invoke_async(con).await
+}

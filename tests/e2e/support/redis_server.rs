@@ -144,6 +144,42 @@ impl RedisServer {
         )
     }
 
+    /// Acts as a raw consumer: creates `group` at `start` if needed, and
+    /// reads up to `count` new entries as `consumer` without acking them.
+    pub fn read_as(&self, stream: &str, group: &str, consumer: &str, count: usize) {
+        let mut c = self.conn();
+        let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(&mut c);
+        let _: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query(&mut c)
+            .expect("XREADGROUP");
+    }
+
+    /// XACKs ids in a group.
+    pub fn ack<S: AsRef<str>>(&self, stream: &str, group: &str, ids: &[S]) {
+        let mut c = self.conn();
+        let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
+        let _: u64 = redis::cmd("XACK")
+            .arg(stream)
+            .arg(group)
+            .arg(ids)
+            .query(&mut c)
+            .expect("XACK");
+    }
+
     /// Number of entries pending in a group (XPENDING summary).
     pub fn pending(&self, stream: &str, group: &str) -> usize {
         let mut c = self.conn();
