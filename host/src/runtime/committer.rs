@@ -102,7 +102,8 @@ impl Committer {
             .chain(&scripted)
             .map(|s| s.entry.id.clone())
             .collect();
-        let retried: Vec<String> = acks
+        // Only entries delivered before can have a remembered failure.
+        let redelivered: Vec<String> = acks
             .iter()
             .chain(&scripted)
             .filter(|s| s.entry.delivery_count > 1)
@@ -110,7 +111,7 @@ impl Committer {
             .collect();
         self.write(acks, scripted, stop).await;
         self.inflight.drop_all(ids.iter().map(String::as_str));
-        self.failures.forget(retried.iter().map(String::as_str));
+        self.failures.forget(redelivered.iter().map(String::as_str));
     }
 
     /// Writes acks and scripted commits, retrying through connection loss
