@@ -142,6 +142,9 @@ pub struct RunArgs {
     /// Time in-flight work gets to finish after SIGINT/SIGTERM.
     #[arg(long, env = "STREAMHOST_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    /// How often to check the plugin file for a new version, besides file notifications and SIGHUP (0s: never).
+    #[arg(long, env = "STREAMHOST_WATCH_INTERVAL", default_value = "2s", value_parser = duration)]
+    pub watch_interval: Duration,
     /// How often to log a progress line (0s disables).
     #[arg(long, env = "STREAMHOST_STATS_INTERVAL", default_value = "30s", value_parser = duration)]
     pub stats_interval: Duration,
@@ -182,6 +185,7 @@ impl RunArgs {
             trim_interval: self.trim_interval,
             handover: self.handover,
             shutdown_grace: self.shutdown_grace,
+            watch_interval: self.watch_interval,
             stats_interval: self.stats_interval,
         }
     }

@@ -63,6 +63,9 @@ pub struct RunConfig {
     pub handover: bool,
     /// How long in-flight work may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// How often the plugin file is checked for changes besides filesystem
+    /// notifications and SIGHUP (zero: notifications and SIGHUP only).
+    pub watch_interval: Duration,
     /// How often a progress line is logged (zero disables).
     pub stats_interval: Duration,
 }
@@ -209,6 +212,7 @@ pub(crate) fn sample() -> RunConfig {
         trim_interval: Duration::from_secs(30),
         handover: false,
         shutdown_grace: Duration::from_secs(10),
+        watch_interval: Duration::from_secs(2),
         stats_interval: Duration::from_secs(30),
     }
 }

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
 
 fn run(config: streamhost::RunConfig) -> ExitCode {
     // Refuse bad configuration and bad plugins before starting anything.
-    let plugin = match runtime::prepare(&config) {
+    let prepared = match runtime::prepare(&config) {
         Ok(p) => p,
         Err(e) => return report(e),
     };
@@ -42,7 +42,7 @@ fn run(config: streamhost::RunConfig) -> ExitCode {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        match runtime::run_with_plugin(config, plugin, shutdown).await {
+        match runtime::run_prepared(config, prepared, shutdown).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => report(e),
         }

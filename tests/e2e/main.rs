@@ -4,6 +4,7 @@
 mod support;
 
 mod healing;
+mod hotswap;
 mod lifecycle;
 mod outcomes;
 mod recovery;

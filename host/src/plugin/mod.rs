@@ -6,6 +6,7 @@ mod bindings;
 mod host_api;
 mod instance;
 mod limits;
+mod slot;
 mod stdio;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub use bindings::{Event, Failure};
 pub use host_api::{CallState, MAX_EMITS_PER_CALL, PluginMeta};
 pub use instance::PluginInstance;
 pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
+pub use slot::PluginSlot;
 
 use crate::units::ByteSize;
 

@@ -9,7 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::inflight::{InFlight, LastFailures};
 use crate::outcome::{DeadLetterKind, Outcome};
-use crate::plugin::LoadedPlugin;
+use crate::plugin::{LoadedPlugin, PluginSlot};
 use crate::stream::{Entry, Payload};
 use crate::units::ByteSize;
 
@@ -106,7 +106,7 @@ pub struct Dispatcher {
     /// The committer's inbox.
     pub settled: UnboundedSender<Settled>,
     /// The plugin in service.
-    pub plugin: Arc<LoadedPlugin>,
+    pub plugin: Arc<PluginSlot>,
     /// Pre-plugin limits.
     pub admission: Admission,
     /// Entries this process holds.
@@ -136,7 +136,7 @@ impl Dispatcher {
                     .send(Settled {
                         entry,
                         outcome,
-                        plugin: self.plugin.clone(),
+                        plugin: self.plugin.current(),
                         permit: Some(permit),
                     })
                     .is_ok(),

@@ -11,6 +11,7 @@ mod reaper;
 mod retry;
 mod stats;
 mod trimmer;
+mod watcher;
 mod workers;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use stats::{Stats, StatsSnapshot};
 
 use crate::config::{ConfigError, RunConfig};
-use crate::plugin::{LoadedPlugin, PluginEngine, PluginError, PluginSettings};
+use crate::plugin::{LoadedPlugin, PluginEngine, PluginError, PluginSettings, PluginSlot};
 use crate::stream::link::describe_target;
 use crate::stream::{GroupRef, LinkHealth, RedisLink};
 use committer::Committer;
@@ -34,6 +35,7 @@ use reader::Reader;
 use reaper::Reaper;
 use retry::RetryQueue;
 use trimmer::Trimmer;
+use watcher::PluginWatcher;
 use workers::WorkerSet;
 
 /// Slack on top of BLOCK before the reader's connection gives up on a reply.
@@ -73,9 +75,20 @@ pub struct RunReport {
     pub abandoned: bool,
 }
 
+/// A validated configuration with its plugin compiled, ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The engine, kept to compile later versions of the plugin.
+    pub engine: PluginEngine,
+    /// Limits and configuration every version runs with.
+    pub settings: PluginSettings,
+    /// The version to start with.
+    pub plugin: Arc<LoadedPlugin>,
+}
+
 /// Validates the configuration and loads the plugin: everything that can be
 /// refused before touching Redis. Blocking (compiles the component).
-pub fn prepare(config: &RunConfig) -> Result<Arc<LoadedPlugin>, RunError> {
+pub fn prepare(config: &RunConfig) -> Result<Prepared, RunError> {
     config.validate()?;
     let engine = PluginEngine::new()?;
     let settings = PluginSettings {
@@ -83,7 +96,12 @@ pub fn prepare(config: &RunConfig) -> Result<Arc<LoadedPlugin>, RunError> {
         max_memory: config.max_memory,
         timeout: config.handler_timeout,
     };
-    Ok(engine.load(&config.plugin, &settings)?)
+    let plugin = engine.load(&config.plugin, &settings)?;
+    Ok(Prepared {
+        engine,
+        settings,
+        plugin,
+    })
 }
 
 /// Runs the pipeline until `shutdown` fires, then drains: the reader stops,
@@ -91,18 +109,23 @@ pub fn prepare(config: &RunConfig) -> Result<Arc<LoadedPlugin>, RunError> {
 /// flushes, and the report is returned.
 pub async fn run(config: RunConfig, shutdown: CancellationToken) -> Result<RunReport, RunError> {
     let cfg = config.clone();
-    let plugin = tokio::task::spawn_blocking(move || prepare(&cfg))
+    let prepared = tokio::task::spawn_blocking(move || prepare(&cfg))
         .await
         .map_err(|e| RunError::Spawn(std::io::Error::other(e)))??;
-    run_with_plugin(config, plugin, shutdown).await
+    run_prepared(config, prepared, shutdown).await
 }
 
-/// Like [`run`] with a plugin already loaded.
-pub async fn run_with_plugin(
+/// Like [`run`] with the plugin already loaded.
+pub async fn run_prepared(
     config: RunConfig,
-    plugin: Arc<LoadedPlugin>,
+    prepared: Prepared,
     shutdown: CancellationToken,
 ) -> Result<RunReport, RunError> {
+    let Prepared {
+        engine,
+        settings,
+        plugin,
+    } = prepared;
     let client = redis::Client::open(config.redis_url.as_str())
         .map_err(|e| RunError::RedisUrl(e.to_string()))?;
     let health = LinkHealth::new(describe_target(&client));
@@ -161,8 +184,19 @@ pub async fn run_with_plugin(
     };
     let keepalive_task = tokio::spawn(keepalive.run(finished.clone()));
 
+    let slot = PluginSlot::new(plugin);
+    let watcher = PluginWatcher {
+        engine,
+        settings,
+        path: config.plugin.clone(),
+        slot: slot.clone(),
+        poll: config.watch_interval,
+        stats: stats.clone(),
+    };
+    let watcher_task = tokio::spawn(watcher.run(shutdown.clone()));
+
     let workers = WorkerSet {
-        plugin: plugin.clone(),
+        plugin: slot.clone(),
         jobs: work_rx,
         settled: settled_tx.clone(),
         abandon: abandon_flag.clone(),
@@ -174,7 +208,7 @@ pub async fn run_with_plugin(
     let dispatch = Dispatcher {
         work: work_tx,
         settled: settled_tx,
-        plugin,
+        plugin: slot,
         admission: Admission {
             max_deliveries: config.max_deliveries,
             max_entry_size: config.max_entry_size,
@@ -225,6 +259,7 @@ pub async fn run_with_plugin(
     let _ = reader_task.await;
     let _ = reaper_task.await;
     let _ = trimmer_task.await;
+    let _ = watcher_task.await;
     progress.abort();
 
     let abandoned = tokio::time::timeout(config.shutdown_grace, &mut committer_task)

@@ -27,6 +27,8 @@ pub struct Stats {
     released: AtomicU64,
     trimmed: AtomicU64,
     retention_held_back: AtomicU64,
+    plugin_swaps: AtomicU64,
+    plugin_reload_failures: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -66,6 +68,10 @@ pub struct StatsSnapshot {
     pub trimmed: u64,
     /// 1 while a lagging group holds retention back (a gauge).
     pub retention_held_back: u64,
+    /// Plugin versions swapped in while running.
+    pub plugin_swaps: u64,
+    /// Plugin files that failed to load (the old version kept serving).
+    pub plugin_reload_failures: u64,
 }
 
 impl StatsSnapshot {
@@ -139,6 +145,15 @@ impl Stats {
             .store(u64::from(held_back), Ordering::Relaxed);
     }
 
+    /// A new plugin version went into service.
+    pub fn swapped(&self) {
+        add(&self.plugin_swaps, 1);
+    }
+    /// A plugin file could not be loaded.
+    pub fn reload_failed(&self) {
+        add(&self.plugin_reload_failures, 1);
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -160,6 +175,8 @@ impl Stats {
             released: g(&self.released),
             trimmed: g(&self.trimmed),
             retention_held_back: g(&self.retention_held_back),
+            plugin_swaps: g(&self.plugin_swaps),
+            plugin_reload_failures: g(&self.plugin_reload_failures),
         }
     }
 }

@@ -11,14 +11,14 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::dispatch::{Job, Settled};
 use super::stats::Stats;
 use crate::outcome::{DeadLetterKind, Outcome};
-use crate::plugin::{Event, LoadedPlugin, PluginInstance};
+use crate::plugin::{Event, PluginInstance, PluginSlot};
 use crate::stream::{GroupRef, Payload};
 
 /// What every worker needs; cloned into each thread.
 #[derive(Debug, Clone)]
 pub struct WorkerSet {
-    /// The plugin version to run.
-    pub plugin: Arc<LoadedPlugin>,
+    /// The plugin version in service (replaced by hot swaps).
+    pub plugin: Arc<PluginSlot>,
     /// Shared job queue.
     pub jobs: flume::Receiver<Job>,
     /// The committer's inbox.
@@ -46,7 +46,8 @@ impl WorkerSet {
     }
 
     fn work(self) {
-        let mut instance = PluginInstance::new(self.plugin.clone());
+        let mut generation = self.plugin.generation();
+        let mut instance = PluginInstance::new(self.plugin.current());
         // One event reused for every call: stream/group/consumer are set once,
         // id and fields are moved in and back out, so a call copies nothing.
         let mut event = Event {
@@ -60,6 +61,13 @@ impl WorkerSet {
         while let Ok(Job { mut entry, permit }) = self.jobs.recv() {
             if self.abandon.load(Ordering::Relaxed) {
                 continue;
+            }
+            // A hot swap happened: the next call runs on the new version
+            // (the call that was running finished on the old one).
+            let now = self.plugin.generation();
+            if now != generation {
+                generation = now;
+                instance = PluginInstance::new(self.plugin.current());
             }
             let outcome = match std::mem::replace(&mut entry.payload, Payload::Trimmed) {
                 Payload::Fields(fields) => {
