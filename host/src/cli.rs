@@ -48,7 +48,23 @@ pub enum Command {
     /// Success acks the entry (with anything the handler emitted, atomically); a
     /// permanent failure moves it to the dead-letter stream; a retryable failure,
     /// trap or timeout leaves it pending to be retried.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Validate a plugin file against the streamhost:plugin/handler contract and describe it.
+    ///
+    /// Compiles the component, checks its imports and exports against the world, and prints
+    /// its identity (name@content-hash), size, compile time, imports and exports. Exits 0 for a
+    /// valid plugin and 65 with the reason for anything else.
+    Check(CheckArgs),
+}
+
+/// Flags of `host check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The component (.wasm) to check.
+    pub plugin: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -231,7 +247,9 @@ mod tests {
             "b=x=y",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("parsed as run")
+        };
         let c = args.into_config();
         assert_eq!(c.dlq, "orders:dlq");
         assert_eq!(c.block, Duration::from_millis(250));

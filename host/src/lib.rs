@@ -6,6 +6,7 @@
 //! same entry point.
 
 pub mod backoff;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod outcome;

@@ -16,7 +16,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     streamhost::telemetry::init(&cli.log, cli.log_format);
     match cli.command {
-        Command::Run(args) => run(args.into_config()),
+        Command::Run(args) => run((*args).into_config()),
+        Command::Check(args) => check(&args),
+    }
+}
+
+fn check(args: &streamhost::cli::CheckArgs) -> ExitCode {
+    match streamhost::check::check(&args.plugin) {
+        Ok(report) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_DATAERR)
+        }
     }
 }
 

@@ -234,3 +234,17 @@ fn a_call_in_flight_finishes_on_the_old_version() {
     });
     assert!(!long_v2, "the call that was running finished on v1");
 }
+
+#[test]
+fn sighup_reloads_the_plugin_file() {
+    let (redis, _dir, path) = setup();
+    let stream = key("hup");
+    let host = start(&redis, &stream, &path);
+    host.signal(libc::SIGHUP);
+    host.wait_for_log("SIGHUP: reloading the plugin", WAIT);
+    host.wait_for_log("plugin file unchanged", WAIT);
+    let id = redis.add(&stream, &ENTRY);
+    assert!(!eventually(WAIT, "still served", || handled(&redis)
+        .get(&id)
+        .copied()));
+}

@@ -161,6 +161,15 @@ impl PluginEngine {
                 export_names(&self.engine, &component)
             ),
         };
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -181,6 +190,8 @@ impl PluginEngine {
             timeout: settings.timeout,
             size: bytes.len(),
             compile_time,
+            imports,
+            exports,
         }))
     }
 }
@@ -197,6 +208,8 @@ pub struct LoadedPlugin {
     timeout: Duration,
     size: usize,
     compile_time: Duration,
+    imports: Vec<String>,
+    exports: Vec<String>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -232,6 +245,16 @@ impl LoadedPlugin {
     /// How long compiling took.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+
+    /// Names of the component's imports (interfaces it needs from the host).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    /// Names of the component's exports.
+    pub fn exports(&self) -> &[String] {
+        &self.exports
     }
 }
 
