@@ -161,6 +161,12 @@ pub struct RunArgs {
     /// How often to check the plugin file for a new version, besides file notifications and SIGHUP (0s: never).
     #[arg(long, env = "STREAMHOST_WATCH_INTERVAL", default_value = "2s", value_parser = duration)]
     pub watch_interval: Duration,
+    /// Directory for compiled plugins, so restarts skip compilation [default: $XDG_CACHE_HOME/streamhost or ~/.cache/streamhost].
+    #[arg(long, env = "STREAMHOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile the plugin on every start instead of using the compiled-plugin cache.
+    #[arg(long, env = "STREAMHOST_NO_CACHE")]
+    pub no_cache: bool,
     /// How often to log a progress line (0s disables).
     #[arg(long, env = "STREAMHOST_STATS_INTERVAL", default_value = "30s", value_parser = duration)]
     pub stats_interval: Duration,
@@ -202,6 +208,11 @@ impl RunArgs {
             handover: self.handover,
             shutdown_grace: self.shutdown_grace,
             watch_interval: self.watch_interval,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.or_else(crate::plugin::default_cache_dir)
+            },
             stats_interval: self.stats_interval,
         }
     }

@@ -66,6 +66,8 @@ pub struct RunConfig {
     /// How often the plugin file is checked for changes besides filesystem
     /// notifications and SIGHUP (zero: notifications and SIGHUP only).
     pub watch_interval: Duration,
+    /// Where compiled plugins are cached (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
     /// How often a progress line is logged (zero disables).
     pub stats_interval: Duration,
 }
@@ -213,6 +215,7 @@ pub(crate) fn sample() -> RunConfig {
         handover: false,
         shutdown_grace: Duration::from_secs(10),
         watch_interval: Duration::from_secs(2),
+        cache_dir: None,
         stats_interval: Duration::from_secs(30),
     }
 }

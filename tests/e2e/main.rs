@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cache;
 mod healing;
 mod hotswap;
 mod lifecycle;

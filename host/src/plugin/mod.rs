@@ -3,6 +3,7 @@
 //! memory cap and a deadline.
 
 mod bindings;
+mod cache;
 mod host_api;
 mod instance;
 mod limits;
@@ -19,6 +20,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 pub use bindings::{Event, Failure};
+pub use cache::{ArtifactCache, default_dir as default_cache_dir};
 pub use host_api::{CallState, MAX_EMITS_PER_CALL, PluginMeta};
 pub use instance::PluginInstance;
 pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
@@ -93,6 +95,7 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
     _ticker: Arc<limits::EpochTicker>,
+    cache: Option<ArtifactCache>,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -118,7 +121,14 @@ impl PluginEngine {
             _ticker: Arc::new(limits::EpochTicker::start(engine.clone())),
             engine,
             linker: Arc::new(linker),
+            cache: None,
         })
+    }
+
+    /// Caches compiled components in `dir` (see [`ArtifactCache`]).
+    pub fn with_cache(mut self, dir: Option<&Path>) -> Self {
+        self.cache = dir.and_then(ArtifactCache::open);
+        self
     }
 
     /// Reads, compiles and type-checks a plugin file. Blocking and CPU-heavy:
@@ -149,10 +159,25 @@ impl PluginEngine {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         check_header(path, bytes)?;
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
-            path: path.to_owned(),
-            message: format!("{e:#}"),
-        })?;
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, bytes));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+                        path: path.to_owned(),
+                        message: format!("{e:#}"),
+                    })?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&self.engine, bytes, &component);
+                }
+                component
+            }
+        };
         let compile_time = started.elapsed();
         let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
             path: path.to_owned(),
@@ -190,6 +215,7 @@ impl PluginEngine {
             timeout: settings.timeout,
             size: bytes.len(),
             compile_time,
+            from_cache,
             imports,
             exports,
         }))
@@ -208,6 +234,7 @@ pub struct LoadedPlugin {
     timeout: Duration,
     size: usize,
     compile_time: Duration,
+    from_cache: bool,
     imports: Vec<String>,
     exports: Vec<String>,
 }
@@ -245,6 +272,11 @@ impl LoadedPlugin {
     /// How long compiling took.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+
+    /// Whether the compiled form came from the artifact cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// Names of the component's imports (interfaces it needs from the host).

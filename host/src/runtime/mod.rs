@@ -90,7 +90,7 @@ pub struct Prepared {
 /// refused before touching Redis. Blocking (compiles the component).
 pub fn prepare(config: &RunConfig) -> Result<Prepared, RunError> {
     config.validate()?;
-    let engine = PluginEngine::new()?;
+    let engine = PluginEngine::new()?.with_cache(config.cache_dir.as_deref());
     let settings = PluginSettings {
         config: config.plugin_config.clone(),
         max_memory: config.max_memory,
@@ -136,7 +136,7 @@ pub async fn run_prepared(
         consumer: config.consumer.clone(),
     };
     tracing::info!(
-        plugin = %plugin.identity(), compile_ms = plugin.compile_time().as_millis() as u64,
+        plugin = %plugin.identity(), compile_ms = plugin.compile_time().as_millis() as u64, cached = plugin.from_cache(),
         redis = %describe_target(&client), stream = %group.stream, group = %group.group,
         consumer = %group.consumer, concurrency = config.concurrency, dlq = %config.dlq,
         "starting"

@@ -155,7 +155,7 @@ impl PluginWatcher {
             Ok(Ok(new)) => {
                 let old = self.slot.swap(new.clone());
                 self.stats.swapped();
-                tracing::info!(from = %old.identity(), to = %new.identity(), compile_ms = new.compile_time().as_millis() as u64,
+                tracing::info!(from = %old.identity(), to = %new.identity(), compile_ms = new.compile_time().as_millis() as u64, cached = new.from_cache(),
                     took_ms = started.elapsed().as_millis() as u64, "plugin swapped: new calls use the new version");
             }
             Ok(Err(e)) => {
