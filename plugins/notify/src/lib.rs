@@ -9,7 +9,7 @@
 //! A malformed event (missing field, unknown type, bad amount) is a permanent
 //! failure: redelivering it cannot help, so it goes to the dead-letter stream.
 
-use streamhost_sdk::{Event, Failure, Handler, log};
+use streamhost_sdk::{Emit, Event, Failure, Handler, log};
 
 struct Notify;
 
@@ -30,16 +30,13 @@ impl Handler for Notify {
             _ => log::info(&format!("notify {customer}: {message}")),
         }
         if let Some(outbox) = streamhost_sdk::config("outbox") {
-            streamhost_sdk::emit(
-                &outbox,
-                [
-                    ("customer", customer.as_bytes()),
-                    ("order_id", order.as_bytes()),
-                    ("type", kind.as_bytes()),
-                    ("message", message.as_bytes()),
-                    ("source_id", event.id.as_bytes()),
-                ],
-            );
+            Emit::to(outbox)
+                .field("customer", customer)
+                .field("order_id", order)
+                .field("type", kind)
+                .field("message", &message)
+                .field("source_id", &event.id)
+                .send();
         }
         Ok(())
     }

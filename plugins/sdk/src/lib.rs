@@ -76,12 +76,73 @@ impl Event {
             .map_err(|_| Failure::permanent(format!("field `{name}` is not valid UTF-8")))
     }
 
+    /// The first field called `name`, parsed with [`str::parse`]; missing or
+    /// unparsable is a permanent failure.
+    pub fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<T, Failure> {
+        let raw = self.str(name)?;
+        raw.parse()
+            .map_err(|_| Failure::permanent(format!("field `{name}` has an invalid value {raw:?}")))
+    }
+
+    /// The first field called `name`, decoded as JSON; missing or malformed
+    /// is a permanent failure.
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, Failure> {
+        let raw = self
+            .field(name)
+            .ok_or_else(|| Failure::permanent(format!("missing field `{name}`")))?;
+        serde_json::from_slice(raw).map_err(|e| {
+            Failure::permanent(format!(
+                "field `{name}` is not valid JSON for this event: {e}"
+            ))
+        })
+    }
+
     /// Like [`Event::str`] but `None` when the field is absent.
     pub fn opt_str(&self, name: &str) -> Result<Option<&str>, Failure> {
         match self.field(name) {
             None => Ok(None),
             Some(_) => self.str(name).map(Some),
         }
+    }
+}
+
+/// Builds an entry to emit, field by field:
+///
+/// ```ignore
+/// Emit::to("orders:enriched").field("order_id", order).field("tier", "gold").send();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Emit {
+    stream: String,
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+impl Emit {
+    /// An entry for `stream`.
+    pub fn to(stream: impl Into<String>) -> Self {
+        Self {
+            stream: stream.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Adds a field (text or bytes).
+    pub fn field(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.fields.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Adds every field of `event`, in order (to forward or enrich it).
+    pub fn fields_of(mut self, event: &Event) -> Self {
+        self.fields.extend(event.fields.iter().cloned());
+        self
+    }
+
+    /// Queues the entry; it is appended only if this call returns `Ok`,
+    /// atomically with the ack of the event being handled.
+    pub fn send(self) {
+        host::emit(&self.stream, &self.fields);
     }
 }
 
