@@ -101,8 +101,9 @@ pub struct RunArgs {
     /// Handler component (.wasm) implementing streamhost:plugin/handler.
     #[arg(long, env = "STREAMHOST_PLUGIN")]
     pub plugin: PathBuf,
-    /// A value the plugin reads with `config(KEY)`; repeatable.
-    #[arg(long = "plugin-config", value_name = "KEY=VALUE", env = "STREAMHOST_PLUGIN_CONFIG", value_delimiter = ',', value_parser = key_value)]
+    /// A value the plugin reads with `config(KEY)`; repeatable. Values may contain commas.
+    /// Also read from STREAMHOST_PLUGIN_CONFIG, one KEY=VALUE per line (flags win).
+    #[arg(long = "plugin-config", value_name = "KEY=VALUE", value_parser = key_value)]
     pub plugin_config: Vec<(String, String)>,
     /// Worker threads, each with its own plugin instance [default: number of CPUs].
     #[arg(long, env = "STREAMHOST_CONCURRENCY")]
@@ -188,7 +189,10 @@ impl RunArgs {
             group: self.group,
             consumer,
             plugin: self.plugin,
-            plugin_config: self.plugin_config.into_iter().collect::<BTreeMap<_, _>>(),
+            plugin_config: env_plugin_config()
+                .into_iter()
+                .chain(self.plugin_config)
+                .collect::<BTreeMap<_, _>>(),
             concurrency,
             batch: self.batch,
             max_in_flight: self.max_in_flight.unwrap_or(self.batch.saturating_mul(2)),
@@ -216,6 +220,16 @@ impl RunArgs {
             stats_interval: self.stats_interval,
         }
     }
+}
+
+/// `STREAMHOST_PLUGIN_CONFIG`: one `KEY=VALUE` per line (lines without `=`
+/// are ignored), so values can hold commas.
+fn env_plugin_config() -> Vec<(String, String)> {
+    std::env::var("STREAMHOST_PLUGIN_CONFIG")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| key_value(l.trim()).ok())
+        .collect()
 }
 
 /// `<hostname>-<pid>`: unique per process on a host, stable enough to read in logs.
@@ -253,7 +267,7 @@ mod tests {
             "--max-memory",
             "32MiB",
             "--plugin-config",
-            "a=1",
+            "a=1,2",
             "--plugin-config",
             "b=x=y",
         ])
@@ -267,6 +281,11 @@ mod tests {
         assert_eq!(c.max_memory, ByteSize(32 << 20));
         assert_eq!(c.max_in_flight, 1000);
         assert_eq!(c.plugin_config.get("b").map(String::as_str), Some("x=y"));
+        assert_eq!(
+            c.plugin_config.get("a").map(String::as_str),
+            Some("1,2"),
+            "commas stay in values"
+        );
         assert!(c.consumer.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(c.validate(), Ok(()));
     }

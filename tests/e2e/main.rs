@@ -6,6 +6,7 @@ mod support;
 mod cache;
 mod healing;
 mod hotswap;
+mod languages;
 mod lifecycle;
 mod outcomes;
 mod recovery;

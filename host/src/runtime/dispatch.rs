@@ -65,11 +65,17 @@ impl Admission {
             ),
             _ if entry.delivery_count > self.max_deliveries => {
                 let tries = entry.delivery_count - 1;
+                let times = if tries == 1 { "once" } else { "times" };
+                let tries = if tries == 1 {
+                    String::new()
+                } else {
+                    format!("{tries} ")
+                };
                 let reason = match last_failure() {
                     Some(last) => {
-                        format!("delivered {tries} times without success; last failure: {last}")
+                        format!("delivered {tries}{times} without success; last failure: {last}")
                     }
-                    None => format!("delivered {tries} times without success"),
+                    None => format!("delivered {tries}{times} without success"),
                 };
                 dead(DeadLetterKind::MaxDeliveries, reason)
             }

@@ -8,7 +8,7 @@ pub mod redis_server;
 use std::time::{Duration, Instant};
 
 pub use host::Host;
-pub use plugins::plugin;
+pub use plugins::{plugin, scripted_plugin};
 pub use redis_server::RedisServer;
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

@@ -76,3 +76,23 @@ fn ensure_wasm_target() {
         assert!(status.success(), "`rustup target add wasm32-wasip2` failed");
     }
 }
+
+/// A plugin written in another language (`plugins/<dir>`), built once per
+/// test run by its own `build.sh` into `plugins/dist/<name>.wasm`.
+pub fn scripted_plugin(dir: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let root = workspace_root();
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|d| d == dir) {
+        let script = root.join("plugins").join(dir).join("build.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .expect("running a plugin build script");
+        assert!(status.success(), "{} failed", script.display());
+        built.push(dir.to_owned());
+    }
+    root.join("plugins")
+        .join("dist")
+        .join(format!("{name}.wasm"))
+}
