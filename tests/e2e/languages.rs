@@ -4,17 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, eventually, key, scripted_plugin};
+use crate::support::{Host, RedisServer, eventually, fields_map, key, scripted_plugin};
 
 /// Cold compiles of these 12–18 MB components take seconds.
 const WAIT: Duration = Duration::from_secs(180);
-
-fn record(fields: &[(String, String)]) -> HashMap<&str, &str> {
-    fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
-}
 
 fn order(redis: &RedisServer, stream: &str, id: &str, customer: &str, amount: &str) -> String {
     redis.add(
@@ -59,7 +52,7 @@ fn the_python_fraud_filter_passes_good_orders_and_dead_letters_suspicious_ones()
     let reasons: HashMap<String, String> = dead
         .iter()
         .map(|(_, f)| {
-            let r = record(f);
+            let r = fields_map(f);
             assert_eq!(r["kind"], "permanent");
             assert_eq!(r["plugin"], "fraud");
             (r["source_id"].to_owned(), r["reason"].to_owned())
@@ -78,7 +71,7 @@ fn the_python_fraud_filter_passes_good_orders_and_dead_letters_suspicious_ones()
         "{reasons:?}"
     );
     let out = redis.wait_for_len("fraud:out", 1);
-    let r = record(&out[0].1);
+    let r = fields_map(&out[0].1);
     assert_eq!((r["order_id"], r["source_id"]), ("o-1", ok.as_str()));
     eventually(WAIT, "nothing pending", || {
         (redis.pending(&stream, "g") == 0).then_some(())
@@ -110,7 +103,7 @@ fn the_javascript_enricher_emits_enriched_orders_and_dead_letters_malformed_ones
     let out = redis.wait_for_len("orders:enriched", 2);
     let by_source: HashMap<String, HashMap<&str, &str>> = out
         .iter()
-        .map(|(_, f)| (record(f)["source_id"].to_owned(), record(f)))
+        .map(|(_, f)| (fields_map(f)["source_id"].to_owned(), fields_map(f)))
         .collect();
     let g = &by_source[&gold];
     assert_eq!(
@@ -125,7 +118,7 @@ fn the_javascript_enricher_emits_enriched_orders_and_dead_letters_malformed_ones
     assert_eq!(g["customer"], "alice", "original fields are kept");
     assert_eq!(by_source[&bronze]["tier"], "bronze");
     let dead = redis.wait_for_len(&format!("{stream}:dlq"), 1);
-    let r = record(&dead[0].1);
+    let r = fields_map(&dead[0].1);
     assert_eq!((r["kind"], r["source_id"]), ("permanent", bad.as_str()));
     assert!(r["reason"].contains("missing order_id"), "{r:?}");
     eventually(WAIT, "nothing pending", || {

@@ -3,16 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, eventually, key, plugin};
+use crate::support::{Host, RedisServer, eventually, fields_map, key, plugin};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn as_map(fields: &[(String, String)]) -> HashMap<&str, &str> {
-    fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
-}
 
 #[test]
 fn success_acks_every_entry_and_emits_to_the_outbox() {
@@ -57,14 +50,14 @@ fn success_acks_every_entry_and_emits_to_the_outbox() {
     let outbox = redis.range("outbox");
     let mut sources: Vec<String> = outbox
         .iter()
-        .map(|(_, f)| as_map(f)["source_id"].to_owned())
+        .map(|(_, f)| fields_map(f)["source_id"].to_owned())
         .collect();
     sources.sort();
     ids.sort();
     assert_eq!(sources, ids, "exactly one notification per order event");
     let first = outbox
         .iter()
-        .map(|(_, f)| as_map(f))
+        .map(|(_, f)| fields_map(f))
         .find(|f| f["order_id"] == "o-0")
         .unwrap();
     assert_eq!(
@@ -92,7 +85,7 @@ fn permanent_failure_writes_a_complete_dead_letter_record() {
         (!r.is_empty()).then_some(r)
     });
     assert_eq!(dlq.len(), 1);
-    let rec = as_map(&dlq[0].1);
+    let rec = fields_map(&dlq[0].1);
     assert_eq!(rec["kind"], "permanent");
     assert_eq!(rec["reason"], "card declined");
     assert_eq!(rec["source_stream"], stream);
@@ -138,7 +131,7 @@ fn emits_are_appended_only_with_a_successful_ack() {
         redis
             .range("out")
             .iter()
-            .any(|(_, f)| as_map(f)["source_id"] == last)
+            .any(|(_, f)| fields_map(f)["source_id"] == last)
             .then_some(())
     });
     eventually(WAIT, "the failed entry dead-lettered", || {
@@ -147,7 +140,7 @@ fn emits_are_appended_only_with_a_successful_ack() {
     let mut out: Vec<String> = redis
         .range("out")
         .iter()
-        .map(|(_, f)| as_map(f)["source_id"].to_owned())
+        .map(|(_, f)| fields_map(f)["source_id"].to_owned())
         .collect();
     out.sort();
     assert_eq!(
@@ -165,7 +158,7 @@ fn emits_are_appended_only_with_a_successful_ack() {
         !redis
             .range(&format!("{stream}:dlq"))
             .iter()
-            .any(|(_, f)| as_map(f)["source_id"] == ok)
+            .any(|(_, f)| fields_map(f)["source_id"] == ok)
     );
     assert!(host.log().contains(&failed));
 }
@@ -193,7 +186,7 @@ fn entries_the_host_cannot_hand_over_are_dead_lettered_as_invalid() {
     let dlq = redis.wait_for_len(&dlq_key, 2);
     let by_id: HashMap<String, HashMap<&str, &str>> = dlq
         .iter()
-        .map(|(_, f)| (as_map(f)["source_id"].to_owned(), as_map(f)))
+        .map(|(_, f)| (fields_map(f)["source_id"].to_owned(), fields_map(f)))
         .collect();
     assert_eq!(by_id[&binary]["kind"], "invalid");
     assert!(
@@ -238,7 +231,7 @@ fn plugin_config_and_guest_output_reach_the_plugin_and_the_log() {
     let out = redis.wait_for_len("out", 2);
     let values: HashMap<&str, &str> = out
         .iter()
-        .map(|(_, f)| (as_map(f)["key"], as_map(f)["value"]))
+        .map(|(_, f)| (fields_map(f)["key"], fields_map(f)["value"]))
         .collect();
     assert_eq!(values["region"], "eu-west");
     assert_eq!(values["absent"], "<unset>");

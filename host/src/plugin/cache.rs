@@ -49,18 +49,9 @@ impl ArtifactCache {
             Ok(k) if k.len() == 32 => k,
             _ => {
                 let key: [u8; 32] = rand::random();
-                let tmp = dir.join(format!("key.{}.tmp", std::process::id()));
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                f.write_all(&key)?;
-                f.sync_all()?;
                 // Another host process may have raced us: whichever key wins
                 // the rename is the one both then read back.
-                fs::rename(&tmp, &key_path)?;
+                write_private(&key_path, &[&key])?;
                 fs::read(&key_path)?
             }
         };
@@ -122,23 +113,29 @@ impl ArtifactCache {
             .map_err(|e| format!("{e:#}"))
             .and_then(|artifact| {
                 let tag = self.tag(&artifact).finalize().into_bytes();
-                let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| e.to_string())?;
-                f.write_all(&tag)
-                    .and_then(|()| f.write_all(&artifact))
-                    .map_err(|e| e.to_string())?;
-                fs::rename(&tmp, &path).map_err(|e| e.to_string())
+                write_private(&path, &[&tag, &artifact]).map_err(|e| e.to_string())
             });
         if let Err(e) = result {
             tracing::debug!(path = %path.display(), error = %e, "could not cache the compiled plugin");
         }
     }
+}
+
+/// Writes `parts` to `path` atomically (a private temporary file, renamed
+/// over), readable by this user only.
+fn write_private(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    for part in parts {
+        f.write_all(part)?;
+    }
+    f.sync_all()?;
+    fs::rename(&tmp, path)
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/streamhost` or `~/.cache/streamhost`.

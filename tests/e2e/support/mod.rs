@@ -25,6 +25,15 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
     }
 }
 
+/// An entry's fields as a map (first occurrence of each name wins).
+pub fn fields_map(fields: &[(String, String)]) -> std::collections::HashMap<&str, &str> {
+    let mut map = std::collections::HashMap::new();
+    for (k, v) in fields {
+        map.entry(k.as_str()).or_insert(v.as_str());
+    }
+    map
+}
+
 /// A stream key unique to one test (tests share nothing, but distinct names
 /// make failures easier to read).
 pub fn key(test: &str) -> String {
