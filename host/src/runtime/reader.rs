@@ -229,11 +229,11 @@ impl Reader {
                 p = self.window.clone().acquire_many_owned(batch as u32) => p.map_err(|_| Cancelled)?,
             };
             let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
-            let read = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(Cancelled),
-                r = commands::read_new(&mut con, &self.group, batch, self.config.block) => r,
-            };
+            // Not cancelled mid-flight: Redis may already have delivered the
+            // entries of this read, and dropping the reply would leave them
+            // pending with nobody working on them. The read ends within BLOCK;
+            // what it returns is handled during the drain.
+            let read = commands::read_new(&mut con, &self.group, batch, self.config.block).await;
             let entries = match read {
                 Ok(entries) => entries,
                 Err(e) if e.code() == Some("NOGROUP") => {
