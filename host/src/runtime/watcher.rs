@@ -102,7 +102,9 @@ impl PluginWatcher {
             _ => PathBuf::from("."),
         };
         let handler = move |res: notify::Result<notify::Event>| {
+            // Opening or reading the file (our own reload does) is no change.
             if let Ok(event) = res
+                && !matches!(event.kind, notify::EventKind::Access(_))
                 && event
                     .paths
                     .iter()
