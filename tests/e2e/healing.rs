@@ -38,6 +38,33 @@ fn counts(redis: &RedisServer, stream: &str) -> HashMap<String, usize> {
     seen
 }
 
+/// `n` entries that each take `sleep_ms`: every `dead_every`-th one fails
+/// permanently, the others emit to `out`. Returns (emitting ids, dead ids).
+fn mixed_entries(
+    redis: &RedisServer,
+    stream: &str,
+    n: usize,
+    dead_every: usize,
+    sleep_ms: &str,
+) -> (Vec<String>, Vec<String>) {
+    let (mut emit_ids, mut dead_ids) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        if i % dead_every == 0 {
+            dead_ids.push(redis.add(stream, &[("action", "permanent"), ("sleep_ms", sleep_ms)]));
+        } else {
+            emit_ids.push(redis.add(
+                stream,
+                &[
+                    ("action", "emit"),
+                    ("emit_to", "out"),
+                    ("sleep_ms", sleep_ms),
+                ],
+            ));
+        }
+    }
+    (emit_ids, dead_ids)
+}
+
 fn assert_exactly_once(seen: &HashMap<String, usize>, ids: &[String], what: &str) {
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "{what} more than once: {twice:?}");
@@ -82,18 +109,7 @@ fn a_killed_hosts_entries_are_reclaimed_and_finished_by_another() {
 fn a_host_frozen_past_claim_idle_loses_nothing_and_dead_letters_nothing_twice() {
     let redis = RedisServer::start();
     let stream = key("frozen");
-    let mut emit_ids = Vec::new();
-    let mut dead_ids = Vec::new();
-    for i in 0..30 {
-        if i % 5 == 0 {
-            dead_ids.push(redis.add(&stream, &[("action", "permanent"), ("sleep_ms", "50")]));
-        } else {
-            emit_ids.push(redis.add(
-                &stream,
-                &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "50")],
-            ));
-        }
-    }
+    let (emit_ids, dead_ids) = mixed_entries(&redis, &stream, 30, 5, "50");
     let a = Host::misbehave(
         &redis,
         &stream,
@@ -205,18 +221,7 @@ fn a_slow_handler_is_never_processed_twice_by_two_hosts() {
 fn four_hosts_with_crashes_end_with_every_entry_acked_once_or_dead_lettered_once() {
     let redis = RedisServer::start();
     let stream = key("chaos");
-    let mut emit_ids = Vec::new();
-    let mut dead_ids = Vec::new();
-    for i in 0..400 {
-        if i % 10 == 3 {
-            dead_ids.push(redis.add(&stream, &[("action", "permanent"), ("sleep_ms", "2")]));
-        } else {
-            emit_ids.push(redis.add(
-                &stream,
-                &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "2")],
-            ));
-        }
-    }
+    let (emit_ids, dead_ids) = mixed_entries(&redis, &stream, 400, 10, "2");
     let flags = with(&["--concurrency", "1", "--batch", "10"]);
     let spawn = |name: &str| {
         Host::misbehave(
