@@ -99,9 +99,7 @@ fn a_killed_hosts_entries_are_reclaimed_and_finished_by_another() {
     let b = Host::misbehave(&redis, &stream, &with(&["--consumer", "b"]));
     redis.wait_for_len("out", 60);
     assert_exactly_once(&counts(&redis, "out"), &ids, "emitted");
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
     b.wait_for_log("reclaimed idle pending entries", WAIT);
 }
 
@@ -129,9 +127,7 @@ fn a_host_frozen_past_claim_idle_loses_nothing_and_dead_letters_nothing_twice() 
     a.signal(libc::SIGCONT);
     redis.wait_for_len("out", emit_ids.len());
     redis.wait_for_len(&format!("{stream}:dlq"), dead_ids.len());
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
     std::thread::sleep(Duration::from_millis(500));
     assert_exactly_once(&counts(&redis, "out"), &emit_ids, "emitted");
     assert_exactly_once(
@@ -200,9 +196,7 @@ fn a_slow_handler_is_never_processed_twice_by_two_hosts() {
         &[&flags[..], &["--consumer", "b"]].concat(),
     );
     redis.wait_for_len("out", ids.len());
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
     std::thread::sleep(Duration::from_millis(1500));
     assert_exactly_once(&counts(&redis, "out"), &ids, "handled");
     assert_eq!(redis.range("out").len(), ids.len());
@@ -247,9 +241,7 @@ fn four_hosts_with_crashes_end_with_every_entry_acked_once_or_dead_lettered_once
     hosts.push(spawn("h6"));
     redis.wait_for_len("out", emit_ids.len());
     redis.wait_for_len(&format!("{stream}:dlq"), dead_ids.len());
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
     std::thread::sleep(Duration::from_millis(1500));
     assert_exactly_once(&counts(&redis, "out"), &emit_ids, "acked with its emit");
     assert_exactly_once(
@@ -304,9 +296,7 @@ fn a_failed_dead_letter_write_leaves_the_entry_pending_until_it_can_be_written()
         rec["deliveries"], "2",
         "reclaimed and handled again once Redis accepted writes"
     );
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
 }
 
 #[test]
@@ -344,9 +334,7 @@ fn entries_trimmed_while_pending_are_dead_lettered_as_trimmed() {
         .collect();
     trimmed.sort();
     assert_eq!(trimmed, ids);
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
 }
 
 #[test]

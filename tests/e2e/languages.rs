@@ -73,9 +73,7 @@ fn the_python_fraud_filter_passes_good_orders_and_dead_letters_suspicious_ones()
     let out = redis.wait_for_len("fraud:out", 1);
     let r = fields_map(&out[0].1);
     assert_eq!((r["order_id"], r["source_id"]), ("o-1", ok.as_str()));
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
 }
 
 #[test]
@@ -121,7 +119,5 @@ fn the_javascript_enricher_emits_enriched_orders_and_dead_letters_malformed_ones
     let r = fields_map(&dead[0].1);
     assert_eq!((r["kind"], r["source_id"]), ("permanent", bad.as_str()));
     assert!(r["reason"].contains("missing order_id"), "{r:?}");
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
 }

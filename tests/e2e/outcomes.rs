@@ -111,9 +111,7 @@ fn permanent_failure_writes_a_complete_dead_letter_record() {
             ("field:amount", "12")
         ]
     );
-    eventually(WAIT, "entry acked", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
     host.wait_for_log("entry dead-lettered", WAIT);
 }
 

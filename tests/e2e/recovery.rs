@@ -52,9 +52,7 @@ fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
         !rec.keys().any(|k| k.starts_with("field:")),
         "no payload to keep"
     );
-    eventually(WAIT, "nothing pending", || {
-        (redis.pending(&stream, "g") == 0).then_some(())
-    });
+    redis.wait_until_settled(&stream, "g", WAIT);
     host.wait_for_log("recovered this consumer's pending entries", WAIT);
 }
 

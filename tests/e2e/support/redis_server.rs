@@ -180,6 +180,15 @@ impl RedisServer {
             .expect("XACK");
     }
 
+    /// Waits (up to `timeout`) until nothing is pending in `group`.
+    pub fn wait_until_settled(&self, stream: &str, group: &str, timeout: Duration) {
+        eventually(
+            timeout,
+            &format!("nothing pending in {stream}/{group}"),
+            || (self.pending(stream, group) == 0).then_some(()),
+        );
+    }
+
     /// Number of entries pending in a group (XPENDING summary).
     pub fn pending(&self, stream: &str, group: &str) -> usize {
         let mut c = self.conn();
