@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// Linear-memory cap per plugin instance (e.g. 64MiB).
     #[arg(long, env = "STREAMHOST_MAX_MEMORY", default_value = "64MiB")]
     pub max_memory: ByteSize,
+    /// A new plugin instance for every entry, so no state can leak between entries
+    /// (costs an instantiation per call; by default each worker keeps one warm instance).
+    #[arg(long, env = "STREAMHOST_FRESH_INSTANCE")]
+    pub fresh_instance: bool,
     /// Entries larger than this (names + values) are dead-lettered as `invalid`.
     #[arg(long, env = "STREAMHOST_MAX_ENTRY_SIZE", default_value = "1MiB")]
     pub max_entry_size: ByteSize,
@@ -202,6 +206,7 @@ impl RunArgs {
             claim_interval: self.claim_interval,
             handler_timeout: self.handler_timeout,
             max_memory: self.max_memory,
+            fresh_instance: self.fresh_instance,
             max_entry_size: self.max_entry_size,
             dlq,
             start_id: self.start_id,

@@ -43,6 +43,9 @@ pub struct RunConfig {
     pub handler_timeout: Duration,
     /// Linear-memory cap per plugin instance.
     pub max_memory: ByteSize,
+    /// A new plugin instance for every call (no state carried between
+    /// entries) instead of one warm instance per worker.
+    pub fresh_instance: bool,
     /// Entries larger than this are dead-lettered as `invalid`.
     pub max_entry_size: ByteSize,
     /// Dead-letter stream key.
@@ -205,6 +208,7 @@ pub(crate) fn sample() -> RunConfig {
         claim_interval: Duration::from_secs(5),
         handler_timeout: Duration::from_secs(5),
         max_memory: ByteSize(64 << 20),
+        fresh_instance: false,
         max_entry_size: ByteSize(1 << 20),
         dlq: "s:dlq".into(),
         start_id: "0".into(),

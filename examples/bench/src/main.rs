@@ -1,44 +1,200 @@
-//! Throughput of `host run` against a native Rust consumer loop, side by side
-//! on one Redis: pre-fill N entries (5 fields, ~100 bytes, like the orders
-//! demo), then time (a) a plain XREADGROUP COUNT 500 + pipelined XACK loop and
-//! (b) the real `host` binary with a plugin, each on its own consumer group.
+//! The streamhost benchmark suite: `host run` against native Rust consumer
+//! loops on one Redis — throughput (with CPU time and peak memory), latency
+//! at fixed arrival rates, and the hot-swap pause. Writes JSON, an SVG chart
+//! and the README's performance section. `examples/bench.sh` builds
+//! everything and runs it.
 
-use std::net::TcpListener;
+mod hostproc;
+mod latency;
+mod native;
+mod procstat;
+mod report;
+mod server;
+mod swap;
+mod throughput;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use redis::Value;
-use redis::aio::MultiplexedConnection;
 
-/// Compare `host run` with a native consumer loop.
+use crate::hostproc::HostSpec;
+use crate::native::AckStyle;
+use crate::report::{LatencyRow, Machine, Report, Scenario};
+
+/// Benchmark `host run` against native consumer loops on the same Redis.
 #[derive(Debug, Parser)]
+#[command(version)]
 struct Args {
-    /// Redis to use; by default a private redis-server is started on a free port.
+    /// Redis to use; by default a private redis-server (no persistence) is
+    /// started on a free loopback port.
     #[arg(long)]
     redis: Option<String>,
-    /// Entries to pre-fill.
+    /// Entries pre-filled for the throughput runs (the slow scenarios use a
+    /// fraction: guide loop 1/10, Python 1/4, JavaScript 1/10).
     #[arg(long, default_value_t = 200_000)]
     entries: usize,
-    /// Plugin(s) to run under the host; repeatable.
-    #[arg(long = "plugin")]
-    plugins: Vec<PathBuf>,
-    /// Extra flags passed to `host run` (e.g. `--concurrency=2`).
+    /// Interleaved rounds of all throughput scenarios; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Throughput scenarios to run (default: all). Names: native, guide,
+    /// noop, notify, analytics, python, js, noop-x2, noop-fresh.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Fixed arrival rates for the latency runs (entries/s); `0` skips them.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
+    rates: Vec<u64>,
+    /// Measured seconds per latency run (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    latency_seconds: u64,
+    /// Hot swaps in the swap run (0 skips it).
+    #[arg(long, default_value_t = 8)]
+    swaps: usize,
+    /// Arrival rate during the swap run (entries/s).
+    #[arg(long, default_value_t = 5000)]
+    swap_rate: u64,
+    /// Directory with the built plugins (noop, notify, analytics, probe,
+    /// fraud, enrich .wasm).
+    #[arg(long, default_value = "plugins/dist")]
+    plugins: PathBuf,
+    /// Extra flag for every `host run` (repeatable), e.g. `--host-arg=--concurrency=4`.
     #[arg(long = "host-arg", allow_hyphen_values = true)]
     host_args: Vec<String>,
+    /// Where results.json, chart.svg and section.md go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Replace the README's performance section with this run's figures.
+    #[arg(long)]
+    update_readme: bool,
+}
+
+/// Wall-clock nanoseconds since the Unix epoch (the clock the probe plugin
+/// reads through WASI).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A throughput scenario to run each round.
+struct Plan {
+    name: &'static str,
+    what: &'static str,
+    kind: Kind,
+    /// Fraction of the pre-filled entries it handles.
+    divisor: usize,
+}
+
+enum Kind {
+    Baseline(usize, AckStyle),
+    Host {
+        plugin: &'static str,
+        args: &'static [&'static str],
+        processes: usize,
+        cleanup: &'static [&'static str],
+    },
+}
+
+fn plans() -> Vec<Plan> {
+    vec![
+        Plan {
+            name: "native",
+            what: "Rust loop, XREADGROUP COUNT 500 + XACK pipelined with the next read, no-op handler",
+            kind: Kind::Baseline(500, AckStyle::Pipelined),
+            divisor: 1,
+        },
+        Plan {
+            name: "guide",
+            what: "the reference guides' worker loop in Rust: COUNT 10, one awaited XACK per entry",
+            kind: Kind::Baseline(10, AckStyle::PerEntry),
+            divisor: 10,
+        },
+        Plan {
+            name: "noop",
+            what: "host run, no-op Rust plugin",
+            kind: Kind::Host {
+                plugin: "noop.wasm",
+                args: &[],
+                processes: 1,
+                cleanup: &[],
+            },
+            divisor: 1,
+        },
+        Plan {
+            name: "noop-fresh",
+            what: "host run --fresh-instance (new instance per entry), no-op Rust plugin",
+            kind: Kind::Host {
+                plugin: "noop.wasm",
+                args: &["--fresh-instance"],
+                processes: 1,
+                cleanup: &[],
+            },
+            divisor: 1,
+        },
+        Plan {
+            name: "noop-x2",
+            what: "two host processes on one group, no-op Rust plugin",
+            kind: Kind::Host {
+                plugin: "noop.wasm",
+                args: &[],
+                processes: 2,
+                cleanup: &[],
+            },
+            divisor: 1,
+        },
+        Plan {
+            name: "notify",
+            what: "host run, notify plugin (Rust, parses and formats each event)",
+            kind: Kind::Host {
+                plugin: "notify.wasm",
+                args: &["--plugin-config=log=off"],
+                processes: 1,
+                cleanup: &[],
+            },
+            divisor: 1,
+        },
+        Plan {
+            name: "analytics",
+            what: "host run, analytics plugin (Rust, one emit per event)",
+            kind: Kind::Host {
+                plugin: "analytics.wasm",
+                args: &["--plugin-config=output=bench:totals"],
+                processes: 1,
+                cleanup: &["bench:totals"],
+            },
+            divisor: 1,
+        },
+        Plan {
+            name: "python",
+            what: "host run, fraud plugin (Python, componentize-py)",
+            kind: Kind::Host {
+                plugin: "fraud.wasm",
+                args: &["--plugin-config=max_amount=1000000000"],
+                processes: 1,
+                cleanup: &[],
+            },
+            divisor: 4,
+        },
+        Plan {
+            name: "js",
+            what: "host run, enrich plugin (JavaScript, componentize-js; one emit per event)",
+            kind: Kind::Host {
+                plugin: "enrich.wasm",
+                args: &["--plugin-config=output=bench:enriched"],
+                processes: 1,
+                cleanup: &["bench:enriched"],
+            },
+            divisor: 10,
+        },
+    ]
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let root = workspace_root()?;
-    let plugins = if args.plugins.is_empty() {
-        vec![root.join("target/plugins/wasm32-wasip2/plugin/noop.wasm")]
-    } else {
-        args.plugins.clone()
-    };
+    std::env::set_current_dir(&root)?;
     let host_bin = std::env::current_exe()?.with_file_name("host");
     if !host_bin.exists() {
         bail!(
@@ -46,46 +202,212 @@ async fn main() -> Result<()> {
             host_bin.display()
         );
     }
-    let mut server = None;
-    let url = match &args.redis {
-        Some(url) => url.clone(),
-        None => {
-            let (child, url, dir) = start_redis()?;
-            server = Some((child, dir));
-            url
+    let plans: Vec<Plan> = plans()
+        .into_iter()
+        .filter(|p| p.name == "native" || args.only.is_empty() || args.only.iter().any(|o| o == p.name))
+        .collect();
+    for plan in &plans {
+        if let Kind::Host { plugin, .. } = plan.kind {
+            need(&args.plugins.join(plugin))?;
         }
-    };
-    let client = redis::Client::open(url.as_str())?;
-    let mut con = client.get_multiplexed_async_connection().await?;
-    let stream = "bench:orders";
-    let _: () = redis::cmd("DEL").arg(stream).query_async(&mut con).await?;
-    prefill(&mut con, stream, args.entries).await?;
-    println!("pre-filled {} entries into {stream} at {url}", args.entries);
-
-    let native = native_loop(&mut con, stream, "bench-native").await?;
-    println!("native XREADGROUP/XACK loop : {:>9.0} entries/s", native);
-    for (i, plugin) in plugins.iter().enumerate() {
-        let group = format!("bench-host-{i}");
-        let rate = host_run(
-            &host_bin,
-            &url,
-            stream,
-            &group,
-            plugin,
-            &args.host_args,
-            args.entries,
-            &mut con,
-        )
-        .await?;
-        let name = plugin.file_name().unwrap_or_default().to_string_lossy();
-        println!(
-            "host run ({name:<14})     : {rate:>9.0} entries/s  ({:.2}x native)",
-            rate / native
-        );
     }
-    if let Some((mut child, _dir)) = server {
-        let _ = child.kill();
-        let _ = child.wait();
+    let probe = args.plugins.join("probe.wasm");
+    if args.rates.iter().any(|&r| r > 0) || args.swaps > 0 {
+        need(&probe)?;
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let work = tempfile::tempdir()?;
+    let spec = |plugin: &Path, extra: &[&str]| HostSpec {
+        bin: host_bin.clone(),
+        redis: String::new(),
+        plugin: plugin.to_owned(),
+        args: extra
+            .iter()
+            .map(|s| s.to_string())
+            .chain(args.host_args.iter().cloned())
+            .collect(),
+        cache_dir: args.out.join("cache"),
+        log_dir: work.path().to_owned(),
+    };
+
+    let server = server::Server::start(args.redis.as_deref()).await?;
+    let machine = Machine::describe(&server.version);
+    println!(
+        "machine: {} ({} cores, {:.0} GiB), {}, redis {} at {}",
+        machine.cpu, machine.cores, machine.memory_gib, machine.kernel, server.version, server.url
+    );
+    let stream = "bench:orders";
+    let mut con = server.connect().await?;
+    server::prefill(&mut con, stream, args.entries).await?;
+    println!("pre-filled {} entries into {stream}", args.entries);
+
+    // Throughput: every scenario once per round, in the same order, so slow
+    // drifts of a noisy machine hit all of them alike.
+    let mut scenarios: Vec<Scenario> = plans
+        .iter()
+        .map(|p| Scenario {
+            name: p.name.into(),
+            what: p.what.into(),
+            runs: Vec::new(),
+            ratios: Vec::new(),
+        })
+        .collect();
+    for round in 0..args.rounds {
+        let mut native_rate = f64::NAN;
+        for (plan, sc) in plans.iter().zip(&mut scenarios) {
+            let group = format!("tp-{}-{round}", plan.name);
+            let limit = args.entries / plan.divisor;
+            let m = match &plan.kind {
+                Kind::Baseline(count, style) => {
+                    throughput::baseline(&server, stream, &group, *count, *style, limit).await?
+                }
+                Kind::Host {
+                    plugin,
+                    args: extra,
+                    processes,
+                    cleanup,
+                } => {
+                    let mut spec = spec(&args.plugins.join(plugin), extra);
+                    spec.redis = server.url.clone();
+                    let limited = if plan.divisor > 1 {
+                        // A separate, shorter stream: the group reads it all.
+                        let short = format!("{stream}:{}", plan.name);
+                        if round == 0 {
+                            server::prefill(&mut con, &short, limit).await?;
+                        }
+                        short
+                    } else {
+                        stream.to_owned()
+                    };
+                    throughput::host(
+                        &server,
+                        &spec,
+                        &limited,
+                        &group,
+                        limit as u64,
+                        *processes,
+                        cleanup,
+                    )
+                    .await
+                    .with_context(|| format!("scenario {}", plan.name))?
+                }
+            };
+            if plan.name == "native" {
+                native_rate = m.rate;
+            }
+            let ratio = m.rate / native_rate;
+            println!(
+                "round {}/{}  {:<11} {:>9.0} entries/s  {:>5.2}x native  cpu {:>6} µs/entry  redis {:>6} µs/entry  rss {:>5} MiB",
+                round + 1,
+                args.rounds,
+                plan.name,
+                m.rate,
+                ratio,
+                fmt_us(m.consumer_cpu_s, m.entries),
+                fmt_us(m.redis_cpu_s, m.entries),
+                m.peak_rss_mib.map_or("n/a".into(), |r| format!("{r:.0}")),
+            );
+            sc.runs.push(m);
+            sc.ratios.push(ratio);
+        }
+    }
+
+    let mut latency = Vec::new();
+    let warmup = Duration::from_secs(1);
+    let measured = Duration::from_secs(args.latency_seconds);
+    for &rate in args.rates.iter().filter(|&&r| r > 0) {
+        let mut probe_spec = spec(&probe, &["--plugin-config=output=bench:latency"]);
+        probe_spec.redis = server.url.clone();
+        for (name, consumer) in [
+            ("native loop", latency::Consumer::Native),
+            ("host + probe", latency::Consumer::Host(&probe_spec)),
+        ] {
+            let stats = latency::run(&server, consumer, rate, warmup, measured)
+                .await
+                .with_context(|| format!("latency of {name} at {rate}/s"))?;
+            println!(
+                "latency {:>6}/s  {:<13} p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs  max {:>7.0} µs  ({} samples, {:.0}/s achieved)",
+                rate,
+                name,
+                stats.p50_us,
+                stats.p99_us,
+                stats.p999_us,
+                stats.max_us,
+                stats.samples,
+                stats.achieved_rate
+            );
+            latency.push(LatencyRow {
+                consumer: name.into(),
+                stats,
+            });
+        }
+    }
+
+    let swap = if args.swaps > 0 {
+        let mut probe_spec = spec(&probe, &["--plugin-config=output=bench:latency"]);
+        probe_spec.redis = server.url.clone();
+        let s = swap::run(&server, &probe_spec, &probe, args.swap_rate, args.swaps, work.path())
+            .await
+            .context("hot-swap run")?;
+        println!(
+            "hot swap: {} swaps ({} applied) at {}/s: pauses {} ms (steady-state gaps up to {:.1} ms)",
+            s.swaps,
+            s.swaps_applied,
+            s.rate,
+            s.pause_ms
+                .iter()
+                .map(|p| format!("{p:.1}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            s.max_steady_gap_ms()
+        );
+        Some(s)
+    } else {
+        None
+    };
+
+    let report = Report {
+        machine,
+        entries: args.entries,
+        rounds: args.rounds,
+        throughput: scenarios,
+        latency,
+        swap,
+    };
+    let json = args.out.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    let svg = args.out.join("chart.svg");
+    std::fs::write(&svg, report.svg())?;
+    let section = report.markdown("examples/bench.sh");
+    std::fs::write(args.out.join("section.md"), &section)?;
+    println!("\n{section}");
+    println!(
+        "wrote {}, {} and {}",
+        json.display(),
+        svg.display(),
+        args.out.join("section.md").display()
+    );
+    if args.update_readme {
+        report::update_readme(&root.join("README.md"), &section)?;
+        let doc = root.join("docs/bench.svg");
+        std::fs::create_dir_all(root.join("docs"))?;
+        std::fs::copy(&svg, &doc)?;
+        println!("updated README.md and {}", doc.display());
+    }
+    Ok(())
+}
+
+fn fmt_us(cpu: Option<f64>, entries: u64) -> String {
+    cpu.map_or("n/a".into(), |s| format!("{:.2}", s * 1e6 / entries.max(1) as f64))
+}
+
+fn need(path: &Path) -> Result<()> {
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the plugins first (examples/bench.sh does: plugins/build.sh, \
+             plugins/python-fraud/build.sh, plugins/js-enrich/build.sh)",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -98,224 +420,4 @@ fn workspace_root() -> Result<PathBuf> {
         }
     }
     std::env::current_dir().context("current dir")
-}
-
-fn start_redis() -> Result<(Child, String, tempfile::TempDir)> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let dir = tempfile::tempdir()?;
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting redis-server")?;
-    let url = format!("redis://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if redis::Client::open(url.as_str())?.get_connection().is_ok() {
-            return Ok((child, url, dir));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("redis-server did not come up on port {port}")
-}
-
-async fn prefill(con: &mut MultiplexedConnection, stream: &str, n: usize) -> Result<()> {
-    let kinds = [
-        "order.placed",
-        "order.paid",
-        "order.shipped",
-        "order.cancelled",
-    ];
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut pipe = redis::pipe();
-        for &i in chunk {
-            pipe.cmd("XADD")
-                .arg(stream)
-                .arg("*")
-                .arg("type")
-                .arg(kinds[i % 4])
-                .arg("order_id")
-                .arg(format!("o-{i:08}"))
-                .arg("customer")
-                .arg("customer-0042")
-                .arg("amount")
-                .arg("1234.50")
-                .arg("ts_ms")
-                .arg("1716998413541")
-                .ignore();
-        }
-        let _: () = pipe.query_async(con).await?;
-    }
-    Ok(())
-}
-
-/// The fastest plain consumer: COUNT 500, the XACK of one batch pipelined with
-/// the next read, entries decoded into owned field lists (a no-op handler).
-async fn native_loop(con: &mut MultiplexedConnection, stream: &str, group: &str) -> Result<f64> {
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg("0")
-        .query_async(con)
-        .await?;
-    let start = Instant::now();
-    let mut total = 0usize;
-    let mut to_ack: Vec<String> = Vec::new();
-    loop {
-        let mut pipe = redis::pipe();
-        if !to_ack.is_empty() {
-            pipe.cmd("XACK")
-                .arg(stream)
-                .arg(group)
-                .arg(&to_ack)
-                .ignore();
-        }
-        pipe.cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(group)
-            .arg("c")
-            .arg("COUNT")
-            .arg(500)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg(">");
-        let (reply,): (Value,) = pipe.query_async(con).await?;
-        to_ack.clear();
-        let entries = decode(reply);
-        if entries.is_empty() {
-            break;
-        }
-        total += entries.len();
-        for (id, fields) in entries {
-            std::hint::black_box(&fields);
-            to_ack.push(id);
-        }
-    }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
-}
-
-/// An entry id with its raw field/value pairs.
-type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
-
-fn decode(reply: Value) -> Vec<RawEntry> {
-    let Value::Array(streams) = reply else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for s in streams {
-        let Value::Array(mut pair) = s else { continue };
-        let Some(Value::Array(entries)) = pair.pop() else {
-            continue;
-        };
-        for e in entries {
-            let Value::Array(mut parts) = e else { continue };
-            let fields = match parts.pop() {
-                Some(Value::Array(flat)) => {
-                    let mut it = flat.into_iter();
-                    let mut f = Vec::new();
-                    while let (Some(Value::BulkString(k)), Some(Value::BulkString(v))) =
-                        (it.next(), it.next())
-                    {
-                        f.push((k, v));
-                    }
-                    f
-                }
-                _ => Vec::new(),
-            };
-            if let Some(Value::BulkString(id)) = parts.pop() {
-                out.push((String::from_utf8_lossy(&id).into_owned(), fields));
-            }
-        }
-    }
-    out
-}
-
-#[allow(clippy::too_many_arguments, reason = "a flat benchmark step")]
-async fn host_run(
-    host: &Path,
-    url: &str,
-    stream: &str,
-    group: &str,
-    plugin: &Path,
-    extra: &[String],
-    entries: usize,
-    con: &mut MultiplexedConnection,
-) -> Result<f64> {
-    let mut child = Command::new(host)
-        .args([
-            "run", "--redis", url, "--stream", stream, "--group", group, "--block", "100ms",
-            "--log", "warn",
-        ])
-        .arg("--plugin")
-        .arg(plugin)
-        .args(extra)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting host")?;
-    // Time from the first entry read to the last one acked: start-up
-    // (compiling the component) is not throughput.
-    let (mut t0, mut read0) = (None, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let rate = loop {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("host did not finish {entries} entries in time");
-        }
-        let (read, pending) = group_progress(con, stream, group).await?;
-        if t0.is_none() && read > 0 {
-            t0 = Some(Instant::now());
-            read0 = read;
-        }
-        if read as usize >= entries && pending == 0 {
-            let t0 = t0.unwrap_or_else(Instant::now);
-            break (entries as u64 - read0) as f64 / t0.elapsed().as_secs_f64();
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-    Ok(rate)
-}
-
-async fn group_progress(
-    con: &mut MultiplexedConnection,
-    stream: &str,
-    group: &str,
-) -> Result<(u64, u64)> {
-    let groups: Vec<Vec<Value>> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query_async(con)
-        .await?;
-    for g in groups {
-        let mut name = String::new();
-        let (mut read, mut pending) = (0u64, 0u64);
-        let mut it = g.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            match redis::from_redis_value::<String>(k)?.as_str() {
-                "name" => name = redis::from_redis_value(v)?,
-                "entries-read" => read = redis::from_redis_value::<Option<u64>>(v)?.unwrap_or(0),
-                "pending" => pending = redis::from_redis_value(v)?,
-                _ => {}
-            }
-        }
-        if name == group {
-            return Ok((read, pending));
-        }
-    }
-    Ok((0, 0))
 }

@@ -49,6 +49,12 @@ impl PluginInstance {
         &self.plugin
     }
 
+    /// Drops the live store, so the next call starts from a fresh instance
+    /// (`--fresh-instance`: no guest state survives between entries).
+    pub fn discard(&mut self) {
+        self.live = None;
+    }
+
     /// How many times a store was thrown away after a trap.
     pub fn replaced(&self) -> u64 {
         self.replaced

@@ -116,16 +116,13 @@ impl Committer {
 
     /// Writes acks and scripted commits, retrying through connection loss
     /// until `stop` fires.
-    async fn write(
-        &mut self,
-        mut acks: Vec<Settled>,
-        mut scripted: Vec<Settled>,
-        stop: &CancellationToken,
-    ) {
-        while !acks.is_empty() || !scripted.is_empty() {
+    async fn write(&mut self, mut acks: Vec<Settled>, scripted: Vec<Settled>, stop: &CancellationToken) {
+        let mut calls = Call::plan(scripted);
+        while !acks.is_empty() || !calls.is_empty() {
+            let entries = acks.len() + calls.iter().map(Call::len).sum::<usize>();
             let Some(mut con) = self.link.connection(stop).await else {
                 tracing::warn!(
-                    entries = acks.len() + scripted.len(),
+                    entries,
                     "stopped before these commits reached Redis; the entries stay pending and will be redelivered"
                 );
                 return;
@@ -139,8 +136,8 @@ impl Committer {
                     .arg(&self.group.group)
                     .arg(ids);
             }
-            for s in &scripted {
-                self.add_script(&mut pipe, s);
+            for call in &calls {
+                self.add_call(&mut pipe, call);
             }
             let results: Vec<RedisResult<Value>> = match pipe.query_async(&mut con).await {
                 Ok(r) => r,
@@ -153,9 +150,8 @@ impl Committer {
                             }
                         }
                         ErrorClass::Permanent => {
-                            tracing::error!(error = %e, entries = acks.len() + scripted.len(), "Redis refused a commit batch; the entries stay pending");
-                            self.stats
-                                .commit_failed((acks.len() + scripted.len()) as u64);
+                            tracing::error!(error = %e, entries, "Redis refused a commit batch; the entries stay pending");
+                            self.stats.commit_failed(entries as u64);
                             return;
                         }
                     }
@@ -163,6 +159,7 @@ impl Committer {
                 }
             };
             self.link.succeeded();
+            self.stats.committed();
             let mut results = results.into_iter();
             if !acks.is_empty() {
                 match results.next() {
@@ -175,39 +172,46 @@ impl Committer {
                 }
                 acks.clear();
             }
-            scripted = self.settle_scripts(scripted, results, &mut con).await;
-            if !scripted.is_empty() && !self.link.pause(stop).await {
+            calls = self.settle_calls(calls, results, &mut con).await;
+            if !calls.is_empty() && !self.link.pause(stop).await {
                 return;
             }
         }
     }
 
-    /// Accounts for each script result; returns the entries worth retrying.
-    async fn settle_scripts(
+    /// Accounts for each script result; returns the calls worth retrying.
+    async fn settle_calls(
         &mut self,
-        scripted: Vec<Settled>,
+        calls: Vec<Call>,
         results: impl Iterator<Item = RedisResult<Value>>,
         con: &mut redis::aio::MultiplexedConnection,
-    ) -> Vec<Settled> {
+    ) -> Vec<Call> {
         let mut retry = Vec::new();
         let mut reload = false;
-        for (s, r) in scripted.into_iter().zip(results) {
+        for (call, r) in calls.into_iter().zip(results) {
             match r {
-                Ok(Value::Int(1)) => self.record_success(&s),
-                Ok(_) => {
-                    self.stats.not_pending(1);
-                    tracing::debug!(entry = %s.entry.id, "entry no longer pending for this consumer; commit skipped");
-                }
+                Ok(value) => match call {
+                    Call::DeadLetter(s) => self.settle_one(&s, &value),
+                    Call::Emits(batch) => {
+                        let values = match value {
+                            Value::Array(values) => values,
+                            other => vec![other; batch.len()],
+                        };
+                        for (s, v) in batch.iter().zip(&values) {
+                            self.settle_one(s, v);
+                        }
+                    }
+                },
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     reload = true;
-                    retry.push(s);
+                    retry.push(call);
                 }
                 Err(e) if crate::stream::link::classify(&e) != ErrorClass::Permanent => {
-                    retry.push(s)
+                    retry.push(call)
                 }
                 Err(e) => {
-                    self.stats.commit_failed(1);
-                    tracing::error!(entry = %s.entry.id, error = %e, "Redis refused the commit; the entry stays pending");
+                    self.stats.commit_failed(call.len() as u64);
+                    tracing::error!(entry = %call.first_id(), entries = call.len(), error = %e, "Redis refused the commit; the entries stay pending");
                 }
             }
         }
@@ -221,6 +225,28 @@ impl Committer {
         retry
     }
 
+    /// Accounts for one entry's script result: 1 done, 0 no longer ours,
+    /// anything else the error that left it pending.
+    fn settle_one(&self, s: &Settled, value: &Value) {
+        match value {
+            Value::Int(1) => self.record_success(s),
+            Value::Int(0) => {
+                self.stats.not_pending(1);
+                tracing::debug!(entry = %s.entry.id, "entry no longer pending for this consumer; commit skipped");
+            }
+            other => {
+                self.stats.commit_failed(1);
+                let error = match other {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    Value::SimpleString(t) => t.clone(),
+                    Value::ServerError(e) => format!("{e:?}"),
+                    v => format!("unexpected reply {v:?}"),
+                };
+                tracing::error!(entry = %s.entry.id, error, "Redis refused the commit; the entry stays pending and will be redelivered");
+            }
+        }
+    }
+
     fn record_success(&self, s: &Settled) {
         match &s.outcome {
             Outcome::Ack { emits } => self.stats.acked(1, emits.len() as u64),
@@ -232,13 +258,17 @@ impl Committer {
         }
     }
 
-    fn add_script(&self, pipe: &mut Pipeline, s: &Settled) {
+    fn add_call(&self, pipe: &mut Pipeline, call: &Call) {
         let g = &self.group;
-        match &s.outcome {
-            Outcome::Ack { emits } => {
+        match call {
+            Call::Emits(batch) => {
                 let mut keys: Vec<&str> = vec![&g.stream];
                 let mut index: HashMap<&str, usize> = HashMap::new();
-                for e in emits {
+                let emits = batch.iter().flat_map(|s| match &s.outcome {
+                    Outcome::Ack { emits } => emits.as_slice(),
+                    _ => &[],
+                });
+                for e in emits.clone() {
                     index.entry(e.stream.as_str()).or_insert_with(|| {
                         keys.push(&e.stream);
                         keys.len()
@@ -248,16 +278,27 @@ impl Committer {
                     .cmd("EVALSHA")
                     .arg(ACK_WITH_EMITS.get_hash())
                     .arg(keys.len())
-                    .arg(&keys);
-                cmd.arg(&g.group).arg(&g.consumer).arg(&s.entry.id);
-                for e in emits {
-                    cmd.arg(index[e.stream.as_str()]).arg(e.fields.len());
-                    for (k, v) in &e.fields {
-                        cmd.arg(k).arg(v);
+                    .arg(&keys)
+                    .arg(&g.group)
+                    .arg(&g.consumer);
+                for s in batch {
+                    let emits = match &s.outcome {
+                        Outcome::Ack { emits } => emits.as_slice(),
+                        _ => &[],
+                    };
+                    cmd.arg(&s.entry.id).arg(emits.len());
+                    for e in emits {
+                        cmd.arg(index[e.stream.as_str()]).arg(e.fields.len());
+                        for (k, v) in &e.fields {
+                            cmd.arg(k).arg(v);
+                        }
                     }
                 }
             }
-            Outcome::DeadLetter { kind, reason } => {
+            Call::DeadLetter(s) => {
+                let Outcome::DeadLetter { kind, reason } = &s.outcome else {
+                    return;
+                };
                 let source = DeadLetterSource {
                     stream: &g.stream,
                     group: &g.group,
@@ -287,7 +328,65 @@ impl Committer {
                     cmd.arg(k).arg(v);
                 }
             }
-            Outcome::Retry { .. } => {}
+        }
+    }
+}
+
+/// Most entries acked with their emits by one script call: bounds how long
+/// one call keeps Redis busy.
+const EMIT_CALL_ENTRIES: usize = 128;
+/// Most emitted values in one script call, for the same reason.
+const EMIT_CALL_VALUES: usize = 16_384;
+
+/// One scripted write in a commit round trip.
+#[derive(Debug)]
+enum Call {
+    /// Successes with emits, acked by one batched script call.
+    Emits(Vec<Settled>),
+    /// One dead-letter move.
+    DeadLetter(Settled),
+}
+
+impl Call {
+    /// Groups scripted commits into calls: successes with emits in batches,
+    /// dead-letter moves one by one (rare, and each carries a whole record).
+    fn plan(scripted: Vec<Settled>) -> Vec<Call> {
+        let mut calls = Vec::new();
+        let mut batch: Vec<Settled> = Vec::new();
+        let mut values = 0;
+        for s in scripted {
+            match &s.outcome {
+                Outcome::Ack { emits } => {
+                    let n: usize = emits.iter().map(|e| 2 + 2 * e.fields.len()).sum();
+                    if !batch.is_empty()
+                        && (batch.len() >= EMIT_CALL_ENTRIES || values + n > EMIT_CALL_VALUES)
+                    {
+                        calls.push(Call::Emits(std::mem::take(&mut batch)));
+                        values = 0;
+                    }
+                    values += n;
+                    batch.push(s);
+                }
+                _ => calls.push(Call::DeadLetter(s)),
+            }
+        }
+        if !batch.is_empty() {
+            calls.push(Call::Emits(batch));
+        }
+        calls
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Call::Emits(b) => b.len(),
+            Call::DeadLetter(_) => 1,
+        }
+    }
+
+    fn first_id(&self) -> &str {
+        match self {
+            Call::Emits(b) => b.first().map_or("", |s| s.entry.id.as_str()),
+            Call::DeadLetter(s) => &s.entry.id,
         }
     }
 }

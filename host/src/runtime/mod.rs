@@ -202,6 +202,7 @@ pub async fn run_prepared(
         abandon: abandon_flag.clone(),
         group: group.clone(),
         stats: stats.clone(),
+        fresh_instance: config.fresh_instance,
     }
     .spawn(config.concurrency)?;
 
@@ -307,6 +308,8 @@ pub async fn run_prepared(
         acked = snapshot.acked,
         dead_lettered = snapshot.dead_lettered(),
         retried = snapshot.retried,
+        avg_read_batch = snapshot.avg_read_batch(),
+        avg_commit_batch = snapshot.avg_commit_batch(),
         abandoned,
         "stopped"
     );
@@ -355,6 +358,8 @@ async fn log_progress(stats: Arc<Stats>, interval: Duration, cancel: Cancellatio
                 trimmed = now.trimmed,
                 retention_held_back = now.retention_held_back == 1,
                 handled_per_sec = rate.round() as u64,
+                avg_read_batch = now.avg_read_batch(),
+                avg_commit_batch = now.avg_commit_batch(),
                 "progress"
             );
             last = now;

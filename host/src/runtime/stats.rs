@@ -29,6 +29,8 @@ pub struct Stats {
     retention_held_back: AtomicU64,
     plugin_swaps: AtomicU64,
     plugin_reload_failures: AtomicU64,
+    read_calls: AtomicU64,
+    commit_calls: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -72,9 +74,25 @@ pub struct StatsSnapshot {
     pub plugin_swaps: u64,
     /// Plugin files that failed to load (the old version kept serving).
     pub plugin_reload_failures: u64,
+    /// XREADGROUP calls that returned entries.
+    pub read_calls: u64,
+    /// Commit round trips (one pipeline of acks and scripts each).
+    pub commit_calls: u64,
 }
 
 impl StatsSnapshot {
+    /// Entries per XREADGROUP that returned any (0 before the first).
+    pub fn avg_read_batch(&self) -> u64 {
+        self.read.checked_div(self.read_calls).unwrap_or(0)
+    }
+
+    /// Entries settled per commit round trip (0 before the first).
+    pub fn avg_commit_batch(&self) -> u64 {
+        (self.acked + self.dead_lettered())
+            .checked_div(self.commit_calls)
+            .unwrap_or(0)
+    }
+
     /// All dead-lettered entries.
     pub fn dead_lettered(&self) -> u64 {
         self.dead_permanent + self.dead_max_deliveries + self.dead_trimmed + self.dead_invalid
@@ -86,9 +104,14 @@ fn add(c: &AtomicU64, n: u64) {
 }
 
 impl Stats {
-    /// Entries read.
+    /// Entries read by one XREADGROUP.
     pub fn read(&self, n: u64) {
         add(&self.read, n);
+        add(&self.read_calls, 1);
+    }
+    /// One commit round trip completed.
+    pub fn committed(&self) {
+        add(&self.commit_calls, 1);
     }
     /// Handler calls completed.
     pub fn handled(&self, n: u64) {
@@ -177,6 +200,8 @@ impl Stats {
             retention_held_back: g(&self.retention_held_back),
             plugin_swaps: g(&self.plugin_swaps),
             plugin_reload_failures: g(&self.plugin_reload_failures),
+            read_calls: g(&self.read_calls),
+            commit_calls: g(&self.commit_calls),
         }
     }
 }

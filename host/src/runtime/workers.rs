@@ -30,6 +30,8 @@ pub struct WorkerSet {
     pub group: GroupRef,
     /// Run counters.
     pub stats: Arc<Stats>,
+    /// Discard the instance after every call (`--fresh-instance`).
+    pub fresh_instance: bool,
 }
 
 impl WorkerSet {
@@ -75,6 +77,9 @@ impl WorkerSet {
                     event.fields = fields;
                     event.delivery_count = entry.delivery_count;
                     let outcome = instance.call(&event);
+                    if self.fresh_instance {
+                        instance.discard();
+                    }
                     entry.id = std::mem::take(&mut event.id);
                     entry.payload = Payload::Fields(std::mem::take(&mut event.fields));
                     self.stats.handled(1);

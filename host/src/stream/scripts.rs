@@ -1,5 +1,5 @@
-//! Lua scripts for the atomic, fenced steps: ack + emits, and dead-letter
-//! moves. Each first checks that the entry is still pending for this
+//! Lua scripts for the atomic, fenced steps: ack + emits (batched), and
+//! dead-letter moves. Each first checks that the entry is still pending for this
 //! consumer, so a retried commit (after a lost reply) or a peer that took the
 //! entry over never causes a second append.
 
@@ -7,26 +7,44 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Acks a batch of entries together with what their handlers emitted.
 /// KEYS[1] = source stream, KEYS[2..] = emit targets.
-/// ARGV[1] = group, ARGV[2] = consumer, ARGV[3] = entry id, then per emit:
-/// target key index, field count n, n field/value pairs.
-/// Returns 1 if acked (emits appended), 0 if the entry was no longer pending.
+/// ARGV[1] = group, ARGV[2] = consumer, then per entry: id, emit count m,
+/// then per emit: target key index, field count n, n field/value pairs.
+/// Returns one result per entry: 1 if acked (its emits appended), 0 if it
+/// was no longer pending for this consumer (nothing written), or the error
+/// of the XADD that failed (the entry is then left pending, unacked).
+/// Each entry is acked right after its own emits, so an abort later in the
+/// script never leaves an earlier entry emitted but unacked.
 pub static ACK_WITH_EMITS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
-if #pending == 0 then return 0 end
-local i = 4
+local out = {}
+local i = 3
 while i <= #ARGV do
-  local key = KEYS[tonumber(ARGV[i])]
-  local n = tonumber(ARGV[i + 1])
-  local args = {key, '*'}
-  for j = 1, 2 * n do args[j + 2] = ARGV[i + 1 + j] end
-  redis.call('XADD', unpack(args))
-  i = i + 2 + 2 * n
+  local id = ARGV[i]
+  local m = tonumber(ARGV[i + 1])
+  i = i + 2
+  local failed = false
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2]) == 0 then failed = 0 end
+  for _ = 1, m do
+    local n = tonumber(ARGV[i + 1])
+    if not failed then
+      local args = {KEYS[tonumber(ARGV[i])], '*'}
+      for j = 1, 2 * n do args[j + 2] = ARGV[i + 1 + j] end
+      local r = redis.pcall('XADD', unpack(args))
+      if type(r) == 'table' and r.err then failed = r.err end
+    end
+    i = i + 2 + 2 * n
+  end
+  if failed then
+    out[#out + 1] = failed
+  else
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    out[#out + 1] = 1
+  end
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-return 1
+return out
 "#,
     )
 });

@@ -1,0 +1,146 @@
+//! Micro-benchmarks of the per-entry hot path: decoding an XREADGROUP reply,
+//! calling a plugin (warm instance, fresh instance), and building a
+//! dead-letter record. `cargo bench -p streamhost` (the no-op plugin is
+//! built for wasm32-wasip2 on first use).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use redis::Value;
+use streamhost::outcome::DeadLetterKind;
+use streamhost::plugin::{Event, PluginEngine, PluginInstance, PluginSettings};
+use streamhost::stream::dlq::{self, DeadLetterSource};
+use streamhost::stream::entry::parse_xreadgroup;
+use streamhost::stream::{Entry, Payload};
+use streamhost::units::ByteSize;
+
+fn fields(i: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    vec![
+        (b"type".to_vec(), b"order.placed".to_vec()),
+        (b"order_id".to_vec(), format!("o-{i:08}").into_bytes()),
+        (b"customer".to_vec(), b"customer-0042".to_vec()),
+        (b"amount".to_vec(), b"1234.50".to_vec()),
+        (b"ts_ms".to_vec(), b"1716998413541".to_vec()),
+    ]
+}
+
+/// What Redis returns for XREADGROUP COUNT n over 5-field entries.
+fn reply(n: usize) -> Value {
+    let entries = (0..n)
+        .map(|i| {
+            let flat = fields(i)
+                .into_iter()
+                .flat_map(|(k, v)| [Value::BulkString(k), Value::BulkString(v)])
+                .collect();
+            Value::Array(vec![
+                Value::BulkString(format!("1716998413541-{i}").into_bytes()),
+                Value::Array(flat),
+            ])
+        })
+        .collect();
+    Value::Array(vec![Value::Array(vec![
+        Value::BulkString(b"orders".to_vec()),
+        Value::Array(entries),
+    ])])
+}
+
+fn decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(500));
+    let template = reply(500);
+    g.bench_function("xreadgroup_500x5", |b| {
+        b.iter_batched(
+            || template.clone(),
+            |r| parse_xreadgroup(r, 1).expect("valid reply"),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// The no-op plugin, built like the e2e tests build it.
+fn noop_plugin() -> PathBuf {
+    let target = root().join("target/plugins");
+    let path = target.join("wasm32-wasip2/plugin/noop.wasm");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "plugin"])
+        .arg("--target-dir")
+        .arg(&target)
+        .args(["-p", "noop-plugin"])
+        .status()
+        .expect("running cargo to build the no-op plugin");
+    assert!(status.success(), "building the no-op plugin failed");
+    path
+}
+
+fn event(i: usize) -> Event {
+    Event {
+        stream: "orders".into(),
+        id: format!("1716998413541-{i}"),
+        group: "bench".into(),
+        consumer: "c1".into(),
+        fields: fields(i)
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).expect("utf-8"), v))
+            .collect(),
+        delivery_count: 1,
+    }
+}
+
+fn call(c: &mut Criterion) {
+    let engine = PluginEngine::new().expect("engine");
+    let settings = PluginSettings {
+        config: Default::default(),
+        max_memory: ByteSize(64 << 20),
+        timeout: Duration::from_secs(5),
+    };
+    let plugin = engine.load(&noop_plugin(), &settings).expect("no-op plugin loads");
+    let ev = event(7);
+    let mut g = c.benchmark_group("plugin_call");
+    g.throughput(Throughput::Elements(1));
+    let mut warm = PluginInstance::new(plugin.clone());
+    g.bench_function("noop_warm_instance", |b| b.iter(|| warm.call(&ev)));
+    g.bench_function("noop_fresh_instance", |b| {
+        b.iter(|| {
+            let mut fresh = PluginInstance::new(plugin.clone());
+            fresh.call(&ev)
+        })
+    });
+    g.finish();
+}
+
+fn dead_letter(c: &mut Criterion) {
+    let entry = Entry {
+        id: "1716998413541-7".into(),
+        payload: Payload::Fields(
+            fields(7)
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8(k).expect("utf-8"), v))
+                .collect(),
+        ),
+        delivery_count: 3,
+    };
+    let src = DeadLetterSource {
+        stream: "orders",
+        group: "bench",
+        consumer: "c1",
+        plugin: "noop",
+        plugin_version: "0123456789ab",
+    };
+    c.bench_function("dlq_record", |b| {
+        b.iter(|| dlq::record(&entry, DeadLetterKind::Permanent, "card declined", src))
+    });
+}
+
+criterion_group!(benches, decode, call, dead_letter);
+criterion_main!(benches);
