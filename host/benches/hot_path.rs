@@ -73,7 +73,14 @@ fn noop_plugin() -> PathBuf {
     let path = target.join("wasm32-wasip2/plugin/noop.wasm");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root())
-        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "plugin"])
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+        ])
         .arg("--target-dir")
         .arg(&target)
         .args(["-p", "noop-plugin"])
@@ -104,7 +111,9 @@ fn call(c: &mut Criterion) {
         max_memory: ByteSize(64 << 20),
         timeout: Duration::from_secs(5),
     };
-    let plugin = engine.load(&noop_plugin(), &settings).expect("no-op plugin loads");
+    let plugin = engine
+        .load(&noop_plugin(), &settings)
+        .expect("no-op plugin loads");
     let ev = event(7);
     let mut g = c.benchmark_group("plugin_call");
     g.throughput(Throughput::Elements(1));

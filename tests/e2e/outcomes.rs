@@ -251,3 +251,51 @@ fn plugin_config_and_guest_output_reach_the_plugin_and_the_log() {
         "{line}"
     );
 }
+
+#[test]
+fn reads_through_an_acl_user_on_a_numbered_database() {
+    let redis = RedisServer::start();
+    let mut admin = redis.conn();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "streamer", "on", ">s3cret", "~*", "&*", "+@all"])
+        .query(&mut admin)
+        .expect("ACL SETUSER");
+    let port = redis.url().rsplit(':').next().unwrap().to_owned();
+    let url = format!("redis://streamer:s3cret@127.0.0.1:{port}/3");
+    let mut db3 = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let stream = key("acl");
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            redis::cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("n")
+                .arg(i)
+                .query(&mut db3)
+                .unwrap()
+        })
+        .collect();
+    let _host = Host::run(&url, &stream, "g", &plugin("noop"), &[]);
+    eventually(WAIT, "all 20 acked on db 3", || {
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg("g")
+            .query(&mut db3)
+            .ok()?;
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query(&mut db3)
+            .ok()?;
+        let read: Option<u64> = groups
+            .first()
+            .and_then(|g| redis::from_redis_value(g.get("entries-read")?.clone()).ok());
+        let idle = matches!(&pending, redis::Value::Array(v) if matches!(v.first(), Some(redis::Value::Int(0))));
+        (read == Some(ids.len() as u64) && idle).then_some(())
+    });
+    let on_db0: bool = redis::cmd("EXISTS").arg(&stream).query(&mut admin).unwrap();
+    assert!(!on_db0, "nothing was written to database 0");
+}

@@ -102,3 +102,19 @@ fn a_trapped_instance_is_replaced_and_a_healthy_one_is_kept_warm() {
         "state persists across calls until a trap discards the instance"
     );
 }
+
+#[test]
+fn fresh_instance_gives_every_entry_a_new_instance() {
+    let redis = RedisServer::start();
+    let stream = key("fresh");
+    let ids: Vec<String> = (0..4)
+        .map(|_| redis.add(&stream, &[("action", "count")]))
+        .collect();
+    let _host = Host::misbehave(&redis, &stream, &["--concurrency", "1", "--fresh-instance"]);
+    let out = eventually(WAIT, "four count emits", || {
+        let r = emitted_sources(&redis, "misbehave:out");
+        (r.len() == 4).then_some(r)
+    });
+    let expected: Vec<(String, String)> = ids.into_iter().map(|id| (id, "1".into())).collect();
+    assert_eq!(out, expected, "no guest state survives between entries");
+}

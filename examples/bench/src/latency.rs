@@ -158,10 +158,7 @@ pub async fn run(
         }
     };
     if samples.len() as u64 != expected {
-        bail!(
-            "expected {expected} latency samples, got {}",
-            samples.len()
-        );
+        bail!("expected {expected} latency samples, got {}", samples.len());
     }
     let mut measured: Vec<u64> = samples
         .into_iter()

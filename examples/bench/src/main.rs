@@ -61,7 +61,7 @@ struct Args {
     /// Extra flag for every `host run` (repeatable), e.g. `--host-arg=--concurrency=4`.
     #[arg(long = "host-arg", allow_hyphen_values = true)]
     host_args: Vec<String>,
-    /// Where results.json, chart.svg and section.md go.
+    /// Where results.json, chart.svg, section.md and the host logs (logs/) go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     /// Replace the README's performance section with this run's figures.
@@ -204,7 +204,9 @@ async fn main() -> Result<()> {
     }
     let plans: Vec<Plan> = plans()
         .into_iter()
-        .filter(|p| p.name == "native" || args.only.is_empty() || args.only.iter().any(|o| o == p.name))
+        .filter(|p| {
+            p.name == "native" || args.only.is_empty() || args.only.iter().any(|o| o == p.name)
+        })
         .collect();
     for plan in &plans {
         if let Kind::Host { plugin, .. } = plan.kind {
@@ -216,6 +218,10 @@ async fn main() -> Result<()> {
         need(&probe)?;
     }
     std::fs::create_dir_all(&args.out)?;
+    // Every host process's log, kept for a look after the run.
+    let logs = args.out.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
     let work = tempfile::tempdir()?;
     let spec = |plugin: &Path, extra: &[&str]| HostSpec {
         bin: host_bin.clone(),
@@ -227,7 +233,7 @@ async fn main() -> Result<()> {
             .chain(args.host_args.iter().cloned())
             .collect(),
         cache_dir: args.out.join("cache"),
-        log_dir: work.path().to_owned(),
+        log_dir: logs.clone(),
     };
 
     let server = server::Server::start(args.redis.as_deref()).await?;
@@ -297,7 +303,7 @@ async fn main() -> Result<()> {
             }
             let ratio = m.rate / native_rate;
             println!(
-                "round {}/{}  {:<11} {:>9.0} entries/s  {:>5.2}x native  cpu {:>6} µs/entry  redis {:>6} µs/entry  rss {:>5} MiB",
+                "round {}/{}  {:<11} {:>7.0} entries/s {:>5.2}x native  cpu {:>15} µs/entry  redis {:>15} µs/entry  rss {:>4} MiB",
                 round + 1,
                 args.rounds,
                 plan.name,
@@ -346,9 +352,16 @@ async fn main() -> Result<()> {
     let swap = if args.swaps > 0 {
         let mut probe_spec = spec(&probe, &["--plugin-config=output=bench:latency"]);
         probe_spec.redis = server.url.clone();
-        let s = swap::run(&server, &probe_spec, &probe, args.swap_rate, args.swaps, work.path())
-            .await
-            .context("hot-swap run")?;
+        let s = swap::run(
+            &server,
+            &probe_spec,
+            &probe,
+            args.swap_rate,
+            args.swaps,
+            work.path(),
+        )
+        .await
+        .context("hot-swap run")?;
         println!(
             "hot swap: {} swaps ({} applied) at {}/s: pauses {} ms (steady-state gaps up to {:.1} ms)",
             s.swaps,
@@ -397,8 +410,11 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// CPU seconds and µs per entry, e.g. "1.23 s = 3.08".
 fn fmt_us(cpu: Option<f64>, entries: u64) -> String {
-    cpu.map_or("n/a".into(), |s| format!("{:.2}", s * 1e6 / entries.max(1) as f64))
+    cpu.map_or("n/a".into(), |s| {
+        format!("{s:.2} s = {:.2}", s * 1e6 / entries.max(1) as f64)
+    })
 }
 
 fn need(path: &Path) -> Result<()> {

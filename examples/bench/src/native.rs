@@ -38,7 +38,11 @@ pub async fn drain_limit(
     loop {
         let mut pipe = redis::pipe();
         if !to_ack.is_empty() {
-            pipe.cmd("XACK").arg(stream).arg(group).arg(&to_ack).ignore();
+            pipe.cmd("XACK")
+                .arg(stream)
+                .arg(group)
+                .arg(&to_ack)
+                .ignore();
         }
         read_cmd(&mut pipe, stream, group, count, None);
         let (reply,): (Value,) = pipe.query_async(con).await?;
@@ -81,7 +85,11 @@ pub async fn consume_live(
     while seen < expected {
         let mut pipe = redis::pipe();
         if !to_ack.is_empty() {
-            pipe.cmd("XACK").arg(stream).arg(group).arg(&to_ack).ignore();
+            pipe.cmd("XACK")
+                .arg(stream)
+                .arg(group)
+                .arg(&to_ack)
+                .ignore();
         }
         read_cmd(&mut pipe, stream, group, 500, Some(1000));
         let (reply,): (Value,) = pipe.query_async(con).await?;

@@ -354,8 +354,8 @@ pub const END: &str = "<!-- bench:end -->";
 
 /// Replaces the text between the markers in `readme`.
 pub fn update_readme(readme: &Path, section: &str) -> Result<()> {
-    let text = std::fs::read_to_string(readme)
-        .with_context(|| format!("reading {}", readme.display()))?;
+    let text =
+        std::fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
     let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
         bail!(
             "{} has no benchmark markers ({BEGIN} … {END})",

@@ -58,7 +58,10 @@ impl Server {
         let client = redis::Client::open(url.as_str())?;
         for _ in 0..250 {
             if let Ok(mut con) = client.get_multiplexed_async_connection().await {
-                let info: String = redis::cmd("INFO").arg("server").query_async(&mut con).await?;
+                let info: String = redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut con)
+                    .await?;
                 let field = |name: &str| {
                     info.lines()
                         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))

@@ -116,7 +116,12 @@ impl Committer {
 
     /// Writes acks and scripted commits, retrying through connection loss
     /// until `stop` fires.
-    async fn write(&mut self, mut acks: Vec<Settled>, scripted: Vec<Settled>, stop: &CancellationToken) {
+    async fn write(
+        &mut self,
+        mut acks: Vec<Settled>,
+        scripted: Vec<Settled>,
+        stop: &CancellationToken,
+    ) {
         let mut calls = Call::plan(scripted);
         while !acks.is_empty() || !calls.is_empty() {
             let entries = acks.len() + calls.iter().map(Call::len).sum::<usize>();
@@ -211,7 +216,11 @@ impl Committer {
                 }
                 Err(e) => {
                     self.stats.commit_failed(call.len() as u64);
-                    tracing::error!(entry = %call.first_id(), entries = call.len(), error = %e, "Redis refused the commit; the entries stay pending");
+                    if call.len() == 1 {
+                        tracing::error!(entry = %call.first_id(), error = %e, "Redis refused the commit; the entry stays pending");
+                    } else {
+                        tracing::error!(first_entry = %call.first_id(), entries = call.len(), error = %e, "Redis refused the commit; the entries stay pending");
+                    }
                 }
             }
         }

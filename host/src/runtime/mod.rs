@@ -38,8 +38,6 @@ use trimmer::Trimmer;
 use watcher::PluginWatcher;
 use workers::WorkerSet;
 
-/// Slack on top of BLOCK before the reader's connection gives up on a reply.
-const READ_TIMEOUT_SLACK: Duration = Duration::from_secs(5);
 /// Response timeout of the committer's connection (big pipelines, scripts).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the committer gets after an abandoned drain.
@@ -238,12 +236,13 @@ pub async fn run_prepared(
     };
     let trimmer_task = tokio::spawn(trimmer.run(shutdown.clone()));
     let reader = Reader {
-        link: link(config.block + READ_TIMEOUT_SLACK),
+        link: link(config.block + reader::READ_TIMEOUT_SLACK),
         group: group.clone(),
         config: config.clone(),
         window,
         dispatch,
         stats: stats.clone(),
+        path: Default::default(),
     };
     let reader_task = tokio::spawn(reader.run(shutdown.clone()));
     let progress = tokio::spawn(log_progress(

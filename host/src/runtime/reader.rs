@@ -13,7 +13,25 @@ use super::dispatch::Dispatcher;
 use super::stats::Stats;
 use crate::config::RunConfig;
 use crate::stream::commands::{self, GroupRef};
+use crate::stream::wire::ReadConnection;
 use crate::stream::{Entry, ErrorClass, Payload, RedisLink};
+
+/// Slack on top of BLOCK before a read is given up as lost, and the limit
+/// on each step of connecting the read connection.
+pub const READ_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The connection new entries are read on.
+#[derive(Debug, Default)]
+pub enum ReadPath {
+    /// Not connected yet (or dropped after an error).
+    #[default]
+    Disconnected,
+    /// The fast RESP connection.
+    Fast(ReadConnection),
+    /// The URL needs what the fast connection lacks (TLS): read through
+    /// the generic client.
+    Generic,
+}
 
 /// Reads entries and hands them to the dispatcher.
 #[derive(Debug)]
@@ -30,6 +48,8 @@ pub struct Reader {
     pub dispatch: Dispatcher,
     /// Run counters.
     pub stats: Arc<Stats>,
+    /// Where `XREADGROUP >` goes.
+    pub path: ReadPath,
 }
 
 /// The reader stopped because shutdown began.
@@ -216,6 +236,34 @@ impl Reader {
         self.recover_own_pending(cancel).await
     }
 
+    /// `XREADGROUP … >` on the fast read connection (connecting it first if
+    /// needed); through the generic client when the URL needs TLS.
+    async fn read_new(
+        &mut self,
+        con: &mut redis::aio::MultiplexedConnection,
+        batch: usize,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        if matches!(self.path, ReadPath::Disconnected) {
+            let info = self.link.connection_info();
+            self.path = match ReadConnection::connect(info, READ_TIMEOUT_SLACK).await? {
+                Some(fast) => ReadPath::Fast(fast),
+                None => ReadPath::Generic,
+            };
+        }
+        match &mut self.path {
+            ReadPath::Fast(fast) => {
+                let read = fast.read_group(&self.group, batch, self.config.block).await;
+                if let Err(e) = &read
+                    && crate::stream::link::classify(e) == ErrorClass::Connection
+                {
+                    self.path = ReadPath::Disconnected;
+                }
+                read
+            }
+            _ => commands::read_new(con, &self.group, batch, self.config.block).await,
+        }
+    }
+
     async fn read_loop(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let batch = self.config.batch;
         let mut resync = false;
@@ -233,7 +281,7 @@ impl Reader {
             // entries of this read, and dropping the reply would leave them
             // pending with nobody working on them. The read ends within BLOCK;
             // what it returns is handled during the drain.
-            let read = commands::read_new(&mut con, &self.group, batch, self.config.block).await;
+            let read = self.read_new(&mut con, batch).await;
             let entries = match read {
                 Ok(entries) => entries,
                 Err(e) if e.code() == Some("NOGROUP") => {

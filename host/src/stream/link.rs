@@ -152,6 +152,11 @@ impl RedisLink {
         }
     }
 
+    /// Where and how this link connects.
+    pub fn connection_info(&self) -> &redis::ConnectionInfo {
+        self.client.get_connection_info()
+    }
+
     /// Records a failed command: connection-class errors drop the connection
     /// so the next [`RedisLink::connection`] reconnects.
     pub fn failed(&mut self, err: &RedisError) -> ErrorClass {

@@ -6,6 +6,7 @@ pub mod dlq;
 pub mod entry;
 pub mod link;
 pub mod scripts;
+pub mod wire;
 
 pub use commands::GroupRef;
 pub use entry::{Entry, Payload};
