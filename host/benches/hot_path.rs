@@ -125,6 +125,16 @@ fn call(c: &mut Criterion) {
             fresh.call(&ev)
         })
     });
+    let pooled = PluginEngine::pooled(8, ByteSize(64 << 20))
+        .expect("pooled engine")
+        .load(&noop_plugin(), &settings)
+        .expect("no-op plugin loads");
+    g.bench_function("noop_fresh_instance_pooled", |b| {
+        b.iter(|| {
+            let mut fresh = PluginInstance::new(pooled.clone());
+            fresh.call(&ev)
+        })
+    });
     g.finish();
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::{Event, Failure};
 pub use cache::{ArtifactCache, default_dir as default_cache_dir};
@@ -108,8 +108,39 @@ impl PluginEngine {
     /// Builds the engine, links WASI (nothing granted) and the host interface,
     /// and starts the epoch ticker that enforces deadlines.
     pub fn new() -> Result<Self, PluginError> {
-        let engine_err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        Self::build(Config::new())
+    }
+
+    /// [`PluginEngine::new`] with instances allocated from a pre-reserved
+    /// pool: instantiation without mmap/munmap per instance, which is what
+    /// `--fresh-instance` (one instance per entry) pays for otherwise. The
+    /// pool holds `instances` live component instances, each with linear
+    /// memories of at most `max_memory`. Compiled code is the same either
+    /// way, so cached artifacts are shared.
+    pub fn pooled(instances: u32, max_memory: ByteSize) -> Result<Self, PluginError> {
+        let mut pool = PoolingAllocationConfig::new();
+        // Generous per-component room: a componentized Python or JavaScript
+        // guest is several core modules with their own memories and tables.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 16)
+            .total_memories(instances * 4)
+            .total_tables(instances * 16)
+            .max_memory_size(max_memory.0.min(4 << 30) as usize)
+            // Reset reused memories and tables in place (memset of the
+            // pages the guest dirtied, found with PAGEMAP_SCAN where the
+            // kernel has it) instead of madvise: every madvise is a TLB
+            // shootdown across the host's threads, which dominated the
+            // cost of an instance per entry.
+            .linear_memory_keep_resident(16 << 20)
+            .table_keep_resident(1 << 20)
+            .pagemap_scan(Enabled::Auto);
         let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        Self::build(config)
+    }
+
+    fn build(mut config: Config) -> Result<Self, PluginError> {
+        let engine_err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(engine_err)?;

@@ -88,7 +88,14 @@ pub struct Prepared {
 /// refused before touching Redis. Blocking (compiles the component).
 pub fn prepare(config: &RunConfig) -> Result<Prepared, RunError> {
     config.validate()?;
-    let engine = PluginEngine::new()?.with_cache(config.cache_dir.as_deref());
+    // A fresh instance per entry makes instantiation the hot path: take
+    // instances from a pool (each worker holds at most one at a time).
+    let engine = if config.fresh_instance {
+        PluginEngine::pooled(config.concurrency as u32 * 2 + 8, config.max_memory)?
+    } else {
+        PluginEngine::new()?
+    }
+    .with_cache(config.cache_dir.as_deref());
     let settings = PluginSettings {
         config: config.plugin_config.clone(),
         max_memory: config.max_memory,
