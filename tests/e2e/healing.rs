@@ -409,3 +409,88 @@ fn clean_shutdown_hands_unfinished_entries_to_a_live_peer_and_deletes_the_consum
     );
     assert!(consumers.contains(&"b".to_owned()));
 }
+
+#[test]
+fn emits_commit_once_each_with_many_of_our_retrying_entries_between_them() {
+    // The batched ack+emit script reads ownership with one ranged XPENDING
+    // sized for the batch; here hundreds of our own pending (retrying)
+    // entries sit between the emitting ones, so that answer is cut short
+    // and the script must check the rest one by one, never skip or repeat.
+    let redis = RedisServer::start();
+    let stream = key("interleaved");
+    let mut emitters = Vec::new();
+    for i in 0..600 {
+        if i % 3 == 2 {
+            emitters.push(redis.add(&stream, &[("action", "emit")]));
+        } else {
+            redis.add(&stream, &[("action", "retryable"), ("reason", "not yet")]);
+        }
+    }
+    let _host = Host::misbehave(
+        &redis,
+        &stream,
+        &[
+            "--retry-backoff",
+            "5m",
+            "--max-deliveries",
+            "100",
+            "--batch",
+            "600",
+        ],
+    );
+    let seen = eventually(WAIT, "every emitter committed", || {
+        let c = counts(&redis, "misbehave:out");
+        (c.len() == emitters.len() && redis.pending(&stream, "g") == 400).then_some(c)
+    });
+    for id in &emitters {
+        assert_eq!(seen.get(id), Some(&1), "{id} emitted exactly once");
+    }
+    assert_eq!(redis.range("misbehave:out").len(), emitters.len());
+}
+
+#[test]
+fn ack_with_emits_script_checks_entries_the_ranged_ownership_read_missed() {
+    use streamhost::stream::scripts::ACK_WITH_EMITS;
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let stream = key("script");
+    let ids: Vec<String> = (0..50)
+        .map(|i| redis.add(&stream, &[("n", &i.to_string())]))
+        .collect();
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", stream.as_str(), "g", "0"])
+        .query(&mut c)
+        .unwrap();
+    redis.read_as(&stream, "g", "me", 49);
+    redis.read_as(&stream, "g", "peer", 1);
+    // Commit the first, the 40th (beyond the 5 rows fetched for the range)
+    // and the peer's entry, each with one emit.
+    let mut invoke = ACK_WITH_EMITS.prepare_invoke();
+    invoke
+        .key(&stream)
+        .key("out")
+        .arg("g")
+        .arg("me")
+        .arg(&ids[0])
+        .arg(&ids[49])
+        .arg(5);
+    for id in [&ids[0], &ids[39], &ids[49]] {
+        invoke.arg(id).arg(1).arg(2).arg(1).arg("source_id").arg(id);
+    }
+    let results: Vec<i64> = invoke.invoke(&mut c).expect("script runs");
+    assert_eq!(
+        results,
+        [1, 1, 0],
+        "owned ones acked, the peer's left alone"
+    );
+    let emitted: Vec<String> = redis
+        .range("out")
+        .into_iter()
+        .map(|(_, f)| f[0].1.clone())
+        .collect();
+    assert_eq!(emitted, [ids[0].clone(), ids[39].clone()]);
+    let again: Vec<i64> = invoke.invoke(&mut c).expect("script runs");
+    assert_eq!(again, [0, 0, 0], "a retried commit writes nothing twice");
+    assert_eq!(redis.range("out").len(), 2);
+    assert_eq!(redis.pending(&stream, "g"), 48);
+}

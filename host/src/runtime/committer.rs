@@ -283,13 +283,19 @@ impl Committer {
                         keys.len()
                     });
                 }
+                let (lowest, highest) = id_range(batch.iter().map(|s| s.entry.id.as_str()));
                 let cmd = pipe
                     .cmd("EVALSHA")
                     .arg(ACK_WITH_EMITS.get_hash())
                     .arg(keys.len())
                     .arg(&keys)
                     .arg(&g.group)
-                    .arg(&g.consumer);
+                    .arg(&g.consumer)
+                    .arg(lowest)
+                    .arg(highest)
+                    // Room for the batch plus as many of our other entries
+                    // interleaved in the range; misses are checked one by one.
+                    .arg(batch.len() * 4 + 64);
                 for s in batch {
                     let emits = match &s.outcome {
                         Outcome::Ack { emits } => emits.as_slice(),
@@ -339,6 +345,26 @@ impl Committer {
             }
         }
     }
+}
+
+/// The lowest and highest stream ids among `ids` (compared as ms-seq pairs,
+/// not as strings).
+fn id_range<'a>(ids: impl Iterator<Item = &'a str>) -> (&'a str, &'a str) {
+    let key = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    };
+    let mut range: Option<(&str, &str)> = None;
+    for id in ids {
+        range = Some(match range {
+            None => (id, id),
+            Some((lo, hi)) => (
+                if key(id) < key(lo) { id } else { lo },
+                if key(id) > key(hi) { id } else { hi },
+            ),
+        });
+    }
+    range.unwrap_or(("-", "+"))
 }
 
 /// Most entries acked with their emits by one script call: bounds how long
@@ -397,5 +423,17 @@ impl Call {
             Call::Emits(b) => b.first().map_or("", |s| s.entry.id.as_str()),
             Call::DeadLetter(s) => &s.entry.id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_range_compares_ids_numerically() {
+        let ids = ["9-1", "10-0", "9-10", "100-0", "9-2"];
+        assert_eq!(id_range(ids.into_iter()), ("9-1", "100-0"));
+        assert_eq!(id_range(std::iter::empty()), ("-", "+"));
     }
 }
