@@ -1,6 +1,6 @@
-//! Micro-benchmarks of the per-entry hot path: decoding an XREADGROUP reply,
-//! calling a plugin (warm instance, fresh instance), and building a
-//! dead-letter record. `cargo bench -p streamhost` (the no-op plugin is
+//! Micro-benchmarks of the per-entry hot path: decoding an XREADGROUP reply
+//! (the host's RESP decoder vs redis-rs), calling a plugin (warm instance,
+//! fresh instance, fresh from the pool), and building a dead-letter record. `cargo bench -p streamhost` (the no-op plugin is
 //! built for wasm32-wasip2 on first use).
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use streamhost::outcome::DeadLetterKind;
 use streamhost::plugin::{Event, PluginEngine, PluginInstance, PluginSettings};
 use streamhost::stream::dlq::{self, DeadLetterSource};
 use streamhost::stream::entry::parse_xreadgroup;
+use streamhost::stream::wire;
 use streamhost::stream::{Entry, Payload};
 use streamhost::units::ByteSize;
 
@@ -46,11 +47,52 @@ fn reply(n: usize) -> Value {
     ])])
 }
 
+/// The same reply as RESP2 bytes on the wire.
+fn wire_reply(n: usize) -> Vec<u8> {
+    fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+        out.extend_from_slice(b);
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut out = b"*1\r\n*2\r\n".to_vec();
+    bulk(&mut out, b"orders");
+    out.extend_from_slice(format!("*{n}\r\n").as_bytes());
+    for i in 0..n {
+        out.extend_from_slice(b"*2\r\n");
+        bulk(&mut out, format!("1716998413541-{i}").as_bytes());
+        out.extend_from_slice(b"*10\r\n");
+        for (k, v) in fields(i) {
+            bulk(&mut out, &k);
+            bulk(&mut out, &v);
+        }
+    }
+    out
+}
+
+/// Reply decoding: the host's own RESP decoder (frame scan + decode) against
+/// redis-rs (value tree, then entries) on the same bytes.
 fn decode(c: &mut Criterion) {
-    let mut g = c.benchmark_group("decode");
+    let mut g = c.benchmark_group("decode_xreadgroup_500x5");
     g.throughput(Throughput::Elements(500));
+    let bytes = wire_reply(500);
+    assert_eq!(
+        wire::decode_xreadgroup(&bytes).expect("valid reply"),
+        parse_xreadgroup(redis::parse_redis_value(&bytes).unwrap(), 1).unwrap()
+    );
+    g.bench_function("streamhost_resp", |b| {
+        b.iter(|| {
+            let len = wire::scan(&bytes).expect("valid").expect("complete");
+            wire::decode_xreadgroup(&bytes[..len]).expect("valid reply")
+        })
+    });
+    g.bench_function("redis_rs_value_tree", |b| {
+        b.iter(|| {
+            let value = redis::parse_redis_value(&bytes).expect("valid");
+            parse_xreadgroup(value, 1).expect("valid reply")
+        })
+    });
     let template = reply(500);
-    g.bench_function("xreadgroup_500x5", |b| {
+    g.bench_function("entries_from_value_tree_only", |b| {
         b.iter_batched(
             || template.clone(),
             |r| parse_xreadgroup(r, 1).expect("valid reply"),

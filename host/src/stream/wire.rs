@@ -224,15 +224,27 @@ fn memchr_crlf(s: &[u8]) -> Option<usize> {
 }
 
 fn int(digits: &[u8]) -> RedisResult<i64> {
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| protocol_error(format!("bad length {:?}", String::from_utf8_lossy(digits))))
+    let bad = || protocol_error(format!("bad length {:?}", String::from_utf8_lossy(digits)));
+    let (negative, body) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if body.is_empty() || body.len() > 18 {
+        return Err(bad());
+    }
+    let mut n: i64 = 0;
+    for &d in body {
+        if !d.is_ascii_digit() {
+            return Err(bad());
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Ok(if negative { -n } else { n })
 }
 
 /// Length of the first complete RESP2 value in `buf`, `None` if more bytes
 /// are needed. Allocates nothing.
-fn scan(buf: &[u8]) -> RedisResult<Option<usize>> {
+pub fn scan(buf: &[u8]) -> RedisResult<Option<usize>> {
     // Values still to skip at each open array level.
     let mut pending: Vec<i64> = vec![1];
     let mut at = 0;
@@ -333,9 +345,10 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes a whole XREADGROUP reply (RESP2) into entries, each with a
-/// delivery count of 1 (`>` only returns never-delivered entries).
-fn decode_xreadgroup(reply: &[u8]) -> RedisResult<Vec<Entry>> {
+/// Decodes one complete XREADGROUP reply (RESP2 bytes, as framed by the
+/// connection) into entries, each with a delivery count of 1 (`>` only
+/// returns never-delivered entries). Public for the benchmarks.
+pub fn decode_xreadgroup(reply: &[u8]) -> RedisResult<Vec<Entry>> {
     let mut c = Cursor { buf: reply, at: 0 };
     let streams = match c.next()? {
         Item::Array(n) if n < 0 => return Ok(Vec::new()),
@@ -420,7 +433,10 @@ mod tests {
         v
     }
 
-    fn reply(entries: &[(&str, Option<Vec<(&[u8], &[u8])>>)]) -> Vec<u8> {
+    /// An entry id with its field pairs (`None`: trimmed).
+    type TestEntry<'a> = (&'a str, Option<Vec<(&'a [u8], &'a [u8])>>);
+
+    fn reply(entries: &[TestEntry<'_>]) -> Vec<u8> {
         let mut v = b"*1\r\n*2\r\n".to_vec();
         v.extend(bulk(b"orders"));
         v.extend(format!("*{}\r\n", entries.len()).into_bytes());
@@ -486,6 +502,11 @@ mod tests {
             decode_xreadgroup(b"-NOGROUP No such key 'x' or consumer group 'g'\r\n").unwrap_err();
         assert_eq!(err.code(), Some("NOGROUP"));
         assert!(scan(b"?what\r\n").is_err());
+        assert!(scan(b"$x1\r\n").is_err());
+        assert!(scan(b"*99999999999999999999\r\n").is_err());
+        assert_eq!(int(b"-1").unwrap(), -1);
+        assert_eq!(int(b"1234").unwrap(), 1234);
+        assert!(int(b"").is_err() && int(b"-").is_err() && int(b"1a").is_err());
         assert!(
             decode_xreadgroup(b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*1\r\n$1\r\nk\r\n")
                 .is_err()
