@@ -5,7 +5,7 @@
 # Rust consumer loops on a private redis-server. Results go to target/bench/
 # (results.json, chart.svg, section.md).
 #
-#   examples/bench.sh                      # full run (~5 minutes)
+#   examples/bench.sh                      # full run (~2 minutes after the build)
 #   examples/bench.sh --update-readme      # ... and refresh README.md's figures
 #   examples/bench.sh --rounds 1 --only noop --rates 0 --swaps 0   # quick look
 #   examples/bench.sh --help               # every option

@@ -57,6 +57,8 @@ pub fn stats(rate: u64, achieved_rate: f64, latencies_ns: &mut [u64]) -> Latency
 /// A producer thread adding `rate` entries/s to `stream` for `duration`.
 pub struct Producer {
     handle: std::thread::JoinHandle<Result<(u64, Duration)>>,
+    /// Wall clock (ns) when production started.
+    pub started_ns: u64,
 }
 
 impl std::fmt::Debug for Producer {
@@ -71,6 +73,7 @@ impl Producer {
     pub fn start(url: &str, stream: &str, rate: u64, duration: Duration) -> Result<Self> {
         let mut con = redis::Client::open(url)?.get_connection()?;
         let stream = stream.to_owned();
+        let started_ns = crate::now_ns();
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
             let mut sent = 0u64;
@@ -90,7 +93,7 @@ impl Producer {
             }
             Ok((sent, start.elapsed()))
         });
-        Ok(Self { handle })
+        Ok(Self { handle, started_ns })
     }
 
     /// Waits for the producer; returns (entries sent, achieved rate).
@@ -127,21 +130,22 @@ pub async fn run(
     server::fresh_group(&mut con, stream, group).await?;
     let total = warmup + duration;
     let expected = (rate as f64 * total.as_secs_f64()) as u64;
-    let start_ns = crate::now_ns();
-    let cutoff = start_ns + warmup.as_nanos() as u64;
-    let (samples, achieved) = match consumer {
+    let warmup_ns = warmup.as_nanos() as u64;
+    let (samples, achieved, cutoff) = match consumer {
         Consumer::Native => {
             let producer = Producer::start(&server.url, stream, rate, total)?;
+            let cutoff = producer.started_ns + warmup_ns;
             let mut own = server.connect().await?;
             let samples =
                 crate::native::consume_live(&mut own, stream, group, expected as usize).await?;
             let (_, achieved) = producer.finish()?;
-            (samples, achieved)
+            (samples, achieved, cutoff)
         }
         Consumer::Host(spec) => {
             let mut host = HostProc::start(spec, stream, group, "bench-0")?;
             wait_for_consumer(&mut con, &mut host, stream, group).await?;
             let producer = Producer::start(&server.url, stream, rate, total)?;
+            let cutoff = producer.started_ns + warmup_ns;
             let (sent, achieved) = tokio::task::spawn_blocking(move || producer.finish())
                 .await
                 .context("producer")??;
@@ -154,6 +158,7 @@ pub async fn run(
                     .map(|(called, latency)| (called - latency, latency))
                     .collect(),
                 achieved,
+                cutoff,
             )
         }
     };

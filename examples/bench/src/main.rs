@@ -391,7 +391,17 @@ async fn main() -> Result<()> {
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
     let svg = args.out.join("chart.svg");
     std::fs::write(&svg, report.svg())?;
-    let section = report.markdown("examples/bench.sh");
+    // The command as the README should show it: the script, with the
+    // options that shaped these figures.
+    let shown: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--update-readme")
+        .collect();
+    let command = std::iter::once("examples/bench.sh".to_owned())
+        .chain(shown)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let section = report.markdown(&command);
     std::fs::write(args.out.join("section.md"), &section)?;
     println!("\n{section}");
     println!(

@@ -164,7 +164,7 @@ impl Report {
             s,
             "Measured {} on {} ({} cores, {:.0} GiB), {}, redis-server {} (private, no persistence), \
              with `{command}`. Throughput: {} entries pre-filled (5 fields, ~100 bytes each), every \
-             scenario reads them all on a fresh consumer group; {} interleaved rounds, medians shown, \
+             scenario reads them all on a fresh consumer group; {} interleaved round(s), medians shown, \
              ratio = rate / native rate of the same round (min–max over rounds in brackets). CPU is \
              user+system time over the timed window per entry handled.\n",
             m.date, m.cpu, m.cores, m.memory_gib, m.kernel, m.redis, self.entries, self.rounds
@@ -181,10 +181,10 @@ impl Report {
                 .fold((f64::MAX, f64::MIN), |(a, b), &r| (a.min(r), b.max(r)));
             let _ = writeln!(
                 s,
-                "| {} — {} | {:.0} | {:.2} [{:.2}–{:.2}] | {} | {} | {} |",
+                "| {} — {} | {} | {:.2} [{:.2}–{:.2}] | {} | {} | {} |",
                 sc.name,
                 sc.what,
-                sc.rate(),
+                thousands(sc.rate()),
                 sc.ratio(),
                 lo,
                 hi,
@@ -270,16 +270,17 @@ impl Report {
         for (i, sc) in self.throughput.iter().enumerate() {
             let y = top1 + i as f64 * (bar_h + 8.0);
             let w = plot_w * sc.rate() / max_rate;
-            let color = if i == 0 { "#6b7280" } else { "#2563eb" };
+            let baseline = matches!(sc.name.as_str(), "native" | "guide");
+            let color = if baseline { "#6b7280" } else { "#2563eb" };
             let _ = writeln!(
                 s,
-                r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{left}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{color}"/><text x="{:.1}" y="{}">{:.0}  ({:.2}×)</text>"#,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{left}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{color}"/><text x="{:.1}" y="{}">{}  ({:.2}×)</text>"#,
                 left - 8.0,
                 y + 16.0,
                 xml(&sc.name),
                 left + w + 6.0,
                 y + 16.0,
-                sc.rate(),
+                thousands(sc.rate()),
                 sc.ratio()
             );
         }
@@ -294,7 +295,7 @@ impl Report {
         if !self.latency.is_empty() {
             let _ = writeln!(
                 s,
-                r##"<text x="10" y="{}" font-size="16" font-weight="bold">Latency XADD → handler call (µs, log scale): p50 ■ p99 ■ p99.9 ■</text>"##,
+                r##"<text x="10" y="{}" font-size="16" font-weight="bold">Latency XADD → handler call (µs, log scale): <tspan fill="#1d4ed8">■ p50</tspan> <tspan fill="#60a5fa">■ p99</tspan> <tspan fill="#bfdbfe">■ p99.9</tspan></text>"##,
                 top2 - 20.0
             );
             let max = self
@@ -341,6 +342,19 @@ impl Report {
     }
 }
 
+/// 213295.4 -> "213,295".
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -375,6 +389,13 @@ pub fn update_readme(readme: &Path, section: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(213295.4), "213,295");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+    }
 
     #[test]
     fn median_of_even_and_odd_sets() {

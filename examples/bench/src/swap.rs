@@ -106,7 +106,7 @@ pub async fn run(
     let spacing = Duration::from_millis(1500);
     let total = warmup + spacing * (swaps as u32 + 1);
     let producer = Producer::start(&server.url, stream, rate, total)?;
-    let start_ns = crate::now_ns();
+    let start_ns = producer.started_ns;
     tokio::time::sleep(warmup).await;
     let mut swapped_at = Vec::new();
     for i in 0..swaps {
