@@ -16,8 +16,12 @@ use redis::Script;
 /// Returns one result per entry: 1 if acked (its emits appended), 0 if it
 /// was no longer pending for this consumer (nothing written), or the error
 /// of the XADD that failed (the entry is then left pending, unacked).
-/// Each entry is acked right after its own emits, so an abort later in the
-/// script never leaves an earlier entry emitted but unacked. Ownership is
+/// The successful entries are acked together at the end (one XACK): XADD
+/// errors are caught per entry (pcall), so nothing between an entry's emits
+/// and that XACK can abort the script, and a script's writes reach replicas
+/// and the AOF as one transaction. An entry whose XADD fails is left
+/// unacked for redelivery; emits it made before the failing one stay, as
+/// they would with a script per entry. Ownership is
 /// read for the whole batch with one ranged XPENDING (a per-entry XPENDING
 /// was a third of Redis's time per emitting entry); an entry missing from
 /// that answer (the range held more of our entries than were fetched) is
@@ -30,6 +34,7 @@ for _, row in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[4], 
   owned[row[1]] = true
 end
 local out = {}
+local acked = {}
 local i = 6
 while i <= #ARGV do
   local id = ARGV[i]
@@ -52,10 +57,11 @@ while i <= #ARGV do
   if failed then
     out[#out + 1] = failed
   else
-    redis.call('XACK', KEYS[1], ARGV[1], id)
+    acked[#acked + 1] = id
     out[#out + 1] = 1
   end
 end
+if #acked > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(acked)) end
 return out
 "#,
     )
