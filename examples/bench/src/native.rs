@@ -36,18 +36,7 @@ pub async fn drain_limit(
     let mut total = 0;
     let mut to_ack: Vec<String> = Vec::new();
     loop {
-        let mut pipe = redis::pipe();
-        if !to_ack.is_empty() {
-            pipe.cmd("XACK")
-                .arg(stream)
-                .arg(group)
-                .arg(&to_ack)
-                .ignore();
-        }
-        read_cmd(&mut pipe, stream, group, count, None);
-        let (reply,): (Value,) = pipe.query_async(con).await?;
-        to_ack.clear();
-        let entries = decode(reply);
+        let entries = ack_and_read(con, stream, group, &mut to_ack, count, None).await?;
         if entries.is_empty() || total >= limit {
             break;
         }
@@ -83,18 +72,7 @@ pub async fn consume_live(
     let mut to_ack: Vec<String> = Vec::new();
     let mut seen = 0;
     while seen < expected {
-        let mut pipe = redis::pipe();
-        if !to_ack.is_empty() {
-            pipe.cmd("XACK")
-                .arg(stream)
-                .arg(group)
-                .arg(&to_ack)
-                .ignore();
-        }
-        read_cmd(&mut pipe, stream, group, 500, Some(1000));
-        let (reply,): (Value,) = pipe.query_async(con).await?;
-        to_ack.clear();
-        for (id, fields) in decode(reply) {
+        for (id, fields) in ack_and_read(con, stream, group, &mut to_ack, 500, Some(1000)).await? {
             let now = crate::now_ns();
             seen += 1;
             if let Some(sent) = fields
@@ -116,6 +94,30 @@ pub async fn consume_live(
             .await?;
     }
     Ok(samples)
+}
+
+/// One round trip: XACK of the previous batch (if any) pipelined with the
+/// next XREADGROUP; `to_ack` is emptied.
+async fn ack_and_read(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    to_ack: &mut Vec<String>,
+    count: usize,
+    block_ms: Option<u64>,
+) -> Result<Vec<RawEntry>> {
+    let mut pipe = redis::pipe();
+    if !to_ack.is_empty() {
+        pipe.cmd("XACK")
+            .arg(stream)
+            .arg(group)
+            .arg(&*to_ack)
+            .ignore();
+    }
+    read_cmd(&mut pipe, stream, group, count, block_ms);
+    let (reply,): (Value,) = pipe.query_async(con).await?;
+    to_ack.clear();
+    Ok(decode(reply))
 }
 
 fn read_cmd(

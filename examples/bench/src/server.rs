@@ -139,15 +139,25 @@ pub async fn prefill(con: &mut MultiplexedConnection, stream: &str, n: usize) ->
     Ok(())
 }
 
-/// Creates `group` on `stream` at the beginning, replacing an old one.
-pub async fn fresh_group(con: &mut MultiplexedConnection, stream: &str, group: &str) -> Result<()> {
+/// Deletes `group` from `stream` (frees its pending list between runs).
+pub async fn destroy_group(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Result<()> {
     let _: Value = redis::cmd("XGROUP")
         .arg("DESTROY")
         .arg(stream)
         .arg(group)
         .query_async(con)
-        .await
-        .unwrap_or(Value::Nil);
+        .await?;
+    Ok(())
+}
+
+/// Creates `group` on `stream` at the beginning, replacing an old one.
+pub async fn fresh_group(con: &mut MultiplexedConnection, stream: &str, group: &str) -> Result<()> {
+    // The stream may not exist yet: nothing to destroy then.
+    let _ = destroy_group(con, stream, group).await;
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)

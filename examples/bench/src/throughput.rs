@@ -46,12 +46,7 @@ pub async fn baseline(
     let (entries, took) = native::drain_limit(&mut con, stream, group, count, style, limit).await?;
     let consumer_cpu = meter.elapsed();
     let redis_cpu = redis_meter.elapsed();
-    let _: () = redis::cmd("XGROUP")
-        .arg("DESTROY")
-        .arg(stream)
-        .arg(group)
-        .query_async(&mut con)
-        .await?;
+    server::destroy_group(&mut con, stream, group).await?;
     Ok(Measurement {
         entries: entries as u64,
         seconds: took.as_secs_f64(),
@@ -120,12 +115,7 @@ pub async fn host(
     for h in hosts {
         h.stop()?;
     }
-    let _: () = redis::cmd("XGROUP")
-        .arg("DESTROY")
-        .arg(stream)
-        .arg(group)
-        .query_async(&mut con)
-        .await?;
+    server::destroy_group(&mut con, stream, group).await?;
     server::delete(&mut con, cleanup).await?;
     Ok(result)
 }

@@ -61,14 +61,9 @@ pub async fn register_consumer(con: &mut MultiplexedConnection, g: &GroupRef) ->
 }
 
 /// `XREADGROUP GROUP group consumer COUNT count BLOCK ms STREAMS stream >`
-pub async fn read_new(
-    con: &mut MultiplexedConnection,
-    g: &GroupRef,
-    count: usize,
-    block: Duration,
-) -> RedisResult<Vec<Entry>> {
-    let reply: Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
+pub fn read_new_cmd(g: &GroupRef, count: usize, block: Duration) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
         .arg(&g.group)
         .arg(&g.consumer)
         .arg("COUNT")
@@ -77,9 +72,18 @@ pub async fn read_new(
         .arg(block.as_millis().max(1) as u64)
         .arg("STREAMS")
         .arg(&g.stream)
-        .arg(">")
-        .query_async(con)
-        .await?;
+        .arg(">");
+    cmd
+}
+
+/// Sends [`read_new_cmd`] through redis-rs (the path for TLS URLs).
+pub async fn read_new(
+    con: &mut MultiplexedConnection,
+    g: &GroupRef,
+    count: usize,
+    block: Duration,
+) -> RedisResult<Vec<Entry>> {
+    let reply: Value = read_new_cmd(g, count, block).query_async(con).await?;
     parse_xreadgroup(reply, 1).map_err(shape_error)
 }
 

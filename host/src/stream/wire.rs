@@ -123,18 +123,7 @@ impl ReadConnection {
         count: usize,
         block: Duration,
     ) -> RedisResult<Vec<Entry>> {
-        let cmd = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&g.group)
-            .arg(&g.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(block.as_millis().max(1) as u64)
-            .arg("STREAMS")
-            .arg(&g.stream)
-            .arg(">")
-            .get_packed_command();
+        let cmd = super::commands::read_new_cmd(g, count, block).get_packed_command();
         let limit = block + self.timeout;
         within(limit, async {
             self.write(&cmd).await?;
