@@ -299,3 +299,17 @@ fn reads_through_an_acl_user_on_a_numbered_database() {
     let on_db0: bool = redis::cmd("EXISTS").arg(&stream).query(&mut admin).unwrap();
     assert!(!on_db0, "nothing was written to database 0");
 }
+
+#[test]
+fn reads_over_a_unix_socket() {
+    let redis = RedisServer::start();
+    let stream = key("unix");
+    for i in 0..20 {
+        redis.add(&stream, &[("n", &i.to_string())]);
+    }
+    let _host = Host::run(&redis.unix_url(), &stream, "g", &plugin("noop"), &[]);
+    eventually(WAIT, "all 20 read and acked over the socket", || {
+        (redis.entries_read(&stream, "g") == Some(20) && redis.pending(&stream, "g") == 0)
+            .then_some(())
+    });
+}

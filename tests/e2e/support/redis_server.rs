@@ -43,6 +43,9 @@ impl RedisServer {
                 "",
             ])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--unixsocket")
+            .arg(self.socket_path())
+            .args(["--unixsocketperm", "700"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -68,6 +71,16 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's Unix socket.
+    pub fn socket_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// `redis+unix://<socket>`: the same server over its Unix socket.
+    pub fn unix_url(&self) -> String {
+        format!("redis+unix://{}", self.socket_path().display())
     }
 
     /// A fresh synchronous connection for assertions.
