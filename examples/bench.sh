@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite in one command: builds the host (release), the bench
-# runner and every plugin (Rust, Python, JavaScript), then measures
+# runner and every plugin (Rust, Python, JavaScript), installs the peers'
+# clients (node-redis, redis-py; examples/bench/peers), then measures
 # throughput, CPU, memory, latency and the hot-swap pause against native
 # Rust consumer loops on a private redis-server. Results go to target/bench/
 # (results.json, chart.svg, section.md).
@@ -17,4 +18,5 @@ cargo build --quiet --release --locked -p streamhost -p streamhost-bench
 plugins/build.sh >&2
 plugins/python-fraud/build.sh >&2
 plugins/js-enrich/build.sh >&2
+examples/bench/peers/setup.sh >&2
 exec target/release/streamhost-bench "$@"

@@ -1,5 +1,6 @@
-//! `host run` as a child process: started with the benchmark's flags, its
-//! CPU time and peak memory read from /proc, stopped with SIGTERM.
+//! A consumer process — `host run`, or a peer (the guides' loops in Node.js
+//! and Python) — started as a child, its CPU time and peak memory read from
+//! /proc, stopped with SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +25,7 @@ pub struct HostSpec {
     pub log_dir: PathBuf,
 }
 
-/// A running host process.
+/// A running consumer process.
 #[derive(Debug)]
 pub struct HostProc {
     child: Child,
@@ -34,10 +35,8 @@ pub struct HostProc {
 impl HostProc {
     /// Starts `host run` on `stream`/`group` as consumer `consumer`.
     pub fn start(spec: &HostSpec, stream: &str, group: &str, consumer: &str) -> Result<Self> {
-        let log = spec.log_dir.join(format!("{group}-{consumer}.log"));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(&spec.bin)
-            .arg("run")
+        let mut cmd = Command::new(&spec.bin);
+        cmd.arg("run")
             .args(["--redis", &spec.redis, "--stream", stream, "--group", group])
             .args(["--consumer", consumer, "--block", "500ms", "--log", "warn"])
             .arg("--plugin")
@@ -45,12 +44,34 @@ impl HostProc {
             .arg("--cache-dir")
             .arg(&spec.cache_dir)
             // A benchmark host has nothing to trim or hand over; defaults otherwise.
-            .args(&spec.args)
+            .args(&spec.args);
+        Self::spawn(cmd, &spec.log_dir.join(format!("{group}-{consumer}.log")))
+    }
+
+    /// Starts a peer: `program script URL STREAM GROUP CONSUMER`.
+    pub fn peer(
+        program: &Path,
+        script: &Path,
+        url: &str,
+        (stream, group, consumer): (&str, &str, &str),
+        log_dir: &Path,
+    ) -> Result<Self> {
+        let mut cmd = Command::new(program);
+        cmd.arg(script).args([url, stream, group, consumer]);
+        Self::spawn(cmd, &log_dir.join(format!("{group}-{consumer}.log")))
+    }
+
+    fn spawn(mut cmd: Command, log: &Path) -> Result<Self> {
+        let file = std::fs::File::create(log)?;
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .with_context(|| format!("starting {}", spec.bin.display()))?;
-        Ok(Self { child, log })
+            .with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Self {
+            child,
+            log: log.to_owned(),
+        })
     }
 
     /// The process id.
@@ -62,7 +83,7 @@ impl HostProc {
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!(
-                "host exited early ({status}); its log:\n{}",
+                "consumer exited early ({status}); its log:\n{}",
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
@@ -85,7 +106,7 @@ impl HostProc {
             if let Some(status) = self.child.try_wait()? {
                 if !status.success() {
                     eprintln!(
-                        "warning: host exited with {status}; log in {}",
+                        "warning: consumer exited with {status}; log in {}",
                         self.log.display()
                     );
                 }
@@ -94,7 +115,7 @@ impl HostProc {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!("host did not stop within 30s of SIGTERM");
+                bail!("consumer did not stop within 30s of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use crate::hostproc::HostSpec;
+use crate::hostproc::{HostProc, HostSpec};
 use crate::native::AckStyle;
 use crate::report::{LatencyRow, Machine, Report, Scenario};
 
@@ -38,8 +38,9 @@ struct Args {
     /// Interleaved rounds of all throughput scenarios; medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Throughput scenarios to run (default: all). Names: native, guide,
-    /// noop, notify, analytics, python, js, noop-x2, noop-fresh.
+    /// Throughput scenarios to run (default: all). Names: native, guide-rust,
+    /// guide-node, guide-python, noop, noop-fresh, noop-x2, notify, analytics,
+    /// python, js.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Fixed arrival rates for the latency runs (entries/s); `0` skips them.
@@ -94,6 +95,11 @@ enum Kind {
         processes: usize,
         cleanup: &'static [&'static str],
     },
+    /// A peer consumer process: `peers/<program> peers/<script>`.
+    Peer {
+        program: &'static str,
+        script: &'static str,
+    },
 }
 
 fn plans() -> Vec<Plan> {
@@ -105,9 +111,27 @@ fn plans() -> Vec<Plan> {
             divisor: 1,
         },
         Plan {
-            name: "guide",
-            what: "the reference guides' worker loop in Rust: COUNT 10, one awaited XACK per entry",
+            name: "guide-rust",
+            what: "the reference guides' worker loop in Rust (redis-rs): COUNT 10, one awaited XACK per entry",
             kind: Kind::Baseline(10, AckStyle::PerEntry),
+            divisor: 10,
+        },
+        Plan {
+            name: "guide-node",
+            what: "the node-redis guide's ConsumerWorker loop (Node.js, node-redis): COUNT 10, one awaited XACK per entry",
+            kind: Kind::Peer {
+                program: "node",
+                script: "guide-worker.mjs",
+            },
+            divisor: 10,
+        },
+        Plan {
+            name: "guide-python",
+            what: "the same loop in Python (redis-py)",
+            kind: Kind::Peer {
+                program: ".venv/bin/python",
+                script: "guide_worker.py",
+            },
             divisor: 10,
         },
         Plan {
@@ -208,9 +232,21 @@ async fn main() -> Result<()> {
             p.name == "native" || args.only.is_empty() || args.only.iter().any(|o| o == p.name)
         })
         .collect();
+    let peers = root.join("examples/bench/peers");
     for plan in &plans {
-        if let Kind::Host { plugin, .. } = plan.kind {
-            need(&args.plugins.join(plugin))?;
+        match plan.kind {
+            Kind::Host { plugin, .. } => need(&args.plugins.join(plugin))?,
+            Kind::Peer { .. } => {
+                for dep in ["node_modules/redis", ".venv/bin/python"] {
+                    if !peers.join(dep).exists() {
+                        bail!(
+                            "{} is missing: run examples/bench/peers/setup.sh (examples/bench.sh does)",
+                            peers.join(dep).display()
+                        );
+                    }
+                }
+            }
+            Kind::Baseline(..) => {}
         }
     }
     let probe = args.plugins.join("probe.wasm");
@@ -267,14 +303,7 @@ async fn main() -> Result<()> {
                 Kind::Baseline(count, style) => {
                     throughput::baseline(&server, stream, &group, *count, *style, limit).await?
                 }
-                Kind::Host {
-                    plugin,
-                    args: extra,
-                    processes,
-                    cleanup,
-                } => {
-                    let mut spec = spec(&args.plugins.join(plugin), extra);
-                    spec.redis = server.url.clone();
+                Kind::Host { .. } | Kind::Peer { .. } => {
                     let limited = if plan.divisor > 1 {
                         // A separate, shorter stream: the group reads it all.
                         let short = format!("{stream}:{}", plan.name);
@@ -285,13 +314,45 @@ async fn main() -> Result<()> {
                     } else {
                         stream.to_owned()
                     };
-                    throughput::host(
+                    let (count, cleanup): (usize, &[&str]) = match &plan.kind {
+                        Kind::Host {
+                            processes, cleanup, ..
+                        } => (*processes, cleanup),
+                        _ => (1, &[]),
+                    };
+                    let start = |consumer: &str| -> Result<HostProc> {
+                        match &plan.kind {
+                            Kind::Host {
+                                plugin,
+                                args: extra,
+                                ..
+                            } => {
+                                let mut spec = spec(&args.plugins.join(plugin), extra);
+                                spec.redis = server.url.clone();
+                                HostProc::start(&spec, &limited, &group, consumer)
+                            }
+                            Kind::Peer { program, script } => HostProc::peer(
+                                // A bare name is looked up on PATH.
+                                &if program.contains('/') {
+                                    peers.join(program)
+                                } else {
+                                    PathBuf::from(program)
+                                },
+                                &peers.join(script),
+                                &server.url,
+                                (&limited, &group, consumer),
+                                &logs,
+                            ),
+                            Kind::Baseline(..) => unreachable!("baselines run in-process"),
+                        }
+                    };
+                    throughput::processes(
                         &server,
-                        &spec,
+                        &start,
                         &limited,
                         &group,
                         limit as u64,
-                        *processes,
+                        count,
                         cleanup,
                     )
                     .await
@@ -303,7 +364,7 @@ async fn main() -> Result<()> {
             }
             let ratio = m.rate / native_rate;
             println!(
-                "round {}/{}  {:<11} {:>7.0} entries/s {:>5.2}x native  cpu {:>15} µs/entry  redis {:>15} µs/entry  rss {:>4} MiB",
+                "round {}/{}  {:<12} {:>7.0} entries/s {:>5.2}x native  cpu {:>15} µs/entry  redis {:>15} µs/entry  rss {:>4} MiB",
                 round + 1,
                 args.rounds,
                 plan.name,

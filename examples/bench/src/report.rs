@@ -270,7 +270,7 @@ impl Report {
         for (i, sc) in self.throughput.iter().enumerate() {
             let y = top1 + i as f64 * (bar_h + 8.0);
             let w = plot_w * sc.rate() / max_rate;
-            let baseline = matches!(sc.name.as_str(), "native" | "guide");
+            let baseline = sc.name == "native" || sc.name.starts_with("guide");
             let color = if baseline { "#6b7280" } else { "#2563eb" };
             let _ = writeln!(
                 s,

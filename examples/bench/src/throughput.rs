@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::hostproc::{HostProc, HostSpec};
+use crate::hostproc::HostProc;
 use crate::native::{self, AckStyle};
 use crate::procstat::CpuMeter;
 use crate::server::{self, Server};
@@ -58,11 +58,12 @@ pub async fn baseline(
     })
 }
 
-/// `processes` host processes on one fresh group, until all `entries` of
-/// `stream` are acked. `cleanup` keys (emit targets) are deleted afterwards.
-pub async fn host(
+/// `processes` consumer processes (started by `start(consumer)`) on one
+/// fresh group, until all `entries` of `stream` are acked. `cleanup` keys
+/// (emit targets) are deleted afterwards.
+pub async fn processes(
     server: &Server,
-    spec: &HostSpec,
+    start: &dyn Fn(&str) -> Result<HostProc>,
     stream: &str,
     group: &str,
     entries: u64,
@@ -72,7 +73,7 @@ pub async fn host(
     let mut con = server.connect().await?;
     server::fresh_group(&mut con, stream, group).await?;
     let mut hosts = (0..processes)
-        .map(|i| HostProc::start(spec, stream, group, &format!("bench-{i}")))
+        .map(|i| start(&format!("bench-{i}")))
         .collect::<Result<Vec<_>>>()?;
     let pids: Vec<u32> = hosts.iter().map(HostProc::pid).collect();
     let redis_pids: Vec<u32> = server.pid.into_iter().collect();
@@ -85,7 +86,7 @@ pub async fn host(
             h.check_alive()?;
         }
         if Instant::now() > deadline {
-            bail!("the host did not finish {entries} entries within 15 minutes");
+            bail!("the consumer did not finish {entries} entries within 15 minutes");
         }
         let (read, pending) = server::group_progress(&mut con, stream, group).await?;
         if window.is_none() && read > 0 {
