@@ -186,8 +186,7 @@ fn is_valid_start_id(id: &str) -> bool {
     if id == "$" || id == "0" {
         return true;
     }
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok()
+    crate::stream::entry::id_parts(id).is_some()
 }
 
 #[cfg(test)]

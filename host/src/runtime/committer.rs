@@ -273,11 +273,7 @@ impl Committer {
             Call::Emits(batch) => {
                 let mut keys: Vec<&str> = vec![&g.stream];
                 let mut index: HashMap<&str, usize> = HashMap::new();
-                let emits = batch.iter().flat_map(|s| match &s.outcome {
-                    Outcome::Ack { emits } => emits.as_slice(),
-                    _ => &[],
-                });
-                for e in emits.clone() {
+                for e in batch.iter().flat_map(emits_of) {
                     index.entry(e.stream.as_str()).or_insert_with(|| {
                         keys.push(&e.stream);
                         keys.len()
@@ -297,10 +293,7 @@ impl Committer {
                     // interleaved in the range; misses are checked one by one.
                     .arg(batch.len() * 4 + 64);
                 for s in batch {
-                    let emits = match &s.outcome {
-                        Outcome::Ack { emits } => emits.as_slice(),
-                        _ => &[],
-                    };
+                    let emits = emits_of(s);
                     cmd.arg(&s.entry.id).arg(emits.len());
                     for e in emits {
                         cmd.arg(index[e.stream.as_str()]).arg(e.fields.len());
@@ -347,24 +340,21 @@ impl Committer {
     }
 }
 
-/// The lowest and highest stream ids among `ids` (compared as ms-seq pairs,
-/// not as strings).
-fn id_range<'a>(ids: impl Iterator<Item = &'a str>) -> (&'a str, &'a str) {
-    let key = |id: &str| -> (u64, u64) {
-        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-    };
-    let mut range: Option<(&str, &str)> = None;
-    for id in ids {
-        range = Some(match range {
-            None => (id, id),
-            Some((lo, hi)) => (
-                if key(id) < key(lo) { id } else { lo },
-                if key(id) > key(hi) { id } else { hi },
-            ),
-        });
+/// The lowest and highest stream ids among `ids`, in stream order
+/// (`("-", "+")`, everything, when there are none).
+fn id_range<'a>(ids: impl Iterator<Item = &'a str> + Clone) -> (&'a str, &'a str) {
+    let order = |id: &&str| crate::stream::entry::id_parts(id);
+    let lowest = ids.clone().min_by_key(order).unwrap_or("-");
+    let highest = ids.max_by_key(order).unwrap_or("+");
+    (lowest, highest)
+}
+
+/// What a settled success emitted (nothing for other outcomes).
+fn emits_of(s: &Settled) -> &[crate::outcome::Emit] {
+    match &s.outcome {
+        Outcome::Ack { emits } => emits,
+        _ => &[],
     }
-    range.unwrap_or(("-", "+"))
 }
 
 /// Most entries acked with their emits by one script call: bounds how long
@@ -391,8 +381,8 @@ impl Call {
         let mut values = 0;
         for s in scripted {
             match &s.outcome {
-                Outcome::Ack { emits } => {
-                    let n: usize = emits.iter().map(|e| 2 + 2 * e.fields.len()).sum();
+                Outcome::Ack { .. } => {
+                    let n: usize = emits_of(&s).iter().map(|e| 2 + 2 * e.fields.len()).sum();
                     if !batch.is_empty()
                         && (batch.len() >= EMIT_CALL_ENTRIES || values + n > EMIT_CALL_VALUES)
                     {

@@ -52,6 +52,13 @@ impl Payload {
     }
 }
 
+/// The numeric parts of a stream id, `<ms>-<seq>` (a bare `<ms>` means
+/// sequence 0); `None` if it is not one. Ids order by these, not as text.
+pub fn id_parts(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
 /// A reply that did not have the shape Redis documents for the command.
 #[derive(Debug, thiserror::Error)]
 #[error("unexpected reply shape for {command}: {detail}")]
