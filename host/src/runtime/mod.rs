@@ -144,6 +144,7 @@ pub async fn run_prepared(
         plugin = %plugin.identity(), compile_ms = plugin.compile_time().as_millis() as u64, cached = plugin.from_cache(),
         redis = %describe_target(&client), stream = %group.stream, group = %group.group,
         consumer = %group.consumer, concurrency = config.concurrency, dlq = %config.dlq,
+        fresh_instance = config.fresh_instance,
         "starting"
     );
 

@@ -104,10 +104,13 @@ fn add(c: &AtomicU64, n: u64) {
 }
 
 impl Stats {
-    /// Entries read by one XREADGROUP.
+    /// Entries read by one XREADGROUP (an empty read, a BLOCK that timed
+    /// out, does not count as a call: it would skew the average batch).
     pub fn read(&self, n: u64) {
-        add(&self.read, n);
-        add(&self.read_calls, 1);
+        if n > 0 {
+            add(&self.read, n);
+            add(&self.read_calls, 1);
+        }
     }
     /// One commit round trip completed.
     pub fn committed(&self) {
