@@ -5,17 +5,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use redis::Value;
+use streamhost::limits::Limits;
 use streamhost::outcome::DeadLetterKind;
-use streamhost::plugin::{Event, PluginEngine, PluginInstance, PluginSettings};
+use streamhost::plugin::{EmitTargets, Event, PluginEngine, PluginInstance, PluginSettings};
+use streamhost::stream::EntryLimits;
 use streamhost::stream::dlq::{self, DeadLetterSource};
 use streamhost::stream::entry::parse_xreadgroup;
 use streamhost::stream::wire;
-use streamhost::stream::{Entry, Payload};
 use streamhost::units::ByteSize;
+
+const LIMITS: EntryLimits = EntryLimits {
+    max_fields: 1_000,
+    max_bytes: 1 << 20,
+};
 
 fn fields(i: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
     vec![
@@ -69,21 +74,18 @@ fn wire_reply(n: usize) -> Vec<u8> {
     out
 }
 
-/// Reply decoding: the host's own RESP decoder (frame scan + decode) against
-/// redis-rs (value tree, then entries) on the same bytes.
+/// Reply decoding: the host's own streaming RESP decoder against redis-rs
+/// (value tree, then entries) on the same bytes.
 fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_xreadgroup_500x5");
     g.throughput(Throughput::Elements(500));
     let bytes = wire_reply(500);
     assert_eq!(
-        wire::decode_xreadgroup(&bytes).expect("valid reply"),
+        wire::decode_xreadgroup(&bytes, LIMITS).expect("valid reply"),
         parse_xreadgroup(redis::parse_redis_value(&bytes).unwrap(), 1).unwrap()
     );
     g.bench_function("streamhost_resp", |b| {
-        b.iter(|| {
-            let len = wire::scan(&bytes).expect("valid").expect("complete");
-            wire::decode_xreadgroup(&bytes[..len]).expect("valid reply")
-        })
+        b.iter(|| wire::decode_xreadgroup(&bytes, LIMITS).expect("valid reply"))
     });
     g.bench_function("redis_rs_value_tree", |b| {
         b.iter(|| {
@@ -148,11 +150,16 @@ fn event(i: usize) -> Event {
 
 fn call(c: &mut Criterion) {
     let engine = PluginEngine::new().expect("engine");
-    let settings = PluginSettings {
-        config: Default::default(),
-        max_memory: ByteSize(64 << 20),
-        timeout: Duration::from_secs(5),
-    };
+    let settings = PluginSettings::new(
+        Default::default(),
+        &Limits::default(),
+        EmitTargets::default(),
+    );
+    // Workers drive calls on a current-thread runtime of their own.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let plugin = engine
         .load(&noop_plugin(), &settings)
         .expect("no-op plugin loads");
@@ -160,11 +167,13 @@ fn call(c: &mut Criterion) {
     let mut g = c.benchmark_group("plugin_call");
     g.throughput(Throughput::Elements(1));
     let mut warm = PluginInstance::new(plugin.clone());
-    g.bench_function("noop_warm_instance", |b| b.iter(|| warm.call(&ev)));
+    g.bench_function("noop_warm_instance", |b| {
+        b.iter(|| rt.block_on(warm.call(&ev)))
+    });
     g.bench_function("noop_fresh_instance", |b| {
         b.iter(|| {
             let mut fresh = PluginInstance::new(plugin.clone());
-            fresh.call(&ev)
+            rt.block_on(fresh.call(&ev))
         })
     });
     let pooled = PluginEngine::pooled(8, ByteSize(64 << 20))
@@ -174,23 +183,13 @@ fn call(c: &mut Criterion) {
     g.bench_function("noop_fresh_instance_pooled", |b| {
         b.iter(|| {
             let mut fresh = PluginInstance::new(pooled.clone());
-            fresh.call(&ev)
+            rt.block_on(fresh.call(&ev))
         })
     });
     g.finish();
 }
 
 fn dead_letter(c: &mut Criterion) {
-    let entry = Entry {
-        id: "1716998413541-7".into(),
-        payload: Payload::Fields(
-            fields(7)
-                .into_iter()
-                .map(|(k, v)| (String::from_utf8(k).expect("utf-8"), v))
-                .collect(),
-        ),
-        delivery_count: 3,
-    };
     let src = DeadLetterSource {
         stream: "orders",
         group: "bench",
@@ -198,8 +197,16 @@ fn dead_letter(c: &mut Criterion) {
         plugin: "noop",
         plugin_version: "0123456789ab",
     };
-    c.bench_function("dlq_record", |b| {
-        b.iter(|| dlq::record(&entry, DeadLetterKind::Permanent, "card declined", src))
+    c.bench_function("dlq_metadata", |b| {
+        b.iter(|| {
+            dlq::metadata(
+                DeadLetterKind::Permanent,
+                "card declined",
+                "1716998413541-7",
+                dlq::deliveries(DeadLetterKind::Permanent, 3),
+                src,
+            )
+        })
     });
 }
 

@@ -5,8 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::plugin::{PluginEngine, PluginError, PluginSettings, WORLD};
-use crate::units::ByteSize;
+use crate::plugin::{EmitTargets, PluginEngine, PluginError, PluginSettings, WORLD};
 
 /// What `host check` reports about a valid plugin.
 #[derive(Debug, Clone, Serialize)]
@@ -34,11 +33,8 @@ pub struct CheckReport {
 /// Compiles and type-checks `path` (blocking).
 pub fn check(path: &Path) -> Result<CheckReport, PluginError> {
     let engine = PluginEngine::new()?;
-    let settings = PluginSettings {
-        config: Default::default(),
-        max_memory: ByteSize(64 << 20),
-        timeout: std::time::Duration::from_secs(5),
-    };
+    let limits = crate::limits::Limits::default();
+    let settings = PluginSettings::new(Default::default(), &limits, EmitTargets::default());
     let plugin = engine.load(path, &settings)?;
     Ok(CheckReport {
         path: path.display().to_string(),

@@ -111,14 +111,19 @@ pub struct RunArgs {
     /// Entries per XREADGROUP (COUNT).
     #[arg(long, env = "STREAMHOST_BATCH", default_value_t = 500)]
     pub batch: usize,
-    /// Most entries read but not yet acked or dead-lettered [default: 2 × --batch].
-    #[arg(long, env = "STREAMHOST_MAX_IN_FLIGHT")]
+    /// Most entries read but not yet acked or dead-lettered, those waiting out a retry backoff included [default: 2 × --batch].
+    #[arg(long, env = "STREAMHOST_MAX_IN_FLIGHT", help_heading = "Limits")]
     pub max_in_flight: Option<usize>,
     /// How long one XREADGROUP waits for new entries (BLOCK).
     #[arg(long, env = "STREAMHOST_BLOCK", default_value = "2s", value_parser = duration)]
     pub block: Duration,
     /// Deliveries after which a still-failing entry is dead-lettered (kind `max-deliveries`).
-    #[arg(long, env = "STREAMHOST_MAX_DELIVERIES", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "STREAMHOST_MAX_DELIVERIES",
+        default_value_t = 5,
+        help_heading = "Limits"
+    )]
     pub max_deliveries: u32,
     /// Idle time after which a pending entry is reclaimed and retried.
     #[arg(long, env = "STREAMHOST_CLAIM_IDLE", default_value = "30s", value_parser = duration)]
@@ -126,22 +131,84 @@ pub struct RunArgs {
     /// How often to look for idle pending entries to reclaim.
     #[arg(long, env = "STREAMHOST_CLAIM_INTERVAL", default_value = "5s", value_parser = duration)]
     pub claim_interval: Duration,
-    /// Deadline of one handler call; exceeding it counts as a retryable failure.
-    #[arg(long, env = "STREAMHOST_HANDLER_TIMEOUT", default_value = "5s", value_parser = duration)]
+    /// Deadline of one handler call, time blocked in host calls included; exceeding it counts as a retryable failure.
+    #[arg(long, env = "STREAMHOST_HANDLER_TIMEOUT", default_value = "5s", value_parser = duration, help_heading = "Limits")]
     pub handler_timeout: Duration,
-    /// Linear-memory cap per plugin instance (e.g. 64MiB).
-    #[arg(long, env = "STREAMHOST_MAX_MEMORY", default_value = "64MiB")]
+    /// Memory cap per plugin instance, all its linear memories and tables together (e.g. 64MiB).
+    #[arg(
+        long,
+        env = "STREAMHOST_MAX_MEMORY",
+        default_value = "64MiB",
+        help_heading = "Limits"
+    )]
     pub max_memory: ByteSize,
     /// A new plugin instance for every entry, so no state can leak between entries
     /// (costs an instantiation per call; by default each worker keeps one warm instance).
     #[arg(long, env = "STREAMHOST_FRESH_INSTANCE")]
     pub fresh_instance: bool,
-    /// Entries larger than this (names + values) are dead-lettered as `invalid`.
-    #[arg(long, env = "STREAMHOST_MAX_ENTRY_SIZE", default_value = "1MiB")]
+    /// Entries larger than this (names and values plus 48 bytes per field) are dead-lettered as `invalid`.
+    #[arg(
+        long,
+        env = "STREAMHOST_MAX_ENTRY_SIZE",
+        default_value = "1MiB",
+        help_heading = "Limits"
+    )]
     pub max_entry_size: ByteSize,
+    /// Entries with more fields are dead-lettered as `invalid`; a handler emitting an entry with more fails permanently (at most 3900).
+    #[arg(
+        long,
+        env = "STREAMHOST_MAX_FIELDS",
+        default_value_t = 1000,
+        help_heading = "Limits"
+    )]
+    pub max_fields: usize,
+    /// Entries one handler call may emit; more fails the call permanently.
+    #[arg(
+        long,
+        env = "STREAMHOST_MAX_EMITS",
+        default_value_t = 1000,
+        help_heading = "Limits"
+    )]
+    pub max_emits: usize,
+    /// Bytes one handler call may emit (stream names, names and values, plus 48 bytes per field and 64 per entry); more fails the call permanently.
+    #[arg(
+        long,
+        env = "STREAMHOST_MAX_EMIT_BYTES",
+        default_value = "1MiB",
+        help_heading = "Limits"
+    )]
+    pub max_emit_bytes: ByteSize,
+    /// Longest plugin log message, stdout/stderr line or failure reason; longer ones are cut.
+    #[arg(
+        long,
+        env = "STREAMHOST_MAX_MESSAGE_SIZE",
+        default_value = "4KiB",
+        help_heading = "Limits"
+    )]
+    pub max_message_size: ByteSize,
+    /// Plugin log lines per second (log calls and stdout/stderr lines); more are dropped and counted.
+    #[arg(
+        long,
+        env = "STREAMHOST_MAX_LOG_RATE",
+        default_value_t = 100,
+        help_heading = "Limits"
+    )]
+    pub max_log_rate: u32,
+    /// Streams a handler may emit to (`*` and `?` wildcards); repeatable. Without it, any stream but the source and the DLQ; those only when named literally.
+    #[arg(
+        long = "emit-allow",
+        value_name = "PATTERN",
+        env = "STREAMHOST_EMIT_ALLOW",
+        value_delimiter = ',',
+        help_heading = "Limits"
+    )]
+    pub emit_allow: Vec<String>,
     /// Dead-letter stream [default: <stream>:dlq].
     #[arg(long, env = "STREAMHOST_DLQ")]
     pub dlq: Option<String>,
+    /// Keep about this many dead letters (XADD MAXLEN ~); none by default.
+    #[arg(long, env = "STREAMHOST_DLQ_MAXLEN", help_heading = "Limits")]
+    pub dlq_maxlen: Option<u64>,
     /// Where a newly created group starts: `0` (all history), `$` (new entries only) or an id.
     #[arg(long, env = "STREAMHOST_START_ID", default_value = "0")]
     pub start_id: String,
@@ -166,6 +233,9 @@ pub struct RunArgs {
     /// How often to check the plugin file for a new version, besides file notifications and SIGHUP (0s: never).
     #[arg(long, env = "STREAMHOST_WATCH_INTERVAL", default_value = "2s", value_parser = duration)]
     pub watch_interval: Duration,
+    /// Do not watch the plugin file (no file notifications, no polling): reload it on SIGHUP only.
+    #[arg(long, env = "STREAMHOST_NO_WATCH")]
+    pub no_watch: bool,
     /// Directory for compiled plugins, so restarts skip compilation [default: $XDG_CACHE_HOME/streamhost or ~/.cache/streamhost].
     #[arg(long, env = "STREAMHOST_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -208,7 +278,14 @@ impl RunArgs {
             max_memory: self.max_memory,
             fresh_instance: self.fresh_instance,
             max_entry_size: self.max_entry_size,
+            max_fields: self.max_fields,
+            max_emits: self.max_emits,
+            max_emit_bytes: self.max_emit_bytes,
+            max_message_size: self.max_message_size,
+            max_log_rate: self.max_log_rate,
+            emit_allow: self.emit_allow,
             dlq,
+            dlq_maxlen: self.dlq_maxlen,
             start_id: self.start_id,
             retry_backoff: self.retry_backoff,
             maxlen: self.maxlen,
@@ -217,6 +294,7 @@ impl RunArgs {
             handover: self.handover,
             shutdown_grace: self.shutdown_grace,
             watch_interval: self.watch_interval,
+            watch: !self.no_watch,
             cache_dir: if self.no_cache {
                 None
             } else {
@@ -293,6 +371,30 @@ mod tests {
         );
         assert!(c.consumer.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn defaults_match_the_documented_limits() {
+        let cli = Cli::try_parse_from([
+            "host",
+            "run",
+            "--stream",
+            "s",
+            "--group",
+            "g",
+            "--plugin",
+            "p",
+            "--concurrency",
+            "2",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("parsed as run")
+        };
+        assert_eq!(
+            args.into_config().limits(),
+            crate::limits::Limits::default()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::limits::{Limits, MAX_FIELDS_CEILING};
 use crate::units::ByteSize;
 
 /// Longest backoff before a failed entry is released for redelivery.
@@ -46,10 +47,26 @@ pub struct RunConfig {
     /// A new plugin instance for every call (no state carried between
     /// entries) instead of one warm instance per worker.
     pub fresh_instance: bool,
-    /// Entries larger than this are dead-lettered as `invalid`.
+    /// Entries larger than this (names and values plus 48 bytes per field)
+    /// are dead-lettered as `invalid`.
     pub max_entry_size: ByteSize,
+    /// Entries with more fields are dead-lettered as `invalid`; emitted
+    /// entries with more fail the call permanently.
+    pub max_fields: usize,
+    /// Entries one call may emit.
+    pub max_emits: usize,
+    /// Bytes one call may emit (stream names, names, values and overheads).
+    pub max_emit_bytes: ByteSize,
+    /// Longest plugin log message, stdout/stderr line or failure reason.
+    pub max_message_size: ByteSize,
+    /// Plugin log lines per second (log calls and stdout/stderr lines).
+    pub max_log_rate: u32,
+    /// Patterns an emit target must match (empty: any but the source and the DLQ).
+    pub emit_allow: Vec<String>,
     /// Dead-letter stream key.
     pub dlq: String,
+    /// Approximate length cap of the dead-letter stream.
+    pub dlq_maxlen: Option<u64>,
     /// Where a newly created group starts (`0` = whole history, `$` = new entries only).
     pub start_id: String,
     /// Base delay before a retryable failure is released for redelivery
@@ -69,6 +86,8 @@ pub struct RunConfig {
     /// How often the plugin file is checked for changes besides filesystem
     /// notifications and SIGHUP (zero: notifications and SIGHUP only).
     pub watch_interval: Duration,
+    /// Whether the plugin file is watched at all (`false`: SIGHUP only).
+    pub watch: bool,
     /// Where compiled plugins are cached (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
     /// How often a progress line is logged (zero disables).
@@ -99,6 +118,24 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl RunConfig {
+    /// The limits this configuration sets.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            handler_timeout: self.handler_timeout,
+            max_memory: self.max_memory,
+            max_emits: self.max_emits,
+            max_emit_bytes: self.max_emit_bytes,
+            max_message_size: self.max_message_size,
+            max_log_rate: self.max_log_rate,
+            max_entry_size: self.max_entry_size,
+            max_fields: self.max_fields,
+            max_deliveries: self.max_deliveries,
+            concurrency: self.concurrency,
+            max_in_flight: self.max_in_flight,
+            dlq_maxlen: self.dlq_maxlen,
+        }
+    }
+
     /// Checks ranges and cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (flag, value) in [
@@ -178,6 +215,29 @@ impl RunConfig {
         if self.max_entry_size.0 == 0 {
             return Err(invalid("max-entry-size", "must be above zero"));
         }
+        if self.max_fields == 0 || self.max_fields > MAX_FIELDS_CEILING {
+            return Err(invalid(
+                "max-fields",
+                format!(
+                    "must be between 1 and {MAX_FIELDS_CEILING} (the most one Redis script can append in one XADD)"
+                ),
+            ));
+        }
+        if self.max_emits == 0 || self.max_emits > 1_000_000 {
+            return Err(invalid("max-emits", "must be between 1 and 1000000"));
+        }
+        if self.max_emit_bytes.0 < 1024 {
+            return Err(invalid("max-emit-bytes", "must be at least 1KiB"));
+        }
+        if self.max_message_size.0 < 64 || self.max_message_size.0 > 1 << 20 {
+            return Err(invalid("max-message-size", "must be between 64B and 1MiB"));
+        }
+        if self.dlq_maxlen == Some(0) {
+            return Err(invalid("dlq-maxlen", "must be at least 1"));
+        }
+        if let Some(p) = self.emit_allow.iter().find(|p| p.is_empty()) {
+            return Err(invalid("emit-allow", format!("{p:?} is an empty pattern")));
+        }
         Ok(())
     }
 }
@@ -209,7 +269,14 @@ pub(crate) fn sample() -> RunConfig {
         max_memory: ByteSize(64 << 20),
         fresh_instance: false,
         max_entry_size: ByteSize(1 << 20),
+        max_fields: 1_000,
+        max_emits: 1_000,
+        max_emit_bytes: ByteSize(1 << 20),
+        max_message_size: ByteSize(4 << 10),
+        max_log_rate: 100,
+        emit_allow: Vec::new(),
         dlq: "s:dlq".into(),
+        dlq_maxlen: None,
         start_id: "0".into(),
         retry_backoff: Duration::from_secs(1),
         maxlen: None,
@@ -218,6 +285,7 @@ pub(crate) fn sample() -> RunConfig {
         handover: false,
         shutdown_grace: Duration::from_secs(10),
         watch_interval: Duration::from_secs(2),
+        watch: true,
         cache_dir: None,
         stats_interval: Duration::from_secs(30),
     }
@@ -246,7 +314,13 @@ mod tests {
     #[test]
     fn rejects_out_of_range_values() {
         type Breaker = fn(&mut RunConfig);
-        let cases: [(&str, Breaker); 8] = [
+        let cases: [(&str, Breaker); 14] = [
+            ("--max-fields", |c| c.max_fields = 0),
+            ("--max-fields", |c| c.max_fields = 3_901),
+            ("--max-emits", |c| c.max_emits = 0),
+            ("--max-emit-bytes", |c| c.max_emit_bytes = ByteSize(10)),
+            ("--max-message-size", |c| c.max_message_size = ByteSize(1)),
+            ("--dlq-maxlen", |c| c.dlq_maxlen = Some(0)),
             ("--batch", |c| c.batch = 0),
             ("--concurrency", |c| c.concurrency = 0),
             ("--max-in-flight", |c| c.max_in_flight = 10),
@@ -256,6 +330,7 @@ mod tests {
             ("--maxlen", |c| c.maxlen = Some(0)),
             ("--max-age", |c| c.max_age = Some(Duration::ZERO)),
         ];
+        assert!(sample().limits().memory_bound() > 0);
         for (flag, break_it) in cases {
             let mut c = sample();
             break_it(&mut c);

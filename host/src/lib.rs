@@ -9,6 +9,8 @@ pub mod backoff;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod fault;
+pub mod limits;
 pub mod outcome;
 pub mod plugin;
 pub mod runtime;

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 const EXIT_USAGE: u8 = 64;
 /// Exit status for a refused plugin (BSD `EX_DATAERR`).
 const EXIT_DATAERR: u8 = 65;
+/// Exit status after a task of the runtime failed (BSD `EX_SOFTWARE`).
+const EXIT_SOFTWARE: u8 = 70;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -75,6 +77,7 @@ fn report(e: RunError) -> ExitCode {
         RunError::Config(_) | RunError::RedisUrl(_) => EXIT_USAGE,
         RunError::Plugin(_) => EXIT_DATAERR,
         RunError::Spawn(_) => 1,
+        RunError::TaskFailed { .. } => EXIT_SOFTWARE,
     };
     tracing::error!(error = %e, "cannot run");
     eprintln!("error: {e}");

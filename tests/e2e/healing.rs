@@ -4,25 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, eventually, key};
+use crate::support::{Host, RedisServer, eventually, fast as with, key};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Fast healing for tests: reclaim after 1s idle, sweep every 100ms.
-const FAST: [&str; 8] = [
-    "--claim-idle",
-    "1s",
-    "--claim-interval",
-    "100ms",
-    "--handler-timeout",
-    "900ms",
-    "--retry-backoff",
-    "100ms",
-];
-
-fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    FAST.iter().copied().chain(extra.iter().copied()).collect()
-}
 
 /// How many times each source id appears in `stream`.
 fn counts(redis: &RedisServer, stream: &str) -> HashMap<String, usize> {

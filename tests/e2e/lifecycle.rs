@@ -156,3 +156,39 @@ fn a_host_started_while_redis_is_down_waits_and_then_serves() {
     host.signal(libc::SIGTERM);
     assert_eq!(host.wait_exit(Duration::from_secs(15)).code(), Some(0));
 }
+
+#[test]
+fn entries_waiting_out_a_retry_backoff_count_against_max_in_flight() {
+    let redis = RedisServer::start();
+    let stream = key("backpressure");
+    for _ in 0..50 {
+        redis.add(
+            &stream,
+            &[("action", "retryable"), ("reason", "downstream down")],
+        );
+    }
+    let host = Host::misbehave(
+        &redis,
+        &stream,
+        &[
+            "--batch",
+            "10",
+            "--max-in-flight",
+            "10",
+            "--retry-backoff",
+            "5m",
+            "--max-deliveries",
+            "100",
+        ],
+    );
+    eventually(WAIT, "the first window failed", || {
+        (host.count_log("entry stays pending for retry") >= 10).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        redis.entries_read(&stream, "g"),
+        Some(10),
+        "no more entries read while ten wait out their backoff"
+    );
+    assert_eq!(redis.pending(&stream, "g"), 10);
+}

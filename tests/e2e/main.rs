@@ -4,7 +4,12 @@
 mod support;
 
 mod cache;
+mod claims;
 mod healing;
+mod hostile_calls;
+mod hostile_emits;
+mod hostile_entries;
+mod hostile_output;
 mod hotswap;
 mod languages;
 mod lifecycle;

@@ -125,3 +125,80 @@ fn max_age_trims_old_entries_but_not_past_a_pending_one() {
     });
     assert_eq!(left, [fresh]);
 }
+
+#[test]
+fn maxlen_keeps_n_entries_when_a_groups_lag_is_unknown() {
+    let redis = RedisServer::start();
+    small_nodes(&redis);
+    let stream = key("unknown-lag");
+    let all: Vec<String> = (0..100)
+        .map(|i| redis.add(&stream, &[("n", &i.to_string())]))
+        .collect();
+    let mut c = redis.conn();
+    // Created at an explicit id: Redis cannot tell this group's lag.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("late")
+        .arg(&all[89])
+        .query(&mut c)
+        .unwrap();
+    let host = Host::misbehave(
+        &redis,
+        &stream,
+        &["--maxlen", "30", "--trim-interval", "100ms"],
+    );
+    eventually(WAIT, "trimmed", || {
+        (ids(&redis, &stream).len() < 100).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let left = ids(&redis, &stream);
+    assert!(
+        left.len() >= 30 && left.ends_with(&all[70..]),
+        "--maxlen 30 keeps at least the newest 30 entries; left {}",
+        left.len()
+    );
+    assert!(
+        left.len() <= 40,
+        "and trims about down to 30: left {}",
+        left.len()
+    );
+    drop(host);
+}
+
+#[test]
+fn maxlen_keeps_n_entries_after_an_xdel_past_a_groups_last_delivered_id() {
+    let redis = RedisServer::start();
+    small_nodes(&redis);
+    let stream = key("xdel-lag");
+    let all: Vec<String> = (0..100)
+        .map(|i| redis.add(&stream, &[("n", &i.to_string())]))
+        .collect();
+    redis.read_as(&stream, "late", "x", 90);
+    redis.ack(&stream, "late", &all[..90]);
+    let mut c = redis.conn();
+    // A deletion past `late`'s last delivered id makes its lag unknown.
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(&all[95])
+        .query(&mut c)
+        .unwrap();
+    let mut all = all;
+    all.remove(95);
+    let host = Host::misbehave(
+        &redis,
+        &stream,
+        &["--maxlen", "30", "--trim-interval", "100ms"],
+    );
+    eventually(WAIT, "trimmed", || {
+        (ids(&redis, &stream).len() < 99).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let left = ids(&redis, &stream);
+    assert!(
+        left.len() >= 30 && left.ends_with(&all[all.len() - 30..]),
+        "--maxlen 30 keeps at least the newest 30 entries; left {}",
+        left.len()
+    );
+    drop(host);
+}

@@ -118,3 +118,69 @@ fn fresh_instance_gives_every_entry_a_new_instance() {
     let expected: Vec<(String, String)> = ids.into_iter().map(|id| (id, "1".into())).collect();
     assert_eq!(out, expected, "no guest state survives between entries");
 }
+
+/// The multi-memory fixture with each of its two memories `mib` MiB large.
+fn two_memories(dir: &std::path::Path, mib: u32) -> std::path::PathBuf {
+    let wat = include_str!("../fixtures/multi-memory.wat")
+        .replace("MEMORY_PAGES", &(mib * 16).to_string());
+    let path = dir.join("two-memories.wasm");
+    std::fs::write(
+        &path,
+        wat::parse_str(&wat).expect("the fixture is valid WAT"),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn the_memory_cap_covers_all_of_an_instances_memories_together() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Two memories of 20 MiB: each fits a 32 MiB cap, both together do not.
+    let plugin = two_memories(dir.path(), 20);
+    let stream = key("two-memories");
+    let id = redis.add(&stream, &[("n", "1")]);
+    let over = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin,
+        &[
+            "--max-memory",
+            "32MiB",
+            "--max-deliveries",
+            "1",
+            "--claim-idle",
+            "1s",
+            "--claim-interval",
+            "100ms",
+            "--handler-timeout",
+            "900ms",
+            "--retry-backoff",
+            "100ms",
+        ],
+    );
+    let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 1);
+    let rec = crate::support::fields_map(&dlq[0].1);
+    assert_eq!(rec["source_id"], id);
+    assert!(
+        rec["reason"].contains("memory limit of 32MiB exceeded"),
+        "{rec:?}"
+    );
+    drop(over);
+    // Obeyed: with room for both, the same component acks.
+    let stream = key("two-memories-fit");
+    redis.add(&stream, &[("n", "1")]);
+    let _fits = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin,
+        &["--max-memory", "48MiB"],
+    );
+    eventually(WAIT, "acked", || {
+        (redis.entries_read(&stream, "g") == Some(1) && redis.pending(&stream, "g") == 0)
+            .then_some(())
+    });
+    assert!(redis.range(&format!("{stream}:dlq")).is_empty());
+}

@@ -1,5 +1,8 @@
 //! The `streamhost:plugin/host` interface as seen by a guest — `log`, `emit`,
-//! `config` — and the per-store state it works on.
+//! `config` — and the per-store state it works on. Every emit is checked
+//! against the call's budget and the target rules as it is made: the first
+//! one that breaks a rule ends the call, as a permanent failure that names
+//! the rule.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,12 +13,117 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::Level;
 use super::bindings::streamhost::plugin::{host, types};
 use super::limits::MemoryLimiter;
+use super::output::{self, LogGate};
 use super::stdio::{LogStream, StdioKind};
+use crate::limits::{EMIT_OVERHEAD, Limits, field_cost};
 use crate::outcome::Emit;
 
-/// Most entries one call may emit; a guest looping on `emit` must not grow the
-/// host without bound before its deadline hits.
-pub const MAX_EMITS_PER_CALL: usize = 10_000;
+/// The rule a plugin broke; ends its call as a permanent failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail} ({rule})")]
+pub struct RuleBroken {
+    /// The flag that sets the rule.
+    pub rule: &'static str,
+    /// What the plugin did.
+    pub detail: String,
+}
+
+/// Which streams a plugin may emit to. The source stream and the DLQ are
+/// refused (a feedback loop, forged dead letters) unless an `--emit-allow`
+/// pattern names them literally; with patterns, only matching targets are
+/// accepted at all.
+#[derive(Debug, Clone, Default)]
+pub struct EmitTargets {
+    /// The stream being consumed.
+    pub source: String,
+    /// The dead-letter stream.
+    pub dlq: String,
+    /// `--emit-allow` patterns (`*` any run of characters, `?` one).
+    pub allow: Vec<String>,
+}
+
+impl EmitTargets {
+    /// `Err` with the reason if `target` is not an accepted emit target.
+    pub fn check(&self, target: &str) -> Result<(), RuleBroken> {
+        let refuse = |detail: String| {
+            Err(RuleBroken {
+                rule: "--emit-allow",
+                detail,
+            })
+        };
+        for (own, what) in [
+            (&self.source, "source stream"),
+            (&self.dlq, "dead-letter stream"),
+        ] {
+            if target == own && !self.allow.iter().any(|p| p == target) {
+                return refuse(format!(
+                    "plugin emitted to the {what} {target:?}, which is refused unless allowed by name"
+                ));
+            }
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|p| glob(p, target)) {
+            return refuse(format!(
+                "plugin emitted to {target:?}, which matches no allowed pattern"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of
+/// characters and `?` any one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// What bounds a plugin's output; shared by all its versions and stores.
+#[derive(Debug)]
+pub struct OutputRules {
+    /// Entries one call may emit.
+    pub max_emits: usize,
+    /// Bytes one call may emit (names, values and overheads).
+    pub max_emit_bytes: usize,
+    /// Fields one emitted entry may have.
+    pub max_fields: usize,
+    /// Longest message, line or failure reason.
+    pub max_message_size: usize,
+    /// Accepted emit targets.
+    pub targets: EmitTargets,
+    /// The pipeline's log rate limit.
+    pub gate: LogGate,
+}
+
+impl OutputRules {
+    /// The rules `limits` and `targets` set.
+    pub fn new(limits: &Limits, targets: EmitTargets) -> Self {
+        Self {
+            max_emits: limits.max_emits,
+            max_emit_bytes: usize::try_from(limits.max_emit_bytes.0).unwrap_or(usize::MAX),
+            max_fields: limits.max_fields,
+            max_message_size: usize::try_from(limits.max_message_size.0).unwrap_or(usize::MAX),
+            targets,
+            gate: LogGate::new(limits.max_log_rate),
+        }
+    }
+}
 
 /// What a plugin version is called and configured with; shared by all its stores.
 #[derive(Debug)]
@@ -26,8 +134,8 @@ pub struct PluginMeta {
     pub version: String,
     /// Operator-supplied values returned by `config()`.
     pub config: BTreeMap<String, String>,
-    /// Cap on the bytes one call may emit (the memory cap).
-    pub max_emit_bytes: usize,
+    /// Bounds on what it writes.
+    pub rules: Arc<OutputRules>,
 }
 
 /// The data of one store: WASI state, limits and the current call's emits.
@@ -42,8 +150,6 @@ pub struct CallState {
     /// Entries emitted by the call in progress.
     pub emits: Vec<Emit>,
     emit_bytes: usize,
-    /// Set when the guest broke an emit rule; the call then fails permanently.
-    pub emit_error: Option<String>,
 }
 
 impl std::fmt::Debug for CallState {
@@ -60,13 +166,13 @@ impl CallState {
     /// Fresh state for a new store: WASI with nothing granted (no files,
     /// environment, arguments or sockets), stdio routed to the log.
     pub fn new(meta: Arc<PluginMeta>, limiter: MemoryLimiter) -> Self {
+        let stdio = |kind| LogStream::new(meta.name.clone(), kind, meta.rules.clone());
         let wasi = WasiCtx::builder()
-            .stdout(LogStream::new(meta.name.clone(), StdioKind::Stdout))
-            .stderr(LogStream::new(meta.name.clone(), StdioKind::Stderr))
+            .stdout(stdio(StdioKind::Stdout))
+            .stderr(stdio(StdioKind::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .allow_blocking_current_thread(true)
             .build();
         Self {
             wasi,
@@ -76,7 +182,6 @@ impl CallState {
             entry_id: String::new(),
             emits: Vec::new(),
             emit_bytes: 0,
-            emit_error: None,
         }
     }
 
@@ -86,7 +191,60 @@ impl CallState {
         self.entry_id.push_str(entry_id);
         self.emits.clear();
         self.emit_bytes = 0;
-        self.emit_error = None;
+    }
+
+    /// Checks one emit against the rules and the call's budget.
+    fn admit(&self, stream: &str, fields: &[(String, Vec<u8>)]) -> Result<usize, RuleBroken> {
+        let rules = &self.meta.rules;
+        let broken = |rule, detail| Err(RuleBroken { rule, detail });
+        if stream.is_empty() {
+            return broken(
+                "emit",
+                "plugin emitted an entry to an empty stream name".into(),
+            );
+        }
+        if fields.is_empty() {
+            return broken(
+                "emit",
+                format!("plugin emitted an entry with no fields to {stream:?}"),
+            );
+        }
+        if fields.len() > rules.max_fields {
+            return broken(
+                "--max-fields",
+                format!(
+                    "plugin emitted an entry of {} fields to {stream:?}, over the limit of {}",
+                    fields.len(),
+                    rules.max_fields
+                ),
+            );
+        }
+        if self.emits.len() >= rules.max_emits {
+            return broken(
+                "--max-emits",
+                format!(
+                    "plugin emitted more than {} entries in one call",
+                    rules.max_emits
+                ),
+            );
+        }
+        let cost = stream.len()
+            + EMIT_OVERHEAD
+            + fields
+                .iter()
+                .map(|(k, v)| field_cost(k.len(), v.len()))
+                .sum::<usize>();
+        if self.emit_bytes + cost > rules.max_emit_bytes {
+            return broken(
+                "--max-emit-bytes",
+                format!(
+                    "plugin emitted more than {} bytes in one call",
+                    rules.max_emit_bytes
+                ),
+            );
+        }
+        rules.targets.check(stream)?;
+        Ok(cost)
     }
 }
 
@@ -104,55 +262,78 @@ impl types::Host for CallState {}
 impl host::Host for CallState {
     fn log(&mut self, level: Level, message: String) {
         let (plugin, version, entry) = (&*self.meta.name, &self.meta.version, &self.entry_id);
-        match level {
-            Level::Trace => {
-                tracing::trace!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+        let rules = &self.meta.rules;
+        rules.gate.log(plugin, || {
+            let message = output::for_log(&message, rules.max_message_size);
+            match level {
+                Level::Trace => {
+                    tracing::trace!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+                }
+                Level::Debug => {
+                    tracing::debug!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+                }
+                Level::Info => {
+                    tracing::info!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+                }
+                Level::Warn => {
+                    tracing::warn!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+                }
+                Level::Error => {
+                    tracing::error!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
+                }
             }
-            Level::Debug => {
-                tracing::debug!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
-            }
-            Level::Info => {
-                tracing::info!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
-            }
-            Level::Warn => {
-                tracing::warn!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
-            }
-            Level::Error => {
-                tracing::error!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
-            }
-        }
+        });
     }
 
-    fn emit(&mut self, stream: String, fields: Vec<(String, Vec<u8>)>) {
-        if self.emit_error.is_some() {
-            return;
-        }
-        let size = stream.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        self.emit_error = if stream.is_empty() {
-            Some("plugin emitted an entry to an empty stream name".to_owned())
-        } else if fields.is_empty() {
-            Some(format!(
-                "plugin emitted an entry with no fields to {stream:?}"
-            ))
-        } else if self.emits.len() >= MAX_EMITS_PER_CALL {
-            Some(format!(
-                "plugin emitted more than {MAX_EMITS_PER_CALL} entries in one call"
-            ))
-        } else if self.emit_bytes + size > self.meta.max_emit_bytes {
-            Some(format!(
-                "plugin emitted more than {} bytes in one call",
-                self.meta.max_emit_bytes
-            ))
-        } else {
-            None
-        };
-        if self.emit_error.is_none() {
-            self.emit_bytes += size;
-            self.emits.push(Emit { stream, fields });
-        }
+    fn emit(&mut self, stream: String, fields: Vec<(String, Vec<u8>)>) -> wasmtime::Result<()> {
+        let cost = self.admit(&stream, &fields).map_err(wasmtime::Error::new)?;
+        self.emit_bytes += cost;
+        self.emits.push(Emit { stream, fields });
+        Ok(())
     }
 
     fn config(&mut self, key: String) -> Option<String> {
         self.meta.config.get(&key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_stars_and_question_marks() {
+        assert!(glob("out:*", "out:orders"));
+        assert!(glob("*", ""));
+        assert!(glob("a?c", "abc") && !glob("a?c", "ac"));
+        assert!(glob("*:enriched", "orders:enriched"));
+        assert!(!glob("out:*", "other"));
+        assert!(glob("a*b*c", "aXbYbZc"));
+    }
+
+    #[test]
+    fn source_and_dlq_need_a_literal_allow() {
+        let mut t = EmitTargets {
+            source: "orders".into(),
+            dlq: "orders:dlq".into(),
+            allow: vec![],
+        };
+        assert!(t.check("orders:out").is_ok());
+        assert!(t.check("orders").is_err());
+        assert!(t.check("orders:dlq").is_err());
+        t.allow = vec!["*".into()];
+        assert!(
+            t.check("orders").is_err(),
+            "a wildcard does not open a loop"
+        );
+        t.allow = vec!["orders".into(), "x:*".into()];
+        assert!(t.check("orders").is_ok());
+        assert!(t.check("x:1").is_ok());
+        assert!(
+            t.check("y:1")
+                .unwrap_err()
+                .to_string()
+                .contains("--emit-allow")
+        );
     }
 }

@@ -8,7 +8,7 @@ use wasmtime::{Store, Trap};
 
 use super::LoadedPlugin;
 use super::bindings::{Event, Failure, Handler};
-use super::host_api::CallState;
+use super::host_api::{CallState, RuleBroken};
 use super::limits::{MemoryLimitExceeded, MemoryLimiter, deadline_ticks};
 use crate::outcome::{DeadLetterKind, Outcome};
 
@@ -61,44 +61,81 @@ impl PluginInstance {
     }
 
     /// Calls `handle(event)` under the plugin's memory cap and deadline.
-    /// Traps, timeouts and memory exhaustion become `Retry` with a reason that
-    /// names what happened; the store is then discarded.
-    pub fn call(&mut self, event: &Event) -> Outcome {
-        let ticks = deadline_ticks(self.plugin.timeout);
+    /// The deadline covers instantiating a fresh instance and everything the
+    /// call does, time blocked in host calls (a WASI sleep, a poll) included:
+    /// wasm code is interrupted by the epoch, a host call by dropping the
+    /// call at the deadline. Traps, timeouts and memory exhaustion become
+    /// `Retry` with a reason that names what happened; a broken plugin rule
+    /// (an emit over budget or to a refused target) a permanent failure.
+    /// Either way the store is then discarded.
+    pub async fn call(&mut self, event: &Event) -> Outcome {
+        let timeout = self.plugin.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let live = match self.live.take() {
             Some(live) => self.live.insert(live),
-            None => match self.instantiate(ticks) {
-                Ok(live) => self.live.insert(live),
-                Err(reason) => return Outcome::Retry { reason },
-            },
+            None => {
+                let instantiated =
+                    tokio::time::timeout_at(deadline, self.instantiate(deadline)).await;
+                match instantiated {
+                    Ok(Ok(live)) => self.live.insert(live),
+                    Ok(Err(reason)) => return Outcome::Retry { reason },
+                    Err(_) => {
+                        return Outcome::Retry {
+                            reason: format!(
+                                "instantiating the plugin took longer than the deadline of {}",
+                                humantime::format_duration(timeout)
+                            ),
+                        };
+                    }
+                }
+            }
         };
         live.store.data_mut().begin_call(&event.id);
-        live.store.set_epoch_deadline(ticks);
-        match live.handler.call_handle(&mut live.store, event) {
-            Ok(Ok(())) => {
-                let state = live.store.data_mut();
-                match state.emit_error.take() {
-                    Some(reason) => Outcome::dead_letter(DeadLetterKind::Permanent, reason),
-                    None => Outcome::Ack {
-                        emits: std::mem::take(&mut state.emits),
+        live.store.set_epoch_deadline(ticks_until(deadline));
+        let called =
+            tokio::time::timeout_at(deadline, live.handler.call_handle(&mut live.store, event))
+                .await;
+        let max_reason = self.plugin.meta.rules.max_message_size;
+        let reason = |r: String| super::output::cut(&r, max_reason).into_owned();
+        match called {
+            Ok(Ok(Ok(()))) => Outcome::Ack {
+                emits: std::mem::take(&mut live.store.data_mut().emits),
+            },
+            Ok(Ok(Err(Failure::Retryable(r)))) => Outcome::Retry { reason: reason(r) },
+            Ok(Ok(Err(Failure::Permanent(r)))) => {
+                Outcome::dead_letter(DeadLetterKind::Permanent, reason(r))
+            }
+            Ok(Err(err)) => {
+                self.discard_broken();
+                match err.downcast_ref::<RuleBroken>() {
+                    Some(broken) => {
+                        Outcome::dead_letter(DeadLetterKind::Permanent, broken.to_string())
+                    }
+                    None => Outcome::Retry {
+                        reason: describe_trap(&err, timeout),
                     },
                 }
             }
-            Ok(Err(Failure::Retryable(reason))) => Outcome::Retry { reason },
-            Ok(Err(Failure::Permanent(reason))) => {
-                Outcome::dead_letter(DeadLetterKind::Permanent, reason)
-            }
-            Err(err) => {
-                self.live = None;
-                self.replaced += 1;
+            Err(_) => {
+                // The call was dropped at the deadline while blocked in a
+                // host function: its store is in no state to be entered again.
+                self.discard_broken();
                 Outcome::Retry {
-                    reason: describe_trap(&err, self.plugin.timeout),
+                    reason: format!(
+                        "handler exceeded its deadline of {} (blocked in a host call) and was interrupted",
+                        humantime::format_duration(timeout)
+                    ),
                 }
             }
         }
     }
 
-    fn instantiate(&self, ticks: u64) -> Result<Live, String> {
+    fn discard_broken(&mut self) {
+        self.live = None;
+        self.replaced += 1;
+    }
+
+    async fn instantiate(&self, deadline: tokio::time::Instant) -> Result<Live, String> {
         let state = CallState::new(
             self.plugin.meta.clone(),
             MemoryLimiter::new(self.plugin.max_memory),
@@ -106,8 +143,8 @@ impl PluginInstance {
         let mut store = Store::new(&self.plugin.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks);
-        match self.plugin.pre.instantiate(&mut store) {
+        store.set_epoch_deadline(ticks_until(deadline));
+        match self.plugin.pre.instantiate_async(&mut store).await {
             Ok(handler) => Ok(Live { store, handler }),
             Err(err) => Err(format!(
                 "instantiating the plugin failed: {}",
@@ -115,6 +152,11 @@ impl PluginInstance {
             )),
         }
     }
+}
+
+/// Epoch ticks from now until `deadline` (see [`deadline_ticks`]).
+fn ticks_until(deadline: tokio::time::Instant) -> u64 {
+    deadline_ticks(deadline.saturating_duration_since(tokio::time::Instant::now()))
 }
 
 /// A failure reason that says what went wrong in words an operator can act on.

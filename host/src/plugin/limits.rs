@@ -1,5 +1,8 @@
-//! Per-call resource bounds: a memory cap enforced by a store limiter and a
-//! deadline enforced by epoch interruption.
+//! Per-instance and per-call resource bounds: a memory cap over everything
+//! an instance allocates (all its linear memories and tables together),
+//! caps on how many instances, memories and tables it may create, and a
+//! deadline enforced by epoch interruption (time blocked in host calls is
+//! bounded by the caller's timer, see [`super::instance`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,60 +16,122 @@ use crate::units::ByteSize;
 /// How often the epoch advances; deadlines are rounded up to this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Most tables/instances a plugin may create: generous for real language
-/// runtimes (Python, JS), small enough to stop a runaway guest.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// What one table element is counted as against the memory cap (the host
+/// keeps a pointer-sized reference and bookkeeping for each).
+pub const TABLE_ELEMENT_BYTES: usize = 16;
 
-/// The error a guest hits when growing memory past its cap; it surfaces as the
-/// trap's cause, so the failure reason names it.
+/// Most core instances one component may create: generous for real
+/// language runtimes (a componentized Python guest is a few dozen modules),
+/// small enough that a hostile one cannot exhaust the host with them.
+pub const MAX_INSTANCES: usize = 256;
+/// Most tables one component may create.
+pub const MAX_TABLES: usize = 256;
+/// Most linear memories one component may create.
+pub const MAX_MEMORIES: usize = 32;
+
+/// The error a guest hits when its memories and tables would grow past the
+/// cap; it surfaces as the trap's cause, so the failure reason names it.
 #[derive(Debug, thiserror::Error)]
-#[error("memory limit of {limit} exceeded (guest asked for {requested} bytes)")]
+#[error(
+    "memory limit of {limit} exceeded (--max-memory: the instance's memories and tables would take {requested} bytes)"
+)]
 pub struct MemoryLimitExceeded {
     /// The configured cap.
     pub limit: ByteSize,
-    /// The size the guest tried to grow to.
+    /// What the instance would have taken in all.
     pub requested: usize,
 }
 
-/// Caps linear memory of everything in one store.
+/// Caps everything one store allocates: the sum of all its linear memories
+/// and tables, not each one on its own (a component may have many).
 #[derive(Debug, Clone)]
 pub struct MemoryLimiter {
     limit: ByteSize,
+    used: usize,
+    /// The growth last granted, taken back if the growth then failed.
+    granted: usize,
 }
 
 impl MemoryLimiter {
-    /// A limiter allowing at most `limit` bytes per linear memory.
+    /// A limiter allowing at most `limit` bytes in all.
     pub fn new(limit: ByteSize) -> Self {
-        Self { limit }
+        Self {
+            limit,
+            used: 0,
+            granted: 0,
+        }
+    }
+
+    /// Bytes taken so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    fn grow(&mut self, by: usize) -> wasmtime::Result<bool> {
+        let next = self.used.saturating_add(by);
+        if next as u64 > self.limit.0 {
+            // An error (rather than `Ok(false)`) traps at once with a reason
+            // that names the cap, instead of letting the guest's allocator
+            // abort with an opaque `unreachable`.
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                limit: self.limit,
+                requested: next,
+            }));
+        }
+        self.used = next;
+        self.granted = by;
+        Ok(true)
+    }
+
+    fn take_back(&mut self) {
+        self.used -= self.granted;
+        self.granted = 0;
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.limit.0 {
-            // An error (rather than `Ok(false)`) traps at once with a reason
-            // that names the cap, instead of letting the guest's allocator
-            // abort with an opaque `unreachable`.
-            return Err(wasmtime::Error::new(MemoryLimitExceeded {
-                limit: self.limit,
-                requested: desired,
-            }));
-        }
-        Ok(true)
+        self.grow(desired.saturating_sub(current))
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.take_back();
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.take_back();
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -125,13 +190,25 @@ mod tests {
     }
 
     #[test]
-    fn limiter_allows_up_to_the_cap_and_names_it_beyond() {
+    fn limiter_caps_the_sum_of_memories_and_tables() {
         let mut l = MemoryLimiter::new(ByteSize(1 << 20));
-        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
-        let err = l.memory_growing(0, (1 << 20) + 1, None).unwrap_err();
+        // Two memories of 400 KiB each fit; a third pushes the total over.
+        assert!(l.memory_growing(0, 400 << 10, None).unwrap());
+        assert!(l.memory_growing(0, 400 << 10, None).unwrap());
+        let err = l.memory_growing(0, 400 << 10, None).unwrap_err();
         assert!(
             format!("{err}").contains("memory limit of 1MiB exceeded"),
             "{err}"
         );
+        // Growing one of them counts only the growth.
+        assert!(l.memory_growing(400 << 10, 500 << 10, None).unwrap());
+        assert_eq!(l.used(), 900 << 10);
+        // A growth that failed after it was granted is taken back.
+        l.memory_grow_failed(wasmtime::Error::msg("no")).unwrap();
+        assert_eq!(l.used(), 800 << 10);
+        // Tables count too.
+        let elements = (224 << 10) / TABLE_ELEMENT_BYTES;
+        assert!(l.table_growing(0, elements, None).unwrap());
+        assert!(l.table_growing(elements, elements + 1, None).is_err());
     }
 }

@@ -7,6 +7,7 @@ mod cache;
 mod host_api;
 mod instance;
 mod limits;
+mod output;
 mod slot;
 mod stdio;
 
@@ -21,11 +22,13 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 pub use bindings::{Event, Failure};
 pub use cache::{ArtifactCache, default_dir as default_cache_dir};
-pub use host_api::{CallState, MAX_EMITS_PER_CALL, PluginMeta};
+pub use host_api::{CallState, EmitTargets, OutputRules, PluginMeta, RuleBroken};
 pub use instance::PluginInstance;
 pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
+pub use output::cut as cut_message;
 pub use slot::PluginSlot;
 
+use crate::limits::Limits;
 use crate::units::ByteSize;
 
 /// The WIT world every plugin must implement.
@@ -83,10 +86,24 @@ pub enum PluginError {
 pub struct PluginSettings {
     /// Values the plugin reads with `config(key)`.
     pub config: BTreeMap<String, String>,
-    /// Linear-memory cap per instance.
+    /// Memory cap per instance (all memories and tables).
     pub max_memory: ByteSize,
-    /// Deadline for one `handle` call.
+    /// Deadline for one `handle` call, time in host calls included.
     pub timeout: Duration,
+    /// Bounds on what the plugin writes; shared by every version.
+    pub rules: Arc<OutputRules>,
+}
+
+impl PluginSettings {
+    /// The settings `limits` and `targets` give, with `config` for the plugin.
+    pub fn new(config: BTreeMap<String, String>, limits: &Limits, targets: EmitTargets) -> Self {
+        Self {
+            config,
+            max_memory: limits.max_memory,
+            timeout: limits.handler_timeout,
+            rules: Arc::new(OutputRules::new(limits, targets)),
+        }
+    }
 }
 
 /// One long-lived wasmtime engine with the host interface and WASI linked in.
@@ -125,6 +142,7 @@ impl PluginEngine {
             .total_core_instances(instances * 16)
             .total_memories(instances * 4)
             .total_tables(instances * 16)
+            .total_stacks(instances)
             .max_memory_size(max_memory.0.min(4 << 30) as usize)
             // Reset reused memories and tables in place (memset of the
             // pages the guest dirtied, found with PAGEMAP_SCAN where the
@@ -145,7 +163,7 @@ impl PluginEngine {
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(engine_err)?;
         let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         bindings::Handler::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(engine_err)?;
         Ok(Self {
@@ -235,7 +253,7 @@ impl PluginEngine {
             name: name.into(),
             version: content_hash(bytes),
             config: settings.config.clone(),
-            max_emit_bytes: usize::try_from(settings.max_memory.0).unwrap_or(usize::MAX),
+            rules: settings.rules.clone(),
         });
         Ok(Arc::new(LoadedPlugin {
             meta,

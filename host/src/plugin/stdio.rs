@@ -1,5 +1,7 @@
 //! Guest stdout/stderr, turned into `tracing` events tagged with the plugin
-//! name, one event per line.
+//! name, one event per line: lines longer than `--max-message-size` are
+//! split, control characters escaped, and all of it counts against the
+//! pipeline's `--max-log-rate`.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -10,9 +12,8 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Lines longer than this are split, so a guest cannot grow host memory by
-/// never writing a newline.
-const MAX_LINE: usize = 16 * 1024;
+use super::host_api::OutputRules;
+use super::output;
 
 /// Which guest stream a [`LogStream`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,17 +29,25 @@ pub enum StdioKind {
 pub struct LogStream {
     plugin: Arc<str>,
     kind: StdioKind,
+    rules: Arc<OutputRules>,
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
 impl LogStream {
-    /// A stream whose lines are logged as coming from `plugin`.
-    pub fn new(plugin: Arc<str>, kind: StdioKind) -> Self {
+    /// A stream whose lines are logged as coming from `plugin`, within `rules`.
+    pub fn new(plugin: Arc<str>, kind: StdioKind, rules: Arc<OutputRules>) -> Self {
         Self {
             plugin,
             kind,
+            rules,
             pending: Arc::default(),
         }
+    }
+
+    /// Lines longer than this are split, so a guest cannot grow host memory
+    /// by never writing a newline.
+    fn max_line(&self) -> usize {
+        self.rules.max_message_size.max(1)
     }
 
     fn write_bytes(&self, mut bytes: &[u8]) {
@@ -50,8 +59,8 @@ impl LogStream {
             bytes = &bytes[pos + 1..];
         }
         pending.extend_from_slice(bytes);
-        while pending.len() >= MAX_LINE {
-            let rest = pending.split_off(MAX_LINE);
+        while pending.len() >= self.max_line() {
+            let rest = pending.split_off(self.max_line());
             self.emit_line(&pending);
             *pending = rest;
         }
@@ -63,14 +72,18 @@ impl LogStream {
         if line.trim().is_empty() {
             return;
         }
-        match self.kind {
-            StdioKind::Stdout => {
-                tracing::info!(target: "plugin", plugin = %self.plugin, stream = "stdout", "{line}")
+        let (plugin, max) = (&*self.plugin, self.rules.max_message_size);
+        self.rules.gate.log(plugin, || {
+            let line = output::for_log(line, max);
+            match self.kind {
+                StdioKind::Stdout => {
+                    tracing::info!(target: "plugin", plugin = %plugin, stream = "stdout", "{line}")
+                }
+                StdioKind::Stderr => {
+                    tracing::warn!(target: "plugin", plugin = %plugin, stream = "stderr", "{line}")
+                }
             }
-            StdioKind::Stderr => {
-                tracing::warn!(target: "plugin", plugin = %self.plugin, stream = "stderr", "{line}")
-            }
-        }
+        });
     }
 }
 
@@ -118,7 +131,7 @@ impl OutputStream for LogStream {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(MAX_LINE)
+        Ok(self.max_line())
     }
 }
 

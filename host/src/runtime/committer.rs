@@ -2,24 +2,28 @@
 //! entries into one pipelined round trip — plain XACKs for simple successes,
 //! fenced scripts for ack-with-emits and dead-letter moves — and retries
 //! through connection loss. Every step is idempotent, so a retry after a lost
-//! reply never appends twice.
+//! reply never appends twice. A write Redis refuses for one entry (an emit
+//! to a key of the wrong type, a dead letter refused for lack of memory) is
+//! that entry's failure alone: it is retried like a retryable handler
+//! failure, and its reason is what a `max-deliveries` record will say.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Pipeline, RedisResult, Value};
+use redis::{RedisResult, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
+use super::claiming::DlqTarget;
 use super::dispatch::Settled;
+use super::holder::Retry;
 use super::inflight::{InFlight, LastFailures};
-use super::retry::Retry;
 use super::stats::Stats;
-use crate::outcome::{DeadLetterKind, Outcome};
-use crate::stream::dlq::{self, DeadLetterSource};
-use crate::stream::scripts::{ACK_WITH_EMITS, DEAD_LETTER};
-use crate::stream::{ErrorClass, GroupRef, RedisLink};
+use crate::outcome::Outcome;
+use crate::stream::commits::{self, CommitResult, EmitCommit};
+use crate::stream::dlq;
+use crate::stream::{ErrorClass, RedisLink};
 
 /// Most settled entries folded into one round trip.
 const MAX_COMMIT_BATCH: usize = 4096;
@@ -27,15 +31,19 @@ const MAX_COMMIT_BATCH: usize = 4096;
 /// How long the last flush after an abandoned shutdown may keep retrying.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
+/// Most entries acked with their emits by one script call: bounds how long
+/// one call keeps Redis busy.
+const EMIT_CALL_ENTRIES: usize = 128;
+/// Most emitted values in one script call, for the same reason.
+const EMIT_CALL_VALUES: usize = 16_384;
+
 /// Turns outcomes into Redis writes.
 #[derive(Debug)]
 pub struct Committer {
     /// The committer's own connection.
     pub link: RedisLink,
-    /// Stream, group and consumer acked against.
-    pub group: GroupRef,
-    /// Dead-letter stream key.
-    pub dlq: String,
+    /// Stream, group and consumer acked against, and the dead-letter stream.
+    pub dlq: DlqTarget,
     /// Run counters.
     pub stats: Arc<Stats>,
     /// Entries this process holds; committed ones are let go.
@@ -77,51 +85,62 @@ impl Committer {
     }
 
     /// Commits one batch, then lets go of its entries (they are acked,
-    /// dead-lettered, or left pending for a reaper after a refused write).
+    /// dead-lettered, waiting for a retry, or left pending for a reaper
+    /// after a refused batch).
     async fn commit(&mut self, batch: Vec<Settled>, stop: &CancellationToken) {
         let mut acks = Vec::new();
         let mut scripted = Vec::new();
         for s in batch {
             match &s.outcome {
                 Outcome::Retry { reason } => {
-                    self.stats.retried(1);
-                    tracing::warn!(entry = %s.entry.id, deliveries = s.entry.delivery_count, plugin = %s.plugin.identity(), reason, "handler failed; entry stays pending for retry");
-                    self.failures.record(&s.entry.id, reason);
-                    // Still held: the retry queue releases it after a backoff.
-                    let _ = self.retries.send(Retry {
-                        id: s.entry.id.clone(),
-                        deliveries: s.entry.delivery_count,
-                    });
+                    let reason = reason.clone();
+                    self.retry(s, &reason);
                 }
                 Outcome::Ack { emits } if emits.is_empty() => acks.push(s),
                 _ => scripted.push(s),
             }
         }
-        let ids: Vec<String> = acks
+        let settled: Vec<(String, bool)> = acks
             .iter()
             .chain(&scripted)
-            .map(|s| s.entry.id.clone())
+            .map(|s| (s.entry.id.clone(), s.entry.delivery_count > 1))
             .collect();
+        let retried: HashSet<String> = self.write(acks, scripted, stop).await.into_iter().collect();
+        let done = settled.iter().filter(|(id, _)| !retried.contains(id));
+        self.inflight
+            .drop_all(done.clone().map(|(id, _)| id.as_str()));
         // Only entries delivered before can have a remembered failure.
-        let redelivered: Vec<String> = acks
-            .iter()
-            .chain(&scripted)
-            .filter(|s| s.entry.delivery_count > 1)
-            .map(|s| s.entry.id.clone())
-            .collect();
-        self.write(acks, scripted, stop).await;
-        self.inflight.drop_all(ids.iter().map(String::as_str));
-        self.failures.forget(redelivered.iter().map(String::as_str));
+        self.failures
+            .forget(done.filter(|(_, again)| *again).map(|(id, _)| id.as_str()));
+    }
+
+    /// Leaves `s` pending for a retry: remembered why, released after a
+    /// backoff, still holding its window slot meanwhile.
+    fn retry(&self, mut s: Settled, reason: &str) {
+        self.stats.retried(1);
+        if matches!(s.outcome, Outcome::Retry { .. }) {
+            tracing::warn!(entry = %s.entry.id, deliveries = s.entry.delivery_count, plugin = %s.plugin.identity(), reason, "handler failed; entry stays pending for retry");
+        } else {
+            tracing::error!(entry = %s.entry.id, deliveries = s.entry.delivery_count, reason, "Redis refused the commit; the entry stays pending for retry");
+        }
+        self.failures.record(&s.entry.id, reason);
+        let _ = self.retries.send(Retry {
+            id: s.entry.id.clone(),
+            deliveries: s.entry.delivery_count,
+            permit: s.permit.take(),
+        });
     }
 
     /// Writes acks and scripted commits, retrying through connection loss
-    /// until `stop` fires.
+    /// until `stop` fires. Returns the ids sent for a retry instead (their
+    /// write was refused).
     async fn write(
         &mut self,
         mut acks: Vec<Settled>,
         scripted: Vec<Settled>,
         stop: &CancellationToken,
-    ) {
+    ) -> Vec<String> {
+        let mut retried = Vec::new();
         let mut calls = Call::plan(scripted);
         while !acks.is_empty() || !calls.is_empty() {
             let entries = acks.len() + calls.iter().map(Call::len).sum::<usize>();
@@ -130,16 +149,14 @@ impl Committer {
                     entries,
                     "stopped before these commits reached Redis; the entries stay pending and will be redelivered"
                 );
-                return;
+                return retried;
             };
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             if !acks.is_empty() {
+                let g = &self.dlq.group;
                 let ids: Vec<&str> = acks.iter().map(|s| s.entry.id.as_str()).collect();
-                pipe.cmd("XACK")
-                    .arg(&self.group.stream)
-                    .arg(&self.group.group)
-                    .arg(ids);
+                pipe.cmd("XACK").arg(&g.stream).arg(&g.group).arg(ids);
             }
             for call in &calls {
                 self.add_call(&mut pipe, call);
@@ -151,13 +168,13 @@ impl Committer {
                         ErrorClass::Connection => {}
                         ErrorClass::Transient => {
                             if !self.link.pause(stop).await {
-                                return;
+                                return retried;
                             }
                         }
                         ErrorClass::Permanent => {
                             tracing::error!(error = %e, entries, "Redis refused a commit batch; the entries stay pending");
                             self.stats.commit_failed(entries as u64);
-                            return;
+                            return retried;
                         }
                     }
                     continue;
@@ -177,11 +194,14 @@ impl Committer {
                 }
                 acks.clear();
             }
-            calls = self.settle_calls(calls, results, &mut con).await;
+            calls = self
+                .settle_calls(calls, results, &mut con, &mut retried)
+                .await;
             if !calls.is_empty() && !self.link.pause(stop).await {
-                return;
+                return retried;
             }
         }
+        retried
     }
 
     /// Accounts for each script result; returns the calls worth retrying.
@@ -190,68 +210,69 @@ impl Committer {
         calls: Vec<Call>,
         results: impl Iterator<Item = RedisResult<Value>>,
         con: &mut redis::aio::MultiplexedConnection,
+        retried: &mut Vec<String>,
     ) -> Vec<Call> {
-        let mut retry = Vec::new();
+        let mut again = Vec::new();
         let mut reload = false;
         for (call, r) in calls.into_iter().zip(results) {
             match r {
-                Ok(value) => match call {
-                    Call::DeadLetter(s) => self.settle_one(&s, &value),
-                    Call::Emits(batch) => {
-                        let values = match value {
-                            Value::Array(values) => values,
-                            other => vec![other; batch.len()],
-                        };
-                        for (s, v) in batch.iter().zip(&values) {
-                            self.settle_one(s, v);
+                Ok(value) => {
+                    let results = match &call {
+                        Call::Emits(batch) => commits::ack_with_emits_results(&value, batch.len()),
+                        Call::DeadLetter(_) => vec![CommitResult::from_value(&value)],
+                    };
+                    for (s, result) in call.into_entries().zip(results) {
+                        if let Some(id) = self.settle_one(s, result) {
+                            retried.push(id);
                         }
                     }
-                },
+                }
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     reload = true;
-                    retry.push(call);
+                    again.push(call);
                 }
                 Err(e) if crate::stream::link::classify(&e) != ErrorClass::Permanent => {
-                    retry.push(call)
+                    again.push(call)
                 }
                 Err(e) => {
-                    self.stats.commit_failed(call.len() as u64);
-                    if call.len() == 1 {
-                        tracing::error!(entry = %call.first_id(), error = %e, "Redis refused the commit; the entry stays pending");
-                    } else {
-                        tracing::error!(first_entry = %call.first_id(), entries = call.len(), error = %e, "Redis refused the commit; the entries stay pending");
+                    // The script itself failed (e.g. out of memory before its
+                    // first write): each of its entries was refused.
+                    let why = e.to_string();
+                    for s in call.into_entries() {
+                        if let Some(id) = self.settle_one(s, CommitResult::Refused(why.clone())) {
+                            retried.push(id);
+                        }
                     }
                 }
             }
         }
-        if reload {
-            for script in [&*ACK_WITH_EMITS, &*DEAD_LETTER] {
-                if let Err(e) = script.prepare_invoke().load_async(con).await {
-                    self.link.failed(&e);
-                }
-            }
+        if reload && let Err(e) = commits::load_scripts(con).await {
+            self.link.failed(&e);
         }
-        retry
+        again
     }
 
-    /// Accounts for one entry's script result: 1 done, 0 no longer ours,
-    /// anything else the error that left it pending.
-    fn settle_one(&self, s: &Settled, value: &Value) {
-        match value {
-            Value::Int(1) => self.record_success(s),
-            Value::Int(0) => {
+    /// Accounts for one entry's result; `Some(id)` if it went for a retry.
+    fn settle_one(&self, s: Settled, result: CommitResult) -> Option<String> {
+        match result {
+            CommitResult::Done => {
+                self.record_success(&s);
+                None
+            }
+            CommitResult::NotPending => {
                 self.stats.not_pending(1);
                 tracing::debug!(entry = %s.entry.id, "entry no longer pending for this consumer; commit skipped");
+                None
             }
-            other => {
+            CommitResult::Refused(why) => {
                 self.stats.commit_failed(1);
-                let error = match other {
-                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                    Value::SimpleString(t) => t.clone(),
-                    Value::ServerError(e) => format!("{e:?}"),
-                    v => format!("unexpected reply {v:?}"),
+                let what = match &s.outcome {
+                    Outcome::DeadLetter { .. } => "Redis refused the dead-letter write",
+                    _ => "Redis refused the commit",
                 };
-                tracing::error!(entry = %s.entry.id, error, "Redis refused the commit; the entry stays pending and will be redelivered");
+                let id = s.entry.id.clone();
+                self.retry(s, &format!("{what}: {why}"));
+                Some(id)
             }
         }
     }
@@ -261,92 +282,41 @@ impl Committer {
             Outcome::Ack { emits } => self.stats.acked(1, emits.len() as u64),
             Outcome::DeadLetter { kind, reason } => {
                 self.stats.dead_lettered(*kind);
-                tracing::warn!(entry = %s.entry.id, kind = %kind, deliveries = s.entry.delivery_count, dlq = %self.dlq, reason, "entry dead-lettered");
+                tracing::warn!(entry = %s.entry.id, kind = %kind, deliveries = s.entry.delivery_count, dlq = %self.dlq.key, reason, "entry dead-lettered");
             }
             Outcome::Retry { .. } => {}
         }
     }
 
-    fn add_call(&self, pipe: &mut Pipeline, call: &Call) {
-        let g = &self.group;
+    fn add_call(&self, pipe: &mut redis::Pipeline, call: &Call) {
+        let g = &self.dlq.group;
         match call {
             Call::Emits(batch) => {
-                let mut keys: Vec<&str> = vec![&g.stream];
-                let mut index: HashMap<&str, usize> = HashMap::new();
-                for e in batch.iter().flat_map(emits_of) {
-                    index.entry(e.stream.as_str()).or_insert_with(|| {
-                        keys.push(&e.stream);
-                        keys.len()
-                    });
-                }
-                let (lowest, highest) = id_range(batch.iter().map(|s| s.entry.id.as_str()));
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(ACK_WITH_EMITS.get_hash())
-                    .arg(keys.len())
-                    .arg(&keys)
-                    .arg(&g.group)
-                    .arg(&g.consumer)
-                    .arg(lowest)
-                    .arg(highest)
-                    // Room for the batch plus as many of our other entries
-                    // interleaved in the range; misses are checked one by one.
-                    .arg(batch.len() * 4 + 64);
-                for s in batch {
-                    let emits = emits_of(s);
-                    cmd.arg(&s.entry.id).arg(emits.len());
-                    for e in emits {
-                        cmd.arg(index[e.stream.as_str()]).arg(e.fields.len());
-                        for (k, v) in &e.fields {
-                            cmd.arg(k).arg(v);
-                        }
-                    }
-                }
+                let commits: Vec<EmitCommit<'_>> = batch
+                    .iter()
+                    .map(|s| EmitCommit {
+                        id: &s.entry.id,
+                        emits: emits_of(s),
+                    })
+                    .collect();
+                commits::ack_with_emits(pipe, g, &commits);
             }
             Call::DeadLetter(s) => {
                 let Outcome::DeadLetter { kind, reason } = &s.outcome else {
                     return;
                 };
-                let source = DeadLetterSource {
-                    stream: &g.stream,
-                    group: &g.group,
-                    consumer: &g.consumer,
-                    plugin: s.plugin.name(),
-                    plugin_version: s.plugin.version(),
-                };
-                let record = dlq::record(&s.entry, *kind, reason, source);
-                // Trimmed entries were already dropped from the PEL by the
-                // XCLAIM that found them, so they cannot be fenced on it.
-                let fenced = if *kind == DeadLetterKind::Trimmed {
-                    "0"
-                } else {
-                    "1"
-                };
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(DEAD_LETTER.get_hash())
-                    .arg(2)
-                    .arg(&g.stream)
-                    .arg(&self.dlq)
-                    .arg(&g.group)
-                    .arg(&g.consumer)
-                    .arg(&s.entry.id)
-                    .arg(fenced);
-                for (k, v) in &record {
-                    cmd.arg(k).arg(v);
-                }
+                let dead = self.dlq.dead_letters(&s.plugin);
+                let meta = dlq::metadata(
+                    *kind,
+                    reason,
+                    &s.entry.id,
+                    dlq::deliveries(*kind, s.entry.delivery_count),
+                    dead.source,
+                );
+                commits::dead_letter(pipe, g, dead, &s.entry.id, &meta, &s.entry.payload);
             }
         }
     }
-}
-
-/// The lowest and highest stream ids among `ids`, in stream order
-/// (`("-", "+")`, everything, when there are none).
-fn id_range<'a>(ids: impl Iterator<Item = &'a str> + Clone) -> (&'a str, &'a str) {
-    let order = |id: &&str| crate::stream::entry::id_parts(id);
-    let lowest = ids.clone().min_by_key(order).unwrap_or("-");
-    let highest = ids.max_by_key(order).unwrap_or("+");
-    (lowest, highest)
 }
 
 /// What a settled success emitted (nothing for other outcomes).
@@ -356,12 +326,6 @@ fn emits_of(s: &Settled) -> &[crate::outcome::Emit] {
         _ => &[],
     }
 }
-
-/// Most entries acked with their emits by one script call: bounds how long
-/// one call keeps Redis busy.
-const EMIT_CALL_ENTRIES: usize = 128;
-/// Most emitted values in one script call, for the same reason.
-const EMIT_CALL_VALUES: usize = 16_384;
 
 /// One scripted write in a commit round trip.
 #[derive(Debug)]
@@ -408,22 +372,10 @@ impl Call {
         }
     }
 
-    fn first_id(&self) -> &str {
+    fn into_entries(self) -> impl Iterator<Item = Settled> {
         match self {
-            Call::Emits(b) => b.first().map_or("", |s| s.entry.id.as_str()),
-            Call::DeadLetter(s) => &s.entry.id,
+            Call::Emits(b) => b.into_iter(),
+            Call::DeadLetter(s) => vec![s].into_iter(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn id_range_compares_ids_numerically() {
-        let ids = ["9-1", "10-0", "9-10", "100-0", "9-2"];
-        assert_eq!(id_range(ids.into_iter()), ("9-1", "100-0"));
-        assert_eq!(id_range(std::iter::empty()), ("-", "+"));
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::inflight::{InFlight, LastFailures};
 use crate::outcome::{DeadLetterKind, Outcome};
 use crate::plugin::{LoadedPlugin, PluginSlot};
-use crate::stream::{Entry, Payload};
+use crate::stream::{Entry, EntryLimits, Payload};
 use crate::units::ByteSize;
 
 /// An entry on its way to a worker, holding its slot in the in-flight window.
@@ -31,11 +31,8 @@ pub struct Settled {
     pub outcome: Outcome,
     /// The plugin version in service when it was decided.
     pub plugin: Arc<LoadedPlugin>,
-    /// The window slot, released when this value is dropped after the commit.
-    #[expect(
-        dead_code,
-        reason = "held only so that dropping it frees the window slot"
-    )]
+    /// The window slot: freed once the entry is acked or dead-lettered,
+    /// kept through a retry backoff.
     pub permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -44,8 +41,20 @@ pub struct Settled {
 pub struct Admission {
     /// Deliveries after which an entry is dead-lettered without another call.
     pub max_deliveries: u32,
-    /// Largest entry handed to a plugin.
+    /// Largest entry handed to a plugin (`--max-entry-size`).
     pub max_entry_size: ByteSize,
+    /// Most fields of an entry handed to a plugin (`--max-fields`).
+    pub max_fields: usize,
+}
+
+impl Admission {
+    /// The limits the reader enforces while decoding.
+    pub fn entry_limits(&self) -> EntryLimits {
+        EntryLimits {
+            max_fields: self.max_fields,
+            max_bytes: usize::try_from(self.max_entry_size.0).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 impl Admission {
@@ -83,18 +92,24 @@ impl Admission {
                 let bad = fields
                     .iter()
                     .find(|(k, _)| std::str::from_utf8(k).is_err())
-                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                    .map(|(k, _)| String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned())
                     .unwrap_or_default();
                 dead(
                     DeadLetterKind::Invalid,
                     format!("field name {bad:?} is not valid UTF-8"),
                 )
             }
-            Payload::Fields(_) if entry.payload.size() as u64 > self.max_entry_size.0 => dead(
+            Payload::Withheld { fields, .. } if *fields > self.max_fields => dead(
                 DeadLetterKind::Invalid,
                 format!(
-                    "entry is {} bytes, over --max-entry-size {}",
-                    entry.payload.size(),
+                    "entry has {fields} fields, over --max-fields {}",
+                    self.max_fields
+                ),
+            ),
+            Payload::Withheld { bytes, .. } => dead(
+                DeadLetterKind::Invalid,
+                format!(
+                    "entry is {bytes} bytes (names and values plus 48 per field), over --max-entry-size {}",
                     self.max_entry_size
                 ),
             ),
@@ -171,6 +186,7 @@ mod tests {
     const ADMIT: Admission = Admission {
         max_deliveries: 3,
         max_entry_size: ByteSize(10),
+        max_fields: 2,
     };
 
     fn kind(o: Option<Outcome>) -> Option<DeadLetterKind> {
@@ -188,11 +204,36 @@ mod tests {
 
     #[test]
     fn dead_letters_what_no_plugin_should_see() {
-        let big = entry(Payload::Fields(vec![("a".into(), vec![0; 10])]), 1);
-        assert_eq!(
-            kind(ADMIT.verdict(&big, || None)),
-            Some(DeadLetterKind::Invalid)
+        let big = entry(
+            Payload::Withheld {
+                fields: 1,
+                bytes: 99,
+            },
+            1,
         );
+        match ADMIT.verdict(&big, || None) {
+            Some(Outcome::DeadLetter { kind, reason }) => {
+                assert_eq!(kind, DeadLetterKind::Invalid);
+                assert!(
+                    reason.contains("99 bytes") && reason.contains("--max-entry-size 10B"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let wide = entry(
+            Payload::Withheld {
+                fields: 3,
+                bytes: 9,
+            },
+            1,
+        );
+        match ADMIT.verdict(&wide, || None) {
+            Some(Outcome::DeadLetter { reason, .. }) => {
+                assert_eq!(reason, "entry has 3 fields, over --max-fields 2");
+            }
+            other => panic!("{other:?}"),
+        }
         let raw = entry(Payload::Raw(vec![(vec![0xff], vec![])]), 1);
         assert_eq!(
             kind(ADMIT.verdict(&raw, || None)),

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use redis::Value;
 
+use super::claiming::DlqTarget;
+use super::stats::Stats;
 use crate::stream::RedisLink;
+use crate::stream::claims::{self, ClaimSpec};
 use crate::stream::commands::{self, GroupRef};
-use crate::stream::scripts::DELETE_CONSUMER_IF_EMPTY;
 
 /// What the clean-up did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -24,15 +26,17 @@ pub struct HygieneReport {
 /// Runs the clean-up with a few seconds' budget; errors are logged, never fatal.
 pub async fn clean_up(
     mut link: RedisLink,
-    group: &GroupRef,
+    dlq: &DlqTarget,
     claim_idle: Duration,
     handover: bool,
+    stats: &Stats,
 ) -> HygieneReport {
+    let group = &dlq.group;
     let budget = super::cancel_after(Duration::from_secs(3));
     let mut report = HygieneReport::default();
     if let Some(mut con) = link.connection(&budget).await {
         if handover {
-            match hand_over(&mut con, group, claim_idle).await {
+            match hand_over(&mut con, dlq, claim_idle, stats).await {
                 Ok((n, peer)) => {
                     report.handed_over = n;
                     report.peer = peer;
@@ -42,15 +46,9 @@ pub async fn clean_up(
                 }
             }
         }
-        let deleted: redis::RedisResult<u64> = DELETE_CONSUMER_IF_EMPTY
-            .key(&group.stream)
-            .arg(&group.group)
-            .arg(&group.consumer)
-            .invoke_async(&mut con)
-            .await;
-        match deleted {
-            Ok(1) => report.deleted = true,
-            Ok(_) => {
+        match claims::delete_consumer_if_empty(&mut con, group).await {
+            Ok(true) => report.deleted = true,
+            Ok(false) => {
                 tracing::info!(consumer = %group.consumer, "consumer kept: it still owns pending entries (they will be reclaimed once idle)")
             }
             Err(e) => tracing::warn!(error = %e, "could not delete the consumer"),
@@ -65,22 +63,26 @@ pub async fn clean_up(
 
 /// Moves this consumer's pending entries to the most recently active peer
 /// (or leaves them with us), with their idle time set to `claim_idle` so the
-/// next reaper sweep takes them.
+/// next reaper sweep takes them. The claim is fenced like every other, and
+/// an entry whose payload is gone is recorded as `trimmed` on the way.
 async fn hand_over(
     con: &mut redis::aio::MultiplexedConnection,
-    group: &GroupRef,
+    dlq: &DlqTarget,
     claim_idle: Duration,
+    stats: &Stats,
 ) -> redis::RedisResult<(u64, Option<String>)> {
+    let group = &dlq.group;
     let peer = live_peer(con, group, claim_idle).await?;
     let target = peer.clone().unwrap_or_else(|| group.consumer.clone());
+    let spec = ClaimSpec::release(&group.consumer, &target, claim_idle);
     let mut moved = 0;
     let mut after = "-".to_owned();
     loop {
-        let rows = commands::own_pending(con, group, &after, 1000).await?;
+        let rows = commands::pending_page(con, group, &after, 1000, Some(&group.consumer)).await?;
         let Some(last) = rows.last() else { break };
         after = last.id.clone();
-        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        moved += commands::claim_owned(con, group, &target, Some(claim_idle), &ids).await?;
+        let targets: Vec<_> = rows.iter().map(|r| (r.id.as_str(), None)).collect();
+        moved += dlq.claim(con, spec, &targets, stats).await?.claimed.len() as u64;
     }
     Ok((moved, peer))
 }

@@ -52,23 +52,27 @@ impl InFlight {
         self.lock().contains_key(id)
     }
 
-    /// Number of held entries.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Ids last claimed more than `age` ago; they are marked as claimed now,
-    /// on the assumption that the caller re-claims them.
+    /// Ids last claimed more than `age` ago. They are not marked: a renewal
+    /// counts only once Redis has taken it ([`InFlight::renewed`]), so a
+    /// failed round is tried again at the next tick.
     pub fn due_for_touch(&self, age: Duration) -> Vec<String> {
         let now = Instant::now();
-        let mut held = self.lock();
-        held.iter_mut()
+        self.lock()
+            .iter()
             .filter(|(_, since)| now.duration_since(**since) >= age)
-            .map(|(id, since)| {
-                *since = now;
-                id.clone()
-            })
+            .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// Marks `ids` (those still held) as claimed just now.
+    pub fn renewed<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let now = Instant::now();
+        let mut held = self.lock();
+        for id in ids {
+            if let Some(since) = held.get_mut(id) {
+                *since = now;
+            }
+        }
     }
 }
 
@@ -158,8 +162,15 @@ mod tests {
         let mut due = f.due_for_touch(Duration::ZERO);
         due.sort();
         assert_eq!(due, ["1-0", "2-0"]);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            f.due_for_touch(Duration::from_millis(10)).len(),
+            2,
+            "not renewed until Redis took the renewal"
+        );
+        f.renewed(["1-0", "2-0"]);
         assert!(
-            f.due_for_touch(Duration::from_secs(60)).is_empty(),
+            f.due_for_touch(Duration::from_millis(10)).is_empty(),
             "renewed"
         );
         f.drop_all(["1-0"]);

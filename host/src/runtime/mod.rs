@@ -1,15 +1,16 @@
 //! One `host run` pipeline: plugin engine, reader, workers and committer
 //! under one cancellation tree, with an orderly drain on shutdown.
 
+mod claiming;
 mod committer;
 mod dispatch;
+mod holder;
 mod hygiene;
 mod inflight;
-mod keepalive;
 mod reader;
 mod reaper;
-mod retry;
 mod stats;
+mod supervise;
 mod trimmer;
 mod watcher;
 mod workers;
@@ -22,18 +23,22 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use stats::{Stats, StatsSnapshot};
+pub use supervise::{Supervisor, TaskEnd};
 
 use crate::config::{ConfigError, RunConfig};
-use crate::plugin::{LoadedPlugin, PluginEngine, PluginError, PluginSettings, PluginSlot};
+use crate::plugin::{
+    EmitTargets, LoadedPlugin, PluginEngine, PluginError, PluginSettings, PluginSlot,
+};
 use crate::stream::link::describe_target;
-use crate::stream::{GroupRef, LinkHealth, RedisLink};
+use crate::stream::retention::Retention;
+use crate::stream::{GroupRef, LinkHealth, PayloadReader, RedisLink};
+use claiming::DlqTarget;
 use committer::Committer;
 use dispatch::{Admission, Dispatcher};
+use holder::Holder;
 use inflight::{InFlight, LastFailures};
-use keepalive::KeepAlive;
 use reader::Reader;
 use reaper::Reaper;
-use retry::RetryQueue;
 use trimmer::Trimmer;
 use watcher::PluginWatcher;
 use workers::WorkerSet;
@@ -42,8 +47,6 @@ use workers::WorkerSet;
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the committer gets after an abandoned drain.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(7);
-/// Last-failure reasons remembered for max-deliveries records.
-const MAX_REMEMBERED_FAILURES: usize = 100_000;
 /// Response timeout of the background tasks' connections.
 const TASK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,6 +65,16 @@ pub enum RunError {
     /// A thread could not be started.
     #[error("cannot start worker threads: {0}")]
     Spawn(#[from] std::io::Error),
+    /// A task of the pipeline ended before shutdown; the run was drained.
+    #[error(
+        "the {task} task {how}; the pipeline was drained and stopped (unfinished entries stay pending for the next owner)"
+    )]
+    TaskFailed {
+        /// Which task.
+        task: String,
+        /// How it ended.
+        how: String,
+    },
 }
 
 /// What a finished run did.
@@ -96,11 +109,12 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, RunError> {
         PluginEngine::new()?
     }
     .with_cache(config.cache_dir.as_deref());
-    let settings = PluginSettings {
-        config: config.plugin_config.clone(),
-        max_memory: config.max_memory,
-        timeout: config.handler_timeout,
+    let targets = EmitTargets {
+        source: config.stream.clone(),
+        dlq: config.dlq.clone(),
+        allow: config.emit_allow.clone(),
     };
+    let settings = PluginSettings::new(config.plugin_config.clone(), &config.limits(), targets);
     let plugin = engine.load(&config.plugin, &settings)?;
     Ok(Prepared {
         engine,
@@ -148,58 +162,78 @@ pub async fn run_prepared(
         "starting"
     );
 
+    let limits = config.limits();
+    tracing::info!(
+        handler_timeout = %humantime::format_duration(limits.handler_timeout),
+        max_memory = %limits.max_memory, max_emits = limits.max_emits, max_emit_bytes = %limits.max_emit_bytes,
+        max_message_size = %limits.max_message_size, max_log_rate = limits.max_log_rate,
+        max_entry_size = %limits.max_entry_size, max_fields = limits.max_fields, max_deliveries = limits.max_deliveries,
+        max_in_flight = limits.max_in_flight, dlq_maxlen = ?limits.dlq_maxlen,
+        memory_bound_mib = limits.memory_bound() >> 20,
+        "limits"
+    );
+
+    let mut supervisor = Supervisor::default();
     let stats = Arc::new(Stats::default());
     let window = Arc::new(Semaphore::new(config.max_in_flight));
     let inflight = Arc::new(InFlight::default());
-    let failures = Arc::new(LastFailures::new(MAX_REMEMBERED_FAILURES));
+    let failures = Arc::new(LastFailures::new(limits.remembered_failures()));
     let (work_tx, work_rx) = flume::unbounded();
     let (settled_tx, settled_rx) = tokio::sync::mpsc::unbounded_channel();
     let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
     let abandon_flag = Arc::new(AtomicBool::new(false));
     let abandon = CancellationToken::new();
-    // Stops keep-alive only once nothing is held any more: handlers keep
-    // running during the grace period and must not be stolen meanwhile.
-    let finished = CancellationToken::new();
     let link = |timeout| RedisLink::new(client.clone(), health.clone(), timeout);
+    let slot = PluginSlot::new(plugin);
+    let dlq = DlqTarget {
+        key: config.dlq.clone(),
+        maxlen: config.dlq_maxlen,
+        group: group.clone(),
+        plugin: slot.clone(),
+    };
+    let admission = Admission {
+        max_deliveries: config.max_deliveries,
+        max_entry_size: config.max_entry_size,
+        max_fields: config.max_fields,
+    };
+    let payloads = |timeout| {
+        PayloadReader::new(
+            client.get_connection_info().clone(),
+            timeout,
+            admission.entry_limits(),
+        )
+    };
 
     let committer = Committer {
         link: link(COMMIT_TIMEOUT),
-        group: group.clone(),
-        dlq: config.dlq.clone(),
+        dlq: dlq.clone(),
         stats: stats.clone(),
         inflight: inflight.clone(),
         failures: failures.clone(),
         retries: retry_tx,
     };
-    let mut committer_task = tokio::spawn(committer.run(settled_rx, abandon.clone()));
-    let retry_queue = RetryQueue {
+    let mut committer_task =
+        supervisor.spawn("committer", committer.run(settled_rx, abandon.clone()));
+    let holder = Holder {
         link: link(TASK_TIMEOUT),
-        group: group.clone(),
+        dlq: dlq.clone(),
         claim_idle: config.claim_idle,
         base: config.retry_backoff,
         inflight: inflight.clone(),
         stats: stats.clone(),
     };
-    let mut retry_task = tokio::spawn(retry_queue.run(retry_rx));
-    let keepalive = KeepAlive {
-        link: link(TASK_TIMEOUT),
-        group: group.clone(),
-        claim_idle: config.claim_idle,
-        inflight: inflight.clone(),
-        stats: stats.clone(),
-    };
-    let keepalive_task = tokio::spawn(keepalive.run(finished.clone()));
+    let mut holder_task = supervisor.spawn("holder", holder.run(retry_rx));
 
-    let slot = PluginSlot::new(plugin);
     let watcher = PluginWatcher {
         engine,
         settings,
         path: config.plugin.clone(),
         slot: slot.clone(),
         poll: config.watch_interval,
+        watch: config.watch,
         stats: stats.clone(),
     };
-    let watcher_task = tokio::spawn(watcher.run(shutdown.clone()));
+    let mut watcher_task = supervisor.spawn("watcher", watcher.run(shutdown.clone()));
 
     let workers = WorkerSet {
         plugin: slot.clone(),
@@ -210,22 +244,20 @@ pub async fn run_prepared(
         stats: stats.clone(),
         fresh_instance: config.fresh_instance,
     }
-    .spawn(config.concurrency)?;
+    .spawn(config.concurrency, &supervisor)?;
 
     let dispatch = Dispatcher {
         work: work_tx,
         settled: settled_tx,
         plugin: slot,
-        admission: Admission {
-            max_deliveries: config.max_deliveries,
-            max_entry_size: config.max_entry_size,
-        },
+        admission,
         inflight: inflight.clone(),
         failures,
     };
     let reaper = Reaper {
         link: link(TASK_TIMEOUT),
-        group: group.clone(),
+        payloads: payloads(TASK_TIMEOUT),
+        dlq: dlq.clone(),
         claim_idle: config.claim_idle,
         interval: config.claim_interval,
         batch: config.batch,
@@ -233,16 +265,21 @@ pub async fn run_prepared(
         dispatch: dispatch.clone(),
         stats: stats.clone(),
     };
-    let reaper_task = tokio::spawn(reaper.run(shutdown.clone()));
-    let trimmer = Trimmer {
-        link: link(TASK_TIMEOUT),
-        stream: config.stream.clone(),
+    let mut reaper_task = supervisor.spawn("reaper", reaper.run(shutdown.clone()));
+    let policy = Retention {
         maxlen: config.maxlen,
         max_age: config.max_age,
-        interval: config.trim_interval,
-        stats: stats.clone(),
     };
-    let trimmer_task = tokio::spawn(trimmer.run(shutdown.clone()));
+    let mut trimmer_task = (policy.maxlen.is_some() || policy.max_age.is_some()).then(|| {
+        let trimmer = Trimmer {
+            link: link(TASK_TIMEOUT),
+            stream: config.stream.clone(),
+            policy,
+            interval: config.trim_interval,
+            stats: stats.clone(),
+        };
+        supervisor.spawn("trimmer", trimmer.run(shutdown.clone()))
+    });
     let reader = Reader {
         link: link(config.block + reader::READ_TIMEOUT_SLACK),
         group: group.clone(),
@@ -250,27 +287,46 @@ pub async fn run_prepared(
         window,
         dispatch,
         stats: stats.clone(),
-        path: Default::default(),
+        payloads: payloads(reader::READ_TIMEOUT_SLACK),
+        dlq: dlq.clone(),
     };
-    let reader_task = tokio::spawn(reader.run(shutdown.clone()));
-    let progress = tokio::spawn(log_progress(
-        stats.clone(),
-        config.stats_interval,
-        shutdown.clone(),
-    ));
+    let mut reader_task = supervisor.spawn("reader", reader.run(shutdown.clone()));
+    let mut progress = (!config.stats_interval.is_zero()).then(|| {
+        supervisor.spawn(
+            "progress",
+            log_progress(stats.clone(), config.stats_interval, shutdown.clone()),
+        )
+    });
 
-    shutdown.cancelled().await;
+    // Every task runs until shutdown: one that ends before is a failure.
+    let failure = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        // Tasks end on their own only once shutdown began (a signal that
+        // raced this select); before that, or by a panic, it is a failure.
+        end = supervisor.next_end() => {
+            (!shutdown.is_cancelled() || end.how.starts_with("panicked")).then_some(end)
+        }
+    };
+    if let Some(end) = &failure {
+        tracing::error!(task = %end.task, how = %end.how, "a task of the pipeline ended unexpectedly; draining and stopping");
+        shutdown.cancel();
+    }
     let started = Instant::now();
     tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down: reading stopped, finishing in-flight entries");
     // Reader and reaper hold the job queue open; once both are gone the
     // workers drain what was read, then the committer sees its inbox close.
-    let _ = reader_task.await;
-    let _ = reaper_task.await;
-    let _ = trimmer_task.await;
-    let _ = watcher_task.await;
-    progress.abort();
+    reader_task.finished().await;
+    reaper_task.finished().await;
+    if let Some(t) = trimmer_task.as_mut() {
+        t.finished().await;
+    }
+    watcher_task.finished().await;
+    if let Some(p) = progress.as_mut() {
+        p.finished().await;
+    }
 
-    let abandoned = tokio::time::timeout(config.shutdown_grace, &mut committer_task)
+    let abandoned = tokio::time::timeout(config.shutdown_grace, committer_task.finished())
         .await
         .is_err();
     if abandoned {
@@ -279,35 +335,25 @@ pub async fn run_prepared(
         );
         abandon_flag.store(true, Ordering::Relaxed);
         abandon.cancel();
-        if tokio::time::timeout(FLUSH_TIMEOUT, &mut committer_task)
-            .await
-            .is_err()
-        {
-            committer_task.abort();
-        }
+        committer_task.finish_within(FLUSH_TIMEOUT).await;
     } else {
         // Workers have all exited once the committer saw its inbox close.
         for w in workers {
             let _ = w.join();
         }
     }
-    // The committer is gone, so the retry queue's inbox is closed: it
-    // releases what it still holds and ends.
-    if tokio::time::timeout(FLUSH_TIMEOUT, &mut retry_task)
-        .await
-        .is_err()
-    {
-        retry_task.abort();
-    }
-    finished.cancel();
-    let _ = keepalive_task.await;
+    // The committer is gone, so the holder's inbox is closed: it releases
+    // what it still holds and ends.
+    holder_task.finish_within(FLUSH_TIMEOUT).await;
     hygiene::clean_up(
         link(TASK_TIMEOUT),
-        &group,
+        &dlq,
         config.claim_idle,
         config.handover,
+        &stats,
     )
     .await;
+    let failure = failure.or_else(|| supervisor.panicked());
     let snapshot = stats.snapshot();
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,
@@ -320,10 +366,13 @@ pub async fn run_prepared(
         abandoned,
         "stopped"
     );
-    Ok(RunReport {
-        stats: snapshot,
-        abandoned,
-    })
+    match failure {
+        Some(TaskEnd { task, how }) => Err(RunError::TaskFailed { task, how }),
+        None => Ok(RunReport {
+            stats: snapshot,
+            abandoned,
+        }),
+    }
 }
 
 /// A token that cancels itself after `d`: a time budget for best-effort
@@ -340,9 +389,6 @@ fn cancel_after(d: Duration) -> CancellationToken {
 
 /// Logs a progress line every `interval` while anything changes.
 async fn log_progress(stats: Arc<Stats>, interval: Duration, cancel: CancellationToken) {
-    if interval.is_zero() {
-        return;
-    }
     let mut last = stats.snapshot();
     let mut tick = tokio::time::interval(interval);
     tick.tick().await;

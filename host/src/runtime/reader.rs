@@ -2,36 +2,22 @@
 //! pending entries once, then reads new entries with a blocking XREADGROUP on
 //! its own connection, never holding more than the in-flight window.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use redis::RedisError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::claiming::{DlqTarget, claim_entries};
 use super::dispatch::Dispatcher;
 use super::stats::Stats;
 use crate::config::RunConfig;
 use crate::stream::commands::{self, GroupRef};
-use crate::stream::wire::ReadConnection;
-use crate::stream::{Entry, ErrorClass, Payload, RedisLink};
+use crate::stream::{ClaimSpec, ErrorClass, PayloadReader, RedisLink};
 
 /// Slack on top of BLOCK before a read is given up as lost, and the limit
 /// on each step of connecting the read connection.
 pub const READ_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The connection new entries are read on.
-#[derive(Debug, Default)]
-pub enum ReadPath {
-    /// Not connected yet (or dropped after an error).
-    #[default]
-    Disconnected,
-    /// The fast RESP connection.
-    Fast(ReadConnection),
-    /// The URL needs what the fast connection lacks (TLS): read through
-    /// the generic client.
-    Generic,
-}
 
 /// Reads entries and hands them to the dispatcher.
 #[derive(Debug)]
@@ -48,8 +34,10 @@ pub struct Reader {
     pub dispatch: Dispatcher,
     /// Run counters.
     pub stats: Arc<Stats>,
-    /// Where `XREADGROUP >` goes.
-    pub path: ReadPath,
+    /// Where payloads are read (`XREADGROUP >`, and recovered entries).
+    pub payloads: PayloadReader,
+    /// Where `trimmed` records of recovered entries go.
+    pub dlq: DlqTarget,
 }
 
 /// The reader stopped because shutdown began.
@@ -121,20 +109,23 @@ impl Reader {
     }
 
     /// Takes back this consumer's pending entries (from a previous run under
-    /// the same name) with XCLAIM, which raises their delivery counters
-    /// durably, and dispatches them like new ones.
+    /// the same name, or whose read reply was lost) with the fenced claim,
+    /// which raises their delivery counters durably and skips any a peer
+    /// has taken meanwhile, and dispatches them like new ones.
     async fn recover_own_pending(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let batch = self.config.batch;
         let mut after = "-".to_owned();
         let mut total = 0u64;
         loop {
-            let permits = tokio::select! {
+            let mut permits = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(Cancelled),
                 p = self.window.clone().acquire_many_owned(batch as u32) => p.map_err(|_| Cancelled)?,
             };
             let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
-            let rows = match commands::own_pending(&mut con, &self.group, &after, batch).await {
+            let me = Some(self.group.consumer.as_str());
+            let rows = match commands::pending_page(&mut con, &self.group, &after, batch, me).await
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     self.on_error(&e, "reading own pending entries", cancel)
@@ -150,45 +141,27 @@ impl Reader {
                 .into_iter()
                 .filter(|r| !self.dispatch.inflight.contains(&r.id))
                 .collect();
-            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-            let claimed = if ids.is_empty() {
-                Vec::new()
-            } else {
-                match commands::claim(&mut con, &self.group, &ids).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.on_error(&e, "claiming own pending entries", cancel)
-                            .await?;
-                        continue;
-                    }
+            let spec = ClaimSpec::recover(&self.group.consumer);
+            let claimed = claim_entries(
+                &mut con,
+                &mut self.payloads,
+                &self.dlq,
+                spec,
+                &rows,
+                &self.stats,
+            )
+            .await;
+            let entries = match claimed {
+                Ok(entries) => entries,
+                Err(e) => {
+                    self.on_error(&e, "claiming own pending entries", cancel)
+                        .await?;
+                    continue;
                 }
             };
             after = next_after;
-            let mut claimed: HashMap<String, Entry> =
-                claimed.into_iter().map(|e| (e.id.clone(), e)).collect();
-            let missing: Vec<&String> =
-                ids.iter().filter(|id| !claimed.contains_key(*id)).collect();
-            let trimmed = self.still_in_stream(&mut con, &missing).await;
-            let mut batch = Vec::with_capacity(rows.len());
-            for row in rows {
-                match claimed.remove(&row.id) {
-                    Some(mut e) => {
-                        e.delivery_count = row.deliveries.saturating_add(1);
-                        batch.push(e);
-                    }
-                    // Missing from the XCLAIM reply: either trimmed (Redis
-                    // dropped it from the PEL) or acked meanwhile by a peer.
-                    None if trimmed.get(&row.id) == Some(&false) => batch.push(Entry {
-                        id: row.id,
-                        payload: Payload::Trimmed,
-                        delivery_count: row.deliveries,
-                    }),
-                    None => {}
-                }
-            }
-            total += batch.len() as u64;
-            let mut permits = permits;
-            if !self.dispatch.dispatch(batch, &mut permits) {
+            total += entries.len() as u64;
+            if !self.dispatch.dispatch(entries, &mut permits) {
                 return Err(Cancelled);
             }
         }
@@ -198,27 +171,6 @@ impl Reader {
             tracing::info!(entries = total, consumer = %self.group.consumer, "recovered this consumer's pending entries from a previous run");
         }
         Ok(())
-    }
-
-    /// For ids XCLAIM did not return: whether each still exists in the stream.
-    async fn still_in_stream(
-        &mut self,
-        con: &mut redis::aio::MultiplexedConnection,
-        ids: &[&String],
-    ) -> HashMap<String, bool> {
-        let mut out = HashMap::new();
-        for id in ids {
-            let exists: RedisResultVec = redis::cmd("XRANGE")
-                .arg(&self.group.stream)
-                .arg(id.as_str())
-                .arg(id.as_str())
-                .query_async(con)
-                .await;
-            // On error, assume it exists: never invent a `trimmed` record.
-            let exists = exists.map(|v| !v.is_empty()).unwrap_or(true);
-            out.insert((*id).clone(), exists);
-        }
-        out
     }
 
     /// Waits until every entry in flight is settled, then recovers own
@@ -234,34 +186,6 @@ impl Reader {
         };
         drop(idle);
         self.recover_own_pending(cancel).await
-    }
-
-    /// `XREADGROUP … >` on the fast read connection (connecting it first if
-    /// needed); through the generic client when the URL needs TLS.
-    async fn read_new(
-        &mut self,
-        con: &mut redis::aio::MultiplexedConnection,
-        batch: usize,
-    ) -> redis::RedisResult<Vec<Entry>> {
-        if matches!(self.path, ReadPath::Disconnected) {
-            let info = self.link.connection_info();
-            self.path = match ReadConnection::connect(info, READ_TIMEOUT_SLACK).await? {
-                Some(fast) => ReadPath::Fast(fast),
-                None => ReadPath::Generic,
-            };
-        }
-        match &mut self.path {
-            ReadPath::Fast(fast) => {
-                let read = fast.read_group(&self.group, batch, self.config.block).await;
-                if let Err(e) = &read
-                    && crate::stream::link::classify(e) == ErrorClass::Connection
-                {
-                    self.path = ReadPath::Disconnected;
-                }
-                read
-            }
-            _ => commands::read_new(con, &self.group, batch, self.config.block).await,
-        }
     }
 
     async fn read_loop(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
@@ -281,7 +205,10 @@ impl Reader {
             // entries of this read, and dropping the reply would leave them
             // pending with nobody working on them. The read ends within BLOCK;
             // what it returns is handled during the drain.
-            let read = self.read_new(&mut con, batch).await;
+            let read = self
+                .payloads
+                .read_group(&mut con, &self.group, batch, self.config.block)
+                .await;
             let entries = match read {
                 Ok(entries) => entries,
                 Err(e) if e.code() == Some("NOGROUP") => {
@@ -304,5 +231,3 @@ impl Reader {
         }
     }
 }
-
-type RedisResultVec = redis::RedisResult<Vec<redis::Value>>;

@@ -1,33 +1,39 @@
-//! The reaper: every `--claim-interval`, XAUTOCLAIM to self every entry of the
-//! group idle for `--claim-idle` (a crashed or stopped peer's, or one released
-//! after a retry backoff), following the cursor until it returns to `0-0`.
-//! Claimed entries are dispatched like new ones (the delivery limit is checked
-//! first); ids whose payload was trimmed become `trimmed` dead letters.
+//! The reaper: every `--claim-interval`, page through the group's pending
+//! list (`XPENDING`, one bounded page at a time) and claim to self every
+//! entry idle for `--claim-idle` that this process does not hold — a crashed
+//! or stopped peer's, or one released after a retry backoff. The claim is
+//! fenced (an entry a peer took meanwhile is skipped) and counts the
+//! delivery durably; claimed entries are dispatched like new ones (the
+//! delivery limit is checked first); entries found without payload get
+//! their `trimmed` record inside the claim.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::claiming::{DlqTarget, claim_entries};
 use super::dispatch::Dispatcher;
 use super::stats::Stats;
-use crate::stream::commands::{self, GroupRef};
-use crate::stream::{Entry, ErrorClass, Payload, RedisLink};
+use crate::stream::commands;
+use crate::stream::{ClaimSpec, ErrorClass, PayloadReader, RedisLink};
 
 /// The reaper task.
 #[derive(Debug)]
 pub struct Reaper {
     /// Its own connection.
     pub link: RedisLink,
-    /// Stream, group, consumer (the claim target).
-    pub group: GroupRef,
+    /// Where payloads are read.
+    pub payloads: PayloadReader,
+    /// Stream, group, consumer (the claim target), and where `trimmed`
+    /// records go.
+    pub dlq: DlqTarget,
     /// Minimum idle time of entries to claim.
     pub claim_idle: Duration,
     /// Time between sweeps.
     pub interval: Duration,
-    /// Entries per XAUTOCLAIM page (and window slots taken per page).
+    /// Entries per pending-list page (and window slots taken per page).
     pub batch: usize,
     /// Slots for entries read but not yet settled.
     pub window: Arc<Semaphore>,
@@ -52,10 +58,11 @@ impl Reaper {
         }
     }
 
-    /// One full pass over the PEL; `Err` once cancelled.
+    /// One full pass over the pending list; `Err` once cancelled.
     async fn sweep(&mut self, cancel: &CancellationToken) -> Result<(), ()> {
-        let mut cursor = "0-0".to_owned();
+        let mut after = "-".to_owned();
         let mut total = 0u64;
+        let g = self.dlq.group.clone();
         loop {
             let mut permits = tokio::select! {
                 biased;
@@ -63,74 +70,65 @@ impl Reaper {
                 p = self.window.clone().acquire_many_owned(self.batch as u32) => p.map_err(|_| ())?,
             };
             let mut con = self.link.connection(cancel).await.ok_or(())?;
-            let page = match commands::autoclaim(
-                &mut con,
-                &self.group,
-                self.claim_idle,
-                &cursor,
-                self.batch,
-            )
-            .await
-            {
-                Ok(page) => page,
+            let rows = match commands::pending_page(&mut con, &g, &after, self.batch, None).await {
+                Ok(rows) => rows,
                 Err(e) => {
-                    if e.code() != Some("NOGROUP") && self.link.failed(&e) == ErrorClass::Permanent
-                    {
-                        tracing::error!(error = %e, "XAUTOCLAIM failed");
-                    }
-                    // NOGROUP: the reader recreates the group; try next sweep.
+                    self.failed(&e, "reading the pending list");
                     return Ok(());
                 }
             };
-            let mut entries = page.claimed;
-            if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-                // XAUTOCLAIM does not say how often an entry was delivered;
-                // XPENDING over the claimed range does (this claim included).
-                let limit = entries.len() + self.dispatch.inflight.len() + 16;
-                let rows = match commands::own_pending_between(
+            let Some(last) = rows.last() else { break };
+            after = last.id.clone();
+            let full_page = rows.len() == self.batch;
+            let idle_ms = self.claim_idle.as_millis() as u64;
+            let candidates: Vec<_> = rows
+                .into_iter()
+                .filter(|r| r.idle_ms >= idle_ms && !self.dispatch.inflight.contains(&r.id))
+                .collect();
+            if !candidates.is_empty() {
+                let spec = ClaimSpec::reap(&g.consumer, self.claim_idle);
+                let claimed = claim_entries(
                     &mut con,
-                    &self.group,
-                    &first.id,
-                    &last.id,
-                    limit,
+                    &mut self.payloads,
+                    &self.dlq,
+                    spec,
+                    &candidates,
+                    &self.stats,
                 )
-                .await
-                {
-                    Ok(rows) => rows,
+                .await;
+                let entries = match claimed {
+                    Ok(entries) => entries,
+                    // Claimed entries stay ours and are reclaimed next sweep.
                     Err(e) => {
-                        self.link.failed(&e);
-                        // Claimed entries stay ours and are reclaimed next sweep.
+                        self.failed(&e, "claiming idle entries");
                         return Ok(());
                     }
                 };
-                let counts: HashMap<String, u32> =
-                    rows.into_iter().map(|r| (r.id, r.deliveries)).collect();
-                for e in &mut entries {
-                    e.delivery_count = counts.get(&e.id).copied().unwrap_or(1);
+                self.link.succeeded();
+                if !entries.is_empty() {
+                    total += entries.len() as u64;
+                    self.stats.read(entries.len() as u64);
+                    if !self.dispatch.dispatch(entries, &mut permits) {
+                        return Err(());
+                    }
                 }
             }
-            self.link.succeeded();
-            entries.extend(page.deleted.into_iter().map(|id| Entry {
-                id,
-                payload: Payload::Trimmed,
-                delivery_count: 0,
-            }));
-            if !entries.is_empty() {
-                total += entries.len() as u64;
-                self.stats.read(entries.len() as u64);
-                if !self.dispatch.dispatch(entries, &mut permits) {
-                    return Err(());
-                }
-            }
-            if page.next == "0-0" {
+            if !full_page {
                 break;
             }
-            cursor = page.next;
         }
         if total > 0 {
             self.stats.reclaimed(total);
             tracing::info!(entries = total, "reclaimed idle pending entries");
         }
         Ok(())
+    }
+
+    /// Handles a failed step: the sweep ends, the next one tries again.
+    fn failed(&mut self, e: &redis::RedisError, what: &str) {
+        // NOGROUP: the reader recreates the group.
+        if e.code() != Some("NOGROUP") && self.link.failed(e) == ErrorClass::Permanent {
+            tracing::error!(error = %e, "{what} failed");
+        }
     }
 }

@@ -1,17 +1,18 @@
 //! Retention: every `--trim-interval`, trim the stream to `--maxlen` and/or
 //! `--max-age`, but never past the oldest entry any group of the stream has
-//! not yet delivered or still has pending (one atomic script computes that
-//! floor and trims). When a lagging group holds retention back, say so once
-//! per change, and keep it visible in the run's counters.
+//! not yet delivered or still has pending (the script computes that floor
+//! and trims atomically, reading a bounded number of entries per call).
+//! When a lagging group holds retention back, say so once per change, and
+//! keep it visible in the run's counters.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Stats;
 use crate::stream::RedisLink;
-use crate::stream::scripts::TRIM_SAFELY;
+use crate::stream::retention::{self, Retention, TrimMemo};
 
 /// The trim task.
 #[derive(Debug)]
@@ -20,35 +21,19 @@ pub struct Trimmer {
     pub link: RedisLink,
     /// Stream to trim.
     pub stream: String,
-    /// Approximate length cap.
-    pub maxlen: Option<u64>,
-    /// Age cap.
-    pub max_age: Option<Duration>,
+    /// What to keep.
+    pub policy: Retention,
     /// Time between trims.
     pub interval: Duration,
     /// Run counters.
     pub stats: Arc<Stats>,
 }
 
-/// What one trim did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrimReport {
-    /// Entries removed.
-    pub trimmed: u64,
-    /// The group that kept the policy from being met, if any.
-    pub held_by: Option<String>,
-    /// The oldest entry some group still needs.
-    pub floor: Option<String>,
-}
-
 impl Trimmer {
-    /// Trims every interval until `cancel` fires; returns at once if no
-    /// retention policy is configured.
+    /// Trims every interval until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
-        if self.maxlen.is_none() && self.max_age.is_none() {
-            return;
-        }
         let mut held_by: Option<String> = None;
+        let mut memo = TrimMemo::default();
         loop {
             tokio::select! {
                 biased;
@@ -58,7 +43,8 @@ impl Trimmer {
             let Some(mut con) = self.link.connection(&cancel).await else {
                 return;
             };
-            let report = match self.trim_once(&mut con).await {
+            let report = match retention::trim(&mut con, &self.stream, self.policy, &mut memo).await
+            {
                 Ok(r) => {
                     self.link.succeeded();
                     r
@@ -82,37 +68,9 @@ impl Trimmer {
                 }
                 held_by = report.held_by.clone();
             }
-            if report.trimmed > 0 {
-                tracing::debug!(stream = %self.stream, trimmed = report.trimmed, "retention applied");
+            if report.trimmed > 0 || report.steps > 1 {
+                tracing::debug!(stream = %self.stream, trimmed = report.trimmed, steps = report.steps, "retention applied");
             }
         }
-    }
-
-    /// One atomic trim.
-    pub async fn trim_once(
-        &self,
-        con: &mut redis::aio::MultiplexedConnection,
-    ) -> redis::RedisResult<TrimReport> {
-        let age_cutoff = self
-            .max_age
-            .map(|age| {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                format!("{}-0", now.saturating_sub(age).as_millis())
-            })
-            .unwrap_or_default();
-        let maxlen = self.maxlen.map(|n| n.to_string()).unwrap_or_default();
-        let (trimmed, holder, floor): (u64, String, String) = TRIM_SAFELY
-            .key(&self.stream)
-            .arg(maxlen)
-            .arg(age_cutoff)
-            .invoke_async(con)
-            .await?;
-        Ok(TrimReport {
-            trimmed,
-            held_by: (!holder.is_empty()).then_some(holder),
-            floor: (!floor.is_empty()).then_some(floor),
-        })
     }
 }

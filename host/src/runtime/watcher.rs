@@ -1,7 +1,7 @@
 //! The plugin watcher: a change to the `--plugin` file (filesystem
 //! notification, a periodic stat as fallback, or SIGHUP) reloads it — read
 //! whole, compiled off the async runtime, checked against the `handler` world
-//! — and swaps it in. A file that fails to load (torn write, garbage, wrong
+//! — and swaps it in. With `--no-watch` only SIGHUP reloads. A file that fails to load (torn write, garbage, wrong
 //! world) is reported and the previous version keeps serving.
 
 use std::os::unix::fs::MetadataExt;
@@ -34,6 +34,8 @@ pub struct PluginWatcher {
     pub slot: Arc<PluginSlot>,
     /// How often to stat the file when notifications are missed (zero: never).
     pub poll: Duration,
+    /// Whether to watch the file at all (`false`: SIGHUP only).
+    pub watch: bool,
     /// Run counters.
     pub stats: Arc<Stats>,
 }
@@ -48,7 +50,16 @@ impl PluginWatcher {
     /// Watches until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
         let (tx, mut changes) = mpsc::unbounded_channel::<()>();
-        let _fs_watcher = self.watch_directory(tx);
+        let _fs_watcher = if self.watch {
+            self.watch_directory(tx)
+        } else {
+            None
+        };
+        let poll_every = if self.watch {
+            self.poll
+        } else {
+            Duration::ZERO
+        };
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -59,10 +70,10 @@ impl PluginWatcher {
         let mut seen = fingerprint(&self.path);
         loop {
             let poll = async {
-                if self.poll.is_zero() {
+                if poll_every.is_zero() {
                     std::future::pending::<()>().await;
                 }
-                tokio::time::sleep(self.poll).await;
+                tokio::time::sleep(poll_every).await;
             };
             let hup = async {
                 match hangup.as_mut() {

@@ -1,15 +1,19 @@
 //! Worker threads: each owns one warm plugin instance and turns jobs into
-//! settled outcomes. Plain OS threads, because handler calls are synchronous
-//! CPU work that must not stall the async runtime.
+//! settled outcomes. Plain OS threads, because handler calls are CPU work
+//! that must not stall the async runtime; each drives its calls on a small
+//! runtime of its own, so a call blocked in a host function can be cut off
+//! at its deadline. A panic of the host while handling an entry costs that
+//! entry a retry and the worker a fresh instance, nothing more.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::dispatch::{Job, Settled};
 use super::stats::Stats;
+use super::supervise::Supervisor;
 use crate::outcome::{DeadLetterKind, Outcome};
 use crate::plugin::{Event, PluginInstance, PluginSlot};
 use crate::stream::{GroupRef, Payload};
@@ -35,19 +39,32 @@ pub struct WorkerSet {
 }
 
 impl WorkerSet {
-    /// Starts `n` worker threads; they exit when the job queue closes.
-    pub fn spawn(self, n: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
+    /// Starts `n` worker threads under `supervisor`; they exit when the job
+    /// queue closes.
+    pub fn spawn(
+        self,
+        n: usize,
+        supervisor: &Supervisor,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
         (0..n)
             .map(|i| {
                 let set = self.clone();
-                std::thread::Builder::new()
-                    .name(format!("worker-{i}"))
-                    .spawn(move || set.work())
+                supervisor.thread(format!("worker-{i}"), move || set.work())
             })
             .collect()
     }
 
     fn work(self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "a worker cannot start its runtime");
+                return;
+            }
+        };
         let mut generation = self.plugin.generation();
         let mut instance = PluginInstance::new(self.plugin.current());
         // One event reused for every call: stream/group/consumer are set once,
@@ -76,7 +93,21 @@ impl WorkerSet {
                     event.id = std::mem::take(&mut entry.id);
                     event.fields = fields;
                     event.delivery_count = entry.delivery_count;
-                    let outcome = instance.call(&event);
+                    let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        crate::fault::panic_once("worker-panic");
+                        rt.block_on(instance.call(&event))
+                    }));
+                    let outcome = match called {
+                        Ok(outcome) => outcome,
+                        Err(panic) => {
+                            let why = super::supervise::panic_message(&*panic);
+                            tracing::error!(entry = %event.id, panic = %why, "the host panicked handling an entry; it will be retried on a fresh instance");
+                            instance = PluginInstance::new(self.plugin.current());
+                            Outcome::Retry {
+                                reason: format!("the host panicked handling this entry: {why}"),
+                            }
+                        }
+                    };
                     if self.fresh_instance {
                         instance.discard();
                     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 
-use super::entry::{Entry, PendingRow, parse_entries, parse_xpending, parse_xreadgroup};
+use super::entry::{
+    Entry, EntryLimits, Payload, PendingRow, parse_entries, parse_xpending, parse_xreadgroup,
+};
 
 /// Where a stream/group/consumer triple lives; every command names it.
 #[derive(Debug, Clone)]
@@ -20,7 +22,7 @@ pub struct GroupRef {
 }
 
 /// A reply that broke the documented shape (a bug or a very odd server).
-fn shape_error(e: super::entry::ReplyError) -> redis::RedisError {
+pub(crate) fn shape_error(e: super::entry::ReplyError) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Parse, "unexpected reply", e.to_string()))
 }
 
@@ -76,152 +78,78 @@ pub fn read_new_cmd(g: &GroupRef, count: usize, block: Duration) -> redis::Cmd {
     cmd
 }
 
-/// Sends [`read_new_cmd`] through redis-rs (the path for TLS URLs).
+/// Sends [`read_new_cmd`] through redis-rs (the path for TLS URLs); payloads
+/// over `limits` are withheld once decoded.
 pub async fn read_new(
     con: &mut MultiplexedConnection,
     g: &GroupRef,
     count: usize,
     block: Duration,
+    limits: EntryLimits,
 ) -> RedisResult<Vec<Entry>> {
     let reply: Value = read_new_cmd(g, count, block).query_async(con).await?;
-    parse_xreadgroup(reply, 1).map_err(shape_error)
+    let mut entries = parse_xreadgroup(reply, 1).map_err(shape_error)?;
+    for e in &mut entries {
+        limits.apply(e);
+    }
+    Ok(entries)
 }
 
-/// `XPENDING stream group (after + count consumer` — this consumer's pending
-/// entries with ids above `after` (`-` for the start).
-pub async fn own_pending(
+/// `XPENDING stream group (after + count [consumer]` — a page of the
+/// group's pending entries (only `consumer`'s, if given) with ids above
+/// `after` (`-` for the start), with owner, idle time and delivery count.
+pub async fn pending_page(
     con: &mut MultiplexedConnection,
     g: &GroupRef,
     after: &str,
     count: usize,
+    consumer: Option<&str>,
 ) -> RedisResult<Vec<PendingRow>> {
     let start = if after == "-" {
         after.to_owned()
     } else {
         format!("({after}")
     };
-    let reply: Value = redis::cmd("XPENDING")
-        .arg(&g.stream)
+    let mut cmd = redis::cmd("XPENDING");
+    cmd.arg(&g.stream)
         .arg(&g.group)
         .arg(start)
         .arg("+")
-        .arg(count)
-        .arg(&g.consumer)
-        .query_async(con)
-        .await?;
+        .arg(count);
+    if let Some(consumer) = consumer {
+        cmd.arg(consumer);
+    }
+    let reply: Value = cmd.query_async(con).await?;
     parse_xpending(reply).map_err(shape_error)
 }
 
-/// `XCLAIM stream group consumer 0 id…` — takes (or re-takes) the entries,
-/// raising their delivery counters durably. Entries whose payload was trimmed
-/// are dropped from the PEL by Redis and missing from the reply.
-pub async fn claim(
+/// `XRANGE stream id id` for each id, pipelined, through redis-rs (the path
+/// for TLS URLs): entries in the order of `ids`, [`Payload::Trimmed`] for
+/// those gone, payloads over `limits` withheld. Delivery counts are 0.
+pub async fn fetch(
     con: &mut MultiplexedConnection,
-    g: &GroupRef,
+    stream: &str,
     ids: &[String],
+    limits: EntryLimits,
 ) -> RedisResult<Vec<Entry>> {
-    let reply: Value = redis::cmd("XCLAIM")
-        .arg(&g.stream)
-        .arg(&g.group)
-        .arg(&g.consumer)
-        .arg(0)
-        .arg(ids)
-        .query_async(con)
-        .await?;
-    parse_entries(reply, 0, "XCLAIM").map_err(shape_error)
-}
-
-/// What one `XAUTOCLAIM` page returned.
-#[derive(Debug, Default)]
-pub struct AutoClaimPage {
-    /// Cursor for the next page (`0-0` when the sweep is complete).
-    pub next: String,
-    /// Entries now owned by this consumer (delivery counts not yet known).
-    pub claimed: Vec<Entry>,
-    /// Pending ids whose payload was trimmed; Redis removed them from the PEL.
-    pub deleted: Vec<String>,
-}
-
-/// `XAUTOCLAIM stream group consumer min_idle_ms cursor COUNT count` (Redis 7
-/// reply: `[next, entries, deleted-ids]`).
-pub async fn autoclaim(
-    con: &mut MultiplexedConnection,
-    g: &GroupRef,
-    min_idle: Duration,
-    cursor: &str,
-    count: usize,
-) -> RedisResult<AutoClaimPage> {
-    let reply: Value = redis::cmd("XAUTOCLAIM")
-        .arg(&g.stream)
-        .arg(&g.group)
-        .arg(&g.consumer)
-        .arg(min_idle.as_millis() as u64)
-        .arg(cursor)
-        .arg("COUNT")
-        .arg(count)
-        .query_async(con)
-        .await?;
-    let Value::Array(mut parts) = reply else {
-        return Err(shape_error(super::entry::ReplyError::new(
-            "XAUTOCLAIM",
-            "not an array",
-        )));
-    };
-    if parts.len() < 3 {
-        return Err(shape_error(super::entry::ReplyError::new(
-            "XAUTOCLAIM",
-            "expected [cursor, entries, deleted] (Redis 7.0 or later is required)",
-        )));
-    }
-    let deleted: Vec<String> = redis::from_redis_value(parts.pop().unwrap_or_default())?;
-    let claimed =
-        parse_entries(parts.pop().unwrap_or_default(), 0, "XAUTOCLAIM").map_err(shape_error)?;
-    let next: String = redis::from_redis_value(parts.pop().unwrap_or_default())?;
-    Ok(AutoClaimPage {
-        next,
-        claimed,
-        deleted,
-    })
-}
-
-/// `XPENDING stream group first last count consumer` — delivery counts of this
-/// consumer's pending entries between two ids.
-pub async fn own_pending_between(
-    con: &mut MultiplexedConnection,
-    g: &GroupRef,
-    first: &str,
-    last: &str,
-    count: usize,
-) -> RedisResult<Vec<PendingRow>> {
-    let reply: Value = redis::cmd("XPENDING")
-        .arg(&g.stream)
-        .arg(&g.group)
-        .arg(first)
-        .arg(last)
-        .arg(count)
-        .arg(&g.consumer)
-        .query_async(con)
-        .await?;
-    parse_xpending(reply).map_err(shape_error)
-}
-
-/// Runs [`super::scripts::CLAIM_OWNED`]: re-claims `ids` still pending for
-/// this consumer to `target`, with their idle time set to `idle` (or reset to
-/// zero), without counting a delivery. Returns how many were still ours.
-pub async fn claim_owned(
-    con: &mut MultiplexedConnection,
-    g: &GroupRef,
-    target: &str,
-    idle: Option<Duration>,
-    ids: &[impl AsRef<str>],
-) -> RedisResult<u64> {
-    let mut call = super::scripts::CLAIM_OWNED.key(&g.stream);
-    call.arg(&g.group)
-        .arg(&g.consumer)
-        .arg(target)
-        .arg(idle.map(|d| d.as_millis().to_string()).unwrap_or_default());
+    let mut pipe = redis::pipe();
     for id in ids {
-        call.arg(id.as_ref());
+        pipe.cmd("XRANGE").arg(stream).arg(id).arg(id);
     }
-    call.invoke_async(con).await
+    let replies: Vec<Value> = pipe.query_async(con).await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, reply) in ids.iter().zip(replies) {
+        let mut found = parse_entries(reply, 0, "XRANGE").map_err(shape_error)?;
+        let mut entry = match found.pop() {
+            Some(e) if e.id == *id => e,
+            _ => Entry {
+                id: id.clone(),
+                payload: Payload::Trimmed,
+                delivery_count: 0,
+            },
+        };
+        limits.apply(&mut entry);
+        out.push(entry);
+    }
+    Ok(out)
 }

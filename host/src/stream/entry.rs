@@ -22,21 +22,70 @@ pub enum Payload {
     Fields(Vec<(String, Vec<u8>)>),
     /// At least one field name is not UTF-8; kept byte for byte for the DLQ.
     Raw(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Over the entry limits: the host did not keep the fields (a DLQ record
+    /// copies them inside Redis). How many there were and what they cost.
+    Withheld {
+        /// Number of fields.
+        fields: usize,
+        /// Their cost ([`crate::limits::field_cost`] summed).
+        bytes: usize,
+    },
     /// The entry is still pending but its payload was trimmed from the stream.
     Trimmed,
 }
 
+pub use crate::limits::FIELD_OVERHEAD;
+
+/// The entry limits the reader enforces while decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryLimits {
+    /// Most fields kept.
+    pub max_fields: usize,
+    /// Most bytes kept, counted with [`crate::limits::field_cost`].
+    pub max_bytes: usize,
+}
+
+impl EntryLimits {
+    /// Withholds a payload decoded without limits (the generic read path)
+    /// if it is over them, as the fast decoder would have.
+    pub fn apply(&self, entry: &mut Entry) {
+        let (fields, bytes) = (entry.payload.len(), entry.payload.cost());
+        if matches!(entry.payload, Payload::Fields(_) | Payload::Raw(_))
+            && (fields > self.max_fields || bytes > self.max_bytes)
+        {
+            entry.payload = Payload::Withheld { fields, bytes };
+        }
+    }
+}
+
 impl Payload {
-    /// Total bytes of names and values.
-    pub fn size(&self) -> usize {
+    /// Number of fields.
+    pub fn len(&self) -> usize {
         match self {
-            Payload::Fields(f) => f.iter().map(|(k, v)| k.len() + v.len()).sum(),
-            Payload::Raw(f) => f.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            Payload::Fields(f) => f.len(),
+            Payload::Raw(f) => f.len(),
+            Payload::Withheld { fields, .. } => *fields,
             Payload::Trimmed => 0,
         }
     }
 
-    /// Field pairs as raw bytes, in stream order (empty when trimmed).
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Names and values plus [`FIELD_OVERHEAD`] per field: what the limits count.
+    pub fn cost(&self) -> usize {
+        let cost = |k: usize, v: usize| crate::limits::field_cost(k, v);
+        match self {
+            Payload::Fields(f) => f.iter().map(|(k, v)| cost(k.len(), v.len())).sum(),
+            Payload::Raw(f) => f.iter().map(|(k, v)| cost(k.len(), v.len())).sum(),
+            Payload::Withheld { bytes, .. } => *bytes,
+            Payload::Trimmed => 0,
+        }
+    }
+
+    /// Field pairs as raw bytes, in stream order (empty when not kept).
     pub fn raw_pairs(&self) -> Vec<(&[u8], &[u8])> {
         match self {
             Payload::Fields(f) => f
@@ -47,7 +96,7 @@ impl Payload {
                 .iter()
                 .map(|(k, v)| (k.as_slice(), v.as_slice()))
                 .collect(),
-            Payload::Trimmed => Vec::new(),
+            Payload::Withheld { .. } | Payload::Trimmed => Vec::new(),
         }
     }
 }
@@ -250,7 +299,7 @@ mod tests {
             entries[2].payload,
             Payload::Raw(vec![(b"\xfe".to_vec(), b"v".to_vec())])
         );
-        assert_eq!(entries[2].payload.size(), 2);
+        assert_eq!(entries[2].payload.cost(), 2 + FIELD_OVERHEAD);
     }
 
     #[test]

@@ -1,13 +1,19 @@
-//! Everything that talks to Redis: entries, commands, scripts, the DLQ record
-//! layout and self-healing connections.
+//! Everything that talks to Redis: entries, commands, the fenced scripts and
+//! their typed wrappers, the DLQ record layout and self-healing connections.
 
+pub mod claims;
 pub mod commands;
+pub mod commits;
 pub mod dlq;
 pub mod entry;
 pub mod link;
+pub mod payloads;
+pub mod retention;
 pub mod scripts;
 pub mod wire;
 
+pub use claims::{ClaimSpec, Claimed, DeadLetters, Target};
 pub use commands::GroupRef;
-pub use entry::{Entry, Payload};
+pub use entry::{Entry, EntryLimits, Payload};
 pub use link::{ErrorClass, LinkHealth, RedisLink};
+pub use payloads::PayloadReader;

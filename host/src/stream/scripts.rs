@@ -1,31 +1,91 @@
-//! Lua scripts for the atomic, fenced steps: ack + emits (batched), and
-//! dead-letter moves. Each first checks that the entry is still pending for this
-//! consumer, so a retried commit (after a lost reply) or a peer that took the
-//! entry over never causes a second append.
+//! The Lua scripts behind every fenced, atomic step: ack with emits, the
+//! dead-letter move, claims (which also record entries whose payload is
+//! gone), consumer deletion and safe retention. Each script checks the
+//! pending list before it writes, so a commit retried after a lost reply, or
+//! a peer that took an entry over meanwhile, never causes a second write.
+//! Their argument layouts are owned by the typed wrappers in
+//! [`super::commands`]; nothing else builds these calls.
+//!
+//! Redis's Lua passes at most about 8,000 arguments to one command, so no
+//! script ever appends an entry of more than [`MAX_INLINE_FIELDS`] fields in
+//! one `XADD`: wider dead-letter records carry their original fields packed
+//! into one value (see [`super::dlq`]).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Acks a batch of entries together with what their handlers emitted.
+use super::dlq::{FIELD_PREFIX, PACKED_FIELDS};
+
+/// Most original fields a dead-letter record carries inline (Redis's Lua
+/// refuses to unpack more than about 8,000 values into one call).
+pub const MAX_INLINE_FIELDS: usize = crate::limits::MAX_FIELDS_CEILING;
+
+/// `dead_letter(dlq, maxlen, meta, id, deliveries, src, from, to, note)`:
+/// appends one DLQ record. `meta` is a flat list of name/value pairs; an empty
+/// `source_id` or `deliveries` value is filled in from `id` / `deliveries`,
+/// and `note` (if any) is appended to `reason`. The original fields are
+/// `src[from..to]` (name, value, …) or absent (`src` nil); too many for one
+/// `XADD` and they are packed into one RESP2 array value.
+fn dead_letter_fn() -> String {
+    format!(
+        r#"
+local function resp_array(src, from, to)
+  local parts = {{'*' .. (to - from + 1) .. '\r\n'}}
+  for i = from, to do
+    local s = src[i]
+    parts[#parts + 1] = '$' .. #s .. '\r\n'
+    parts[#parts + 1] = s
+    parts[#parts + 1] = '\r\n'
+  end
+  return table.concat(parts)
+end
+local function dead_letter(dlq, maxlen, meta, id, deliveries, src, from, to, note)
+  local args = {{dlq}}
+  if maxlen ~= '' then
+    args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = maxlen
+  end
+  args[#args + 1] = '*'
+  for i = 1, #meta, 2 do
+    local k, v = meta[i], meta[i + 1]
+    if v == '' and k == 'source_id' then v = id end
+    if v == '' and k == 'deliveries' then v = deliveries end
+    if k == 'reason' and note then v = v .. note end
+    args[#args + 1] = k; args[#args + 1] = v
+  end
+  if src and to - from + 1 > {inline} * 2 then
+    args[#args + 1] = '{packed}'; args[#args + 1] = resp_array(src, from, to)
+  elseif src then
+    for i = from, to, 2 do
+      args[#args + 1] = '{prefix}' .. src[i]; args[#args + 1] = src[i + 1]
+    end
+  end
+  return redis.call('XADD', unpack(args))
+end
+"#,
+        inline = MAX_INLINE_FIELDS,
+        packed = PACKED_FIELDS,
+        prefix = FIELD_PREFIX,
+    )
+}
+
+/// Acks a batch of entries, each together with what its handler emitted.
 /// KEYS[1] = source stream, KEYS[2..] = emit targets.
 /// ARGV[1] = group, ARGV[2] = consumer, ARGV[3]/ARGV[4] = lowest/highest
 /// entry id of the batch, ARGV[5] = rows to fetch from that range, then per
 /// entry: id, emit count m, then per emit: target key index, field count n,
 /// n field/value pairs.
-/// Returns one result per entry: 1 if acked (its emits appended), 0 if it
-/// was no longer pending for this consumer (nothing written), or the error
-/// of the XADD that failed (the entry is then left pending, unacked).
-/// The successful entries are acked together at the end (one XACK): XADD
-/// errors are caught per entry (pcall), so nothing between an entry's emits
-/// and that XACK can abort the script, and a script's writes reach replicas
-/// and the AOF as one transaction. An entry whose XADD fails is left
-/// unacked for redelivery; emits it made before the failing one stay, as
-/// they would with a script per entry. Ownership is
-/// read for the whole batch with one ranged XPENDING (a per-entry XPENDING
-/// was a third of Redis's time per emitting entry); an entry missing from
-/// that answer (the range held more of our entries than were fetched) is
-/// checked on its own before it counts as no longer ours.
+///
+/// Returns one result per entry: 1 if acked with all its emits, 0 if it was
+/// no longer pending for this consumer (nothing written), or why its emits
+/// could not be appended (nothing of it written; it stays pending). Each
+/// entry is all-or-nothing and independent of its neighbours: every target
+/// is checked to take a stream entry before the first `XADD`, and should an
+/// `XADD` fail anyway the entry's earlier emits are deleted again. The
+/// successful entries are acked together at the end (one `XACK`).
+/// Ownership is read for the whole batch with one ranged `XPENDING`; an
+/// entry missing from that answer (the range held more of our entries than
+/// were fetched) is checked on its own before it counts as no longer ours.
 pub static ACK_WITH_EMITS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -33,33 +93,48 @@ local owned = {}
 for _, row in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[2])) do
   owned[row[1]] = true
 end
-local out = {}
-local acked = {}
+local kinds = {}
+local function kind(key)
+  if kinds[key] == nil then kinds[key] = redis.call('TYPE', key)['ok'] end
+  return kinds[key]
+end
+local out, acked = {}, {}
 local i = 6
 while i <= #ARGV do
-  local id = ARGV[i]
-  local m = tonumber(ARGV[i + 1])
-  i = i + 2
-  local failed = false
+  local id, m = ARGV[i], tonumber(ARGV[i + 1])
+  local emits = {}
+  local j = i + 2
+  for e = 1, m do
+    local n = tonumber(ARGV[j + 1])
+    emits[e] = {KEYS[tonumber(ARGV[j])], j + 2, j + 1 + 2 * n}
+    j = j + 2 + 2 * n
+  end
+  i = j
+  local result = 1
   if not owned[id] and #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2]) == 0 then
-    failed = 0
+    result = 0
   end
-  for _ = 1, m do
-    local n = tonumber(ARGV[i + 1])
-    if not failed then
-      local args = {KEYS[tonumber(ARGV[i])], '*'}
-      for j = 1, 2 * n do args[j + 2] = ARGV[i + 1 + j] end
-      local r = redis.pcall('XADD', unpack(args))
-      if type(r) == 'table' and r.err then failed = r.err end
+  for _, e in ipairs(emits) do
+    local t = result == 1 and kind(e[1])
+    if t and t ~= 'stream' and t ~= 'none' then
+      result = 'WRONGTYPE emit target ' .. e[1] .. ' holds a ' .. t .. ', not a stream'
     end
-    i = i + 2 + 2 * n
   end
-  if failed then
-    out[#out + 1] = failed
-  else
-    acked[#acked + 1] = id
-    out[#out + 1] = 1
+  if result == 1 then
+    local added = {}
+    for _, e in ipairs(emits) do
+      local r = redis.pcall('XADD', e[1], '*', unpack(ARGV, e[2], e[3]))
+      if type(r) == 'table' and r.err then
+        for _, a in ipairs(added) do redis.call('XDEL', a[1], a[2]) end
+        result = 'emit to ' .. e[1] .. ' failed: ' .. r.err
+        break
+      end
+      kinds[e[1]] = 'stream'
+      added[#added + 1] = {e[1], r}
+    end
   end
+  if result == 1 then acked[#acked + 1] = id end
+  out[#out + 1] = result
 end
 if #acked > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(acked)) end
 return out
@@ -67,55 +142,93 @@ return out
     )
 });
 
+/// Moves one entry to the dead-letter stream: DLQ `XADD` first, then `XACK`,
+/// only if the entry is still pending for this consumer.
 /// KEYS[1] = source stream, KEYS[2] = dead-letter stream.
-/// ARGV[1] = group, ARGV[2] = consumer, ARGV[3] = entry id,
-/// ARGV[4] = "1" to require the entry to be pending for this consumer
-/// ("0" for entries Redis already dropped from the PEL because they were
-/// trimmed), ARGV[5..] = the DLQ record's field/value pairs.
-/// The XADD comes first: if it fails (e.g. OOM) the script aborts before the
-/// XACK and the entry stays pending. Returns 1 if moved, 0 if not pending.
+/// ARGV[1] = group, ARGV[2] = consumer, ARGV[3] = entry id, ARGV[4] = where
+/// the original fields come from: `inline` (the rest of ARGV), `copy` (read
+/// from the source stream here, for entries the host did not keep because
+/// they were over its limits) or `none` (trimmed), ARGV[5] = DLQ `MAXLEN ~`
+/// ("" for none), ARGV[6] = number m of metadata pairs, ARGV[7..6+2m] = the
+/// metadata, then the fields for `inline`.
+/// If the `XADD` fails (e.g. OOM) the script stops before the `XACK` and the
+/// entry stays pending. Returns 1 if moved, 0 if not pending for us.
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if ARGV[4] == '1' then
-  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
-  if #pending == 0 then return 0 end
+    Script::new(&format!(
+        r#"{dead_letter}
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
+local m = tonumber(ARGV[6])
+local meta = {{}}
+for i = 7, 6 + 2 * m do meta[#meta + 1] = ARGV[i] end
+local src, from, to, note = nil, 1, 0, nil
+if ARGV[4] == 'inline' then
+  src, from, to = ARGV, 7 + 2 * m, #ARGV
+elseif ARGV[4] == 'copy' then
+  local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+  if #e == 1 and type(e[1][2]) == 'table' then
+    src, from, to = e[1][2], 1, #e[1][2]
+  else
+    note = ' (its payload was trimmed before it could be copied)'
+  end
 end
-local args = {KEYS[2], '*'}
-for j = 5, #ARGV do args[j - 2] = ARGV[j] end
-redis.call('XADD', unpack(args))
+dead_letter(KEYS[2], ARGV[5], meta, ARGV[3], '', src, from, to, note)
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 return 1
 "#,
-    )
+        dead_letter = dead_letter_fn()
+    ))
 });
 
-/// KEYS[1] = stream. ARGV[1] = group, ARGV[2] = owner, ARGV[3] = target
-/// consumer, ARGV[4] = idle ms to set ("" to leave it at zero), ARGV[5..] = ids.
-/// Re-claims (`XCLAIM … JUSTID`, which does not count a delivery) those ids
-/// still pending for `owner` — renewing them (keep-alive), releasing them to
-/// any reaper (idle set to claim-idle), or handing them to a peer — and never
-/// touches an id a peer has taken meanwhile. Returns how many were claimed.
-pub static CLAIM_OWNED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local owned = {}
-for i = 5, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
-  if #p > 0 then owned[#owned + 1] = ARGV[i] end
+/// Claims pending entries, and records those whose payload is gone.
+/// KEYS[1] = stream, KEYS[2] = dead-letter stream.
+/// ARGV[1] = group, ARGV[2] = the consumer they must still belong to ("" for
+/// any), ARGV[3] = the idle ms they must have at least, ARGV[4] = the
+/// consumer to claim them to, ARGV[5] = the idle ms to leave them with (""
+/// for 0), ARGV[6] = "1" to count this claim as a delivery, ARGV[7] = DLQ
+/// `MAXLEN ~` ("" for none), ARGV[8] = number m of metadata pairs of a
+/// `trimmed` record, ARGV[9..8+2m] = that metadata, then per entry its id
+/// and the delivery count it must still have ("" for any).
+///
+/// Each id is checked against the pending list first (owner, idle time,
+/// delivery count) and skipped if it no longer qualifies, so a claim never
+/// takes an entry a peer has taken meanwhile, nor acts on a delivery that
+/// another claim has since replaced. `XCLAIM … JUSTID RETRYCOUNT` sets the delivery count
+/// explicitly (persisted, unlike a re-read of the pending list). An `XCLAIM`
+/// of an entry whose payload was trimmed drops it from the pending list and
+/// returns nothing: such an entry gets its `trimmed` record right here, in
+/// the same atomic step, so it can neither vanish nor be recorded twice.
+/// Returns `{{id, deliveries, …}, {trimmed id, …}}`.
+pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{dead_letter}
+local m = tonumber(ARGV[8])
+local meta = {{}}
+for i = 9, 8 + 2 * m do meta[#meta + 1] = ARGV[i] end
+local min_idle = tonumber(ARGV[3])
+local claimed, trimmed = {{}}, {{}}
+for i = 9 + 2 * m, #ARGV, 2 do
+  local id, expected = ARGV[i], ARGV[i + 1]
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)[1]
+  if row and (ARGV[2] == '' or row[2] == ARGV[2]) and row[3] >= min_idle
+      and (expected == '' or row[4] == tonumber(expected)) then
+    local count = row[4]
+    if ARGV[6] == '1' then count = count + 1 end
+    local args = {{KEYS[1], ARGV[1], ARGV[4], 0, id, 'RETRYCOUNT', count, 'JUSTID'}}
+    if ARGV[5] ~= '' then
+      args[#args + 1] = 'IDLE'; args[#args + 1] = ARGV[5]
+    end
+    if #redis.call('XCLAIM', unpack(args)) == 1 then
+      claimed[#claimed + 1] = id; claimed[#claimed + 1] = count
+    else
+      dead_letter(KEYS[2], ARGV[7], meta, id, tostring(row[4]), nil, 1, 0, nil)
+      trimmed[#trimmed + 1] = id
+    end
+  end
 end
-if #owned == 0 then return 0 end
-local args = {KEYS[1], ARGV[1], ARGV[3], 0}
-for _, id in ipairs(owned) do args[#args + 1] = id end
-if ARGV[4] ~= '' then
-  args[#args + 1] = 'IDLE'
-  args[#args + 1] = ARGV[4]
-end
-args[#args + 1] = 'JUSTID'
-redis.call('XCLAIM', unpack(args))
-return #owned
+return {{claimed, trimmed}}
 "#,
-    )
+        dead_letter = dead_letter_fn()
+    ))
 });
 
 /// KEYS[1] = stream. ARGV[1] = group, ARGV[2] = consumer.
@@ -132,14 +245,26 @@ return 1
     )
 });
 
-/// KEYS[1] = stream. ARGV[1] = maxlen ("" for none), ARGV[2] = age cutoff id
-/// ("" for none). Applies retention without ever removing an entry that a
-/// group of the stream has not yet delivered or still has pending: the floor
-/// is, over all groups, the oldest pending id or else the first entry after
-/// `last-delivered-id`. `MAXLEN ~ n` is used only when every needed entry is
-/// among the newest n (checked here, atomically with the trim); otherwise the
-/// trim stops at the floor. Returns {trimmed, holder group or "", floor or ""}
-/// where a holder is named when it kept the policy from being met.
+/// Applies retention without ever removing an entry that a group of the
+/// stream has not yet delivered or still has pending, and with bounded work
+/// per call.
+/// KEYS[1] = stream. ARGV[1] = maxlen N ("" for none), ARGV[2] = age cutoff
+/// id ("" for none), ARGV[3] = most entries to read in this call, ARGV[4] =
+/// where a scan for the N-th newest entry resumes ("" to start at the end),
+/// ARGV[5] = entries that scan has counted so far, ARGV[6] = a hint: an id
+/// known to have at least N entries from it on ("" if none).
+///
+/// The floor is, over all groups, the oldest pending id or else the first
+/// entry after `last-delivered-id`. For `MAXLEN` the trim target is the
+/// older of the floor and the N-th newest entry: `MAXLEN ~ N` when at most N
+/// entries are at or after the floor (one bounded read from the floor
+/// tells, which covers the usual recent floor), else `MINID ~` of whichever
+/// is older — found with the hint, or by counting back from the end a
+/// bounded page per call (`scanning`: call again with the returned cursor
+/// and count). `MINID` trims (the age cutoff, too) never pass the floor.
+/// Returns {trimmed, holder group or "", floor or "", "done" | "scanning",
+/// cursor, counted, hint} where a holder is named when it kept the policy
+/// from being met.
 pub static TRIM_SAFELY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -152,7 +277,7 @@ local function lt(a, b)
   if #as ~= #bs then return #as < #bs end
   return as < bs
 end
-local floor, holder, max_lag = nil, '', 0
+local floor, holder = nil, ''
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
   local f = {}
   for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
@@ -163,33 +288,45 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
     local nxt = redis.call('XRANGE', key, '(' .. f['last-delivered-id'], '+', 'COUNT', 1)
     if #nxt > 0 then need = nxt[1][1] end
   end
-  if type(f['lag']) == 'number' then
-    if f['lag'] > max_lag then max_lag = f['lag'] end
-  else
-    max_lag = math.huge
-  end
   if need and (floor == nil or lt(need, floor)) then floor, holder = need, f['name'] end
 end
 local trimmed, held = 0, false
+local state, cursor, counted, hint = 'done', '', 0, ARGV[6]
+local function to_floor()
+  held = true
+  trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', floor)
+end
 if ARGV[1] ~= '' then
-  local n = tonumber(ARGV[1])
+  local n, budget = tonumber(ARGV[1]), tonumber(ARGV[3])
   if redis.call('XLEN', key) > n then
-    local safe = floor == nil
-    if not safe and max_lag <= n then
-      local count, start = 0, floor
-      while count <= n do
-        local page = redis.call('XRANGE', key, start, '+', 'COUNT', math.min(1000, n + 1 - count))
-        if #page == 0 then break end
-        count = count + #page
-        start = '(' .. page[#page][1]
-      end
-      safe = count <= n
-    end
-    if safe then
+    if floor == nil then
       trimmed = trimmed + redis.call('XTRIM', key, 'MAXLEN', '~', n)
+    elseif hint ~= '' and lt(floor, hint) then
+      to_floor()
     else
-      held = true
-      trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', floor)
+      local k = math.min(n, budget)
+      local page = redis.call('XRANGE', key, floor, '+', 'COUNT', k + 1)
+      if #page <= k then
+        trimmed = trimmed + redis.call('XTRIM', key, 'MAXLEN', '~', n)
+      elseif n <= budget then
+        to_floor()
+      else
+        counted = tonumber(ARGV[5])
+        local from = ARGV[4] ~= '' and ARGV[4] or '+'
+        local want = math.min(budget, n - counted)
+        local back = redis.call('XREVRANGE', key, from, '-', 'COUNT', want)
+        counted = counted + #back
+        if #back > 0 and counted >= n then
+          hint = back[#back][1]
+          if lt(floor, hint) then
+            to_floor()
+          else
+            trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', hint)
+          end
+        elseif #back == want then
+          state, cursor = 'scanning', '(' .. back[#back][1]
+        end
+      end
     end
   end
 end
@@ -201,7 +338,7 @@ if ARGV[2] ~= '' then
   trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', target)
 end
 if not held then holder = '' end
-return {trimmed, holder, floor or ''}
+return {trimmed, holder, floor or '', state, cursor, counted, hint}
 "#,
     )
 });

@@ -1,27 +1,30 @@
-//! The reader's hot path: a minimal RESP2 connection that sends XREADGROUP
-//! and decodes the reply straight into [`Entry`] values.
+//! The hot read path: a minimal RESP2 connection for the commands that carry
+//! entry payloads (`XREADGROUP`, and `XRANGE` of claimed entries), decoding
+//! replies straight into [`Entry`] values as the bytes arrive.
 //!
-//! The generic client parses every reply into a tree of `redis::Value`s with
-//! a parser-combinator library; for 5-field entries that was over a third of
-//! the host's CPU per entry, more than the plugin call. This connection
-//! frames the reply with a non-allocating scan, then builds entries in one
-//! pass, allocating only the id, the names and the values that the handler
-//! receives anyway. Everything else (group management, claims, scripts)
-//! stays on redis-rs. TLS URLs are not handled here: callers fall back to
-//! the generic client for them.
+//! The generic client parses every reply into a tree of `redis::Value`s;
+//! for 5-field entries that was over a third of the host's CPU per entry.
+//! This decoder makes one pass, resuming where it stopped on every socket
+//! read (so a huge reply costs linear time), and allocates only the id, the
+//! names and the values that the handler receives anyway. It also enforces
+//! the entry limits while reading: once an entry has more fields than
+//! allowed or costs more bytes, the rest of its payload is skipped as it
+//! streams past and the entry arrives [`Payload::Withheld`] — a hostile
+//! entry of any size costs the host at most one limit's worth of memory.
+//! TLS URLs are not handled here: callers fall back to the generic client.
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::commands::GroupRef;
-use super::entry::{Entry, Payload};
+use super::entry::{Entry, EntryLimits, Payload};
 
-/// Most bytes one reply may take; a larger one is a protocol error rather
-/// than a reason to exhaust memory (500 entries of 1 MiB each fit).
-const MAX_REPLY: usize = 1 << 30;
+/// Longest header line (`*<n>` / `$<n>`), and longest string outside an
+/// entry's fields (stream key, id) this decoder buffers.
+const MAX_FRAME_STRING: usize = 1 << 20;
 
 /// Deepest nesting an XREADGROUP reply has (streams/stream/entries/entry/fields).
 const MAX_DEPTH: usize = 8;
@@ -32,16 +35,16 @@ enum Socket {
     Unix(tokio::net::UnixStream),
 }
 
-/// A connection used only for XREADGROUP.
-pub struct ReadConnection {
+/// A connection used only for the commands that return entries.
+pub struct EntryConnection {
     socket: Socket,
     buf: BytesMut,
     timeout: Duration,
 }
 
-impl std::fmt::Debug for ReadConnection {
+impl std::fmt::Debug for EntryConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadConnection")
+        f.debug_struct("EntryConnection")
             .field("buffered", &self.buf.len())
             .finish_non_exhaustive()
     }
@@ -73,7 +76,7 @@ fn server_error(line: &[u8]) -> RedisError {
     }
 }
 
-impl ReadConnection {
+impl EntryConnection {
     /// Connects and authenticates like redis-rs would for `info`, within
     /// `timeout` per step. `Ok(None)` for addresses this connection does not
     /// speak (TLS).
@@ -122,16 +125,83 @@ impl ReadConnection {
         g: &GroupRef,
         count: usize,
         block: Duration,
+        limits: EntryLimits,
     ) -> RedisResult<Vec<Entry>> {
         let cmd = super::commands::read_new_cmd(g, count, block).get_packed_command();
         let limit = block + self.timeout;
         within(limit, async {
             self.write(&cmd).await?;
-            let len = self.frame().await?;
-            let reply = self.buf.split_to(len);
-            decode_xreadgroup(&reply)
+            self.decode(Decoder::new(Shape::ReadGroup, limits)).await
         })
         .await?
+    }
+
+    /// The payloads of `ids` (`XRANGE key id id` each, pipelined), in order;
+    /// an id whose entry is gone comes back [`Payload::Trimmed`]. Delivery
+    /// counts are left at 0 for the caller to fill in.
+    pub async fn fetch(
+        &mut self,
+        stream: &str,
+        ids: &[String],
+        limits: EntryLimits,
+    ) -> RedisResult<Vec<Entry>> {
+        let mut packed = Vec::new();
+        for id in ids {
+            redis::cmd("XRANGE")
+                .arg(stream)
+                .arg(id)
+                .arg(id)
+                .write_packed_command(&mut packed);
+        }
+        let limit = self.timeout;
+        within(limit, async {
+            self.write(&packed).await?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let mut found = self.decode(Decoder::new(Shape::Range, limits)).await?;
+                match found.pop() {
+                    Some(mut e) if e.id == *id => {
+                        e.delivery_count = 0;
+                        out.push(e);
+                    }
+                    _ => out.push(Entry {
+                        id: id.clone(),
+                        payload: Payload::Trimmed,
+                        delivery_count: 0,
+                    }),
+                }
+            }
+            Ok(out)
+        })
+        .await?
+    }
+
+    /// Reads until `decoder` has one whole reply.
+    async fn decode(&mut self, mut decoder: Decoder) -> RedisResult<Vec<Entry>> {
+        loop {
+            if decoder.feed(&mut self.buf)? {
+                return decoder.finish();
+            }
+            if self.buf.capacity() - self.buf.len() < 64 * 1024 {
+                self.buf.reserve(self.buf.len().max(64 * 1024));
+            }
+            self.read_more().await?;
+        }
+    }
+
+    async fn read_more(&mut self) -> RedisResult<()> {
+        let n = match &mut self.socket {
+            Socket::Tcp(s) => s.read_buf(&mut self.buf).await?,
+            #[cfg(unix)]
+            Socket::Unix(s) => s.read_buf(&mut self.buf).await?,
+        };
+        if n == 0 {
+            return Err(io_error(
+                std::io::ErrorKind::ConnectionReset,
+                "connection closed by server",
+            ));
+        }
+        Ok(())
     }
 
     /// Sends a command whose reply must be `+OK`.
@@ -139,11 +209,20 @@ impl ReadConnection {
         let limit = self.timeout;
         within(limit, async {
             self.write(packed).await?;
-            let len = self.frame().await?;
-            let reply = self.buf.split_to(len);
-            match reply.first() {
+            let end = loop {
+                if let Some(end) = find_crlf(&self.buf) {
+                    break end;
+                }
+                if self.buf.len() > MAX_FRAME_STRING {
+                    return Err(protocol_error("reply line too long"));
+                }
+                self.buf.reserve(4096);
+                self.read_more().await?;
+            };
+            let line = self.buf.split_to(end + 2);
+            match line.first() {
                 Some(b'+') => Ok(()),
-                Some(b'-') => Err(server_error(&reply[1..reply.len() - 2])),
+                Some(b'-') => Err(server_error(&line[1..end])),
                 _ => Err(protocol_error("expected +OK")),
             }
         })
@@ -158,31 +237,15 @@ impl ReadConnection {
         }
         Ok(())
     }
+}
 
-    /// Reads until one whole reply is buffered; returns its length.
-    async fn frame(&mut self) -> RedisResult<usize> {
-        loop {
-            if let Some(len) = scan(&self.buf)? {
-                return Ok(len);
-            }
-            if self.buf.len() > MAX_REPLY {
-                return Err(protocol_error("reply larger than 1 GiB"));
-            }
-            if self.buf.capacity() - self.buf.len() < 64 * 1024 {
-                self.buf.reserve(self.buf.len().max(64 * 1024));
-            }
-            let n = match &mut self.socket {
-                Socket::Tcp(s) => s.read_buf(&mut self.buf).await?,
-                #[cfg(unix)]
-                Socket::Unix(s) => s.read_buf(&mut self.buf).await?,
-            };
-            if n == 0 {
-                return Err(io_error(
-                    std::io::ErrorKind::ConnectionReset,
-                    "connection closed by server",
-                ));
-            }
-        }
+/// What a field string adds to its entry's cost: its bytes, plus the
+/// per-field overhead once per pair (counted on the name).
+fn field_cost(is_name: bool, len: usize) -> usize {
+    len + if is_name {
+        super::entry::FIELD_OVERHEAD
+    } else {
+        0
     }
 }
 
@@ -192,14 +255,7 @@ async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> RedisResult<T
         .map_err(|_| io_error(std::io::ErrorKind::TimedOut, "Redis did not answer in time"))
 }
 
-/// The line starting at `at` (without CRLF) and where the next one starts.
-fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let rest = buf.get(at..)?;
-    let end = memchr_crlf(rest)?;
-    Some((&rest[..end], at + end + 2))
-}
-
-fn memchr_crlf(s: &[u8]) -> Option<usize> {
+fn find_crlf(s: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = s[from..].iter().position(|&b| b == b'\r') {
         let i = from + i;
@@ -231,189 +287,373 @@ fn int(digits: &[u8]) -> RedisResult<i64> {
     Ok(if negative { -n } else { n })
 }
 
-/// Length of the first complete RESP2 value in `buf`, `None` if more bytes
-/// are needed. Allocates nothing.
-pub fn scan(buf: &[u8]) -> RedisResult<Option<usize>> {
-    // Values still to skip at each open array level.
-    let mut pending: Vec<i64> = vec![1];
-    let mut at = 0;
-    while let Some(left) = pending.last_mut() {
-        if *left == 0 {
-            pending.pop();
-            continue;
-        }
-        *left -= 1;
-        let Some((head, next)) = line(buf, at) else {
-            return Ok(None);
-        };
-        let Some((&kind, rest)) = head.split_first() else {
-            return Err(protocol_error("empty line"));
-        };
-        at = next;
-        match kind {
-            b'+' | b'-' | b':' => {}
-            b'$' => {
-                let n = int(rest)?;
-                if n >= 0 {
-                    let end = at + n as usize + 2;
-                    if buf.len() < end {
-                        return Ok(None);
-                    }
-                    at = end;
-                }
-            }
-            b'*' => {
-                let n = int(rest)?;
-                if n > 0 {
-                    if pending.len() > MAX_DEPTH {
-                        return Err(protocol_error("nested too deeply"));
-                    }
-                    pending.push(n);
-                }
-            }
-            other => return Err(protocol_error(format!("unexpected type byte {other:#x}"))),
+/// Which reply is being decoded: where in it the entries sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `XREADGROUP`: `[[key, [entry, …]], …]` (or nil when BLOCK timed out).
+    ReadGroup,
+    /// `XRANGE` / `XCLAIM`: `[entry, …]`.
+    Range,
+}
+
+impl Shape {
+    /// Depth of the entry list: inside `[key, entries]` for reads, the reply
+    /// itself for ranges.
+    fn entries_depth(self) -> usize {
+        match self {
+            Shape::ReadGroup => 2,
+            Shape::Range => 0,
         }
     }
-    Ok(Some(at))
 }
 
-/// A cursor over one complete, scanned reply.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    at: usize,
+/// What a value at the current position is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Framing around the entries (stream list, stream key).
+    Frame,
+    /// The list of entries.
+    Entries,
+    /// One `[id, fields]` pair.
+    Entry,
+    /// An entry id.
+    Id,
+    /// An entry's field list.
+    Fields,
+    /// A field name (even index) or value (odd index).
+    Field(bool),
 }
 
-enum Item<'a> {
-    Array(i64),
-    Bulk(Option<&'a [u8]>),
-    Error(&'a [u8]),
-    Other,
+/// An entry being decoded.
+#[derive(Debug, Default)]
+struct Partial {
+    id: Option<String>,
+    names: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+    trimmed: bool,
+    withheld: bool,
+    fields: usize,
+    cost: usize,
 }
 
-impl<'a> Cursor<'a> {
-    fn next(&mut self) -> RedisResult<Item<'a>> {
-        let (head, next) = line(self.buf, self.at).ok_or_else(|| protocol_error("truncated"))?;
-        self.at = next;
-        let (&kind, rest) = head
-            .split_first()
-            .ok_or_else(|| protocol_error("empty line"))?;
-        Ok(match kind {
-            b'*' => Item::Array(int(rest)?),
-            b'$' => {
-                let n = int(rest)?;
-                if n < 0 {
-                    Item::Bulk(None)
-                } else {
-                    let start = self.at;
-                    let end = start + n as usize;
-                    self.at = end + 2;
-                    let bytes = self
-                        .buf
-                        .get(start..end)
-                        .ok_or_else(|| protocol_error("truncated string"))?;
-                    Item::Bulk(Some(bytes))
-                }
+impl Partial {
+    fn into_entry(self, delivery_count: u32) -> RedisResult<Entry> {
+        let id = self.id.ok_or_else(|| protocol_error("entry without id"))?;
+        let payload = if self.trimmed {
+            Payload::Trimmed
+        } else if self.withheld {
+            Payload::Withheld {
+                fields: self.fields,
+                bytes: self.cost,
             }
-            b'-' => Item::Error(rest),
-            _ => Item::Other,
+        } else if self.names.iter().all(|k| std::str::from_utf8(k).is_ok()) {
+            Payload::Fields(
+                self.names
+                    .into_iter()
+                    .map(|k| String::from_utf8(k).unwrap_or_default())
+                    .zip(self.values)
+                    .collect(),
+            )
+        } else {
+            Payload::Raw(self.names.into_iter().zip(self.values).collect())
+        };
+        Ok(Entry {
+            id,
+            payload,
+            delivery_count,
         })
     }
-
-    fn array(&mut self, what: &str) -> RedisResult<i64> {
-        match self.next()? {
-            Item::Array(n) => Ok(n),
-            _ => Err(protocol_error(format!("{what} is not an array"))),
-        }
-    }
-
-    fn bulk(&mut self, what: &str) -> RedisResult<&'a [u8]> {
-        match self.next()? {
-            Item::Bulk(Some(b)) => Ok(b),
-            _ => Err(protocol_error(format!("{what} is not a string"))),
-        }
-    }
 }
 
-/// Decodes one complete XREADGROUP reply (RESP2 bytes, as framed by the
-/// connection) into entries, each with a delivery count of 1 (`>` only
-/// returns never-delivered entries). Public for the benchmarks.
-pub fn decode_xreadgroup(reply: &[u8]) -> RedisResult<Vec<Entry>> {
-    let mut c = Cursor { buf: reply, at: 0 };
-    let streams = match c.next()? {
-        Item::Array(n) if n < 0 => return Ok(Vec::new()),
-        Item::Array(n) => n,
-        Item::Bulk(None) => return Ok(Vec::new()),
-        Item::Error(line) => return Err(server_error(line)),
-        _ => return Err(protocol_error("XREADGROUP reply is not an array")),
-    };
-    let mut out = Vec::new();
-    for _ in 0..streams {
-        if c.array("stream element")? != 2 {
-            return Err(protocol_error("stream element is not [key, entries]"));
+/// An incremental decoder for one reply: fed whatever bytes have arrived,
+/// it consumes them and keeps its place.
+#[derive(Debug)]
+pub struct Decoder {
+    shape: Shape,
+    limits: EntryLimits,
+    /// Per open array: items still to come, and the index of the next one.
+    open: Vec<(i64, usize)>,
+    /// Bytes of a skipped string (and its CRLF) still to discard.
+    skip: usize,
+    /// Whether the top-level value is complete.
+    done: bool,
+    entry: Option<Partial>,
+    out: Vec<Entry>,
+}
+
+impl Decoder {
+    /// A decoder for one reply of `shape`, keeping entries within `limits`.
+    pub fn new(shape: Shape, limits: EntryLimits) -> Self {
+        Self {
+            shape,
+            limits,
+            open: Vec::with_capacity(MAX_DEPTH),
+            skip: 0,
+            done: false,
+            entry: None,
+            out: Vec::new(),
         }
-        c.bulk("stream key")?;
-        let n = c.array("entry list")?;
-        out.reserve(n.max(0) as usize);
-        for _ in 0..n {
-            if c.array("entry")? != 2 {
-                return Err(protocol_error("entry is not [id, fields]"));
+    }
+
+    /// The role of the next value, from where it sits.
+    fn role(&self) -> Role {
+        let depth = self.open.len();
+        let base = self.shape.entries_depth();
+        if depth < base || (base == 2 && self.open[1].1 != 1) {
+            return Role::Frame;
+        }
+        let index = self.open.last().map_or(0, |(_, i)| *i);
+        match depth - base {
+            0 => Role::Entries,
+            1 => Role::Entry,
+            2 if index == 0 => Role::Id,
+            2 => Role::Fields,
+            _ => Role::Field(index.is_multiple_of(2)),
+        }
+    }
+
+    /// Consumes what it can of `buf`; `true` once the reply is complete.
+    pub fn feed(&mut self, buf: &mut BytesMut) -> RedisResult<bool> {
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(buf.len());
+                buf.advance(n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return Ok(false);
+                }
+                self.item_done()?;
+                continue;
             }
-            let id = std::str::from_utf8(c.bulk("entry id")?)
-                .map_err(|_| protocol_error("non-UTF-8 entry id"))?
-                .to_owned();
-            let payload = match c.next()? {
-                Item::Array(k) if k < 0 => Payload::Trimmed,
-                Item::Bulk(None) => Payload::Trimmed,
-                Item::Array(k) if k % 2 == 1 => {
+            if self.done {
+                return Ok(true);
+            }
+            let Some(end) = find_crlf(buf) else {
+                if buf.len() > MAX_FRAME_STRING {
+                    return Err(protocol_error("header line too long"));
+                }
+                return Ok(false);
+            };
+            let (&kind, digits) = buf[..end]
+                .split_first()
+                .ok_or_else(|| protocol_error("empty line"))?;
+            match kind {
+                b'*' => {
+                    let n = int(digits)?;
+                    buf.advance(end + 2);
+                    self.array(n)?;
+                }
+                b'$' => {
+                    let n = int(digits)?;
+                    if n < 0 {
+                        buf.advance(end + 2);
+                        self.nil()?;
+                        continue;
+                    }
+                    let n = n as usize;
+                    let role = self.role();
+                    if !self.wants(role, n)? {
+                        buf.advance(end + 2);
+                        self.account(role, n)?;
+                        self.skip = n + 2;
+                        continue;
+                    }
+                    let total = end + 2 + n + 2;
+                    if buf.len() < total {
+                        if buf.capacity() < total {
+                            buf.reserve(total - buf.len());
+                        }
+                        return Ok(false);
+                    }
+                    let bytes = buf[end + 2..end + 2 + n].to_vec();
+                    buf.advance(total);
+                    self.account(role, n)?;
+                    self.string(role, bytes)?;
+                }
+                b'-' if self.open.is_empty() => {
+                    let err = server_error(&buf[1..end]);
+                    buf.advance(end + 2);
+                    return Err(err);
+                }
+                b'+' | b':' => {
+                    buf.advance(end + 2);
+                    if self.role() != Role::Frame {
+                        return Err(protocol_error("unexpected simple value in an entry"));
+                    }
+                    self.item_done()?;
+                }
+                other => return Err(protocol_error(format!("unexpected type byte {other:#x}"))),
+            }
+        }
+    }
+
+    /// Whether to buffer a string of `len` bytes in `role`. Asked again each
+    /// time more bytes arrive, so it changes nothing: the cost is counted
+    /// once the string is consumed ([`Decoder::account`]).
+    fn wants(&self, role: Role, len: usize) -> RedisResult<bool> {
+        match (role, &self.entry) {
+            (Role::Field(is_name), Some(entry)) => {
+                Ok(!entry.withheld
+                    && entry.cost + field_cost(is_name, len) <= self.limits.max_bytes)
+            }
+            (Role::Field(_), None) => Err(protocol_error("field outside an entry")),
+            _ if len > MAX_FRAME_STRING => Err(protocol_error("string too long")),
+            _ => Ok(true),
+        }
+    }
+
+    /// Counts a consumed field string towards its entry's cost, withholding
+    /// the entry's payload once it is over the byte limit.
+    fn account(&mut self, role: Role, len: usize) -> RedisResult<()> {
+        if let Role::Field(is_name) = role {
+            let max = self.limits.max_bytes;
+            let entry = self.partial()?;
+            entry.cost += field_cost(is_name, len);
+            if !entry.withheld && entry.cost > max {
+                entry.withhold();
+            }
+        }
+        Ok(())
+    }
+
+    fn partial(&mut self) -> RedisResult<&mut Partial> {
+        self.entry
+            .as_mut()
+            .ok_or_else(|| protocol_error("field outside an entry"))
+    }
+
+    fn array(&mut self, n: i64) -> RedisResult<()> {
+        let role = self.role();
+        if n < 0 {
+            return self.nil();
+        }
+        match role {
+            Role::Entry => {
+                if n != 2 {
+                    return Err(protocol_error("entry is not [id, fields]"));
+                }
+                self.entry = Some(Partial::default());
+            }
+            Role::Fields => {
+                if n % 2 == 1 {
                     return Err(protocol_error("odd number of field/value items"));
                 }
-                Item::Array(k) => fields(&mut c, (k / 2) as usize)?,
-                _ => return Err(protocol_error("entry fields are not an array")),
-            };
-            out.push(Entry {
-                id,
-                payload,
-                delivery_count: 1,
-            });
-        }
-    }
-    if c.at != reply.len() {
-        return Err(protocol_error("trailing bytes after the reply"));
-    }
-    Ok(out)
-}
-
-fn fields(c: &mut Cursor<'_>, pairs: usize) -> RedisResult<Payload> {
-    let mut named = Vec::with_capacity(pairs);
-    for i in 0..pairs {
-        let k = c.bulk("field name")?;
-        let v = c.bulk("field value")?;
-        match std::str::from_utf8(k) {
-            Ok(k) => named.push((k.to_owned(), v.to_vec())),
-            Err(_) => {
-                // Rare: keep everything as bytes for the dead-letter record.
-                let mut raw: Vec<(Vec<u8>, Vec<u8>)> = named
-                    .into_iter()
-                    .map(|(k, v): (String, Vec<u8>)| (k.into_bytes(), v))
-                    .collect();
-                raw.push((k.to_vec(), v.to_vec()));
-                for _ in i + 1..pairs {
-                    raw.push((
-                        c.bulk("field name")?.to_vec(),
-                        c.bulk("field value")?.to_vec(),
-                    ));
+                let max = self.limits.max_fields;
+                let entry = self.partial()?;
+                entry.fields = (n / 2) as usize;
+                if entry.fields > max {
+                    entry.withhold();
+                } else {
+                    entry.names.reserve(entry.fields);
+                    entry.values.reserve(entry.fields);
                 }
-                return Ok(Payload::Raw(raw));
+            }
+            Role::Entries => self.out.reserve(n.min(100_000) as usize),
+            Role::Frame => {}
+            Role::Id | Role::Field(_) => {
+                return Err(protocol_error("nested array inside an entry"));
+            }
+        }
+        if n == 0 {
+            return self.item_done();
+        }
+        if self.open.len() >= MAX_DEPTH {
+            return Err(protocol_error("nested too deeply"));
+        }
+        self.open.push((n, 0));
+        Ok(())
+    }
+
+    fn nil(&mut self) -> RedisResult<()> {
+        match self.role() {
+            Role::Fields => self.partial()?.trimmed = true,
+            Role::Frame | Role::Entries => {}
+            _ => return Err(protocol_error("unexpected nil")),
+        }
+        self.item_done()
+    }
+
+    fn string(&mut self, role: Role, bytes: Vec<u8>) -> RedisResult<()> {
+        match role {
+            Role::Id => {
+                let id = String::from_utf8(bytes).map_err(|_| protocol_error("non-UTF-8 id"))?;
+                self.partial()?.id = Some(id);
+            }
+            Role::Field(true) => self.partial()?.names.push(bytes),
+            Role::Field(false) => self.partial()?.values.push(bytes),
+            Role::Frame => {}
+            _ => return Err(protocol_error("unexpected string")),
+        }
+        self.item_done()
+    }
+
+    /// One value at the current position is complete.
+    fn item_done(&mut self) -> RedisResult<()> {
+        loop {
+            let Some((left, index)) = self.open.last_mut() else {
+                self.done = true;
+                return Ok(());
+            };
+            *left -= 1;
+            *index += 1;
+            if *left > 0 {
+                return Ok(());
+            }
+            self.open.pop();
+            // An array just closed: if it was an entry, it is complete.
+            if self.role() == Role::Entry {
+                let count = if self.shape == Shape::ReadGroup { 1 } else { 0 };
+                let entry = self
+                    .entry
+                    .take()
+                    .ok_or_else(|| protocol_error("empty entry"))?;
+                self.out.push(entry.into_entry(count)?);
             }
         }
     }
-    Ok(Payload::Fields(named))
+
+    /// The entries of the complete reply.
+    pub fn finish(self) -> RedisResult<Vec<Entry>> {
+        if !self.done {
+            return Err(protocol_error("truncated reply"));
+        }
+        Ok(self.out)
+    }
+}
+
+impl Partial {
+    /// Stops keeping this entry's payload; its size is still counted.
+    fn withhold(&mut self) {
+        self.withheld = true;
+        self.names = Vec::new();
+        self.values = Vec::new();
+    }
+}
+
+/// Decodes one complete XREADGROUP reply (RESP2 bytes) into entries, each
+/// with a delivery count of 1 (`>` only returns never-delivered entries).
+/// Public for the benchmarks and tests.
+pub fn decode_xreadgroup(reply: &[u8], limits: EntryLimits) -> RedisResult<Vec<Entry>> {
+    let mut buf = BytesMut::from(reply);
+    let mut decoder = Decoder::new(Shape::ReadGroup, limits);
+    if !decoder.feed(&mut buf)? {
+        return Err(protocol_error("truncated reply"));
+    }
+    if !buf.is_empty() {
+        return Err(protocol_error("trailing bytes after the reply"));
+    }
+    decoder.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stream::entry::parse_xreadgroup;
+
+    const ANY: EntryLimits = EntryLimits {
+        max_fields: usize::MAX,
+        max_bytes: usize::MAX,
+    };
 
     fn bulk(s: &[u8]) -> Vec<u8> {
         let mut v = format!("${}\r\n", s.len()).into_bytes();
@@ -461,8 +701,7 @@ mod tests {
     #[test]
     fn decodes_like_the_generic_parser() {
         let bytes = sample();
-        assert_eq!(scan(&bytes).unwrap(), Some(bytes.len()));
-        let fast = decode_xreadgroup(&bytes).unwrap();
+        let fast = decode_xreadgroup(&bytes, ANY).unwrap();
         let value = redis::parse_redis_value(&bytes).unwrap();
         assert_eq!(fast, parse_xreadgroup(value, 1).unwrap());
         assert_eq!(fast[1].payload, Payload::Trimmed);
@@ -470,35 +709,100 @@ mod tests {
     }
 
     #[test]
-    fn every_prefix_is_incomplete() {
+    fn gives_the_same_entries_whatever_the_bytes_arrive_in() {
         let bytes = sample();
-        for cut in 0..bytes.len() {
-            assert_eq!(scan(&bytes[..cut]).unwrap(), None, "cut at {cut}");
+        let whole = decode_xreadgroup(&bytes, ANY).unwrap();
+        for chunk in [1, 2, 3, 7, 64] {
+            let mut decoder = Decoder::new(Shape::ReadGroup, ANY);
+            let mut buf = BytesMut::new();
+            let mut done = false;
+            for piece in bytes.chunks(chunk) {
+                assert!(!done, "complete before the last byte (chunk {chunk})");
+                buf.extend_from_slice(piece);
+                done = decoder.feed(&mut buf).unwrap();
+            }
+            assert!(done && buf.is_empty(), "chunk {chunk}");
+            assert_eq!(decoder.finish().unwrap(), whole, "chunk {chunk}");
         }
-        let mut two = bytes.clone();
-        two.extend_from_slice(b"+OK\r\n");
+    }
+
+    #[test]
+    fn withholds_entries_over_the_limits_but_keeps_their_neighbours() {
+        let wide: Vec<(&[u8], &[u8])> = vec![(b"a", b"1"), (b"b", b"2"), (b"c", b"3")];
+        let big: Vec<(&[u8], &[u8])> = vec![(b"blob", &[7u8; 500])];
+        let bytes = reply(&[
+            ("1-0", Some(wide)),
+            ("2-0", Some(vec![(b"k", b"v")])),
+            ("3-0", Some(big)),
+        ]);
+        let limits = EntryLimits {
+            max_fields: 2,
+            max_bytes: 200,
+        };
+        // Fed a byte at a time: a skipped payload never needs buffering.
+        let mut decoder = Decoder::new(Shape::ReadGroup, limits);
+        let mut buf = BytesMut::new();
+        for b in &bytes {
+            buf.extend_from_slice(&[*b]);
+            decoder.feed(&mut buf).unwrap();
+            assert!(buf.len() < 64, "buffered {} bytes", buf.len());
+        }
+        let entries = decoder.finish().unwrap();
         assert_eq!(
-            scan(&two).unwrap(),
-            Some(bytes.len()),
-            "stops after one reply"
+            entries[0].payload,
+            Payload::Withheld {
+                fields: 3,
+                bytes: 3 * (2 + super::super::entry::FIELD_OVERHEAD)
+            }
+        );
+        assert_eq!(
+            entries[1].payload,
+            Payload::Fields(vec![("k".into(), b"v".to_vec())])
+        );
+        assert_eq!(
+            entries[2].payload,
+            Payload::Withheld {
+                fields: 1,
+                bytes: 4 + 500 + super::super::entry::FIELD_OVERHEAD
+            }
         );
     }
 
     #[test]
-    fn nil_and_errors() {
-        assert!(decode_xreadgroup(b"*-1\r\n").unwrap().is_empty());
-        let err =
-            decode_xreadgroup(b"-NOGROUP No such key 'x' or consumer group 'g'\r\n").unwrap_err();
+    fn nil_errors_and_garbage() {
+        assert!(decode_xreadgroup(b"*-1\r\n", ANY).unwrap().is_empty());
+        let err = decode_xreadgroup(b"-NOGROUP No such key 'x' or consumer group 'g'\r\n", ANY)
+            .unwrap_err();
         assert_eq!(err.code(), Some("NOGROUP"));
-        assert!(scan(b"?what\r\n").is_err());
-        assert!(scan(b"$x1\r\n").is_err());
-        assert!(scan(b"*99999999999999999999\r\n").is_err());
+        for bad in [
+            &b"?what\r\n"[..],
+            b"$x1\r\n",
+            b"*99999999999999999999\r\n",
+            b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*1\r\n$1\r\nk\r\n",
+            b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*3\r\n",
+        ] {
+            assert!(decode_xreadgroup(bad, ANY).is_err(), "{bad:?}");
+        }
         assert_eq!(int(b"-1").unwrap(), -1);
         assert_eq!(int(b"1234").unwrap(), 1234);
         assert!(int(b"").is_err() && int(b"-").is_err() && int(b"1a").is_err());
-        assert!(
-            decode_xreadgroup(b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*1\r\n$1\r\nk\r\n")
-                .is_err()
-        );
+    }
+
+    #[test]
+    fn decodes_ranges() {
+        let mut bytes = b"*1\r\n*2\r\n".to_vec();
+        bytes.extend(bulk(b"5-0"));
+        bytes.extend(b"*2\r\n");
+        bytes.extend(bulk(b"k"));
+        bytes.extend(bulk(b"v"));
+        let mut decoder = Decoder::new(Shape::Range, ANY);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(decoder.feed(&mut buf).unwrap());
+        let entries = decoder.finish().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].id, "5-0");
+        let mut empty = Decoder::new(Shape::Range, ANY);
+        assert!(empty.feed(&mut BytesMut::from(&b"*0\r\n"[..])).unwrap());
+        assert!(empty.finish().unwrap().is_empty());
     }
 }

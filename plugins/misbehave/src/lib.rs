@@ -7,8 +7,16 @@
 //! `emit`, `emit-then-fail`, `emit-then-trap`, `sleep` (busy-waits `ms`),
 //! `print` (stdout + stderr), `log`, `config` (emits the value of config `key`),
 //! `count` (emits how many calls this instance has served), `fail-until`
-//! (retryable while `delivery-count` < `n`). Emits go to the `emit_to` field's
-//! stream (default `misbehave:out`). Any action waits `sleep_ms` first, if given.
+//! (retryable while `delivery-count` < `n`).
+//!
+//! Hostile actions: `wasi-sleep` (blocks `ms` in the host's WASI clock, not in
+//! wasm), `emit-wide` (one emit of `n` fields), `emit-many` (`count` emits of
+//! `n` empty fields each), `log-flood` / `print-flood` (`n` lines), `log-forge`
+//! (a log message with a newline and a fake host line), `long-log` and
+//! `long-reason` (`n` bytes of text, the latter as a permanent failure).
+//!
+//! Emits go to the `emit_to` field's stream (default `misbehave:out`). Any
+//! action waits `sleep_ms` first (busy), or `wasi_sleep_ms` (in the host), if given.
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -29,6 +37,12 @@ impl Handler for Misbehave {
         if let Some(ms) = event.opt_str("sleep_ms")? {
             let ms: u64 = ms.parse().map_err(|_| Failure::permanent("bad sleep_ms"))?;
             busy_wait(Duration::from_millis(ms));
+        }
+        if let Some(ms) = event.opt_str("wasi_sleep_ms")? {
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| Failure::permanent("bad wasi_sleep_ms"))?;
+            std::thread::sleep(Duration::from_millis(ms));
         }
         let action = event.opt_str("action")?.unwrap_or("ok");
         let reason = event
@@ -136,9 +150,60 @@ impl Handler for Misbehave {
                     Ok(())
                 }
             }
+            "wasi-sleep" => {
+                std::thread::sleep(Duration::from_millis(number(&event, "ms")?));
+                Ok(())
+            }
+            "emit-wide" => {
+                let n = number(&event, "n")? as usize;
+                let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+                streamhost_sdk::emit(&out, names.iter().map(|k| (k.as_str(), b"v".as_slice())));
+                emit_marker();
+                Ok(())
+            }
+            "emit-many" => {
+                let (count, n) = (number(&event, "count")?, number(&event, "n")? as usize);
+                for _ in 0..count {
+                    streamhost_sdk::emit(&out, std::iter::repeat_n(("", b"".as_slice()), n));
+                }
+                Ok(())
+            }
+            "log-flood" => {
+                for i in 0..number(&event, "n")? {
+                    log::info(&format!("flood line {i} of {}", event.id));
+                }
+                Ok(())
+            }
+            "print-flood" => {
+                for i in 0..number(&event, "n")? {
+                    println!("print flood line {i} of {}", event.id);
+                }
+                Ok(())
+            }
+            "log-forge" => {
+                log::info(
+                    "innocent\n2026-01-01T00:00:00Z  INFO streamhost: forged host line\x1b[31m",
+                );
+                Ok(())
+            }
+            "long-log" => {
+                log::info(&"L".repeat(number(&event, "n")? as usize));
+                Ok(())
+            }
+            "long-reason" => Err(Failure::permanent(
+                "R".repeat(number(&event, "n")? as usize),
+            )),
             other => Err(Failure::permanent(format!("unknown action {other:?}"))),
         }
     }
+}
+
+/// A numeric field; missing or malformed is a permanent failure.
+fn number(event: &Event, name: &str) -> Result<u64, Failure> {
+    event
+        .str(name)?
+        .parse()
+        .map_err(|_| Failure::permanent(format!("bad {name}")))
 }
 
 /// Burns CPU (no sleeping in a sandbox without timers): the epoch deadline

@@ -9,6 +9,9 @@ use redis::{Commands, Connection, Value};
 
 use super::eventually;
 
+/// An entry's field/value pairs as raw bytes.
+pub type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A running redis-server owned by one test; killed on drop.
 pub struct RedisServer {
     port: u16,
@@ -112,6 +115,39 @@ impl RedisServer {
     pub fn add(&self, stream: &str, fields: &[(&str, &str)]) -> String {
         let mut c = self.conn();
         c.xadd(stream, "*", fields).expect("XADD")
+    }
+
+    /// XADDs one entry with raw (binary) field names and values; returns its id.
+    pub fn add_raw(&self, stream: &str, fields: &RawFields) -> String {
+        let mut c = self.conn();
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream).arg("*");
+        for (k, v) in fields {
+            cmd.arg(k.as_slice()).arg(v.as_slice());
+        }
+        cmd.query(&mut c).expect("XADD")
+    }
+
+    /// Entries of a stream with their fields as raw bytes.
+    pub fn range_raw(&self, stream: &str) -> Vec<(String, RawFields)> {
+        let mut c = self.conn();
+        let items: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .expect("XRANGE");
+        items
+            .into_iter()
+            .map(|(id, flat)| {
+                let mut it = flat.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
+                }
+                (id, pairs)
+            })
+            .collect()
     }
 
     /// Entries of a stream as (id, fields as lossy strings).

@@ -1,0 +1,237 @@
+//! The holder: every claim this process makes on entries it already holds,
+//! in one task so they can never overtake each other (a late renewal would
+//! otherwise undo a release).
+//!
+//! - **Keep-alive.** Entries held longer than half of `--claim-idle` (queued,
+//!   in a long call, or waiting out a retry backoff) are re-claimed to this
+//!   consumer, which resets their idle time without counting a delivery, so
+//!   a peer's reaper never steals work in progress. An entry counts as
+//!   renewed only once Redis has taken the renewal.
+//! - **Retry release.** A retryable failure waits out a backoff (`--retry-backoff`,
+//!   doubling per delivery) still holding its window slot, then is released:
+//!   its idle time is set to `--claim-idle`, so the next reaper sweep — ours
+//!   or a peer's — claims it, which counts the delivery durably in Redis.
+//!
+//! Both go through the fenced claim script, which also records an entry
+//! whose payload was trimmed meanwhile, exactly once.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+
+use super::claiming::DlqTarget;
+use super::inflight::InFlight;
+use super::stats::Stats;
+use crate::config::MAX_RETRY_BACKOFF;
+use crate::stream::{ClaimSpec, RedisLink};
+
+/// Most ids per claim call.
+const CLAIM_CHUNK: usize = 1_000;
+
+/// How long a release may wait for Redis before the entries are left to age
+/// into reclaimability on their own.
+const RELEASE_BUDGET: Duration = Duration::from_secs(2);
+
+/// An entry whose handler asked for a retry (or whose commit was refused).
+#[derive(Debug)]
+pub struct Retry {
+    /// Entry id.
+    pub id: String,
+    /// Deliveries so far.
+    pub deliveries: u32,
+    /// Its window slot, held until the release.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// `base · 2^(deliveries-1)`, capped.
+pub fn backoff(base: Duration, deliveries: u32) -> Duration {
+    let exp = deliveries.saturating_sub(1).min(20);
+    base.saturating_mul(1 << exp).min(MAX_RETRY_BACKOFF)
+}
+
+/// A retry waiting for its release time (ordered by time, then id).
+#[derive(Debug)]
+struct Waiting {
+    due: Instant,
+    id: String,
+    deliveries: u32,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, &self.id) == (other.due, &other.id)
+    }
+}
+impl Eq for Waiting {}
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, &self.id).cmp(&(other.due, &other.id))
+    }
+}
+
+/// The holder task.
+#[derive(Debug)]
+pub struct Holder {
+    /// Its own connection.
+    pub link: RedisLink,
+    /// Where `trimmed` records go.
+    pub dlq: DlqTarget,
+    /// The reclaim threshold keep-alive protects against, and the idle time
+    /// released entries get.
+    pub claim_idle: Duration,
+    /// First retry backoff.
+    pub base: Duration,
+    /// Entries this process holds.
+    pub inflight: Arc<InFlight>,
+    /// Run counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Holder {
+    /// Runs until its inbox closes (the committer is done), then releases
+    /// whatever still waits, at once, so the next owner need not wait.
+    /// Keep-alive runs all along: handlers still run during the drain.
+    pub async fn run(mut self, mut inbox: UnboundedReceiver<Retry>) {
+        let mut waiting: BinaryHeap<Reverse<Waiting>> = BinaryHeap::new();
+        let age = self.claim_idle / 2;
+        let every = (self.claim_idle / 8).max(Duration::from_millis(5));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next_due = waiting.peek().map(|Reverse(w)| w.due);
+            tokio::select! {
+                item = inbox.recv() => match item {
+                    Some(r) => waiting.push(Reverse(Waiting {
+                        due: Instant::now() + backoff(self.base, r.deliveries),
+                        id: r.id,
+                        deliveries: r.deliveries,
+                        _permit: r.permit,
+                    })),
+                    None => break,
+                },
+                _ = sleep_until_opt(next_due) => {
+                    let now = Instant::now();
+                    let mut due = Vec::new();
+                    while waiting.peek().is_some_and(|Reverse(w)| w.due <= now) {
+                        if let Some(Reverse(w)) = waiting.pop() {
+                            due.push(w);
+                        }
+                    }
+                    self.release(due).await;
+                }
+                _ = tick.tick() => self.renew(age).await,
+            }
+        }
+        let rest: Vec<Waiting> = waiting.into_iter().map(|Reverse(w)| w).collect();
+        self.release(rest).await;
+    }
+
+    /// Re-claims held entries older than `age`.
+    async fn renew(&mut self, age: Duration) {
+        let due = self.inflight.due_for_touch(age);
+        if due.is_empty() {
+            return;
+        }
+        let cancel = super::cancel_after(RELEASE_BUDGET);
+        let Some(mut con) = self.link.connection(&cancel).await else {
+            return;
+        };
+        let me = self.dlq.group.consumer.clone();
+        for chunk in due.chunks(CLAIM_CHUNK) {
+            let targets: Vec<_> = chunk.iter().map(|id| (id.as_str(), None)).collect();
+            let claimed = self
+                .dlq
+                .claim(&mut con, ClaimSpec::renew(&me), &targets, &self.stats)
+                .await;
+            match claimed {
+                Ok(c) => {
+                    self.link.succeeded();
+                    self.stats.touched(c.claimed.len() as u64);
+                    // Not ours any more, or recorded as trimmed: nothing left
+                    // to renew either way.
+                    self.inflight.renewed(chunk.iter().map(String::as_str));
+                    tracing::debug!(
+                        renewed = c.claimed.len(),
+                        held = chunk.len(),
+                        "keep-alive renewed entries still in progress"
+                    );
+                }
+                Err(e) => {
+                    self.link.failed(&e);
+                    tracing::debug!(error = %e, entries = chunk.len(), "keep-alive could not renew entries; trying again at the next tick");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sets the idle time of entries still ours to `claim_idle` and lets go
+    /// of them (and of their window slots).
+    async fn release(&mut self, entries: Vec<Waiting>) {
+        if entries.is_empty() {
+            return;
+        }
+        // Let go first: once the idle time is set a reaper may claim the
+        // entry at any moment, and ours must not skip it as still held.
+        self.inflight
+            .drop_all(entries.iter().map(|w| w.id.as_str()));
+        // A short, single attempt: if Redis is unreachable the entries simply
+        // age into reclaimability on their own, no longer renewed.
+        let cancel = super::cancel_after(RELEASE_BUDGET);
+        let Some(mut con) = self.link.connection(&cancel).await else {
+            return;
+        };
+        let me = self.dlq.group.consumer.clone();
+        let spec = ClaimSpec::release(&me, &me, self.claim_idle);
+        // Only the delivery that failed is released: if our own recovery
+        // has claimed the entry again since, it is being handled anew.
+        let targets: Vec<_> = entries
+            .iter()
+            .map(|w| (w.id.as_str(), Some(w.deliveries)))
+            .collect();
+        for chunk in targets.chunks(CLAIM_CHUNK) {
+            match self.dlq.claim(&mut con, spec, chunk, &self.stats).await {
+                Ok(c) => {
+                    self.link.succeeded();
+                    self.stats.released(c.claimed.len() as u64);
+                }
+                Err(e) => {
+                    self.link.failed(&e);
+                    tracing::debug!(error = %e, entries = chunk.len(), "could not release entries for retry; they will be reclaimed once idle");
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_delivery_and_is_capped() {
+        let base = Duration::from_millis(500);
+        assert_eq!(backoff(base, 1), Duration::from_millis(500));
+        assert_eq!(backoff(base, 2), Duration::from_secs(1));
+        assert_eq!(backoff(base, 4), Duration::from_secs(4));
+        assert_eq!(backoff(base, 40), MAX_RETRY_BACKOFF);
+    }
+}

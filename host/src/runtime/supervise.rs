@@ -1,0 +1,200 @@
+//! Supervision: every task and worker thread of a run is started here, and
+//! every end is observed. An end before shutdown — a clean return or a
+//! panic — is reported once, with the task's name and why, so the run can
+//! drain and exit non-zero instead of limping on without, say, a committer.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+
+/// How a task or thread ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEnd {
+    /// Its name (`committer`, `worker-3`, …).
+    pub task: String,
+    /// `returned`, `panicked: …` or `aborted`.
+    pub how: String,
+}
+
+/// A task started by the [`Supervisor`].
+#[derive(Debug)]
+pub struct Task {
+    done: watch::Receiver<bool>,
+    abort: AbortHandle,
+}
+
+impl Task {
+    /// Waits for the task to end.
+    pub async fn finished(&mut self) {
+        let _ = self.done.wait_for(|d| *d).await;
+    }
+
+    /// Waits at most `limit` for the task to end; aborts it otherwise.
+    /// `false` if it had to be aborted.
+    pub async fn finish_within(&mut self, limit: Duration) -> bool {
+        if tokio::time::timeout(limit, self.finished()).await.is_ok() {
+            return true;
+        }
+        self.abort.abort();
+        false
+    }
+}
+
+/// Starts tasks and threads and reports how each ended.
+#[derive(Debug)]
+pub struct Supervisor {
+    ends_tx: mpsc::UnboundedSender<TaskEnd>,
+    ends: mpsc::UnboundedReceiver<TaskEnd>,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        let (ends_tx, ends) = mpsc::unbounded_channel();
+        Self { ends_tx, ends }
+    }
+}
+
+impl Supervisor {
+    /// Spawns `fut` as task `name`. In debug builds `STREAMHOST_FAULT=panic:<name>`
+    /// makes it panic shortly after start, for the tests of supervision.
+    pub fn spawn(
+        &self,
+        name: &'static str,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) -> Task {
+        let fut: Pin<Box<dyn Future<Output = ()> + Send>> =
+            if crate::fault::injected(&format!("panic:{name}")) {
+                Box::pin(async move {
+                    tokio::select! {
+                        () = fut => {}
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {
+                            panic!("injected fault: panic:{name}")
+                        }
+                    }
+                })
+            } else {
+                Box::pin(fut)
+            };
+        let handle = tokio::spawn(fut);
+        let abort = handle.abort_handle();
+        let (done_tx, done) = watch::channel(false);
+        let ends = self.ends_tx.clone();
+        tokio::spawn(async move {
+            let how = match handle.await {
+                Ok(()) => "returned".to_owned(),
+                Err(e) if e.is_panic() => {
+                    format!("panicked: {}", panic_message(&*e.into_panic()))
+                }
+                Err(_) => "aborted".to_owned(),
+            };
+            let _ = ends.send(TaskEnd {
+                task: name.to_owned(),
+                how,
+            });
+            let _ = done_tx.send(true);
+        });
+        Task { done, abort }
+    }
+
+    /// Starts `f` on an OS thread called `name`, reporting its end.
+    pub fn thread(
+        &self,
+        name: String,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let ends = self.ends_tx.clone();
+        let task = name.clone();
+        std::thread::Builder::new().name(name).spawn(move || {
+            let _report = EndReport { task, ends };
+            f()
+        })
+    }
+
+    /// The first end reported so far that was a panic: ends during a drain
+    /// are expected, panics never are.
+    pub fn panicked(&mut self) -> Option<TaskEnd> {
+        while let Ok(end) = self.ends.try_recv() {
+            if end.how.starts_with("panicked") {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// The next end of any task or thread.
+    pub async fn next_end(&mut self) -> TaskEnd {
+        match self.ends.recv().await {
+            Some(end) => end,
+            // Never: `self` holds a sender.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Reports a thread's end when it unwinds or returns.
+struct EndReport {
+    task: String,
+    ends: mpsc::UnboundedSender<TaskEnd>,
+}
+
+impl Drop for EndReport {
+    fn drop(&mut self) {
+        let how = if std::thread::panicking() {
+            "panicked".to_owned()
+        } else {
+            "returned".to_owned()
+        };
+        let _ = self.ends.send(TaskEnd {
+            task: std::mem::take(&mut self.task),
+            how,
+        });
+    }
+}
+
+/// The message of a panic payload.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_end_is_reported_with_its_cause() {
+        let mut s = Supervisor::default();
+        let mut ok = s.spawn("quiet", async {});
+        assert_eq!(
+            s.next_end().await,
+            TaskEnd {
+                task: "quiet".into(),
+                how: "returned".into()
+            }
+        );
+        ok.finished().await;
+        let _boom = s.spawn("boom", async { panic!("disk on fire") });
+        let end = s.next_end().await;
+        assert_eq!(end.task, "boom");
+        assert_eq!(end.how, "panicked: disk on fire");
+        let t = s
+            .thread("worker-0".into(), || panic!("thread down"))
+            .unwrap();
+        let _ = t.join();
+        let end = s.next_end().await;
+        assert_eq!(
+            (end.task.as_str(), end.how.as_str()),
+            ("worker-0", "panicked")
+        );
+        let mut stuck = s.spawn("stuck", std::future::pending());
+        assert!(!stuck.finish_within(Duration::from_millis(10)).await);
+        assert_eq!(s.next_end().await.how, "aborted");
+    }
+}

@@ -1,0 +1,100 @@
+//! Group-safe retention: the typed wrapper of [`TRIM_SAFELY`], one bounded
+//! step at a time, and the loop that takes as many steps as a pass needs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::RedisResult;
+use redis::aio::MultiplexedConnection;
+
+use super::scripts::TRIM_SAFELY;
+
+/// Most entries one trim step reads inside Redis, so no step blocks the
+/// server for long however far back a group's floor is.
+pub const TRIM_STEP_BUDGET: u64 = 1_000;
+
+/// Steps one pass may take (a scan for the N-th newest entry of a huge
+/// stream spreads over many); past this the pass ends without trimming by
+/// length, and the next pass starts over.
+pub const MAX_TRIM_STEPS: u32 = 10_000;
+
+/// The retention policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep about this many entries.
+    pub maxlen: Option<u64>,
+    /// Drop entries older than this.
+    pub max_age: Option<Duration>,
+}
+
+/// What one trim pass did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrimReport {
+    /// Entries removed.
+    pub trimmed: u64,
+    /// The group that kept the policy from being met, if any.
+    pub held_by: Option<String>,
+    /// The oldest entry some group still needs.
+    pub floor: Option<String>,
+    /// Steps (script calls) the pass took.
+    pub steps: u32,
+}
+
+/// Carried from one pass to the next: an id known to have at least `maxlen`
+/// entries from it on, which spares a fresh scan while a floor stays behind it.
+#[derive(Debug, Clone, Default)]
+pub struct TrimMemo {
+    hint: String,
+}
+
+/// One pass: trim steps until the script is done (each reads at most
+/// [`TRIM_STEP_BUDGET`] entries).
+///
+/// `EVALSHA <trim-safely> 1 stream maxlen age-cutoff budget cursor counted hint`
+pub async fn trim(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    policy: Retention,
+    memo: &mut TrimMemo,
+) -> RedisResult<TrimReport> {
+    let age_cutoff = policy
+        .max_age
+        .map(|age| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("{}-0", now.saturating_sub(age).as_millis())
+        })
+        .unwrap_or_default();
+    let maxlen = policy.maxlen.map(|n| n.to_string()).unwrap_or_default();
+    let mut report = TrimReport::default();
+    let (mut cursor, mut counted) = (String::new(), 0u64);
+    loop {
+        let (trimmed, holder, floor, state, next, now_counted, hint): (
+            u64,
+            String,
+            String,
+            String,
+            String,
+            u64,
+            String,
+        ) = TRIM_SAFELY
+            .key(stream)
+            .arg(&maxlen)
+            .arg(&age_cutoff)
+            .arg(TRIM_STEP_BUDGET)
+            .arg(&cursor)
+            .arg(counted)
+            .arg(&memo.hint)
+            .invoke_async(con)
+            .await?;
+        report.steps += 1;
+        report.trimmed += trimmed;
+        report.held_by = (!holder.is_empty()).then_some(holder);
+        report.floor = (!floor.is_empty()).then_some(floor);
+        memo.hint = hint;
+        if state != "scanning" || report.steps >= MAX_TRIM_STEPS {
+            return Ok(report);
+        }
+        (cursor, counted) = (next, now_counted);
+    }
+}
