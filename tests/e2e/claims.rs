@@ -159,3 +159,190 @@ fn trimmed_entries_found_by_racing_hosts_are_recorded_exactly_once() {
     assert_eq!(seen.len(), ids.len(), "every trimmed entry recorded");
     drop(hosts);
 }
+
+fn group_ref(stream: &str, consumer: &str) -> streamhost::stream::GroupRef {
+    streamhost::stream::GroupRef {
+        stream: stream.to_owned(),
+        group: "g".to_owned(),
+        consumer: consumer.to_owned(),
+    }
+}
+
+fn dead_letters(dlq: &str) -> streamhost::stream::DeadLetters<'_> {
+    streamhost::stream::DeadLetters {
+        dlq,
+        maxlen: None,
+        source: streamhost::stream::dlq::DeadLetterSource {
+            stream: "s",
+            group: "g",
+            consumer: "a",
+            plugin: "p",
+            plugin_version: "v",
+        },
+    }
+}
+
+/// (owner, idle ms, deliveries) of a pending entry.
+fn pending_row(redis: &RedisServer, stream: &str, id: &str) -> (String, u64, u32) {
+    let mut c = redis.conn();
+    let rows: Vec<(String, String, u64, u32)> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("g")
+        .arg(id)
+        .arg(id)
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    let (_, owner, idle, count) = rows.into_iter().next().expect("still pending");
+    (owner, idle, count)
+}
+
+#[test]
+fn a_claim_never_takes_an_entry_a_peer_holds_nor_a_replaced_delivery() {
+    use streamhost::stream::claims::{ClaimSpec, claim};
+    let redis = RedisServer::start();
+    let stream = key("claim-fence");
+    let id = redis.add(&stream, &[("n", "1")]);
+    redis.read_as(&stream, "g", "a", 10);
+    // A peer's reaper takes it (a's later, stale view: still a's, count 1).
+    let mut c = redis.conn();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&stream)
+        .arg("g")
+        .arg("b")
+        .arg(0)
+        .arg(&id)
+        .query(&mut c)
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    rt.block_on(async {
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let a = group_ref(&stream, "a");
+        // a restarts and recovers "its own" entries: not this one any more.
+        let recovered = claim(
+            &mut con,
+            &a,
+            ClaimSpec::recover("a"),
+            dead_letters("dlq"),
+            &[(id.as_str(), Some(1))],
+        )
+        .await
+        .unwrap();
+        assert!(recovered.claimed.is_empty(), "{recovered:?}");
+        assert_eq!(pending_row(&redis, &stream, &id).0, "b");
+        // b releases the delivery it had (count 2): done. A stale release of
+        // delivery 1 must not touch it again.
+        let b = group_ref(&stream, "b");
+        let stale = claim(
+            &mut con,
+            &b,
+            ClaimSpec::release("b", "b", Duration::from_secs(60)),
+            dead_letters("dlq"),
+            &[(id.as_str(), Some(1))],
+        )
+        .await
+        .unwrap();
+        assert!(stale.claimed.is_empty());
+        assert!(
+            pending_row(&redis, &stream, &id).1 < 60_000,
+            "idle untouched"
+        );
+        let fresh = claim(
+            &mut con,
+            &b,
+            ClaimSpec::release("b", "b", Duration::from_secs(60)),
+            dead_letters("dlq"),
+            &[(id.as_str(), Some(2))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(fresh.claimed, [(id.clone(), 2)]);
+        assert!(pending_row(&redis, &stream, &id).1 >= 60_000, "released");
+        // A reaper claim counts a delivery, durably.
+        let reaped = claim(
+            &mut con,
+            &a,
+            ClaimSpec::reap("a", Duration::from_secs(30)),
+            dead_letters("dlq"),
+            &[(id.as_str(), None)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(reaped.claimed, [(id.clone(), 3)]);
+        assert_eq!(
+            pending_row(&redis, &stream, &id),
+            ("a".to_owned(), pending_row(&redis, &stream, &id).1, 3)
+        );
+    });
+    assert!(redis.range("dlq").is_empty());
+}
+
+#[test]
+fn one_failed_keep_alive_round_does_not_let_a_peer_steal_work_in_progress() {
+    let redis = RedisServer::start();
+    let mut admin = redis.conn();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "ua", "on", ">pw", "~*", "&*", "+@all"])
+        .query(&mut admin)
+        .unwrap();
+    let port = redis.url().rsplit(':').next().unwrap().to_owned();
+    let url = format!("redis://ua:pw@127.0.0.1:{port}");
+    let stream = key("keepalive-fails");
+    let long = redis.add(
+        &stream,
+        &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "1800")],
+    );
+    // --claim-idle 2s: keep-alive renews entries held for 1s, every 250ms.
+    let flags = [
+        "--claim-idle",
+        "2s",
+        "--claim-interval",
+        "100ms",
+        "--handler-timeout",
+        "1900ms",
+        "--concurrency",
+        "1",
+    ];
+    let _a = Host::run(
+        &url,
+        &stream,
+        "g",
+        &crate::support::plugin("misbehave"),
+        &[&flags[..], &["--consumer", "a"]].concat(),
+    );
+    eventually(WAIT, "a holds the entry", || {
+        (redis.pending(&stream, "g") == 1).then_some(())
+    });
+    let held = std::time::Instant::now();
+    let _b = Host::misbehave(
+        &redis,
+        &stream,
+        &[&flags[..], &["--consumer", "b"]].concat(),
+    );
+    // a's first renewal, around 1s in, fails: no scripts for a meanwhile.
+    std::thread::sleep(Duration::from_millis(800).saturating_sub(held.elapsed()));
+    let mut acl = |rule: &str| {
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "ua", rule])
+            .query(&mut admin)
+            .unwrap();
+    };
+    acl("-@scripting");
+    std::thread::sleep(Duration::from_millis(1400).saturating_sub(held.elapsed()));
+    acl("+@scripting");
+    let out = redis.wait_for_len("out", 1);
+    redis.wait_until_settled(&stream, "g", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    let out_now = redis.range("out");
+    assert_eq!(out_now.len(), 1, "handled once: {out_now:?}");
+    let rec = fields_map(&out[0].1);
+    assert_eq!(
+        (rec["source_id"], rec["delivery"]),
+        (long.as_str(), "1"),
+        "a finished its delivery; b never took it"
+    );
+}

@@ -349,43 +349,48 @@ fn clean_shutdown_hands_unfinished_entries_to_a_live_peer_and_deletes_the_consum
         &stream,
         &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "800")],
     );
+    // A long --claim-idle: without the handover, b could take the entry only
+    // after 20 s of idleness.
+    let slow = [
+        "--claim-idle",
+        "20s",
+        "--claim-interval",
+        "200ms",
+        "--handler-timeout",
+        "900ms",
+    ];
     let mut a = Host::misbehave(
         &redis,
         &stream,
-        &with(&[
-            "--consumer",
-            "a",
-            "--handover",
-            "--shutdown-grace",
-            "100ms",
-            "--claim-idle",
-            "20s",
-            "--claim-interval",
-            "200ms",
-        ]),
+        &[
+            &slow[..],
+            &["--consumer", "a", "--handover", "--shutdown-grace", "100ms"],
+        ]
+        .concat(),
     );
     eventually(WAIT, "a holds the entry", || {
         (redis.pending(&stream, "g") == 1).then_some(())
     });
-    let _b = Host::misbehave(
-        &redis,
-        &stream,
-        &with(&[
-            "--consumer",
-            "b",
-            "--claim-idle",
-            "20s",
-            "--claim-interval",
-            "200ms",
-        ]),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _b = Host::misbehave(&redis, &stream, &[&slow[..], &["--consumer", "b"]].concat());
+    eventually(WAIT, "b registered in the group", || {
+        redis
+            .consumers(&stream, "g")
+            .contains(&"b".to_owned())
+            .then_some(())
+    });
     a.signal(libc::SIGTERM);
     assert_eq!(a.wait_exit(WAIT).code(), Some(0));
+    let exited = std::time::Instant::now();
     a.wait_for_log("handed_over=1 peer=b", WAIT);
-    // b takes it at its next sweep instead of after 20s of idleness.
     let out = redis.wait_for_len("out", 1);
-    assert!(out[0].1.iter().any(|(k, v)| k == "source_id" && *v == long));
+    assert!(
+        exited.elapsed() < Duration::from_secs(10),
+        "b took the entry {:?} after a left: it waited out --claim-idle",
+        exited.elapsed()
+    );
+    let rec = crate::support::fields_map(&out[0].1);
+    assert_eq!((rec["source_id"], rec["delivery"]), (long.as_str(), "2"));
+    redis.wait_until_settled(&stream, "g", WAIT);
     let consumers = redis.consumers(&stream, "g");
     assert!(
         !consumers.contains(&"a".to_owned()),

@@ -18,3 +18,4 @@ mod recovery;
 mod refusal;
 mod retention;
 mod sandbox;
+mod supervision;

@@ -124,7 +124,8 @@ fn emits_are_appended_only_with_a_successful_ack() {
     let trapped = redis.add(&stream, &[("action", "emit-then-trap"), ("emit_to", "out")]);
     let retry = redis.add(&stream, &[("action", "retryable"), ("emit_to", "out")]);
     let last = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
-    let host = Host::misbehave(&redis, &stream, &[]);
+    // One worker: a leaked emit buffer would show in the next call's commit.
+    let host = Host::misbehave(&redis, &stream, &["--concurrency", "1"]);
     eventually(WAIT, "last entry emitted", || {
         redis
             .range("out")
@@ -260,6 +261,11 @@ fn reads_through_an_acl_user_on_a_numbered_database() {
         .arg(&["SETUSER", "streamer", "on", ">s3cret", "~*", "&*", "+@all"])
         .query(&mut admin)
         .expect("ACL SETUSER");
+    // Nobody else gets in: a reader that dropped AUTH would fail.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "off"])
+        .query(&mut admin)
+        .expect("ACL SETUSER default off");
     let port = redis.url().rsplit(':').next().unwrap().to_owned();
     let url = format!("redis://streamer:s3cret@127.0.0.1:{port}/3");
     let mut db3 = redis::Client::open(url.as_str())

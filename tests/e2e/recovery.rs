@@ -8,11 +8,12 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start();
     let stream = key("recover");
     let a = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
     let gone = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
     let b = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let stuck = redis.add(&stream, &[("action", "retryable"), ("reason", "not yet")]);
     redis.read_as(&stream, "g", "worker-1", 1000); // a crashed previous run
     let mut c = redis.conn();
     let _: i64 = redis::cmd("XDEL")
@@ -20,7 +21,13 @@ fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
         .arg(&gone)
         .query(&mut c)
         .unwrap();
-    let host = Host::misbehave(&redis, &stream, &["--consumer", "worker-1"]);
+    // The pending list, its counts included, survives a restart (AOF).
+    redis.restart();
+    let mut host = Host::misbehave(
+        &redis,
+        &stream,
+        &["--consumer", "worker-1", "--retry-backoff", "5m"],
+    );
     let out = redis.wait_for_len("out", 2);
     let mut handled: Vec<(String, String)> = out
         .iter()
@@ -36,7 +43,7 @@ fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
         })
         .collect();
     handled.sort();
-    // The second delivery, counted by XCLAIM (durably) rather than by re-reading the PEL.
+    // The second delivery, counted by the claim (durably) rather than by re-reading the PEL.
     assert_eq!(
         handled,
         [(a.clone(), "2".to_owned()), (b.clone(), "2".to_owned())]
@@ -52,8 +59,26 @@ fn own_pending_entries_are_recovered_on_start_with_durable_delivery_counts() {
         !rec.keys().any(|k| k.starts_with("field:")),
         "no payload to keep"
     );
-    redis.wait_until_settled(&stream, "g", WAIT);
+    eventually(WAIT, "only the failing entry left pending", || {
+        (redis.pending_ids(&stream, "g") == [stuck.clone()]).then_some(())
+    });
     host.wait_for_log("recovered this consumer's pending entries", WAIT);
+    // The count the recovery raised is in Redis's durable state: it is
+    // still there after the host dies and Redis restarts.
+    host.signal(libc::SIGKILL);
+    host.wait_exit(WAIT);
+    redis.restart();
+    let mut c = redis.conn();
+    let rows: Vec<(String, String, u64, u32)> = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("g")
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].0.as_str(), rows[0].3), (stuck.as_str(), 2));
 }
 
 #[test]

@@ -202,3 +202,108 @@ fn maxlen_keeps_n_entries_after_an_xdel_past_a_groups_last_delivered_id() {
     );
     drop(host);
 }
+
+#[test]
+fn a_trim_pass_reads_a_bounded_number_of_entries_per_script_call() {
+    use streamhost::stream::retention::{Retention, TRIM_STEP_BUDGET, TrimMemo, trim};
+    let redis = RedisServer::start();
+    small_nodes(&redis);
+    let stream = key("bounded-trim");
+    let mut c = redis.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..6_000 {
+        pipe.cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("n")
+            .arg(i)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    // One entry far back stays pending: the floor is at the very start.
+    redis.read_as(&stream, "laggard", "x", 1);
+    let before = ids(&redis, &stream);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let policy = Retention {
+        maxlen: Some(3_000),
+        max_age: None,
+    };
+    let mut memo = TrimMemo::default();
+    let report = rt.block_on(async {
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        trim(&mut con, &stream, policy, &mut memo).await.unwrap()
+    });
+    assert_eq!(report.held_by.as_deref(), Some("laggard"));
+    assert!(
+        u64::from(report.steps) >= 3_000 / TRIM_STEP_BUDGET,
+        "the scan for the 3000th newest entry spread over {} calls",
+        report.steps
+    );
+    assert_eq!(
+        ids(&redis, &stream),
+        before,
+        "nothing a group needs trimmed"
+    );
+    // The next pass knows where the newest 3000 start: one call.
+    let again = rt.block_on(async {
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        trim(&mut con, &stream, policy, &mut memo).await.unwrap()
+    });
+    assert_eq!(again.steps, 1);
+    // Once the laggard acks, the cap applies.
+    redis.ack(&stream, "laggard", &before[..1]);
+    redis.read_as(&stream, "laggard", "x", 10_000);
+    redis.ack(&stream, "laggard", &before);
+    // (An approximate trim evicts at most 100 stream nodes per call, so
+    // cutting 3000 entries of 5-entry nodes takes a few passes.)
+    for _ in 0..10 {
+        let done = rt.block_on(async {
+            let mut con = client.get_multiplexed_async_connection().await.unwrap();
+            trim(&mut con, &stream, policy, &mut memo).await.unwrap()
+        });
+        assert_eq!(done.held_by, None);
+        if done.trimmed == 0 {
+            break;
+        }
+    }
+    let left = ids(&redis, &stream).len();
+    assert!((3_000..3_100).contains(&left), "left {left}");
+}
+
+#[test]
+fn the_dlq_is_capped_by_dlq_maxlen_and_never_by_the_sources_maxlen() {
+    let redis = RedisServer::start();
+    small_nodes(&redis);
+    let stream = key("dlq-cap");
+    let capped = key("dlq-cap-capped");
+    for i in 0..60 {
+        redis.add(&stream, &[("action", "permanent"), ("n", &i.to_string())]);
+        redis.add(&capped, &[("action", "permanent"), ("n", &i.to_string())]);
+    }
+    let _trims_source = Host::misbehave(
+        &redis,
+        &stream,
+        &["--maxlen", "5", "--trim-interval", "100ms"],
+    );
+    let _caps_dlq = Host::misbehave(&redis, &capped, &["--dlq-maxlen", "10"]);
+    redis.wait_until_settled(&stream, "g", WAIT);
+    redis.wait_until_settled(&capped, "g", WAIT);
+    let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 60);
+    assert_eq!(
+        dlq.len(),
+        60,
+        "the source's --maxlen never trims dead letters"
+    );
+    eventually(WAIT, "source trimmed", || {
+        (ids(&redis, &stream).len() < 60).then_some(())
+    });
+    let kept = ids(&redis, &format!("{capped}:dlq")).len();
+    assert!(
+        (10..=15).contains(&kept),
+        "--dlq-maxlen 10 keeps about 10 dead letters, kept {kept}"
+    );
+}

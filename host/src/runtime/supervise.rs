@@ -125,12 +125,29 @@ impl Supervisor {
         None
     }
 
-    /// The next end of any task or thread.
+    /// The next end of any task or thread — or rather of the first to fail:
+    /// one task's death soon ends others that depend on it (a worker whose
+    /// committer is gone returns), so the ends that follow within a moment
+    /// are looked at too, and a panic among them is the one reported.
     pub async fn next_end(&mut self) -> TaskEnd {
-        match self.ends.recv().await {
-            Some(end) => end,
+        let Some(first) = self.ends.recv().await else {
             // Never: `self` holds a sender.
-            None => std::future::pending().await,
+            return std::future::pending().await;
+        };
+        if first.how.starts_with("panicked") {
+            return first;
+        }
+        let settle = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                _ = &mut settle => return first,
+                Some(end) = self.ends.recv() => {
+                    if end.how.starts_with("panicked") {
+                        return end;
+                    }
+                }
+            }
         }
     }
 }

@@ -46,11 +46,48 @@ impl Host {
         )
     }
 
+    /// `host run` with the misbehaving test plugin, group `g`, and extra
+    /// environment variables (e.g. `STREAMHOST_FAULT`).
+    pub fn misbehave_env(
+        redis: &super::RedisServer,
+        stream: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut args: Vec<String> = [
+            "run",
+            "--redis",
+            &redis.url(),
+            "--stream",
+            stream,
+            "--group",
+            "g",
+            "--block",
+            "200ms",
+            "--plugin",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(super::plugin("misbehave").display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn_env(&args, env)
+    }
+
     /// The binary with arbitrary arguments.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
+        Self::spawn_env(args, &[])
+    }
+
+    /// The binary with arbitrary arguments and extra environment variables.
+    /// Every host of one test shares a compiled-plugin cache of that test's
+    /// own (a `--cache-dir` flag still wins).
+    pub fn spawn_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
             .args(args)
             .env("STREAMHOST_LOG", "info,streamhost=debug")
+            .env("STREAMHOST_CACHE_DIR", test_cache_dir())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -158,6 +195,26 @@ impl Host {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A compiled-plugin cache for the calling test alone (named after its
+/// thread, which the test harness names after the test), emptied the first
+/// time this process uses it.
+fn test_cache_dir() -> std::path::PathBuf {
+    static CLEARED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .replace("::", "-");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-caches")
+        .join(&test);
+    let mut cleared = CLEARED.lock().unwrap_or_else(|e| e.into_inner());
+    if !cleared.contains(&test) {
+        let _ = std::fs::remove_dir_all(&dir);
+        cleared.push(test);
+    }
+    dir
 }
 
 /// `kill(2)` through the `kill` command, keeping the test crate free of `unsafe`.

@@ -238,21 +238,19 @@ impl RedisServer {
         );
     }
 
-    /// Number of entries pending in a group (XPENDING summary).
+    /// Number of entries pending in a group (XPENDING summary). Waits up to
+    /// ten seconds for the group to be created; any other error fails the test.
     pub fn pending(&self, stream: &str, group: &str) -> usize {
         let mut c = self.conn();
-        // Before the host has created the group there is nothing pending.
-        let v: Value = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(group)
-            .query(&mut c)
-            .unwrap_or(Value::Nil);
-        match v {
+        let reply: Value = wait_for_group(stream, group, || {
+            redis::cmd("XPENDING").arg(stream).arg(group).query(&mut c)
+        });
+        match reply {
             Value::Array(items) => match items.first() {
                 Some(Value::Int(n)) => *n as usize,
-                _ => 0,
+                other => panic!("unexpected XPENDING summary {other:?}"),
             },
-            _ => 0,
+            other => panic!("unexpected XPENDING reply {other:?}"),
         }
     }
 
@@ -272,18 +270,23 @@ impl RedisServer {
         ids
     }
 
-    /// Names of the consumers of a group.
+    /// Names of the consumers of a group. Waits up to ten seconds for the
+    /// group to be created; any other error fails the test.
     pub fn consumers(&self, stream: &str, group: &str) -> Vec<String> {
         let mut c = self.conn();
-        let consumers: Vec<Vec<Value>> = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(stream)
-            .arg(group)
-            .query(&mut c)
-            .unwrap_or_default();
+        let consumers: Vec<Vec<Value>> = wait_for_group(stream, group, || {
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(stream)
+                .arg(group)
+                .query(&mut c)
+        });
         consumers
             .into_iter()
-            .filter_map(|c| redis::from_redis_value::<String>(c.get(1)?.clone()).ok())
+            .map(|c| {
+                let name = c.get(1).cloned().expect("consumer name");
+                redis::from_redis_value::<String>(name).expect("a name")
+            })
             .collect()
     }
 
@@ -318,6 +321,28 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Runs `query` until it stops failing with NOGROUP (for at most ten
+/// seconds: the group may not be created yet); any other error fails the test.
+fn wait_for_group<T>(
+    stream: &str,
+    group: &str,
+    mut query: impl FnMut() -> redis::RedisResult<T>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match query() {
+            Ok(v) => return v,
+            Err(e)
+                if (e.code() == Some("NOGROUP") || e.to_string().contains("no such key"))
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => panic!("querying group {group} of {stream}: {e}"),
+        }
     }
 }
 

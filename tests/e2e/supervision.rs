@@ -1,0 +1,106 @@
+//! Supervision, with faults injected into the real binary (debug builds read
+//! `STREAMHOST_FAULT`): a task that dies drains the pipeline and exits
+//! non-zero naming it; a host panic while handling an entry costs that entry
+//! a retry and nothing else.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Host, RedisServer, eventually, fast, fields_map, key};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn dying_task(task: &str) {
+    let redis = RedisServer::start();
+    let stream = key(&format!("dies-{task}"));
+    let ids: Vec<String> = (0..20)
+        .map(|_| {
+            redis.add(
+                &stream,
+                &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "50")],
+            )
+        })
+        .collect();
+    let fault = format!("panic:{task}");
+    let mut host = Host::misbehave_env(
+        &redis,
+        &stream,
+        &["--concurrency", "1", "--shutdown-grace", "2s"],
+        &[("STREAMHOST_FAULT", fault.as_str())],
+    );
+    let started = Instant::now();
+    let status = host.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(70), "{}", host.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the drain is bounded by the grace period"
+    );
+    let log = host.log();
+    assert!(
+        log.contains(&format!(
+            "the {task} task panicked: injected fault: panic:{task}"
+        )),
+        "{log}"
+    );
+    // Nothing lost: every entry is acked with its emit, or still pending
+    // for the next owner.
+    let pending = redis.pending_ids(&stream, "g");
+    let emitted: Vec<String> = redis
+        .range("out")
+        .iter()
+        .map(|(_, f)| fields_map(f)["source_id"].to_owned())
+        .collect();
+    for id in &ids {
+        let read = redis.entries_read(&stream, "g").unwrap_or(0) as usize;
+        let position = ids.iter().position(|x| x == id).unwrap();
+        if position < read {
+            assert!(
+                pending.contains(id) ^ emitted.contains(id),
+                "{id} neither acked with its emit nor pending"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_dead_committer_drains_the_pipeline_and_exits_non_zero() {
+    dying_task("committer");
+}
+
+#[test]
+fn a_dead_reader_drains_the_pipeline_and_exits_non_zero() {
+    dying_task("reader");
+}
+
+#[test]
+fn a_dead_holder_drains_the_pipeline_and_exits_non_zero() {
+    dying_task("holder");
+}
+
+#[test]
+fn a_host_panic_while_handling_an_entry_costs_that_entry_a_retry() {
+    let redis = RedisServer::start();
+    let stream = key("worker-panic");
+    let first = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let second = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    let host = Host::misbehave_env(
+        &redis,
+        &stream,
+        &fast(&["--concurrency", "1"]),
+        &[("STREAMHOST_FAULT", "worker-panic")],
+    );
+    let out = redis.wait_for_len("out", 2);
+    let delivery = |id: &str| {
+        out.iter()
+            .map(|(_, f)| fields_map(f))
+            .find(|f| f["source_id"] == id)
+            .map(|f| f["delivery"].to_owned())
+            .unwrap()
+    };
+    assert_eq!(delivery(&first), "2", "retried after the panic");
+    assert_eq!(delivery(&second), "1", "its neighbour never noticed");
+    redis.wait_until_settled(&stream, "g", WAIT);
+    host.wait_for_log("the host panicked handling an entry", WAIT);
+    eventually(WAIT, "still running", || {
+        (redis.consumers(&stream, "g").len() == 1).then_some(())
+    });
+}
