@@ -167,13 +167,12 @@ fn call(c: &mut Criterion) {
     let mut g = c.benchmark_group("plugin_call");
     g.throughput(Throughput::Elements(1));
     let mut warm = PluginInstance::new(plugin.clone());
-    g.bench_function("noop_warm_instance", |b| {
-        b.iter(|| rt.block_on(warm.call(&ev)))
-    });
+    g.bench_function("noop_warm_instance", |b| b.iter(|| warm.call_on(&rt, &ev)));
+
     g.bench_function("noop_fresh_instance", |b| {
         b.iter(|| {
             let mut fresh = PluginInstance::new(plugin.clone());
-            rt.block_on(fresh.call(&ev))
+            fresh.call_on(&rt, &ev)
         })
     });
     let pooled = PluginEngine::pooled(8, ByteSize(64 << 20))
@@ -183,7 +182,7 @@ fn call(c: &mut Criterion) {
     g.bench_function("noop_fresh_instance_pooled", |b| {
         b.iter(|| {
             let mut fresh = PluginInstance::new(pooled.clone());
-            rt.block_on(fresh.call(&ev))
+            fresh.call_on(&rt, &ev)
         })
     });
     g.finish();

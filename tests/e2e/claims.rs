@@ -95,33 +95,16 @@ fn an_entry_trimmed_before_a_handover_is_recorded_once() {
     let redis = RedisServer::start();
     let stream = key("trim-handover");
     let id = redis.add(&stream, &[("action", "sleep"), ("ms", "3000")]);
+    // b sweeps rarely: the entry must be found by a's handover itself.
     let slow = [
         "--claim-idle",
         "20s",
         "--claim-interval",
-        "200ms",
+        "20s",
         "--handler-timeout",
         "10s",
     ];
-    let mut a = Host::misbehave(
-        &redis,
-        &stream,
-        &[
-            &slow[..],
-            &["--consumer", "a", "--handover", "--shutdown-grace", "100ms"],
-        ]
-        .concat(),
-    );
-    eventually(WAIT, "a holds the entry", || {
-        (redis.pending(&stream, "g") == 1).then_some(())
-    });
-    let _b = Host::misbehave(&redis, &stream, &[&slow[..], &["--consumer", "b"]].concat());
-    eventually(WAIT, "b registered", || {
-        redis
-            .consumers(&stream, "g")
-            .contains(&"b".to_owned())
-            .then_some(())
-    });
+    let (mut a, _b) = crate::support::host::handover_pair(&redis, &stream, &slow);
     xdel(&redis, &stream, &[&id]);
     a.signal(libc::SIGTERM);
     assert_eq!(a.wait_exit(WAIT).code(), Some(0));

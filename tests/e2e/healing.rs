@@ -359,25 +359,7 @@ fn clean_shutdown_hands_unfinished_entries_to_a_live_peer_and_deletes_the_consum
         "--handler-timeout",
         "900ms",
     ];
-    let mut a = Host::misbehave(
-        &redis,
-        &stream,
-        &[
-            &slow[..],
-            &["--consumer", "a", "--handover", "--shutdown-grace", "100ms"],
-        ]
-        .concat(),
-    );
-    eventually(WAIT, "a holds the entry", || {
-        (redis.pending(&stream, "g") == 1).then_some(())
-    });
-    let _b = Host::misbehave(&redis, &stream, &[&slow[..], &["--consumer", "b"]].concat());
-    eventually(WAIT, "b registered in the group", || {
-        redis
-            .consumers(&stream, "g")
-            .contains(&"b".to_owned())
-            .then_some(())
-    });
+    let (mut a, _b) = crate::support::host::handover_pair(&redis, &stream, &slow);
     a.signal(libc::SIGTERM);
     assert_eq!(a.wait_exit(WAIT).code(), Some(0));
     let exited = std::time::Instant::now();

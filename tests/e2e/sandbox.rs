@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, eventually, key};
+use crate::support::{Host, RedisServer, eventually, fast, key};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -145,20 +145,7 @@ fn the_memory_cap_covers_all_of_an_instances_memories_together() {
         &stream,
         "g",
         &plugin,
-        &[
-            "--max-memory",
-            "32MiB",
-            "--max-deliveries",
-            "1",
-            "--claim-idle",
-            "1s",
-            "--claim-interval",
-            "100ms",
-            "--handler-timeout",
-            "900ms",
-            "--retry-backoff",
-            "100ms",
-        ],
+        &fast(&["--max-memory", "32MiB", "--max-deliveries", "1"]),
     );
     let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 1);
     let rec = crate::support::fields_map(&dlq[0].1);

@@ -3,6 +3,7 @@
 //! call's result becomes an [`Outcome`].
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use wasmtime::{Store, Trap};
 
@@ -60,52 +61,79 @@ impl PluginInstance {
         self.replaced
     }
 
-    /// Calls `handle(event)` under the plugin's memory cap and deadline.
-    /// The deadline covers instantiating a fresh instance and everything the
-    /// call does, time blocked in host calls (a WASI sleep, a poll) included:
-    /// wasm code is interrupted by the epoch, a host call by dropping the
-    /// call at the deadline. Traps, timeouts and memory exhaustion become
-    /// `Retry` with a reason that names what happened; a broken plugin rule
-    /// (an emit over budget or to a refused target) a permanent failure.
-    /// Either way the store is then discarded.
-    pub async fn call(&mut self, event: &Event) -> Outcome {
+    /// Calls `handle(event)` under the plugin's memory cap and deadline, on
+    /// `rt` (the calling thread's runtime). The deadline covers instantiating
+    /// a fresh instance and everything the call does, time blocked in host
+    /// calls (a WASI sleep, a poll) included: wasm code is interrupted by the
+    /// epoch, a call waiting on a host future is dropped at the deadline.
+    /// Traps, timeouts and memory exhaustion become `Retry` with a reason
+    /// that names what happened; a broken plugin rule (an emit over budget or
+    /// to a refused target) a permanent failure. Either way the store is
+    /// then discarded.
+    ///
+    /// The call is first polled right here: one that never waits on a host
+    /// future — nearly all — is done after that one poll, with no timer and
+    /// no scheduling round; only one that waits is driven by `rt` under a
+    /// timer.
+    pub fn call_on(&mut self, rt: &tokio::runtime::Runtime, event: &Event) -> Outcome {
         let timeout = self.plugin.timeout;
+        let _context = tokio::runtime::Handle::try_current()
+            .is_err()
+            .then(|| rt.enter());
         let deadline = tokio::time::Instant::now() + timeout;
-        let live = match self.live.take() {
-            Some(live) => self.live.insert(live),
-            None => {
-                let instantiated =
-                    tokio::time::timeout_at(deadline, self.instantiate(deadline)).await;
-                match instantiated {
-                    Ok(Ok(live)) => self.live.insert(live),
-                    Ok(Err(reason)) => return Outcome::Retry { reason },
-                    Err(_) => {
-                        return Outcome::Retry {
-                            reason: format!(
-                                "instantiating the plugin took longer than the deadline of {}",
-                                humantime::format_duration(timeout)
-                            ),
-                        };
-                    }
-                }
+        let finished = {
+            let mut call = std::pin::pin!(self.call_until(event, deadline));
+            match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(outcome) => Some(outcome),
+                Poll::Pending => rt.block_on(tokio::time::timeout_at(deadline, call)).ok(),
             }
         };
+        finished.unwrap_or_else(|| {
+            // Dropped at the deadline while waiting on a host future: the
+            // store is in no state to be entered again.
+            self.discard_broken();
+            Outcome::Retry {
+                reason: format!(
+                    "handler exceeded its deadline of {} (blocked in a host call) and was interrupted",
+                    humantime::format_duration(timeout)
+                ),
+            }
+        })
+    }
+
+    /// The call itself; wasm code is bounded by the epoch deadline, waiting
+    /// on host futures by the caller.
+    async fn call_until(&mut self, event: &Event, deadline: tokio::time::Instant) -> Outcome {
+        let timeout = self.plugin.timeout;
+        let live = match self.live.take() {
+            Some(live) => {
+                let live = self.live.insert(live);
+                // Warm: the whole timeout is left (no second clock read).
+                live.store.set_epoch_deadline(deadline_ticks(timeout));
+                live
+            }
+            None => match self.instantiate(deadline).await {
+                Ok(live) => {
+                    let live = self.live.insert(live);
+                    live.store.set_epoch_deadline(ticks_until(deadline));
+                    live
+                }
+                Err(reason) => return Outcome::Retry { reason },
+            },
+        };
         live.store.data_mut().begin_call(&event.id);
-        live.store.set_epoch_deadline(ticks_until(deadline));
-        let called =
-            tokio::time::timeout_at(deadline, live.handler.call_handle(&mut live.store, event))
-                .await;
+        let called = live.handler.call_handle(&mut live.store, event).await;
         let max_reason = self.plugin.meta.rules.max_message_size;
         let reason = |r: String| super::output::cut(&r, max_reason).into_owned();
         match called {
-            Ok(Ok(Ok(()))) => Outcome::Ack {
+            Ok(Ok(())) => Outcome::Ack {
                 emits: std::mem::take(&mut live.store.data_mut().emits),
             },
-            Ok(Ok(Err(Failure::Retryable(r)))) => Outcome::Retry { reason: reason(r) },
-            Ok(Ok(Err(Failure::Permanent(r)))) => {
+            Ok(Err(Failure::Retryable(r))) => Outcome::Retry { reason: reason(r) },
+            Ok(Err(Failure::Permanent(r))) => {
                 Outcome::dead_letter(DeadLetterKind::Permanent, reason(r))
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 self.discard_broken();
                 match err.downcast_ref::<RuleBroken>() {
                     Some(broken) => {
@@ -114,17 +142,6 @@ impl PluginInstance {
                     None => Outcome::Retry {
                         reason: describe_trap(&err, timeout),
                     },
-                }
-            }
-            Err(_) => {
-                // The call was dropped at the deadline while blocked in a
-                // host function: its store is in no state to be entered again.
-                self.discard_broken();
-                Outcome::Retry {
-                    reason: format!(
-                        "handler exceeded its deadline of {} (blocked in a host call) and was interrupted",
-                        humantime::format_duration(timeout)
-                    ),
                 }
             }
         }

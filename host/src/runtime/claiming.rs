@@ -58,10 +58,12 @@ impl DlqTarget {
         let plugin = self.plugin.current();
         let dead = self.dead_letters(&plugin);
         let claimed = claims::claim(con, &self.group, spec, dead, targets).await?;
-        for id in &claimed.trimmed {
-            stats.dead_lettered(DeadLetterKind::Trimmed);
-            tracing::warn!(entry = %id, kind = "trimmed", dlq = %self.key,
-                "entry dead-lettered: its payload was trimmed from the stream while it was pending");
+        if let Some(first) = claimed.trimmed.first() {
+            for _ in &claimed.trimmed {
+                stats.dead_lettered(DeadLetterKind::Trimmed);
+            }
+            tracing::warn!(entries = claimed.trimmed.len(), first = %first, kind = "trimmed", dlq = %self.key,
+                "entries dead-lettered: their payload was trimmed from the stream while they were pending");
         }
         Ok(claimed)
     }

@@ -95,7 +95,7 @@ impl WorkerSet {
                     event.delivery_count = entry.delivery_count;
                     let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         crate::fault::panic_once("worker-panic");
-                        rt.block_on(instance.call(&event))
+                        instance.call_on(&rt, &event)
                     }));
                     let outcome = match called {
                         Ok(outcome) => outcome,

@@ -328,12 +328,60 @@ enum Role {
 #[derive(Debug, Default)]
 struct Partial {
     id: Option<String>,
-    names: Vec<Vec<u8>>,
-    values: Vec<Vec<u8>>,
+    kept: Kept,
     trimmed: bool,
     withheld: bool,
     fields: usize,
     cost: usize,
+}
+
+/// The fields kept so far: named while every name is UTF-8 (checked once,
+/// as each arrives), raw from the first that is not.
+#[derive(Debug)]
+enum Kept {
+    Named(Vec<(String, Vec<u8>)>),
+    Raw(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Kept::Named(Vec::new())
+    }
+}
+
+impl Kept {
+    fn reserve(&mut self, n: usize) {
+        match self {
+            Kept::Named(v) => v.reserve(n),
+            Kept::Raw(v) => v.reserve(n),
+        }
+    }
+
+    fn name(&mut self, bytes: Vec<u8>) {
+        match self {
+            Kept::Named(v) => match String::from_utf8(bytes) {
+                Ok(name) => v.push((name, Vec::new())),
+                Err(e) => {
+                    let mut raw: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(v)
+                        .into_iter()
+                        .map(|(k, v)| (k.into_bytes(), v))
+                        .collect();
+                    raw.push((e.into_bytes(), Vec::new()));
+                    *self = Kept::Raw(raw);
+                }
+            },
+            Kept::Raw(v) => v.push((bytes, Vec::new())),
+        }
+    }
+
+    fn value(&mut self, bytes: Vec<u8>) -> RedisResult<()> {
+        let slot = match self {
+            Kept::Named(v) => v.last_mut().map(|(_, v)| v),
+            Kept::Raw(v) => v.last_mut().map(|(_, v)| v),
+        };
+        *slot.ok_or_else(|| protocol_error("a value without a name"))? = bytes;
+        Ok(())
+    }
 }
 
 impl Partial {
@@ -346,22 +394,23 @@ impl Partial {
                 fields: self.fields,
                 bytes: self.cost,
             }
-        } else if self.names.iter().all(|k| std::str::from_utf8(k).is_ok()) {
-            Payload::Fields(
-                self.names
-                    .into_iter()
-                    .map(|k| String::from_utf8(k).unwrap_or_default())
-                    .zip(self.values)
-                    .collect(),
-            )
         } else {
-            Payload::Raw(self.names.into_iter().zip(self.values).collect())
+            match self.kept {
+                Kept::Named(f) => Payload::Fields(f),
+                Kept::Raw(f) => Payload::Raw(f),
+            }
         };
         Ok(Entry {
             id,
             payload,
             delivery_count,
         })
+    }
+
+    /// Stops keeping this entry's payload; its size is still counted.
+    fn withhold(&mut self) {
+        self.withheld = true;
+        self.kept = Kept::default();
     }
 }
 
@@ -544,8 +593,7 @@ impl Decoder {
                 if entry.fields > max {
                     entry.withhold();
                 } else {
-                    entry.names.reserve(entry.fields);
-                    entry.values.reserve(entry.fields);
+                    entry.kept.reserve(entry.fields);
                 }
             }
             Role::Entries => self.out.reserve(n.min(100_000) as usize),
@@ -579,8 +627,8 @@ impl Decoder {
                 let id = String::from_utf8(bytes).map_err(|_| protocol_error("non-UTF-8 id"))?;
                 self.partial()?.id = Some(id);
             }
-            Role::Field(true) => self.partial()?.names.push(bytes),
-            Role::Field(false) => self.partial()?.values.push(bytes),
+            Role::Field(true) => self.partial()?.kept.name(bytes),
+            Role::Field(false) => self.partial()?.kept.value(bytes)?,
             Role::Frame => {}
             _ => return Err(protocol_error("unexpected string")),
         }
@@ -618,15 +666,6 @@ impl Decoder {
             return Err(protocol_error("truncated reply"));
         }
         Ok(self.out)
-    }
-}
-
-impl Partial {
-    /// Stops keeping this entry's payload; its size is still counted.
-    fn withhold(&mut self) {
-        self.withheld = true;
-        self.names = Vec::new();
-        self.values = Vec::new();
     }
 }
 

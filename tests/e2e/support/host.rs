@@ -197,6 +197,32 @@ impl Host {
     }
 }
 
+/// Two hosts of the misbehaving plugin on `stream` for a handover: `a`
+/// (with `--handover` and a 100ms grace) once it holds the one entry of the
+/// stream, and `b` once it is registered in the group. Both get `slow`.
+pub fn handover_pair(redis: &super::RedisServer, stream: &str, slow: &[&str]) -> (Host, Host) {
+    let a = Host::misbehave(
+        redis,
+        stream,
+        &[
+            slow,
+            &["--consumer", "a", "--handover", "--shutdown-grace", "100ms"],
+        ]
+        .concat(),
+    );
+    eventually(Duration::from_secs(30), "a holds the entry", || {
+        (redis.pending(stream, "g") == 1).then_some(())
+    });
+    let b = Host::misbehave(redis, stream, &[slow, &["--consumer", "b"]].concat());
+    eventually(Duration::from_secs(30), "b registered in the group", || {
+        redis
+            .consumers(stream, "g")
+            .contains(&"b".to_owned())
+            .then_some(())
+    });
+    (a, b)
+}
+
 /// A compiled-plugin cache for the calling test alone (named after its
 /// thread, which the test harness names after the test), emptied the first
 /// time this process uses it.
