@@ -21,6 +21,20 @@ fn trimmed_records(redis: &RedisServer, stream: &str) -> HashMap<String, usize> 
     seen
 }
 
+/// Waits for `id`'s `trimmed` record, then checks that it stays the only
+/// record once everything settled.
+fn assert_recorded_once(redis: &RedisServer, stream: &str, id: &str) {
+    eventually(WAIT, "a trimmed record", || {
+        (trimmed_records(redis, stream).get(id) == Some(&1)).then_some(())
+    });
+    redis.wait_until_settled(stream, "g", WAIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        trimmed_records(redis, stream),
+        HashMap::from([(id.to_owned(), 1)])
+    );
+}
+
 fn xdel(redis: &RedisServer, stream: &str, ids: &[&str]) {
     let mut c = redis.conn();
     let n: usize = redis::cmd("XDEL")
@@ -55,12 +69,7 @@ fn an_entry_trimmed_during_a_long_call_is_recorded_once() {
         (redis.pending(&stream, "g") == 1).then_some(())
     });
     xdel(&redis, &stream, &[&id]);
-    eventually(WAIT, "a trimmed record", || {
-        (trimmed_records(&redis, &stream).get(&id) == Some(&1)).then_some(())
-    });
-    redis.wait_until_settled(&stream, "g", WAIT);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(trimmed_records(&redis, &stream), HashMap::from([(id, 1)]));
+    assert_recorded_once(&redis, &stream, &id);
 }
 
 #[test]
@@ -82,12 +91,7 @@ fn an_entry_trimmed_while_waiting_out_a_retry_backoff_is_recorded_once() {
     );
     host.wait_for_log("entry stays pending for retry", WAIT);
     xdel(&redis, &stream, &[&id]);
-    eventually(WAIT, "a trimmed record", || {
-        (trimmed_records(&redis, &stream).get(&id) == Some(&1)).then_some(())
-    });
-    redis.wait_until_settled(&stream, "g", WAIT);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(trimmed_records(&redis, &stream), HashMap::from([(id, 1)]));
+    assert_recorded_once(&redis, &stream, &id);
 }
 
 #[test]
@@ -108,12 +112,7 @@ fn an_entry_trimmed_before_a_handover_is_recorded_once() {
     xdel(&redis, &stream, &[&id]);
     a.signal(libc::SIGTERM);
     assert_eq!(a.wait_exit(WAIT).code(), Some(0));
-    eventually(WAIT, "a trimmed record", || {
-        (trimmed_records(&redis, &stream).get(&id) == Some(&1)).then_some(())
-    });
-    redis.wait_until_settled(&stream, "g", WAIT);
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(trimmed_records(&redis, &stream), HashMap::from([(id, 1)]));
+    assert_recorded_once(&redis, &stream, &id);
 }
 
 #[test]

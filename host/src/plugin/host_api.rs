@@ -263,6 +263,18 @@ impl host::Host for CallState {
     fn log(&mut self, level: Level, message: String) {
         let (plugin, version, entry) = (&*self.meta.name, &self.meta.version, &self.entry_id);
         let rules = &self.meta.rules;
+        // Lines the log filter drops anyway cost nothing and count against
+        // no rate limit.
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
         rules.gate.log(plugin, || {
             let message = output::for_log(&message, rules.max_message_size);
             match level {

@@ -62,13 +62,13 @@ struct GateState {
 /// What to do with one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Log it, after reporting `dropped` lines dropped since the last report.
+    /// Log it, after reporting `dropped` lines dropped (0: nothing to
+    /// report now).
     Log {
-        /// Lines dropped and not yet reported.
+        /// Lines dropped to report now.
         dropped: u64,
     },
-    /// Drop it; report `Some(n)` lines dropped (at most once a second, so a
-    /// flood is reported while it lasts, not only once it ends).
+    /// Drop it; report `Some(n)` lines dropped.
     Drop {
         /// Lines dropped to report now, this one included.
         report: Option<u64>,
@@ -96,22 +96,27 @@ impl LogGate {
         let refill = now.duration_since(s.last).as_secs_f64() * self.rate;
         s.tokens = (s.tokens + refill).min(self.rate.max(1.0));
         s.last = now;
-        if s.tokens >= 1.0 {
+        let admitted = s.tokens >= 1.0;
+        if admitted {
             s.tokens -= 1.0;
-            return Verdict::Log {
-                dropped: std::mem::take(&mut s.dropped),
-            };
+        } else {
+            s.dropped += 1;
         }
-        s.dropped += 1;
-        let due = s
-            .reported
-            .is_none_or(|at| now.duration_since(at).as_secs() >= 1);
-        if !due {
-            return Verdict::Drop { report: None };
-        }
-        s.reported = Some(now);
-        Verdict::Drop {
-            report: Some(std::mem::take(&mut s.dropped)),
+        // Drops are reported at most once a second, so a flood is reported
+        // while it lasts, and reports never become a flood of their own.
+        let due = s.dropped > 0
+            && s.reported
+                .is_none_or(|at| now.duration_since(at).as_secs() >= 1);
+        let report = if due {
+            s.reported = Some(now);
+            std::mem::take(&mut s.dropped)
+        } else {
+            0
+        };
+        match (admitted, report) {
+            (true, dropped) => Verdict::Log { dropped },
+            (false, 0) => Verdict::Drop { report: None },
+            (false, n) => Verdict::Drop { report: Some(n) },
         }
     }
 
@@ -170,8 +175,14 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(250));
         assert_eq!(
             gate.admit(),
+            Verdict::Log { dropped: 0 },
+            "reports at most once a second"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        assert_eq!(
+            gate.admit(),
             Verdict::Log { dropped: 14 },
-            "the next admitted line reports the rest"
+            "a second later, the next line reports the rest"
         );
     }
 }

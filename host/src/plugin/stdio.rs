@@ -72,6 +72,13 @@ impl LogStream {
         if line.trim().is_empty() {
             return;
         }
+        let enabled = match self.kind {
+            StdioKind::Stdout => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            StdioKind::Stderr => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+        };
+        if !enabled {
+            return;
+        }
         let (plugin, max) = (&*self.plugin, self.rules.max_message_size);
         self.rules.gate.log(plugin, || {
             let line = output::for_log(line, max);
