@@ -153,7 +153,7 @@ pub fn parse_xreadgroup(reply: Value, delivery_count: u32) -> Result<Vec<Entry>,
 }
 
 /// Decodes a list of `[id, [field, value, …] | nil]` as returned by XRANGE,
-/// XCLAIM and inside XREADGROUP / XAUTOCLAIM replies.
+/// XCLAIM and inside XREADGROUP replies.
 pub fn parse_entries(
     reply: Value,
     delivery_count: u32,
