@@ -274,9 +274,15 @@ fn one_failed_keep_alive_round_does_not_let_a_peer_steal_work_in_progress() {
     let port = redis.url().rsplit(':').next().unwrap().to_owned();
     let url = format!("redis://ua:pw@127.0.0.1:{port}");
     let stream = key("keepalive-fails");
+    // One worker: the second entry waits in the window while the first
+    // runs, so it is held for 3 s in all, past --claim-idle.
+    let first = redis.add(
+        &stream,
+        &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "1500")],
+    );
     let long = redis.add(
         &stream,
-        &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "1800")],
+        &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "1500")],
     );
     // --claim-idle 2s: keep-alive renews entries held for 1s, every 250ms.
     let flags = [
@@ -296,8 +302,8 @@ fn one_failed_keep_alive_round_does_not_let_a_peer_steal_work_in_progress() {
         &crate::support::plugin("misbehave"),
         &[&flags[..], &["--consumer", "a"]].concat(),
     );
-    eventually(WAIT, "a holds the entry", || {
-        (redis.pending(&stream, "g") == 1).then_some(())
+    eventually(WAIT, "a holds the entries", || {
+        (redis.pending(&stream, "g") == 2).then_some(())
     });
     let held = std::time::Instant::now();
     let _b = Host::misbehave(
@@ -316,15 +322,20 @@ fn one_failed_keep_alive_round_does_not_let_a_peer_steal_work_in_progress() {
     acl("-@scripting");
     std::thread::sleep(Duration::from_millis(1400).saturating_sub(held.elapsed()));
     acl("+@scripting");
-    let out = redis.wait_for_len("out", 1);
+    redis.wait_for_len("out", 2);
     redis.wait_until_settled(&stream, "g", WAIT);
     std::thread::sleep(Duration::from_millis(500));
-    let out_now = redis.range("out");
-    assert_eq!(out_now.len(), 1, "handled once: {out_now:?}");
-    let rec = fields_map(&out[0].1);
+    let out: Vec<(String, String)> = redis
+        .range("out")
+        .iter()
+        .map(|(_, f)| {
+            let f = fields_map(f);
+            (f["source_id"].to_owned(), f["delivery"].to_owned())
+        })
+        .collect();
     assert_eq!(
-        (rec["source_id"], rec["delivery"]),
-        (long.as_str(), "1"),
-        "a finished its delivery; b never took it"
+        out,
+        [(first, "1".to_owned()), (long, "1".to_owned())],
+        "each handled once, by a: b never took one"
     );
 }

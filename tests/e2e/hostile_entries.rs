@@ -165,3 +165,33 @@ fn a_huge_value_is_dead_lettered_whole_without_the_host_holding_it() {
         peak >> 20
     );
 }
+
+#[test]
+fn a_huge_entry_taken_back_on_start_is_held_to_the_same_limits() {
+    let redis = RedisServer::start();
+    let stream = key("huge-recovered");
+    let blob: Vec<u8> = (0..64 << 20).map(|i| (i % 251) as u8).collect();
+    let fields = vec![
+        (b"action".to_vec(), b"emit".to_vec()),
+        (b"blob".to_vec(), blob),
+    ];
+    let id = redis.add_raw(&stream, &fields);
+    // A crashed previous run of consumer `w` had read it.
+    redis.read_as(&stream, "g", "w", 10);
+    let host = Host::misbehave(
+        &redis,
+        &stream,
+        &fast(&["--consumer", "w", "--max-entry-size", "1MiB"]),
+    );
+    let rec = dead_letter(&redis, &format!("{stream}:dlq"), &id);
+    assert_eq!(meta(&rec, "kind"), "invalid");
+    assert_eq!(meta(&rec, "deliveries"), "2", "recovered, not read anew");
+    assert!(original_fields(&rec) == fields);
+    redis.wait_until_settled(&stream, "g", WAIT);
+    let peak = host.peak_rss();
+    assert!(
+        peak < 48 << 20,
+        "host peak RSS {} MiB: recovery held the 64 MiB value",
+        peak >> 20
+    );
+}
