@@ -22,11 +22,6 @@ pub const EMIT_OVERHEAD: usize = 64;
 /// ceiling of `--max-fields`, which emitted entries obey too.
 pub const MAX_FIELDS_CEILING: usize = 3_900;
 
-/// How much past `--handler-timeout` a call may run before it is cut off:
-/// epoch interruption checks the deadline every 10 ms tick, a call blocked
-/// in a host function is dropped by a timer; both well within this.
-pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
-
 /// Failure reasons remembered per entry in flight (for `max-deliveries`
 /// records): entries released for a retry are no longer in flight but still
 /// worth a reason when they come back.

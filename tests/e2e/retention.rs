@@ -126,6 +126,32 @@ fn max_age_trims_old_entries_but_not_past_a_pending_one() {
     assert_eq!(left, [fresh]);
 }
 
+/// Runs a host with `--maxlen 30` over `stream` (holding `all`) and checks
+/// that it keeps the newest 30 entries, and not many more.
+fn keeps_about_the_newest_30(redis: &RedisServer, stream: &str, all: &[String]) {
+    let host = Host::misbehave(
+        redis,
+        stream,
+        &["--maxlen", "30", "--trim-interval", "100ms"],
+    );
+    eventually(WAIT, "trimmed", || {
+        (ids(redis, stream).len() < all.len()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let left = ids(redis, stream);
+    assert!(
+        left.len() >= 30 && left.ends_with(&all[all.len() - 30..]),
+        "--maxlen 30 keeps at least the newest 30 entries; left {}",
+        left.len()
+    );
+    assert!(
+        left.len() <= 40,
+        "and trims about down to 30: left {}",
+        left.len()
+    );
+    drop(host);
+}
+
 #[test]
 fn maxlen_keeps_n_entries_when_a_groups_lag_is_unknown() {
     let redis = RedisServer::start();
@@ -143,27 +169,7 @@ fn maxlen_keeps_n_entries_when_a_groups_lag_is_unknown() {
         .arg(&all[89])
         .query(&mut c)
         .unwrap();
-    let host = Host::misbehave(
-        &redis,
-        &stream,
-        &["--maxlen", "30", "--trim-interval", "100ms"],
-    );
-    eventually(WAIT, "trimmed", || {
-        (ids(&redis, &stream).len() < 100).then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let left = ids(&redis, &stream);
-    assert!(
-        left.len() >= 30 && left.ends_with(&all[70..]),
-        "--maxlen 30 keeps at least the newest 30 entries; left {}",
-        left.len()
-    );
-    assert!(
-        left.len() <= 40,
-        "and trims about down to 30: left {}",
-        left.len()
-    );
-    drop(host);
+    keeps_about_the_newest_30(&redis, &stream, &all);
 }
 
 #[test]
@@ -185,22 +191,7 @@ fn maxlen_keeps_n_entries_after_an_xdel_past_a_groups_last_delivered_id() {
         .unwrap();
     let mut all = all;
     all.remove(95);
-    let host = Host::misbehave(
-        &redis,
-        &stream,
-        &["--maxlen", "30", "--trim-interval", "100ms"],
-    );
-    eventually(WAIT, "trimmed", || {
-        (ids(&redis, &stream).len() < 99).then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let left = ids(&redis, &stream);
-    assert!(
-        left.len() >= 30 && left.ends_with(&all[all.len() - 30..]),
-        "--maxlen 30 keeps at least the newest 30 entries; left {}",
-        left.len()
-    );
-    drop(host);
+    keeps_about_the_newest_30(&redis, &stream, &all);
 }
 
 #[test]

@@ -25,7 +25,6 @@ pub use cache::{ArtifactCache, default_dir as default_cache_dir};
 pub use host_api::{CallState, EmitTargets, OutputRules, PluginMeta, RuleBroken};
 pub use instance::PluginInstance;
 pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
-pub use output::cut as cut_message;
 pub use slot::PluginSlot;
 
 use crate::limits::Limits;
