@@ -127,15 +127,20 @@ fn max_entry_size_counts_each_fields_overhead() {
     assert_eq!(crate::support::fields_map(&out[0].1)["source_id"], at);
 }
 
+/// An entry with a 64 MiB binary value.
+fn huge_entry() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let blob: Vec<u8> = (0..64 << 20).map(|i| (i % 253) as u8).collect();
+    vec![
+        (b"action".to_vec(), b"emit".to_vec()),
+        (b"blob".to_vec(), blob),
+    ]
+}
+
 #[test]
 fn a_huge_value_is_dead_lettered_whole_without_the_host_holding_it() {
     let redis = RedisServer::start();
     let stream = key("huge");
-    let blob: Vec<u8> = (0..64 << 20).map(|i| (i % 253) as u8).collect();
-    let fields = vec![
-        (b"action".to_vec(), b"emit".to_vec()),
-        (b"blob".to_vec(), blob),
-    ];
+    let fields = huge_entry();
     let id = redis.add_raw(&stream, &fields);
     let after = redis.add(&stream, &[("action", "emit")]);
     let host = Host::misbehave(
@@ -170,11 +175,7 @@ fn a_huge_value_is_dead_lettered_whole_without_the_host_holding_it() {
 fn a_huge_entry_taken_back_on_start_is_held_to_the_same_limits() {
     let redis = RedisServer::start();
     let stream = key("huge-recovered");
-    let blob: Vec<u8> = (0..64 << 20).map(|i| (i % 251) as u8).collect();
-    let fields = vec![
-        (b"action".to_vec(), b"emit".to_vec()),
-        (b"blob".to_vec(), blob),
-    ];
+    let fields = huge_entry();
     let id = redis.add_raw(&stream, &fields);
     // A crashed previous run of consumer `w` had read it.
     redis.read_as(&stream, "g", "w", 10);

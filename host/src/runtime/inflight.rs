@@ -19,8 +19,9 @@ impl InFlight {
     }
 
     /// Starts holding the entries not held yet and returns them; entries
-    /// already held are dropped from the batch — except trimmed ones: Redis
-    /// has already removed those from the PEL, so they must be recorded.
+    /// already held are dropped from the batch — except trimmed ones, which
+    /// always go on to their record (the dead-letter move is fenced on the
+    /// pending list, so a second one for the same entry writes nothing).
     pub fn hold_new(&self, entries: Vec<crate::stream::Entry>) -> Vec<crate::stream::Entry> {
         let now = Instant::now();
         let mut held = self.lock();

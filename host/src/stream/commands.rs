@@ -7,7 +7,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 
 use super::entry::{
-    Entry, EntryLimits, Payload, PendingRow, parse_entries, parse_xpending, parse_xreadgroup,
+    Entry, EntryLimits, PendingRow, parse_entries, parse_xpending, parse_xreadgroup,
 };
 
 /// Where a stream/group/consumer triple lives; every command names it.
@@ -22,7 +22,7 @@ pub struct GroupRef {
 }
 
 /// A reply that broke the documented shape (a bug or a very odd server).
-pub(crate) fn shape_error(e: super::entry::ReplyError) -> redis::RedisError {
+fn shape_error(e: super::entry::ReplyError) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Parse, "unexpected reply", e.to_string()))
 }
 
@@ -124,7 +124,7 @@ pub async fn pending_page(
 }
 
 /// `XRANGE stream id id` for each id, pipelined, through redis-rs (the path
-/// for TLS URLs): entries in the order of `ids`, [`Payload::Trimmed`] for
+/// for TLS URLs): entries in the order of `ids`, [`super::entry::Payload::Trimmed`] for
 /// those gone, payloads over `limits` withheld. Delivery counts are 0.
 pub async fn fetch(
     con: &mut MultiplexedConnection,
@@ -139,15 +139,8 @@ pub async fn fetch(
     let replies: Vec<Value> = pipe.query_async(con).await?;
     let mut out = Vec::with_capacity(ids.len());
     for (id, reply) in ids.iter().zip(replies) {
-        let mut found = parse_entries(reply, 0, "XRANGE").map_err(shape_error)?;
-        let mut entry = match found.pop() {
-            Some(e) if e.id == *id => e,
-            _ => Entry {
-                id: id.clone(),
-                payload: Payload::Trimmed,
-                delivery_count: 0,
-            },
-        };
+        let found = parse_entries(reply, 0, "XRANGE").map_err(shape_error)?;
+        let mut entry = Entry::ranged(id, found);
         limits.apply(&mut entry);
         out.push(entry);
     }

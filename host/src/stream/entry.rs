@@ -101,6 +101,25 @@ impl Payload {
     }
 }
 
+impl Entry {
+    /// The entry `id` from an `XRANGE id id` reply (`found`, at most one
+    /// entry), or `id` as [`Payload::Trimmed`] when its entry is gone.
+    /// Delivery count 0, for the caller to fill in.
+    pub fn ranged(id: &str, mut found: Vec<Entry>) -> Entry {
+        match found.pop() {
+            Some(mut e) if e.id == id => {
+                e.delivery_count = 0;
+                e
+            }
+            _ => Entry {
+                id: id.to_owned(),
+                payload: Payload::Trimmed,
+                delivery_count: 0,
+            },
+        }
+    }
+}
+
 /// The numeric parts of a stream id, `<ms>-<seq>` (a bare `<ms>` means
 /// sequence 0); `None` if it is not one. Ids order by these, not as text.
 pub fn id_parts(id: &str) -> Option<(u64, u64)> {

@@ -158,18 +158,8 @@ impl EntryConnection {
             self.write(&packed).await?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                let mut found = self.decode(Decoder::new(Shape::Range, limits)).await?;
-                match found.pop() {
-                    Some(mut e) if e.id == *id => {
-                        e.delivery_count = 0;
-                        out.push(e);
-                    }
-                    _ => out.push(Entry {
-                        id: id.clone(),
-                        payload: Payload::Trimmed,
-                        delivery_count: 0,
-                    }),
-                }
+                let found = self.decode(Decoder::new(Shape::Range, limits)).await?;
+                out.push(Entry::ranged(id, found));
             }
             Ok(out)
         })
