@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The orders demo: produces order events into demo:events:orders and runs two
-# consumer groups on it with `host run` — `notifications` (plugins/notify) and
-# `analytics` (plugins/analytics) — then shows what happened: acks, the
-# dead-letter stream (malformed orders), the notification outbox and totals.
+# consumer groups on it in one `host run --config examples/orders.toml` process
+# — `notifications` (plugins/notify) and `analytics` (plugins/analytics) — then
+# shows what happened: acks, the dead-letter stream (malformed orders), the
+# notification outbox and totals.
 #
 #   examples/orders-demo.sh            # private redis-server on a free port
 #   REDIS_URL=redis://127.0.0.1:6379 examples/orders-demo.sh
@@ -55,13 +56,8 @@ customers=(alice bob carol dan erin)
 } | cli >/dev/null
 echo "stream length: $(cli XLEN "$stream")"
 
-say "host run: group 'notifications' (notify.wasm) and group 'analytics' (analytics.wasm)"
-"$host" run --redis "$url" --stream "$stream" --group notifications --plugin plugins/dist/notify.wasm \
-  --plugin-config outbox=notifications:outbox --plugin-config log=debug --consumer notify-1 \
-  --stats-interval 2s 2>"$workdir/notify.log" &
-pids+=($!)
-"$host" run --redis "$url" --stream "$stream" --group analytics --plugin plugins/dist/analytics.wasm \
-  --plugin-config output=analytics:totals --consumer analytics-1 2>"$workdir/analytics.log" &
+say "host run --config examples/orders.toml: groups 'notifications' (notify.wasm) and 'analytics' (analytics.wasm) in one process"
+REDIS_URL="$url" PLUGIN_DIR="$root/plugins/dist" "$host" run --config examples/orders.toml 2>"$workdir/host.log" &
 pids+=($!)
 
 done_reading() {
@@ -83,8 +79,9 @@ cli XRANGE analytics:totals - + | awk '
   { prev = $0 }
   END { for (k in last) { split(k, p, SUBSEP); total[p[2]] += last[k] } for (t in total) printf "  %-16s %d\n", t, total[t] }' | sort
 
-say "stopping the hosts with SIGTERM (drain, flush acks, exit 0)"
-for pid in "${pids[@]:${#pids[@]}-2}"; do kill -TERM "$pid"; done
-for pid in "${pids[@]:${#pids[@]}-2}"; do wait "$pid"; echo "host pid $pid exited with status $?"; done
-say "last lines of the notifications host's log"
-tail -n 4 "$workdir/notify.log"
+say "stopping the host with SIGTERM (both pipelines drain, flush acks, exit 0)"
+host_pid="${pids[${#pids[@]}-1]}"
+kill -TERM "$host_pid"
+wait "$host_pid"; echo "host pid $host_pid exited with status $?"
+say "last lines of the host's log"
+tail -n 6 "$workdir/host.log"

@@ -19,5 +19,5 @@ pub mod stream;
 pub mod telemetry;
 pub mod units;
 
-pub use config::RunConfig;
+pub use config::{Config, RunConfig};
 pub use runtime::{RunError, RunReport, run};

@@ -1,9 +1,11 @@
 //! `host`: the streamhost command line.
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
-use streamhost::cli::{Cli, Command};
+use streamhost::cli::{self, RunSource, What};
+use streamhost::config::{self, Config};
 use streamhost::runtime::{self, RunError};
 use tokio_util::sync::CancellationToken;
 
@@ -13,17 +15,56 @@ const EXIT_USAGE: u8 = 64;
 const EXIT_DATAERR: u8 = 65;
 /// Exit status after a task of the runtime failed (BSD `EX_SOFTWARE`).
 const EXIT_SOFTWARE: u8 = 70;
+/// How long the end of `main` waits for blocking work (a plugin compile cut
+/// short by a signal) before leaving it behind.
+const RUNTIME_EXIT: Duration = Duration::from_millis(200);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    streamhost::telemetry::init(&cli.log, cli.log_format);
-    match cli.command {
-        Command::Run(args) => run((*args).into_config()),
-        Command::Check(args) => check(&args),
+    let invocation = cli::invocation();
+    streamhost::telemetry::init(&invocation.log, invocation.log_format);
+    match invocation.what {
+        Err(e) => usage(&e.to_string()),
+        Ok(What::Check(args)) => check(&args),
+        Ok(What::ConfigCheck(file)) => match load_file(&file) {
+            Ok(config) => print_effective(&config),
+            Err(code) => code,
+        },
+        Ok(What::Run { source, check_only }) => {
+            let config = match source {
+                RunSource::Flags(config) => match config.validate() {
+                    Ok(()) => *config,
+                    // One pipeline from flags: the flag names it all.
+                    Err(e) => return usage(&e.error.to_string()),
+                },
+                RunSource::File(file) => match load_file(&file) {
+                    Ok(config) => config,
+                    Err(code) => return code,
+                },
+            };
+            if check_only {
+                print_effective(&config)
+            } else {
+                run(config)
+            }
+        }
     }
 }
 
-fn check(args: &streamhost::cli::CheckArgs) -> ExitCode {
+fn load_file(file: &Path) -> Result<Config, ExitCode> {
+    cli::file::load(file).map_err(|e| usage(&e.to_string()))
+}
+
+fn print_effective(config: &Config) -> ExitCode {
+    print!("{}", config::render(config));
+    ExitCode::SUCCESS
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn check(args: &cli::CheckArgs) -> ExitCode {
     match streamhost::check::check(&args.plugin) {
         Ok(report) if args.json => {
             println!(
@@ -43,12 +84,7 @@ fn check(args: &streamhost::cli::CheckArgs) -> ExitCode {
     }
 }
 
-fn run(config: streamhost::RunConfig) -> ExitCode {
-    // Refuse bad configuration and bad plugins before starting anything.
-    let prepared = match runtime::prepare(&config) {
-        Ok(p) => p,
-        Err(e) => return report(e),
-    };
+fn run(config: Config) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,22 +95,25 @@ fn run(config: streamhost::RunConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let shutdown = CancellationToken::new();
         if let Err(e) = streamhost::shutdown::install(shutdown.clone()) {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        match runtime::run_prepared(config, prepared, shutdown).await {
+        match runtime::run(config, shutdown).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => report(e),
         }
-    })
+    });
+    // A compile still running in a blocking thread must not hold the exit.
+    rt.shutdown_timeout(RUNTIME_EXIT);
+    code
 }
 
 fn report(e: RunError) -> ExitCode {
     let code = match &e {
-        RunError::Config(_) | RunError::RedisUrl(_) => EXIT_USAGE,
+        RunError::Config(_) | RunError::Pipeline(_) | RunError::RedisUrl(_) => EXIT_USAGE,
         RunError::Plugin(_) => EXIT_DATAERR,
         RunError::Spawn(_) => 1,
         RunError::TaskFailed { .. } => EXIT_SOFTWARE,

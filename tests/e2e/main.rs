@@ -5,12 +5,14 @@ mod support;
 
 mod cache;
 mod claims;
+mod config_file;
 mod healing;
 mod hostile_calls;
 mod hostile_emits;
 mod hostile_entries;
 mod hostile_output;
 mod hotswap;
+mod in_process;
 mod languages;
 mod lifecycle;
 mod outcomes;

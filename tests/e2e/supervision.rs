@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Host, RedisServer, eventually, fast, fields_map, key};
+use crate::support::{
+    Host, RedisServer, eventually, fast, fields_map, key, plugin, scripted_plugin,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -37,7 +39,7 @@ fn dying_task(task: &str) {
     let log = host.log();
     assert!(
         log.contains(&format!(
-            "the {task} task panicked: injected fault: panic:{task}"
+            "the {task} task of pipeline \"g\" panicked: injected fault: panic:{task}"
         )),
         "{log}"
     );
@@ -103,4 +105,55 @@ fn a_host_panic_while_handling_an_entry_costs_that_entry_a_retry() {
     eventually(WAIT, "still running", || {
         (redis.consumers(&stream, "g").len() == 1).then_some(())
     });
+}
+
+/// Shutdown is bounded by `--shutdown-grace` plus a small constant (5 s of
+/// drain, under a second to leave) even while a plugin compiles: a 15 MB
+/// Python component takes seconds to compile, and SIGTERM arrives mid-way,
+/// first during the start-up compile, then during a hot swap's.
+#[test]
+fn a_signal_during_a_plugin_compile_stops_within_the_bound() {
+    let redis = RedisServer::start();
+    let stream = key("compile-signal");
+    let big = scripted_plugin("python-fraud", "fraud");
+    let bound = Duration::from_secs(1 + 5 + 1);
+    let grace = ["--shutdown-grace", "1s", "--no-cache"];
+
+    // At start-up.
+    let mut host = Host::run(&redis.url(), &stream, "g", &big, &grace);
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait_exit(WAIT).code(), Some(0), "{}", host.log());
+    assert!(
+        signalled.elapsed() < bound,
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        !host.log().contains(" starting "),
+        "the compile was still running"
+    );
+
+    // During a hot swap.
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin("noop"), &live).unwrap();
+    let mut host = Host::run(&redis.url(), &stream, "g", &live, &grace);
+    host.wait_for_log("starting", WAIT);
+    std::fs::copy(&big, dir.path().join("next.wasm")).unwrap();
+    std::fs::rename(dir.path().join("next.wasm"), &live).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let signalled = Instant::now();
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.wait_exit(WAIT).code(), Some(0), "{}", host.log());
+    assert!(
+        signalled.elapsed() < bound,
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        !host.log().contains("plugin swapped"),
+        "the compile was still running"
+    );
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, Span};
 
 /// How a task or thread ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,12 @@ impl Task {
         let _ = self.done.wait_for(|d| *d).await;
     }
 
+    /// Waits at most `limit` for the task to end, leaving it running
+    /// otherwise. `false` if it is still running.
+    pub async fn finish_within_quietly(&mut self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.finished()).await.is_ok()
+    }
+
     /// Waits at most `limit` for the task to end; aborts it otherwise.
     /// `false` if it had to be aborted.
     pub async fn finish_within(&mut self, limit: Duration) -> bool {
@@ -44,42 +52,53 @@ impl Task {
     }
 }
 
-/// Starts tasks and threads and reports how each ended.
+/// Starts the tasks and threads of one pipeline and reports how each ended.
 #[derive(Debug)]
 pub struct Supervisor {
+    pipeline: String,
+    /// Entered by every task and thread, so their log lines name the pipeline.
+    span: Span,
     ends_tx: mpsc::UnboundedSender<TaskEnd>,
     ends: mpsc::UnboundedReceiver<TaskEnd>,
-}
-
-impl Default for Supervisor {
-    fn default() -> Self {
-        let (ends_tx, ends) = mpsc::unbounded_channel();
-        Self { ends_tx, ends }
-    }
+    tracker: TaskTracker,
 }
 
 impl Supervisor {
+    /// A supervisor for the tasks of `pipeline`, logging inside `span`.
+    pub fn new(pipeline: String, span: Span) -> Self {
+        let (ends_tx, ends) = mpsc::unbounded_channel();
+        Self {
+            pipeline,
+            span,
+            ends_tx,
+            ends,
+            tracker: TaskTracker::new(),
+        }
+    }
+
     /// Spawns `fut` as task `name`. In debug builds `STREAMHOST_FAULT=panic:<name>`
-    /// makes it panic shortly after start, for the tests of supervision.
+    /// (or `panic:<pipeline>/<name>`) makes it panic shortly after start, for
+    /// the tests of supervision.
     pub fn spawn(
         &self,
         name: &'static str,
         fut: impl Future<Output = ()> + Send + 'static,
     ) -> Task {
-        let fut: Pin<Box<dyn Future<Output = ()> + Send>> =
-            if crate::fault::injected(&format!("panic:{name}")) {
-                Box::pin(async move {
-                    tokio::select! {
-                        () = fut => {}
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {
-                            panic!("injected fault: panic:{name}")
-                        }
+        let faulty = crate::fault::injected(&format!("panic:{name}"))
+            || crate::fault::injected(&format!("panic:{}/{name}", self.pipeline));
+        let fut: Pin<Box<dyn Future<Output = ()> + Send>> = if faulty {
+            Box::pin(async move {
+                tokio::select! {
+                    () = fut => {}
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {
+                        panic!("injected fault: panic:{name}")
                     }
-                })
-            } else {
-                Box::pin(fut)
-            };
-        let handle = tokio::spawn(fut);
+                }
+            })
+        } else {
+            Box::pin(fut)
+        };
+        let handle = self.tracker.spawn(fut.instrument(self.span.clone()));
         let abort = handle.abort_handle();
         let (done_tx, done) = watch::channel(false);
         let ends = self.ends_tx.clone();
@@ -108,10 +127,20 @@ impl Supervisor {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let ends = self.ends_tx.clone();
         let task = name.clone();
+        let span = self.span.clone();
         std::thread::Builder::new().name(name).spawn(move || {
             let _report = EndReport { task, ends };
+            let _in_pipeline = span.enter();
             f()
         })
+    }
+
+    /// Waits at most `limit` for every task to end; `false` if some still run.
+    pub async fn all_ended(&self, limit: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
     /// The first end reported so far that was a panic: ends during a drain
@@ -187,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_end_is_reported_with_its_cause() {
-        let mut s = Supervisor::default();
+        let mut s = Supervisor::new("p".into(), Span::none());
         let mut ok = s.spawn("quiet", async {});
         assert_eq!(
             s.next_end().await,

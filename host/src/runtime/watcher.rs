@@ -4,22 +4,15 @@
 //! — and swaps it in. With `--no-watch` only SIGHUP reloads. A file that fails to load (torn write, garbage, wrong
 //! world) is reported and the previous version keeps serving.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher as _};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::file_watch::{FileWatch, Trigger};
 use super::stats::Stats;
 use crate::plugin::{PluginEngine, PluginSettings, PluginSlot, content_hash};
-
-/// Quiet time after the last change before reloading, so a file written in
-/// several steps is read once, whole.
-const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Watches the plugin file and swaps new versions in.
 #[derive(Debug)]
@@ -40,100 +33,25 @@ pub struct PluginWatcher {
     pub stats: Arc<Stats>,
 }
 
-/// What identifies a file version without reading it.
-fn fingerprint(path: &Path) -> Option<(u64, u64, i64, i64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
-}
-
 impl PluginWatcher {
-    /// Watches until `cancel` fires.
+    /// Watches until `cancel` fires, even in the middle of a compile.
     pub async fn run(self, cancel: CancellationToken) {
-        let (tx, mut changes) = mpsc::unbounded_channel::<()>();
-        let _fs_watcher = if self.watch {
-            self.watch_directory(tx)
-        } else {
-            None
-        };
-        let poll_every = if self.watch {
-            self.poll
-        } else {
-            Duration::ZERO
-        };
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; plugin reloads follow file changes only");
-                None
-            }
-        };
-        let mut seen = fingerprint(&self.path);
+        let mut file = FileWatch::new(&self.path, self.watch, self.poll, "plugin");
         loop {
-            let poll = async {
-                if poll_every.is_zero() {
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep(poll_every).await;
-            };
-            let hup = async {
-                match hangup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                Some(()) = changes.recv() => {}
-                _ = hup => tracing::info!(path = %self.path.display(), "SIGHUP: reloading the plugin"),
-                _ = poll => {
-                    if fingerprint(&self.path) == seen {
-                        continue;
+                trigger = file.next() => {
+                    if trigger == Trigger::Hangup {
+                        tracing::info!(path = %self.path.display(), "SIGHUP: reloading the plugin");
                     }
                 }
             }
-            // Let a burst of writes settle before reading the file.
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(DEBOUNCE) => break,
-                    Some(()) = changes.recv() => {}
-                }
-            }
-            seen = fingerprint(&self.path);
-            self.reload().await;
-        }
-    }
-
-    /// Notifications for the plugin's directory (editors and deploy tools
-    /// replace files by rename, which a watch on the file itself misses).
-    fn watch_directory(&self, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
-        let name = self.path.file_name()?.to_owned();
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let handler = move |res: notify::Result<notify::Event>| {
-            // Opening or reading the file (our own reload does) is no change.
-            if let Ok(event) = res
-                && !matches!(event.kind, notify::EventKind::Access(_))
-                && event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == Some(name.as_os_str()))
-            {
-                let _ = tx.send(());
-            }
-        };
-        let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
-            w.watch(&dir, RecursiveMode::NonRecursive)?;
-            Ok(w)
-        });
-        match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, dir = %dir.display(), poll = %humantime::format_duration(self.poll),
-                    "file notifications unavailable; watching the plugin by polling");
-                None
+            tokio::select! {
+                biased;
+                // The compile goes on in its thread; its result is dropped.
+                _ = cancel.cancelled() => return,
+                () = self.reload() => {}
             }
         }
     }

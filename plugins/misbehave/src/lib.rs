@@ -15,7 +15,8 @@
 //! (a log message with a newline and a fake host line), `long-log` and
 //! `long-reason` (`n` bytes of text, the latter as a permanent failure).
 //!
-//! Emits go to the `emit_to` field's stream (default `misbehave:out`). Any
+//! Emits go to the `emit_to` field's stream, else to the `emit_to` config
+//! value, else to `misbehave:out`. Any
 //! action waits `sleep_ms` first (busy), or `wasi_sleep_ms` (in the host), if given.
 
 use std::cell::Cell;
@@ -49,10 +50,10 @@ impl Handler for Misbehave {
             .opt_str("reason")?
             .unwrap_or("asked to fail")
             .to_owned();
-        let out = event
-            .opt_str("emit_to")?
-            .unwrap_or("misbehave:out")
-            .to_owned();
+        let out = match event.opt_str("emit_to")? {
+            Some(to) => to.to_owned(),
+            None => streamhost_sdk::config("emit_to").unwrap_or_else(|| "misbehave:out".into()),
+        };
         let delivery = event.delivery_count.to_string();
         let emit_marker = || {
             streamhost_sdk::emit(

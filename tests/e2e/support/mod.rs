@@ -8,7 +8,7 @@ pub mod redis_server;
 use std::time::{Duration, Instant};
 
 pub use host::Host;
-pub use plugins::{plugin, scripted_plugin};
+pub use plugins::{plugin, plugin_dir, scripted_plugin};
 pub use redis_server::RedisServer;
 
 /// Fast healing for tests: reclaim after 1s idle, sweep every 100ms.

@@ -1,21 +1,163 @@
 //! The validated configuration of `host run`: plain values (durations, sizes),
-//! checked once before anything connects or spawns.
+//! checked once before anything connects or spawns. A process runs one or
+//! more pipelines ([`Config`]), each described by a [`RunConfig`].
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod effective;
+mod redis;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::effective::{changed_keys, render};
+pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
 use crate::limits::{Limits, MAX_FIELDS_CEILING};
 use crate::units::ByteSize;
+
+/// Everything one process runs: its pipelines, and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The pipelines, in the order they were declared.
+    pub pipelines: Vec<RunConfig>,
+    /// The file they were read from, watched for live reload (`None`: flags).
+    pub source: Option<Source>,
+}
+
+/// Reads a configuration file into a validated [`Config`] (or says why not).
+pub type Loader = dyn Fn(&Path) -> Result<Config, String> + Send + Sync;
+
+/// A config file and how to read it again on reload.
+#[derive(Clone)]
+pub struct Source {
+    path: PathBuf,
+    load: Arc<Loader>,
+}
+
+impl Source {
+    /// `path`, read by `load`.
+    pub fn new(path: PathBuf, load: Arc<Loader>) -> Self {
+        Self { path, load }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and validates the file as it is now.
+    pub fn load(&self) -> Result<Config, String> {
+        (self.load)(&self.path)
+    }
+}
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Source {}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Source").field(&self.path).finish()
+    }
+}
+
+/// A pipeline whose configuration cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("pipeline {name:?}: {error}")]
+pub struct PipelineError {
+    /// Its position among the declared pipelines.
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// What is wrong.
+    pub error: ConfigError,
+}
+
+impl Config {
+    /// One pipeline from flags.
+    pub fn single(pipeline: RunConfig) -> Self {
+        Self {
+            pipelines: vec![pipeline],
+            source: None,
+        }
+    }
+
+    /// Checks every pipeline, then the rules between them: unique names, one
+    /// pipeline per stream and group, one Redis connection for all.
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let at = |index: usize, error: ConfigError| PipelineError {
+            index,
+            name: self.pipelines[index].name.clone(),
+            error,
+        };
+        if self.pipelines.is_empty() {
+            return Err(PipelineError {
+                index: 0,
+                name: String::new(),
+                error: ConfigError::Conflict {
+                    flags: &["name"],
+                    message: "no pipeline is declared (add a [[pipeline]] table)".into(),
+                },
+            });
+        }
+        let mut names = HashMap::new();
+        let mut groups = HashMap::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            p.validate().map_err(|e| at(i, e))?;
+            if let Some(first) = names.insert(p.name.as_str(), i) {
+                return Err(at(
+                    i,
+                    ConfigError::Conflict {
+                        flags: &["name", "group"],
+                        message: format!(
+                            "the name {:?} is already taken by pipeline #{} (names must be unique; the default is the group)",
+                            p.name,
+                            first + 1
+                        ),
+                    },
+                ));
+            }
+            if let Some(first) = groups.insert((p.stream.as_str(), p.group.as_str()), i) {
+                return Err(at(
+                    i,
+                    ConfigError::Conflict {
+                        flags: &["group", "stream", "name"],
+                        message: format!(
+                            "pipeline {:?} already consumes stream {:?} as group {:?}; run more consumers with more processes or a higher concurrency",
+                            self.pipelines[first].name, p.stream, p.group
+                        ),
+                    },
+                ));
+            }
+            if p.redis != self.pipelines[0].redis {
+                return Err(at(
+                    i,
+                    ConfigError::Conflict {
+                        flags: &["redis"],
+                        message: "every pipeline of a process uses the same Redis connection"
+                            .into(),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Longest backoff before a failed entry is released for redelivery.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Everything one `host run` pipeline needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
-    /// `redis://` or `rediss://` URL (may carry credentials; never logged).
-    pub redis_url: String,
+    /// The pipeline's name in logs (and, later, metrics).
+    pub name: String,
+    /// Where to connect (credentials are never logged).
+    pub redis: RedisConfig,
     /// Stream key to consume.
     pub stream: String,
     /// Consumer group name.
@@ -106,8 +248,23 @@ pub enum ConfigError {
         problem: String,
     },
     /// Two values that contradict each other.
-    #[error("{0}")]
-    Conflict(String),
+    #[error("{message}")]
+    Conflict {
+        /// The flags involved, the one the message is about first.
+        flags: &'static [&'static str],
+        /// What contradicts what.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The flags (or config keys) the error is about, the main one first.
+    pub fn flags(&self) -> &[&'static str] {
+        match self {
+            Self::Invalid { flag, .. } => std::slice::from_ref(flag),
+            Self::Conflict { flags, .. } => flags,
+        }
+    }
 }
 
 fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -139,6 +296,7 @@ impl RunConfig {
     /// Checks ranges and cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (flag, value) in [
+            ("name", &self.name),
             ("stream", &self.stream),
             ("group", &self.group),
             ("consumer", &self.consumer),
@@ -149,10 +307,13 @@ impl RunConfig {
             }
         }
         if self.dlq == self.stream {
-            return Err(ConfigError::Conflict(format!(
-                "--dlq must differ from --stream ({:?}): dead letters would be consumed again",
-                self.stream
-            )));
+            return Err(ConfigError::Conflict {
+                flags: &["dlq", "stream"],
+                message: format!(
+                    "--dlq must differ from --stream ({:?}): dead letters would be consumed again",
+                    self.stream
+                ),
+            });
         }
         if !is_valid_start_id(&self.start_id) {
             return Err(invalid(
@@ -191,11 +352,14 @@ impl RunConfig {
             return Err(invalid("claim-interval", "must be above zero"));
         }
         if self.handler_timeout >= self.claim_idle {
-            return Err(ConfigError::Conflict(format!(
-                "--handler-timeout ({}) must be below --claim-idle ({}): otherwise a peer may reclaim an entry while its handler is still running",
-                humantime::format_duration(self.handler_timeout),
-                humantime::format_duration(self.claim_idle)
-            )));
+            return Err(ConfigError::Conflict {
+                flags: &["handler-timeout", "claim-idle"],
+                message: format!(
+                    "--handler-timeout ({}) must be below --claim-idle ({}): otherwise a peer may reclaim an entry while its handler is still running",
+                    humantime::format_duration(self.handler_timeout),
+                    humantime::format_duration(self.claim_idle)
+                ),
+            });
         }
         if self.retry_backoff.is_zero() {
             return Err(invalid("retry-backoff", "must be above zero"));
@@ -238,6 +402,7 @@ impl RunConfig {
         if let Some(p) = self.emit_allow.iter().find(|p| p.is_empty()) {
             return Err(invalid("emit-allow", format!("{p:?} is an empty pattern")));
         }
+        self.redis.connection_info()?;
         Ok(())
     }
 }
@@ -252,7 +417,8 @@ fn is_valid_start_id(id: &str) -> bool {
 #[cfg(test)]
 pub(crate) fn sample() -> RunConfig {
     RunConfig {
-        redis_url: "redis://127.0.0.1:6379".into(),
+        name: "g".into(),
+        redis: RedisConfig::from_url("redis://127.0.0.1:6379"),
         stream: "s".into(),
         group: "g".into(),
         consumer: "c".into(),

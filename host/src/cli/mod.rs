@@ -1,5 +1,9 @@
 //! The command line: clap definitions and their conversion into validated
-//! configuration. Nothing else in the crate knows about clap.
+//! configuration, from flags or from a config file whose keys are the flags'
+//! names. Nothing else in the crate knows about clap.
+
+pub mod file;
+mod invocation;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,7 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::RunConfig;
+pub use self::invocation::{Invocation, RunSource, What, invocation};
+use crate::config::{ConfigError, RedisConfig, RunConfig};
 use crate::units::ByteSize;
 
 /// streamhost: Redis Streams consumer groups, handled by sandboxed WebAssembly plugins.
@@ -55,6 +60,21 @@ pub enum Command {
     /// its identity (name@content-hash), size, compile time, imports and exports. Exits 0 for a
     /// valid plugin and 65 with the reason for anything else.
     Check(CheckArgs),
+    /// Work with config files (`host run --config FILE`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `host config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file and print the effective configuration (secrets redacted) without connecting.
+    ///
+    /// Exits 0 for a valid file, 64 with file, line and column for anything else.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 /// Flags of `host check`.
@@ -78,9 +98,18 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Flags of `host run`; each can also be set with its `STREAMHOST_*` variable.
+/// Flags of `host run`; each can also be set with its `STREAMHOST_*` variable,
+/// and (but `--redis`, `--config` and `--check`) as a key of a config file's
+/// `[defaults]` or `[[pipeline]]` table.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Read the pipelines from this TOML file instead of flags; it is reloaded on change and on SIGHUP.
+    /// Run flags cannot be combined with it (the file's keys are their names).
+    #[arg(long, env = "STREAMHOST_CONFIG", help_heading = "Config file")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print it (secrets redacted) and exit without connecting.
+    #[arg(long, help_heading = "Config file")]
+    pub check: bool,
     /// Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS).
     #[arg(
         long,
@@ -89,18 +118,21 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub redis: String,
+    /// Pipeline name in logs [default: the group].
+    #[arg(long, env = "STREAMHOST_NAME")]
+    pub name: Option<String>,
     /// Stream key to consume.
-    #[arg(long, env = "STREAMHOST_STREAM")]
-    pub stream: String,
+    #[arg(long, env = "STREAMHOST_STREAM", required_unless_present = "config")]
+    pub stream: Option<String>,
     /// Consumer group (created with MKSTREAM if missing).
-    #[arg(long, env = "STREAMHOST_GROUP")]
-    pub group: String,
+    #[arg(long, env = "STREAMHOST_GROUP", required_unless_present = "config")]
+    pub group: Option<String>,
     /// Consumer name inside the group [default: <hostname>-<pid>].
     #[arg(long, env = "STREAMHOST_CONSUMER")]
     pub consumer: Option<String>,
     /// Handler component (.wasm) implementing streamhost:plugin/handler.
-    #[arg(long, env = "STREAMHOST_PLUGIN")]
-    pub plugin: PathBuf,
+    #[arg(long, env = "STREAMHOST_PLUGIN", required_unless_present = "config")]
+    pub plugin: Option<PathBuf>,
     /// A value the plugin reads with `config(KEY)`; repeatable. Values may contain commas.
     /// Also read from STREAMHOST_PLUGIN_CONFIG, one KEY=VALUE per line (flags win).
     #[arg(long = "plugin-config", value_name = "KEY=VALUE", value_parser = key_value)]
@@ -249,21 +281,35 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// Fills in computed defaults; validation is [`RunConfig::validate`].
-    pub fn into_config(self) -> RunConfig {
+    /// `plugin_config` comes before the flags' (which win): the
+    /// `STREAMHOST_PLUGIN_CONFIG` lines for flags, nothing for a file.
+    pub fn into_config(
+        self,
+        redis: RedisConfig,
+        plugin_config: Vec<(String, String)>,
+    ) -> Result<RunConfig, ConfigError> {
+        let missing = |flag| ConfigError::Invalid {
+            flag,
+            problem: "is required".into(),
+        };
+        let stream = self.stream.ok_or_else(|| missing("stream"))?;
+        let group = self.group.ok_or_else(|| missing("group"))?;
+        let plugin = self.plugin.ok_or_else(|| missing("plugin"))?;
         let consumer = self.consumer.unwrap_or_else(default_consumer);
-        let dlq = self.dlq.unwrap_or_else(|| format!("{}:dlq", self.stream));
+        let dlq = self.dlq.unwrap_or_else(|| format!("{stream}:dlq"));
         let concurrency = self.concurrency.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
-        RunConfig {
-            redis_url: self.redis,
-            stream: self.stream,
-            group: self.group,
+        Ok(RunConfig {
+            name: self.name.unwrap_or_else(|| group.clone()),
+            redis,
+            stream,
+            group,
             consumer,
-            plugin: self.plugin,
-            plugin_config: env_plugin_config()
+            plugin,
+            plugin_config: plugin_config
                 .into_iter()
                 .chain(self.plugin_config)
                 .collect::<BTreeMap<_, _>>(),
@@ -301,13 +347,13 @@ impl RunArgs {
                 self.cache_dir.or_else(crate::plugin::default_cache_dir)
             },
             stats_interval: self.stats_interval,
-        }
+        })
     }
 }
 
 /// `STREAMHOST_PLUGIN_CONFIG`: one `KEY=VALUE` per line (lines without `=`
 /// are ignored), so values can hold commas.
-fn env_plugin_config() -> Vec<(String, String)> {
+pub fn env_plugin_config() -> Vec<(String, String)> {
     std::env::var("STREAMHOST_PLUGIN_CONFIG")
         .unwrap_or_default()
         .lines()
@@ -358,8 +404,11 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("parsed as run")
         };
-        let c = args.into_config();
+        let c = args
+            .into_config(RedisConfig::from_url("redis://x"), Vec::new())
+            .unwrap();
         assert_eq!(c.dlq, "orders:dlq");
+        assert_eq!(c.name, "g", "the name defaults to the group");
         assert_eq!(c.block, Duration::from_millis(250));
         assert_eq!(c.max_memory, ByteSize(32 << 20));
         assert_eq!(c.max_in_flight, 1000);
@@ -392,7 +441,9 @@ mod tests {
             panic!("parsed as run")
         };
         assert_eq!(
-            args.into_config().limits(),
+            args.into_config(RedisConfig::from_url("redis://x"), Vec::new())
+                .unwrap()
+                .limits(),
             crate::limits::Limits::default()
         );
     }

@@ -1,0 +1,633 @@
+//! The config file (`host run --config FILE`): `[redis]`, `[defaults]` and
+//! `[[pipeline]]` tables whose keys are `host run`'s flag names. Each
+//! pipeline (its keys over `[defaults]`) is turned into the flags it stands
+//! for and parsed by the same clap definitions, so keys, value syntax and
+//! defaults can never drift from the flags'. Every refusal names the file,
+//! line and column. `${VAR}` (or `${VAR:-default}`) in a string is replaced
+//! by the environment variable.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::error::{ContextKind, ContextValue};
+use clap::{Arg, ArgAction, CommandFactory, FromArgMatches};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::{Cli, RunArgs};
+use crate::config::{Config, Loader, RedisConfig, Secret, SecretSource, Source, TlsConfig};
+use crate::units::ByteSize;
+
+/// A config file that cannot be used, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}{snippet}", path.display())]
+pub struct FileError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (characters).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// The offending line with a marker under the problem.
+    snippet: String,
+}
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Config, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
+        path: path.to_owned(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read the config file: {e}"),
+        snippet: String::new(),
+    })?;
+    parse(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates `text` (read from `path`), looking variables up with `env`.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, FileError> {
+    let at = |span: Option<Range<usize>>, message: String| locate(path, text, span, message);
+    let doc = DeTable::parse(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
+    let mut root = doc.into_inner();
+    for (_, value) in root.iter_mut() {
+        expand(value, env).map_err(|(span, m)| at(Some(span), m))?;
+    }
+    File::read(&root)
+        .and_then(|file| file.into_config(path, env))
+        .map_err(|(span, m)| at(span, m))
+}
+
+type Problem = (Option<Range<usize>>, String);
+
+/// The tables of a parsed file, with the spans errors point at.
+struct File<'a> {
+    redis: Option<&'a Spanned<DeValue<'a>>>,
+    defaults: Option<&'a DeTable<'a>>,
+    pipelines: Vec<&'a Spanned<DeValue<'a>>>,
+}
+
+impl<'a> File<'a> {
+    fn read(root: &'a DeTable<'a>) -> Result<Self, Problem> {
+        let mut file = File {
+            redis: None,
+            defaults: None,
+            pipelines: Vec::new(),
+        };
+        for (key, value) in root.iter() {
+            match (key.get_ref().as_ref(), value.get_ref()) {
+                ("redis", DeValue::Table(_)) => file.redis = Some(value),
+                ("defaults", DeValue::Table(t)) => {
+                    if let Some((k, _)) = t.iter().find(|(k, _)| k.get_ref() == "name") {
+                        return Err((
+                            Some(k.span()),
+                            "`name` cannot be a default: each pipeline has its own".into(),
+                        ));
+                    }
+                    file.defaults = Some(t);
+                }
+                ("pipeline", DeValue::Array(items)) => {
+                    for item in items.iter() {
+                        if !matches!(item.get_ref(), DeValue::Table(_)) {
+                            return Err((
+                                Some(item.span()),
+                                "write each pipeline as a [[pipeline]] table".into(),
+                            ));
+                        }
+                        file.pipelines.push(item);
+                    }
+                }
+                ("redis" | "defaults", _) => {
+                    return Err((
+                        Some(value.span()),
+                        format!("`{}` must be a table", key.get_ref()),
+                    ));
+                }
+                ("pipeline", _) => {
+                    return Err((
+                        Some(key.span()),
+                        "write each pipeline as a [[pipeline]] table (double brackets)".into(),
+                    ));
+                }
+                (other, _) => {
+                    return Err((
+                        Some(key.span()),
+                        format!(
+                            "unknown key `{other}` (a config file has [redis], [defaults] and [[pipeline]] tables)"
+                        ),
+                    ));
+                }
+            }
+        }
+        if file.pipelines.is_empty() {
+            return Err((
+                None,
+                "no pipeline is declared: add a [[pipeline]] table".into(),
+            ));
+        }
+        Ok(file)
+    }
+
+    fn into_config(
+        self,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Problem> {
+        let reload: Arc<Loader> = Arc::new(|p: &Path| load(p).map_err(|e| e.one_line()));
+        let redis = match self.redis {
+            Some(table) => redis_config(table, env)?,
+            None => RedisConfig::from_url("redis://127.0.0.1:6379"),
+        };
+        let command = run_command();
+        let mut pipelines = Vec::new();
+        let mut keys = Vec::new();
+        for item in &self.pipelines {
+            let DeValue::Table(table) = item.get_ref() else {
+                unreachable!("checked in read")
+            };
+            let merged = merge(self.defaults, table);
+            let args = run_args(&command, &merged, item.span())?;
+            let config = args
+                .into_config(redis.clone(), Vec::new())
+                .map_err(|e| (Some(item.span()), e.to_string()))?;
+            pipelines.push(config);
+            keys.push(merged);
+        }
+        let config = Config {
+            pipelines,
+            source: Some(Source::new(path.to_owned(), reload)),
+        };
+        config.validate().map_err(|e| {
+            let flags = e.error.flags();
+            let in_file = |key: &&str| keys[e.index].get(*key).map(|(_, v)| v.span());
+            let span = flags
+                .iter()
+                .find_map(in_file)
+                .or_else(|| {
+                    flags
+                        .contains(&"redis")
+                        .then(|| self.redis.map(|r| r.span()))
+                        .flatten()
+                })
+                .unwrap_or_else(|| self.pipelines[e.index].span());
+            (Some(span), e.to_string())
+        })?;
+        Ok(config)
+    }
+}
+
+/// A pipeline's keys over the defaults' (`plugin-config` tables merge key by key).
+fn merge<'a>(
+    defaults: Option<&'a DeTable<'a>>,
+    pipeline: &'a DeTable<'a>,
+) -> HashMap<String, (Range<usize>, &'a Spanned<DeValue<'a>>)> {
+    let mut merged = HashMap::new();
+    for table in defaults.into_iter().chain([pipeline]) {
+        for (k, v) in table.iter() {
+            merged.insert(k.get_ref().to_string(), (k.span(), v));
+        }
+    }
+    merged
+}
+
+/// `host run`'s flags, reading no environment variables: a file says it all.
+fn run_command() -> clap::Command {
+    Cli::command()
+        .find_subcommand("run")
+        .expect("run is a subcommand")
+        .clone()
+        .mut_args(|a| a.env(None))
+}
+
+/// Keys the file handles itself or that make no sense inside a pipeline.
+fn reserved(key: &str) -> Option<&'static str> {
+    match key {
+        "redis" => Some("the connection is set in the [redis] table"),
+        "config" | "check" => Some("only a command-line flag"),
+        _ => None,
+    }
+}
+
+/// The flags one pipeline's keys stand for, parsed by clap.
+fn run_args(
+    command: &clap::Command,
+    keys: &HashMap<String, (Range<usize>, &Spanned<DeValue<'_>>)>,
+    table: Range<usize>,
+) -> Result<RunArgs, Problem> {
+    let mut argv = vec!["run".to_owned()];
+    let mut sorted: Vec<_> = keys.iter().collect();
+    sorted.sort_by_key(|(_, (span, _))| span.start);
+    for (key, (key_span, value)) in &sorted {
+        if let Some(why) = reserved(key) {
+            return Err((
+                Some(key_span.clone()),
+                format!("`{key}` cannot be set here: {why}"),
+            ));
+        }
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && !a.is_hide_set())
+            .ok_or_else(|| (Some(key_span.clone()), unknown_key(command, key)))?;
+        flag_values(arg, key, value, &mut argv)?;
+    }
+    for required in ["stream", "group", "plugin"] {
+        if !keys.contains_key(required) {
+            return Err((
+                Some(table.clone()),
+                format!("this pipeline has no `{required}` (set it here or in [defaults])"),
+            ));
+        }
+    }
+    let matches = command.clone().try_get_matches_from(&argv).map_err(|e| {
+        let key = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(s)) => s
+                .trim_start_matches("--")
+                .split([' ', '='])
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            _ => String::new(),
+        };
+        let why = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.kind().to_string());
+        let span = keys
+            .get(&key)
+            .map(|(_, v)| v.span())
+            .unwrap_or(table.clone());
+        (Some(span), format!("invalid value for `{key}`: {why}"))
+    })?;
+    RunArgs::from_arg_matches(&matches).map_err(|e| (Some(table), e.to_string()))
+}
+
+fn unknown_key(command: &clap::Command, key: &str) -> String {
+    let close: Vec<_> = command
+        .get_arguments()
+        .filter_map(Arg::get_long)
+        .filter(|l| reserved(l).is_none() && similar(l, key))
+        .collect();
+    match close.first() {
+        Some(c) => format!("unknown key `{key}` (did you mean `{c}`?)"),
+        None => {
+            format!("unknown key `{key}` (keys are `host run` flag names: see `host run --help`)")
+        }
+    }
+}
+
+/// At most a few typos apart (edit distance), for "did you mean".
+fn similar(a: &str, b: &str) -> bool {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()] <= 3
+}
+
+/// What a flag's value must be in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Switch,
+    Integer,
+    Size,
+    Text,
+    List,
+    Table,
+}
+
+fn kind(arg: &Arg) -> Kind {
+    if matches!(arg.get_action(), ArgAction::SetTrue) {
+        return Kind::Switch;
+    }
+    if arg.get_long() == Some("plugin-config") {
+        return Kind::Table;
+    }
+    if matches!(arg.get_action(), ArgAction::Append) {
+        return Kind::List;
+    }
+    let t = arg.get_value_parser().type_id();
+    if t == TypeId::of::<u32>() || t == TypeId::of::<u64>() || t == TypeId::of::<usize>() {
+        Kind::Integer
+    } else if t == TypeId::of::<ByteSize>() {
+        Kind::Size
+    } else {
+        Kind::Text
+    }
+}
+
+/// Appends the flags `key = value` stands for, refusing a value of the wrong type.
+fn flag_values(
+    arg: &Arg,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+    argv: &mut Vec<String>,
+) -> Result<(), Problem> {
+    let flag = format!("--{key}");
+    let wrong = |expected: &str| {
+        (
+            Some(value.span()),
+            format!(
+                "`{key}` must be {expected}, not {}",
+                type_name(value.get_ref())
+            ),
+        )
+    };
+    match (kind(arg), value.get_ref()) {
+        (Kind::Switch, DeValue::Boolean(on)) => {
+            if *on {
+                argv.push(flag);
+            }
+        }
+        (Kind::Switch, _) => return Err(wrong("true or false")),
+        (Kind::Integer | Kind::Size, DeValue::Integer(i)) => {
+            let n =
+                i128::from_str_radix(i.as_str(), i.radix()).map_err(|_| wrong("a whole number"))?;
+            argv.extend([flag, n.to_string()]);
+        }
+        (Kind::Integer, _) => return Err(wrong("a whole number")),
+        (Kind::Size | Kind::Text, DeValue::String(s)) => argv.extend([flag, s.to_string()]),
+        (Kind::Size, _) => return Err(wrong("a size like \"64MiB\" or a number of bytes")),
+        (Kind::Text, _) => return Err(wrong("a string")),
+        (Kind::List, DeValue::Array(items)) => {
+            for item in items.iter() {
+                let DeValue::String(s) = item.get_ref() else {
+                    return Err((Some(item.span()), format!("`{key}` must list strings")));
+                };
+                argv.extend([flag.clone(), s.to_string()]);
+            }
+        }
+        (Kind::List, _) => return Err(wrong("an array of strings")),
+        (Kind::Table, DeValue::Table(t)) => {
+            for (k, v) in t.iter() {
+                let text = match v.get_ref() {
+                    DeValue::String(s) => s.to_string(),
+                    DeValue::Integer(i) => i.to_string(),
+                    DeValue::Float(f) => f.to_string(),
+                    DeValue::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err((
+                            Some(v.span()),
+                            format!(
+                                "plugin-config values are strings, numbers or booleans, not {}",
+                                type_name(other)
+                            ),
+                        ));
+                    }
+                };
+                if k.get_ref().contains('=') || k.get_ref().is_empty() {
+                    return Err((
+                        Some(k.span()),
+                        "plugin-config keys cannot be empty or contain `=`".into(),
+                    ));
+                }
+                argv.extend([flag.clone(), format!("{}={text}", k.get_ref())]);
+            }
+        }
+        (Kind::Table, _) => return Err(wrong("a table ([pipeline.plugin-config])")),
+    }
+    Ok(())
+}
+
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// `[redis]`: `url`, `username`, `password-env` or `password-file`, `[redis.tls]`.
+fn redis_config(
+    table: &Spanned<DeValue<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RedisConfig, Problem> {
+    let DeValue::Table(t) = table.get_ref() else {
+        unreachable!("checked in read")
+    };
+    let mut redis = RedisConfig::from_url("redis://127.0.0.1:6379");
+    for (key, value) in t.iter() {
+        let text = || match value.get_ref() {
+            DeValue::String(s) => Ok(s.to_string()),
+            other => Err((
+                Some(value.span()),
+                format!(
+                    "`{}` must be a string, not {}",
+                    key.get_ref(),
+                    type_name(other)
+                ),
+            )),
+        };
+        match key.get_ref().as_ref() {
+            "url" => redis.url = text()?,
+            "username" => redis.username = Some(text()?),
+            "password-env" => {
+                let name = text()?;
+                let password = env(&name).ok_or_else(|| {
+                    (
+                        Some(value.span()),
+                        format!("environment variable {name} (the Redis password) is not set"),
+                    )
+                })?;
+                redis.password = Some(Secret::new(password, SecretSource::Env(name)));
+            }
+            "password-file" => {
+                let path = PathBuf::from(text()?);
+                let password = std::fs::read_to_string(&path).map_err(|e| {
+                    (
+                        Some(value.span()),
+                        format!(
+                            "cannot read the Redis password from {}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let password = password.trim_end_matches(['\r', '\n']).to_owned();
+                redis.password = Some(Secret::new(password, SecretSource::File(path)));
+            }
+            "password" => {
+                return Err((
+                    Some(key.span()),
+                    "a password is never written in the config file: use `password-env = \"VAR\"` or `password-file = \"/path\"`".into(),
+                ));
+            }
+            "tls" => redis.tls = Some(tls_config(value)?),
+            other => {
+                return Err((
+                    Some(key.span()),
+                    format!(
+                        "unknown key `{other}` in [redis] (url, username, password-env, password-file, tls)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(redis)
+}
+
+fn tls_config(table: &Spanned<DeValue<'_>>) -> Result<TlsConfig, Problem> {
+    let DeValue::Table(t) = table.get_ref() else {
+        return Err((
+            Some(table.span()),
+            "`tls` must be a table ([redis.tls])".into(),
+        ));
+    };
+    let mut tls = TlsConfig::default();
+    for (key, value) in t.iter() {
+        let DeValue::String(s) = value.get_ref() else {
+            return Err((
+                Some(value.span()),
+                format!("`{}` must be a string", key.get_ref()),
+            ));
+        };
+        match key.get_ref().as_ref() {
+            "ca" => tls.ca = Some(s.to_string().into()),
+            "cert" => tls.cert = Some(s.to_string().into()),
+            "key" => tls.key = Some(s.to_string().into()),
+            "server-name" => tls.server_name = Some(s.to_string()),
+            other => {
+                return Err((
+                    Some(key.span()),
+                    format!("unknown key `{other}` in [redis.tls] (ca, cert, key, server-name)"),
+                ));
+            }
+        }
+    }
+    Ok(tls)
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string; `$$` is a `$`.
+fn expand(
+    value: &mut Spanned<DeValue<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (Range<usize>, String)> {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(s) if s.contains('$') => {
+            *s = expand_str(s, env).map_err(|m| (span, m))?.into();
+        }
+        DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                expand(item, env)?;
+            }
+        }
+        DeValue::Table(t) => {
+            for (_, v) in t.iter_mut() {
+                expand(v, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(r) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("${") {
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unclosed ${{ in {s:?} (write $$ for a literal $)"))?;
+            let (name, default) = match r[..end].split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (&r[..end], None),
+            };
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!("${{{name}}} is not an environment variable name"));
+            }
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+                    ));
+                }
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// An error at `span` of `text`, with line, column and the line shown.
+fn locate(path: &Path, text: &str, span: Option<Range<usize>>, message: String) -> FileError {
+    let start = span.as_ref().map_or(0, |s| s.start.min(text.len()));
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let snippet = match &span {
+        Some(s) => {
+            let shown = &text[line_start..line_end];
+            let width = text[start..s.end.clamp(start, line_end)]
+                .chars()
+                .count()
+                .max(1);
+            let gutter = line.to_string().len();
+            format!(
+                "\n{:gutter$} |\n{line} | {shown}\n{:gutter$} | {}{}",
+                "",
+                "",
+                " ".repeat(column - 1),
+                "^".repeat(width)
+            )
+        }
+        None => String::new(),
+    };
+    FileError {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+        snippet,
+    }
+}
+
+impl FileError {
+    /// The message without the snippet, for one-line logs.
+    pub fn one_line(&self) -> String {
+        format!(
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+#[cfg(test)]
+#[path = "file_tests.rs"]
+mod tests;

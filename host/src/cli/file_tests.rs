@@ -1,0 +1,220 @@
+//! The config file: what it accepts, and where it points when it refuses.
+
+use std::path::Path;
+
+use super::{FileError, parse};
+use crate::config::{Config, render};
+
+const ORDERS: &str = r#"
+[redis]
+url = "redis://127.0.0.1:6379"
+username = "streamhost"
+password-env = "REDIS_PASSWORD"
+
+[defaults]
+stream = "demo:events:orders"
+claim-idle = "20s"
+max-memory = "32MiB"
+
+[defaults.plugin-config]
+log = "info"
+
+[[pipeline]]
+name = "notifications"
+group = "notifications"
+plugin = "plugins/dist/notify.wasm"
+max-deliveries = 3
+handover = true
+emit-allow = ["notifications:*"]
+
+[pipeline.plugin-config]
+outbox = "${OUTBOX:-notifications:outbox}"
+log = "debug"
+
+[[pipeline]]
+group = "analytics"
+plugin = "plugins/dist/analytics.wasm"
+max-memory = 16777216
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "REDIS_PASSWORD" => Some("s3cret".into()),
+        "HOME_DIR" => Some("/home/x".into()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Config, FileError> {
+    parse(Path::new("streamhost.toml"), text, &env)
+}
+
+fn refusal(text: &str) -> FileError {
+    load(text).expect_err("the file should be refused")
+}
+
+#[test]
+fn pipelines_inherit_defaults_and_their_own_keys_win() {
+    let c = load(ORDERS).unwrap();
+    let [n, a] = &c.pipelines[..] else {
+        panic!("two pipelines")
+    };
+    assert_eq!(
+        (n.name.as_str(), a.name.as_str()),
+        ("notifications", "analytics")
+    );
+    assert_eq!(n.stream, "demo:events:orders");
+    assert_eq!(a.stream, "demo:events:orders");
+    assert_eq!(n.claim_idle.as_secs(), 20);
+    assert_eq!(n.max_deliveries, 3);
+    assert_eq!(a.max_deliveries, 5, "the flag's default");
+    assert!(n.handover && !a.handover);
+    assert_eq!(n.max_memory.0, 32 << 20);
+    assert_eq!(a.max_memory.0, 16 << 20, "a size may be a number of bytes");
+    assert_eq!(n.emit_allow, ["notifications:*"]);
+    assert_eq!(n.plugin_config["outbox"], "notifications:outbox");
+    assert_eq!(n.plugin_config["log"], "debug", "the pipeline's value wins");
+    assert_eq!(a.plugin_config["log"], "info", "tables merge key by key");
+    assert_eq!(n.dlq, "demo:events:orders:dlq");
+    assert_eq!(n.redis.username.as_deref(), Some("streamhost"));
+    assert_eq!(
+        n.redis.password.as_ref().map(|p| p.expose()),
+        Some("s3cret")
+    );
+}
+
+#[test]
+fn the_effective_configuration_hides_secrets_and_reads_back_the_same() {
+    let c = load(ORDERS).unwrap();
+    let shown = render(&c);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("password-env = \"REDIS_PASSWORD\""),
+        "{shown}"
+    );
+    let again = load(&shown).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+    assert_eq!(again.pipelines, c.pipelines);
+}
+
+#[test]
+fn refusals_point_at_line_and_column() {
+    let cases: &[(&str, &str, (usize, usize), &str)] = &[
+        (
+            "unknown key",
+            "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\nmax-delivery = 3\n",
+            (5, 1),
+            "unknown key `max-delivery` (did you mean `max-deliveries`?)",
+        ),
+        (
+            "wrong type",
+            "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\nbatch = \"10\"\n",
+            (5, 9),
+            "`batch` must be a whole number, not a string",
+        ),
+        (
+            "bad value",
+            "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\nblock = \"soon\"\n",
+            (5, 9),
+            "invalid value for `block`",
+        ),
+        (
+            "contradiction",
+            "[defaults]\nclaim-idle = \"2s\"\n[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\n",
+            (2, 14),
+            "must be below --claim-idle",
+        ),
+        (
+            "same group twice",
+            "[defaults]\nstream = \"s\"\nplugin = \"p\"\n[[pipeline]]\ngroup = \"g\"\n[[pipeline]]\nname = \"b\"\ngroup = \"g\"\n",
+            (8, 9),
+            "already consumes stream \"s\" as group \"g\"",
+        ),
+        (
+            "duplicate name",
+            "[defaults]\nstream = \"s\"\nplugin = \"p\"\n[[pipeline]]\ngroup = \"g\"\n[[pipeline]]\nname = \"g\"\ngroup = \"h\"\n",
+            (7, 8),
+            "the name \"g\" is already taken",
+        ),
+        (
+            "missing stream",
+            "[[pipeline]]\ngroup = \"g\"\nplugin = \"p\"\n",
+            (1, 1),
+            "this pipeline has no `stream`",
+        ),
+        ("syntax", "[[pipeline]]\nstream = s\n", (2, 10), ""),
+        (
+            "unset variable",
+            "[[pipeline]]\nstream = \"${NOPE}\"\ngroup = \"g\"\nplugin = \"p\"\n",
+            (2, 10),
+            "environment variable NOPE is not set",
+        ),
+        (
+            "inline password",
+            "[redis]\npassword = \"hunter2\"\n[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\n",
+            (2, 1),
+            "a password is never written in the config file",
+        ),
+        (
+            "single bracket",
+            "[pipeline]\nstream = \"s\"\n",
+            (1, 2),
+            "[[pipeline]] table (double brackets)",
+        ),
+        (
+            "redis inside a pipeline",
+            "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\nredis = \"redis://x\"\n",
+            (5, 1),
+            "the connection is set in the [redis] table",
+        ),
+        (
+            "no pipeline",
+            "[redis]\nurl = \"redis://x\"\n",
+            (1, 1),
+            "no pipeline is declared",
+        ),
+    ];
+    for (what, text, (line, column), message) in cases {
+        let e = refusal(text);
+        assert_eq!((e.line, e.column), (*line, *column), "{what}: {e}");
+        assert!(e.message.contains(message), "{what}: {e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("streamhost.toml:{line}:{column}: ")),
+            "{what}: {e}"
+        );
+    }
+}
+
+#[test]
+fn variables_expand_inside_strings_only() {
+    let c = load(
+        "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"${HOME_DIR}/p.wasm\"\n[pipeline.plugin-config]\nprice = \"$$5 ${MISSING:-each}\"\n",
+    )
+    .unwrap();
+    let p = &c.pipelines[0];
+    assert_eq!(p.plugin.to_str(), Some("/home/x/p.wasm"));
+    assert_eq!(p.plugin_config["price"], "$5 each");
+}
+
+#[test]
+fn every_run_flag_is_a_key() {
+    let command = super::run_command();
+    let shown = render(&load(ORDERS).unwrap());
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if super::reserved(long).is_some() || arg.is_hide_set() || long == "help" {
+            continue;
+        }
+        // Keys the effective configuration spells another way.
+        if matches!(
+            long,
+            "cache-dir" | "no-cache" | "dlq-maxlen" | "maxlen" | "max-age" | "plugin-config"
+        ) {
+            continue;
+        }
+        assert!(
+            shown.contains(&format!("\n{long} = ")),
+            "--{long} is missing from the effective configuration"
+        );
+    }
+}

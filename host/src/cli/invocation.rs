@@ -1,0 +1,102 @@
+//! What a command line asks for, with `host run`'s flags already turned into
+//! configuration — or the config file to read instead, refusing run flags
+//! given beside it (the file would silently win over them).
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+
+use super::{CheckArgs, Cli, Command, ConfigCommand, LogFormat};
+use crate::config::{Config, ConfigError, RedisConfig};
+
+/// The parsed command line.
+#[derive(Debug)]
+pub struct Invocation {
+    /// `--log`.
+    pub log: String,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+    /// The subcommand, or why its flags cannot work.
+    pub what: Result<What, ConfigError>,
+}
+
+/// The subcommand.
+#[derive(Debug)]
+pub enum What {
+    /// `host run`.
+    Run {
+        /// Where the pipelines come from.
+        source: RunSource,
+        /// `--check`: validate and print, do not run.
+        check_only: bool,
+    },
+    /// `host check PLUGIN`.
+    Check(CheckArgs),
+    /// `host config check FILE`.
+    ConfigCheck(PathBuf),
+}
+
+/// Where `host run`'s pipelines come from.
+#[derive(Debug)]
+pub enum RunSource {
+    /// One pipeline from flags (not yet validated).
+    Flags(Box<Config>),
+    /// A config file (not yet read).
+    File(PathBuf),
+}
+
+/// Parses the process's arguments; exits with clap's message on a malformed line.
+pub fn invocation() -> Invocation {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let what = match cli.command {
+        Command::Check(args) => Ok(What::Check(args)),
+        Command::Config(ConfigCommand::Check { file }) => Ok(What::ConfigCheck(file)),
+        Command::Run(args) => {
+            let run_matches = matches.subcommand_matches("run").expect("run was parsed");
+            let check_only = args.check;
+            match args.config.clone() {
+                Some(file) => refuse_flags_beside(run_matches).map(|()| What::Run {
+                    source: RunSource::File(file),
+                    check_only,
+                }),
+                None => {
+                    let redis = RedisConfig::from_url(args.redis.clone());
+                    args.into_config(redis, super::env_plugin_config())
+                        .map(|c| What::Run {
+                            source: RunSource::Flags(Box::new(Config::single(c))),
+                            check_only,
+                        })
+                }
+            }
+        }
+    };
+    Invocation {
+        log: cli.log,
+        log_format: cli.log_format,
+        what,
+    }
+}
+
+/// Refuses run flags typed beside `--config`. Their `STREAMHOST_*`
+/// variables are ignored instead: a file can use them as `${VAR}`.
+fn refuse_flags_beside(matches: &ArgMatches) -> Result<(), ConfigError> {
+    let command = Cli::command();
+    let run = command.find_subcommand("run").expect("run is a subcommand");
+    let typed = run
+        .get_arguments()
+        .filter(|a| !a.is_global_set())
+        .filter_map(|a| a.get_long().map(|long| (a.get_id().as_str(), long)))
+        .filter(|(_, long)| !matches!(*long, "config" | "check"))
+        .find(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine));
+    match typed {
+        Some((_, long)) => Err(ConfigError::Conflict {
+            flags: &["config"],
+            message: format!(
+                "--{long} cannot be combined with --config: set `{long}` in the file instead"
+            ),
+        }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,239 @@
+//! The process: every pipeline of the configuration, supervised, under one
+//! root token; live reload of the config file (on change or SIGHUP) applied
+//! as a diff; and the first task to fail drains everything and ends the run
+//! with an error, so a supervisor such as systemd restarts the process.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::file_watch::{FileWatch, Trigger};
+use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport, Prepared, prepare};
+use super::reload::{self, Plan};
+use super::{RunError, RunReport};
+use crate::config::{Config, RunConfig};
+
+/// How often the config file is stat'ed when notifications are missed.
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs every pipeline of `config` until `shutdown` fires (or a task fails),
+/// then drains them all. Plugins are compiled before anything connects; a
+/// signal during a compile ends the run at once.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunReport, RunError> {
+    config.validate()?;
+    let (failures_tx, mut failures) = mpsc::unbounded_channel();
+    let mut process = Process {
+        running: BTreeMap::new(),
+        config: config.clone(),
+        root: shutdown.clone(),
+        failures: failures_tx,
+        report: RunReport::default(),
+    };
+    let prepared = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => {
+            tracing::info!("shutdown requested while compiling plugins; nothing was started");
+            return Ok(process.report);
+        }
+        p = prepare_all(config.pipelines.clone()) => p?,
+    };
+    for (pipeline, prepared) in prepared {
+        process.start(pipeline, prepared, "started")?;
+    }
+    let mut reloads = config
+        .source
+        .as_ref()
+        .map(|s| FileWatch::new(s.path(), true, CONFIG_POLL, "config file"));
+    let failure = loop {
+        let reload = async {
+            match reloads.as_mut() {
+                Some(w) => w.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break None,
+            Some(failure) = failures.recv() => break Some(failure),
+            trigger = reload => process.reload(trigger).await,
+        }
+    };
+    if let Some(f) = &failure {
+        tracing::error!(pipeline = %f.pipeline, task = %f.end.task, how = %f.end.how,
+            "a task ended unexpectedly; draining every pipeline and stopping");
+    }
+    let panicked = process.drain_all().await;
+    match failure.or(panicked) {
+        Some(f) => Err(RunError::TaskFailed {
+            pipeline: f.pipeline,
+            task: f.end.task,
+            how: f.end.how,
+        }),
+        None => Ok(process.report),
+    }
+}
+
+/// Compiles the plugins of `pipelines` off the async runtime, all or nothing.
+async fn prepare_all(pipelines: Vec<RunConfig>) -> Result<Vec<(RunConfig, Prepared)>, RunError> {
+    let mut out = Vec::with_capacity(pipelines.len());
+    for p in pipelines {
+        let config = p.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(&config))
+            .await
+            .map_err(|e| RunError::Spawn(std::io::Error::other(e)))??;
+        out.push((p, prepared));
+    }
+    Ok(out)
+}
+
+/// The running pipelines and what they came from.
+struct Process {
+    running: BTreeMap<String, PipelineHandle>,
+    config: Config,
+    root: CancellationToken,
+    failures: mpsc::UnboundedSender<Failure>,
+    report: RunReport,
+}
+
+impl Process {
+    fn start(
+        &mut self,
+        config: RunConfig,
+        prepared: Prepared,
+        action: &str,
+    ) -> Result<(), RunError> {
+        let name = config.name.clone();
+        let handle = Pipeline::start(
+            config,
+            prepared,
+            self.root.child_token(),
+            self.failures.clone(),
+        )?;
+        tracing::info!(pipeline = %name, action, "pipeline {action}");
+        self.running.insert(name, handle);
+        Ok(())
+    }
+
+    /// Reads the config file again and applies what changed; a file that
+    /// does not parse, validate or compile changes nothing.
+    async fn reload(&mut self, trigger: Trigger) {
+        let Some(source) = self.config.source.clone() else {
+            return;
+        };
+        if trigger == Trigger::Hangup {
+            tracing::info!(file = %source.path().display(), "SIGHUP: reloading the configuration");
+        }
+        let new = match source.load() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused; the running configuration keeps serving");
+                return;
+            }
+        };
+        let plan = reload::diff(&self.config, &new);
+        if plan.is_empty() {
+            tracing::info!(file = %source.path().display(), "configuration reloaded: no pipeline changed");
+            self.config = new;
+            return;
+        }
+        let to_start: Vec<RunConfig> = plan
+            .added
+            .iter()
+            .chain(plan.changed.iter().map(|(c, _)| c))
+            .cloned()
+            .collect();
+        let prepared = tokio::select! {
+            biased;
+            _ = self.root.cancelled() => return,
+            p = prepare_all(to_start) => p,
+        };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused; the running configuration keeps serving");
+                return;
+            }
+        };
+        if let Err(e) = self.apply(plan, prepared).await {
+            tracing::error!(error = %e, "a pipeline of the new configuration could not start");
+        }
+        self.config = new;
+    }
+
+    async fn apply(
+        &mut self,
+        plan: Plan,
+        prepared: Vec<(RunConfig, Prepared)>,
+    ) -> Result<(), RunError> {
+        let Plan {
+            removed,
+            changed,
+            unchanged,
+            ..
+        } = plan;
+        for name in &unchanged {
+            tracing::info!(pipeline = %name, action = "unchanged", "pipeline unchanged");
+        }
+        for (config, keys) in &changed {
+            tracing::info!(pipeline = %config.name, action = "restarting", changed = %keys.join(","), "pipeline changed: draining it to restart with the new settings");
+        }
+        for name in &removed {
+            tracing::info!(pipeline = %name, action = "removing", "pipeline removed from the configuration: draining it");
+        }
+        let stopping: Vec<String> = removed
+            .iter()
+            .cloned()
+            .chain(changed.iter().map(|(c, _)| c.name.clone()))
+            .collect();
+        self.drain(&stopping).await;
+        for (config, prepared) in prepared {
+            let action = if changed.iter().any(|(c, _)| c.name == config.name) {
+                "restarted"
+            } else {
+                "started"
+            };
+            self.start(config, prepared, action)?;
+        }
+        Ok(())
+    }
+
+    /// Drains the named pipelines side by side; a panic found meanwhile is
+    /// reported as a failure like any other.
+    async fn drain(&mut self, names: &[String]) -> Option<Failure> {
+        let mut drains = JoinSet::new();
+        for name in names {
+            if let Some(handle) = self.running.remove(name) {
+                let name = name.clone();
+                drains.spawn(async move { (name, handle.drain().await) });
+            }
+        }
+        let mut failure = None;
+        while let Some(done) = drains.join_next().await {
+            match done {
+                Ok((name, Ok(report))) => {
+                    tracing::info!(pipeline = %name, action = "stopped", "pipeline stopped");
+                    self.record(name, report);
+                }
+                Ok((_, Err(f))) => {
+                    let _ = self.failures.send(f.clone());
+                    failure.get_or_insert(f);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a pipeline's drain ended abnormally");
+                }
+            }
+        }
+        failure
+    }
+
+    async fn drain_all(&mut self) -> Option<Failure> {
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        self.drain(&names).await
+    }
+
+    fn record(&mut self, name: String, report: PipelineReport) {
+        self.report.pipelines.insert(name, report);
+    }
+}
