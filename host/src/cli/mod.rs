@@ -110,7 +110,7 @@ pub struct RunArgs {
     /// Validate the configuration, print it (secrets redacted) and exit without connecting.
     #[arg(long, help_heading = "Config file")]
     pub check: bool,
-    /// Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS).
+    /// Redis URL (`redis://[user:password@]host:port[/db]`); TLS (`rediss://`) is not in this build yet.
     #[arg(
         long,
         env = "STREAMHOST_REDIS",
