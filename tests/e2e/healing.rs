@@ -421,37 +421,61 @@ fn emits_commit_once_each_with_many_of_our_retrying_entries_between_them() {
 
 #[test]
 fn ack_with_emits_script_checks_entries_the_ranged_ownership_read_missed() {
-    use streamhost::stream::scripts::ACK_WITH_EMITS;
+    use streamhost::outcome::Emit;
+    use streamhost::stream::GroupRef;
+    use streamhost::stream::commits::{self, CommitResult, CommitRound, EmitCommit, range_rows};
     let redis = RedisServer::start();
-    let mut c = redis.conn();
     let stream = key("script");
-    let ids: Vec<String> = (0..50)
+    // A call of 3 entries reads `range_rows(3)` rows of its id range.
+    let rows = range_rows(3);
+    let ids: Vec<String> = (0..rows + 20)
         .map(|i| redis.add(&stream, &[("n", &i.to_string())]))
         .collect();
-    let _: () = redis::cmd("XGROUP")
-        .arg(&["CREATE", stream.as_str(), "g", "0"])
-        .query(&mut c)
-        .unwrap();
-    redis.read_as(&stream, "g", "me", 49);
+    redis.read_as(&stream, "g", "me", ids.len() - 1);
     redis.read_as(&stream, "g", "peer", 1);
-    // Commit the first, the 40th (beyond the 5 rows fetched for the range)
-    // and the peer's entry, each with one emit.
-    let mut invoke = ACK_WITH_EMITS.prepare_invoke();
-    invoke
-        .key(&stream)
-        .key("out")
-        .arg("g")
-        .arg("me")
-        .arg(&ids[0])
-        .arg(&ids[49])
-        .arg(5);
-    for id in [&ids[0], &ids[39], &ids[49]] {
-        invoke.arg(id).arg(1).arg(2).arg(1).arg("source_id").arg(id);
-    }
-    let results: Vec<i64> = invoke.invoke(&mut c).expect("script runs");
+    // Commit the first, one past the rows read for the range, and the
+    // peer's entry, each with one emit.
+    let committed = [&ids[0], &ids[rows + 10], &ids[ids.len() - 1]];
+    let emits: Vec<[Emit; 1]> = committed
+        .iter()
+        .map(|id| {
+            [Emit {
+                stream: "out".into(),
+                fields: vec![("source_id".into(), id.as_bytes().to_vec())],
+            }]
+        })
+        .collect();
+    let batch: Vec<EmitCommit<'_>> = committed
+        .iter()
+        .zip(&emits)
+        .map(|(id, emits)| EmitCommit { id, emits })
+        .collect();
+    let g = GroupRef {
+        stream: stream.clone(),
+        group: "g".into(),
+        consumer: "me".into(),
+    };
+    let mut round = CommitRound::new(&g, &[]);
+    round.ack_with_emits(&g, &batch);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .unwrap();
+    let send = |con: &mut redis::aio::MultiplexedConnection| {
+        rt.block_on(round.send(con)).expect("the round trip")
+    };
+    let unloaded = send(&mut con);
+    assert_eq!(unloaded.calls, [None], "not run without its script");
+    assert!(unloaded.reload);
+    rt.block_on(commits::load_scripts(&mut con)).unwrap();
+    use CommitResult::{Done, NotPending};
     assert_eq!(
-        results,
-        [1, 1, 0],
+        send(&mut con).calls,
+        [Some(vec![Done, Done, NotPending])],
         "owned ones acked, the peer's left alone"
     );
     let emitted: Vec<String> = redis
@@ -459,9 +483,12 @@ fn ack_with_emits_script_checks_entries_the_ranged_ownership_read_missed() {
         .into_iter()
         .map(|(_, f)| f[0].1.clone())
         .collect();
-    assert_eq!(emitted, [ids[0].clone(), ids[39].clone()]);
-    let again: Vec<i64> = invoke.invoke(&mut c).expect("script runs");
-    assert_eq!(again, [0, 0, 0], "a retried commit writes nothing twice");
+    assert_eq!(emitted, [ids[0].clone(), ids[rows + 10].clone()]);
+    assert_eq!(
+        send(&mut con).calls,
+        [Some(vec![NotPending; 3])],
+        "a retried commit writes nothing twice"
+    );
     assert_eq!(redis.range("out").len(), 2);
-    assert_eq!(redis.pending(&stream, "g"), 48);
+    assert_eq!(redis.pending(&stream, "g"), ids.len() - 2);
 }

@@ -223,10 +223,19 @@ fn a_trim_pass_reads_a_bounded_number_of_entries_per_script_call() {
         maxlen: Some(3_000),
         max_age: None,
     };
-    let mut memo = TrimMemo::default();
+    let memo = TrimMemo::default();
     let report = rt.block_on(async {
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        trim(&mut con, &stream, policy, &mut memo).await.unwrap()
+        let missing = trim(&mut con, &key("no-stream"), policy, &memo).await;
+        assert_eq!(
+            missing.unwrap(),
+            None,
+            "a stream not created yet: nothing to trim"
+        );
+        trim(&mut con, &stream, policy, &memo)
+            .await
+            .unwrap()
+            .expect("the stream exists")
     });
     assert_eq!(report.held_by.as_deref(), Some("laggard"));
     assert!(
@@ -242,7 +251,10 @@ fn a_trim_pass_reads_a_bounded_number_of_entries_per_script_call() {
     // The next pass knows where the newest 3000 start: one call.
     let again = rt.block_on(async {
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        trim(&mut con, &stream, policy, &mut memo).await.unwrap()
+        trim(&mut con, &stream, policy, &memo)
+            .await
+            .unwrap()
+            .expect("the stream exists")
     });
     assert_eq!(again.steps, 1);
     // Once the laggard acks, the cap applies.
@@ -254,7 +266,10 @@ fn a_trim_pass_reads_a_bounded_number_of_entries_per_script_call() {
     for _ in 0..10 {
         let done = rt.block_on(async {
             let mut con = client.get_multiplexed_async_connection().await.unwrap();
-            trim(&mut con, &stream, policy, &mut memo).await.unwrap()
+            trim(&mut con, &stream, policy, &memo)
+                .await
+                .unwrap()
+                .expect("the stream exists")
         });
         assert_eq!(done.held_by, None);
         if done.trimmed == 0 {

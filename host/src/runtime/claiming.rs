@@ -78,7 +78,7 @@ impl DlqTarget {
 /// read before the claim stays good.
 pub async fn claim_entries(
     con: &mut MultiplexedConnection,
-    payloads: &mut PayloadReader,
+    payloads: &PayloadReader,
     dlq: &DlqTarget,
     spec: ClaimSpec<'_>,
     rows: &[PendingRow],

@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{RedisResult, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
@@ -21,21 +20,15 @@ use super::holder::Retry;
 use super::inflight::{InFlight, LastFailures};
 use super::stats::Stats;
 use crate::outcome::Outcome;
-use crate::stream::commits::{self, CommitResult, EmitCommit};
+use crate::stream::commits::{self, CommitResult, CommitRound, EmitCallSize, EmitCommit};
 use crate::stream::dlq;
-use crate::stream::{ErrorClass, RedisLink};
+use crate::stream::{LinkError, RedisLink};
 
 /// Most settled entries folded into one round trip.
 const MAX_COMMIT_BATCH: usize = 4096;
 
 /// How long the last flush after an abandoned shutdown may keep retrying.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
-
-/// Most entries acked with their emits by one script call: bounds how long
-/// one call keeps Redis busy.
-const EMIT_CALL_ENTRIES: usize = 128;
-/// Most emitted values in one script call, for the same reason.
-const EMIT_CALL_VALUES: usize = 16_384;
 
 /// Turns outcomes into Redis writes.
 #[derive(Debug)]
@@ -144,110 +137,111 @@ impl Committer {
         let mut calls = Call::plan(scripted);
         while !acks.is_empty() || !calls.is_empty() {
             let entries = acks.len() + calls.iter().map(Call::len).sum::<usize>();
-            let Some(mut con) = self.link.connection(stop).await else {
-                tracing::warn!(
-                    entries,
-                    "stopped before these commits reached Redis; the entries stay pending and will be redelivered"
-                );
-                return retried;
-            };
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            if !acks.is_empty() {
-                let g = &self.dlq.group;
-                let ids: Vec<&str> = acks.iter().map(|s| s.entry.id.as_str()).collect();
-                pipe.cmd("XACK").arg(&g.stream).arg(&g.group).arg(ids);
-            }
-            for call in &calls {
-                self.add_call(&mut pipe, call);
-            }
-            let results: Vec<RedisResult<Value>> = match pipe.query_async(&mut con).await {
-                Ok(r) => r,
-                Err(e) => {
-                    match self.link.failed(&e) {
-                        ErrorClass::Connection => {}
-                        ErrorClass::Transient => {
-                            if !self.link.pause(stop).await {
-                                return retried;
-                            }
-                        }
-                        ErrorClass::Permanent => {
-                            tracing::error!(error = %e, entries, "Redis refused a commit batch; the entries stay pending");
-                            self.stats.commit_failed(entries as u64);
-                            return retried;
-                        }
-                    }
-                    continue;
-                }
-            };
-            self.link.succeeded();
-            self.stats.committed();
-            let mut results = results.into_iter();
-            if !acks.is_empty() {
-                match results.next() {
-                    Some(Ok(_)) => self.stats.acked(acks.len() as u64, 0),
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, entries = acks.len(), "XACK failed; the entries stay pending and will be redelivered");
-                        self.stats.commit_failed(acks.len() as u64);
-                    }
-                    None => {}
-                }
-                acks.clear();
-            }
-            calls = self
-                .settle_calls(calls, results, &mut con, &mut retried)
+            let round = &self.round(&acks, &calls);
+            let sent = self
+                .link
+                .run(stop, |mut con| async move { round.send(&mut con).await })
                 .await;
-            if !calls.is_empty() && !self.link.pause(stop).await {
+            let replies = match sent {
+                Ok(replies) => replies,
+                Err(LinkError::Cancelled(_)) => {
+                    tracing::warn!(
+                        entries,
+                        "stopped before these commits reached Redis; the entries stay pending and will be redelivered"
+                    );
+                    return retried;
+                }
+                Err(LinkError::Refused(e)) => {
+                    tracing::error!(error = %e, entries, "Redis refused a commit batch; the entries stay pending");
+                    self.stats.commit_failed(entries as u64);
+                    return retried;
+                }
+            };
+            self.stats.committed();
+            match replies.acked {
+                Some(Ok(())) => self.stats.acked(acks.len() as u64, 0),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, entries = acks.len(), "XACK failed; the entries stay pending and will be redelivered");
+                    self.stats.commit_failed(acks.len() as u64);
+                }
+                None => {}
+            }
+            acks.clear();
+            calls = self.settle_calls(calls, replies.calls, &mut retried);
+            // Redis restarted or flushed its scripts: load them before the
+            // calls go again (if that fails, they say NOSCRIPT once more).
+            if replies.reload
+                && let Err(LinkError::Cancelled(_)) = self
+                    .link
+                    .run(stop, |mut con| async move {
+                        commits::load_scripts(&mut con).await
+                    })
+                    .await
+            {
+                return retried;
+            }
+            if !calls.is_empty() && self.link.pause(stop).await.is_err() {
                 return retried;
             }
         }
         retried
     }
 
-    /// Accounts for each script result; returns the calls worth retrying.
-    async fn settle_calls(
-        &mut self,
-        calls: Vec<Call>,
-        results: impl Iterator<Item = RedisResult<Value>>,
-        con: &mut redis::aio::MultiplexedConnection,
-        retried: &mut Vec<String>,
-    ) -> Vec<Call> {
-        let mut again = Vec::new();
-        let mut reload = false;
-        for (call, r) in calls.into_iter().zip(results) {
-            match r {
-                Ok(value) => {
-                    let results = match &call {
-                        Call::Emits(batch) => commits::ack_with_emits_results(&value, batch.len()),
-                        Call::DeadLetter(_) => vec![CommitResult::from_value(&value)],
+    /// The round trip that writes `acks` and `calls`.
+    fn round(&self, acks: &[Settled], calls: &[Call]) -> CommitRound {
+        let g = &self.dlq.group;
+        let ids: Vec<&str> = acks.iter().map(|s| s.entry.id.as_str()).collect();
+        let mut round = CommitRound::new(g, &ids);
+        for call in calls {
+            match call {
+                Call::Emits(batch) => {
+                    let commits: Vec<EmitCommit<'_>> = batch
+                        .iter()
+                        .map(|s| EmitCommit {
+                            id: &s.entry.id,
+                            emits: emits_of(s),
+                        })
+                        .collect();
+                    round.ack_with_emits(g, &commits);
+                }
+                Call::DeadLetter(s) => {
+                    let Outcome::DeadLetter { kind, reason } = &s.outcome else {
+                        continue;
                     };
-                    for (s, result) in call.into_entries().zip(results) {
-                        if let Some(id) = self.settle_one(s, result) {
-                            retried.push(id);
-                        }
-                    }
-                }
-                Err(e) if e.code() == Some("NOSCRIPT") => {
-                    reload = true;
-                    again.push(call);
-                }
-                Err(e) if crate::stream::link::classify(&e) != ErrorClass::Permanent => {
-                    again.push(call)
-                }
-                Err(e) => {
-                    // The script itself failed (e.g. out of memory before its
-                    // first write): each of its entries was refused.
-                    let why = e.to_string();
-                    for s in call.into_entries() {
-                        if let Some(id) = self.settle_one(s, CommitResult::Refused(why.clone())) {
-                            retried.push(id);
-                        }
-                    }
+                    let dead = self.dlq.dead_letters(&s.plugin);
+                    let meta = dlq::metadata(
+                        *kind,
+                        reason,
+                        &s.entry.id,
+                        dlq::deliveries(*kind, s.entry.delivery_count),
+                        dead.source,
+                    );
+                    round.dead_letter(g, dead, &s.entry.id, &meta, &s.entry.payload);
                 }
             }
         }
-        if reload && let Err(e) = commits::load_scripts(con).await {
-            self.link.failed(&e);
+        round
+    }
+
+    /// Accounts for each script call's results; returns the calls that did
+    /// not run, to send again.
+    fn settle_calls(
+        &mut self,
+        calls: Vec<Call>,
+        replies: Vec<Option<Vec<CommitResult>>>,
+        retried: &mut Vec<String>,
+    ) -> Vec<Call> {
+        let mut again = Vec::new();
+        for (call, reply) in calls.into_iter().zip(replies) {
+            let Some(results) = reply else {
+                again.push(call);
+                continue;
+            };
+            for (s, result) in call.into_entries().zip(results) {
+                if let Some(id) = self.settle_one(s, result) {
+                    retried.push(id);
+                }
+            }
         }
         again
     }
@@ -287,36 +281,6 @@ impl Committer {
             Outcome::Retry { .. } => {}
         }
     }
-
-    fn add_call(&self, pipe: &mut redis::Pipeline, call: &Call) {
-        let g = &self.dlq.group;
-        match call {
-            Call::Emits(batch) => {
-                let commits: Vec<EmitCommit<'_>> = batch
-                    .iter()
-                    .map(|s| EmitCommit {
-                        id: &s.entry.id,
-                        emits: emits_of(s),
-                    })
-                    .collect();
-                commits::ack_with_emits(pipe, g, &commits);
-            }
-            Call::DeadLetter(s) => {
-                let Outcome::DeadLetter { kind, reason } = &s.outcome else {
-                    return;
-                };
-                let dead = self.dlq.dead_letters(&s.plugin);
-                let meta = dlq::metadata(
-                    *kind,
-                    reason,
-                    &s.entry.id,
-                    dlq::deliveries(*kind, s.entry.delivery_count),
-                    dead.source,
-                );
-                commits::dead_letter(pipe, g, dead, &s.entry.id, &meta, &s.entry.payload);
-            }
-        }
-    }
 }
 
 /// What a settled success emitted (nothing for other outcomes).
@@ -342,18 +306,13 @@ impl Call {
     fn plan(scripted: Vec<Settled>) -> Vec<Call> {
         let mut calls = Vec::new();
         let mut batch: Vec<Settled> = Vec::new();
-        let mut values = 0;
+        let mut size = EmitCallSize::default();
         for s in scripted {
             match &s.outcome {
-                Outcome::Ack { .. } => {
-                    let n: usize = emits_of(&s).iter().map(|e| 2 + 2 * e.fields.len()).sum();
-                    if !batch.is_empty()
-                        && (batch.len() >= EMIT_CALL_ENTRIES || values + n > EMIT_CALL_VALUES)
-                    {
+                Outcome::Ack { emits } => {
+                    if !size.admit(emits) {
                         calls.push(Call::Emits(std::mem::take(&mut batch)));
-                        values = 0;
                     }
-                    values += n;
                     batch.push(s);
                 }
                 _ => calls.push(Call::DeadLetter(s)),

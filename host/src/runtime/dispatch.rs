@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::inflight::{InFlight, LastFailures};
 use crate::outcome::{DeadLetterKind, Outcome};
 use crate::plugin::{LoadedPlugin, PluginSlot};
-use crate::stream::{Entry, EntryLimits, Payload};
+use crate::stream::{Cancelled, Entry, EntryLimits, Payload};
 use crate::units::ByteSize;
 
 /// An entry on its way to a worker, holding its slot in the in-flight window.
@@ -34,6 +35,20 @@ pub struct Settled {
     /// The window slot: freed once the entry is acked or dead-lettered,
     /// kept through a retry backoff.
     pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// `n` slots of the in-flight `window`, once free; taken before a read, so
+/// whatever it returns has room.
+pub async fn window_slots(
+    window: &Arc<Semaphore>,
+    n: usize,
+    cancel: &CancellationToken,
+) -> Result<OwnedSemaphorePermit, Cancelled> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Cancelled),
+        p = window.clone().acquire_many_owned(n as u32) => p.map_err(|_| Cancelled),
+    }
 }
 
 /// Limits applied before an entry reaches a plugin.

@@ -143,20 +143,20 @@ impl Holder {
         if due.is_empty() {
             return;
         }
-        let cancel = super::cancel_after(RELEASE_BUDGET);
-        let Some(mut con) = self.link.connection(&cancel).await else {
-            return;
-        };
-        let me = self.dlq.group.consumer.clone();
+        let budget = super::cancel_after(RELEASE_BUDGET);
+        let (dlq, stats) = (&self.dlq, &self.stats);
+        let spec = ClaimSpec::renew(&dlq.group.consumer);
         for chunk in due.chunks(CLAIM_CHUNK) {
             let targets: Vec<_> = chunk.iter().map(|id| (id.as_str(), None)).collect();
+            let targets = &targets;
             let claimed = self
-                .dlq
-                .claim(&mut con, ClaimSpec::renew(&me), &targets, &self.stats)
+                .link
+                .run(&budget, |mut con| async move {
+                    dlq.claim(&mut con, spec, targets, stats).await
+                })
                 .await;
             match claimed {
                 Ok(c) => {
-                    self.link.succeeded();
                     self.stats.touched(c.claimed.len() as u64);
                     // Not ours any more, or recorded as trimmed: nothing left
                     // to renew either way.
@@ -168,7 +168,6 @@ impl Holder {
                     );
                 }
                 Err(e) => {
-                    self.link.failed(&e);
                     tracing::debug!(error = %e, entries = chunk.len(), "keep-alive could not renew entries; trying again at the next tick");
                     return;
                 }
@@ -186,14 +185,12 @@ impl Holder {
         // entry at any moment, and ours must not skip it as still held.
         self.inflight
             .drop_all(entries.iter().map(|w| w.id.as_str()));
-        // A short, single attempt: if Redis is unreachable the entries simply
-        // age into reclaimability on their own, no longer renewed.
-        let cancel = super::cancel_after(RELEASE_BUDGET);
-        let Some(mut con) = self.link.connection(&cancel).await else {
-            return;
-        };
-        let me = self.dlq.group.consumer.clone();
-        let spec = ClaimSpec::release(&me, &me, self.claim_idle);
+        // A short try: if Redis stays unreachable the entries simply age
+        // into reclaimability on their own, no longer renewed.
+        let budget = super::cancel_after(RELEASE_BUDGET);
+        let (dlq, stats) = (&self.dlq, &self.stats);
+        let me = &dlq.group.consumer;
+        let spec = ClaimSpec::release(me, me, self.claim_idle);
         // Only the delivery that failed is released: if our own recovery
         // has claimed the entry again since, it is being handled anew.
         let targets: Vec<_> = entries
@@ -201,13 +198,15 @@ impl Holder {
             .map(|w| (w.id.as_str(), Some(w.deliveries)))
             .collect();
         for chunk in targets.chunks(CLAIM_CHUNK) {
-            match self.dlq.claim(&mut con, spec, chunk, &self.stats).await {
-                Ok(c) => {
-                    self.link.succeeded();
-                    self.stats.released(c.claimed.len() as u64);
-                }
+            let released = self
+                .link
+                .run(&budget, |mut con| async move {
+                    dlq.claim(&mut con, spec, chunk, stats).await
+                })
+                .await;
+            match released {
+                Ok(c) => self.stats.released(c.claimed.len() as u64),
                 Err(e) => {
-                    self.link.failed(&e);
                     tracing::debug!(error = %e, entries = chunk.len(), "could not release entries for retry; they will be reclaimed once idle");
                 }
             }

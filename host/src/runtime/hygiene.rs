@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::RedisResult;
+use redis::aio::MultiplexedConnection;
 
 use super::claiming::DlqTarget;
 use super::stats::Stats;
@@ -34,25 +35,33 @@ pub async fn clean_up(
     let group = &dlq.group;
     let budget = super::cancel_after(Duration::from_secs(3));
     let mut report = HygieneReport::default();
-    if let Some(mut con) = link.connection(&budget).await {
-        if handover {
-            match hand_over(&mut con, dlq, claim_idle, stats).await {
-                Ok((n, peer)) => {
-                    report.handed_over = n;
-                    report.peer = peer;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "handover failed; unfinished entries will be reclaimed once idle")
-                }
+    if handover {
+        match link
+            .run(&budget, |mut con| async move {
+                hand_over(&mut con, dlq, claim_idle, stats).await
+            })
+            .await
+        {
+            Ok((n, peer)) => {
+                report.handed_over = n;
+                report.peer = peer;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "handover failed; unfinished entries will be reclaimed once idle")
             }
         }
-        match claims::delete_consumer_if_empty(&mut con, group).await {
-            Ok(true) => report.deleted = true,
-            Ok(false) => {
-                tracing::info!(consumer = %group.consumer, "consumer kept: it still owns pending entries (they will be reclaimed once idle)")
-            }
-            Err(e) => tracing::warn!(error = %e, "could not delete the consumer"),
+    }
+    match link
+        .run(&budget, |mut con| async move {
+            claims::delete_consumer_if_empty(&mut con, group).await
+        })
+        .await
+    {
+        Ok(true) => report.deleted = true,
+        Ok(false) => {
+            tracing::info!(consumer = %group.consumer, "consumer kept: it still owns pending entries (they will be reclaimed once idle)")
         }
+        Err(e) => tracing::warn!(error = %e, "could not delete the consumer"),
     }
     if report.handed_over > 0 || report.deleted {
         let peer = report.peer.as_deref().unwrap_or("any reaper");
@@ -66,11 +75,11 @@ pub async fn clean_up(
 /// next reaper sweep takes them. The claim is fenced like every other, and
 /// an entry whose payload is gone is recorded as `trimmed` on the way.
 async fn hand_over(
-    con: &mut redis::aio::MultiplexedConnection,
+    con: &mut MultiplexedConnection,
     dlq: &DlqTarget,
     claim_idle: Duration,
     stats: &Stats,
-) -> redis::RedisResult<(u64, Option<String>)> {
+) -> RedisResult<(u64, Option<String>)> {
     let group = &dlq.group;
     let peer = live_peer(con, group, claim_idle).await?;
     let target = peer.clone().unwrap_or_else(|| group.consumer.clone());
@@ -89,31 +98,16 @@ async fn hand_over(
 
 /// The peer with the shortest idle time below `claim_idle`, if any.
 async fn live_peer(
-    con: &mut redis::aio::MultiplexedConnection,
+    con: &mut MultiplexedConnection,
     group: &GroupRef,
     claim_idle: Duration,
-) -> redis::RedisResult<Option<String>> {
-    let consumers: Vec<Vec<Value>> = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(&group.stream)
-        .arg(&group.group)
-        .query_async(con)
-        .await?;
+) -> RedisResult<Option<String>> {
     let mut best: Option<(u64, String)> = None;
-    for c in consumers {
-        let (mut name, mut idle) = (String::new(), u64::MAX);
-        let mut it = c.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            match redis::from_redis_value::<String>(k)?.as_str() {
-                "name" => name = redis::from_redis_value(v)?,
-                "idle" => idle = redis::from_redis_value(v)?,
-                _ => {}
-            }
-        }
-        let live = name != group.consumer && idle < claim_idle.as_millis() as u64;
-        tracing::debug!(consumer = %name, idle_ms = idle, live, "handover candidate");
-        if live && best.as_ref().is_none_or(|(i, _)| idle < *i) {
-            best = Some((idle, name));
+    for c in commands::consumers(con, group).await? {
+        let live = c.name != group.consumer && c.idle_ms < claim_idle.as_millis() as u64;
+        tracing::debug!(consumer = %c.name, idle_ms = c.idle_ms, live, "handover candidate");
+        if live && best.as_ref().is_none_or(|(i, _)| c.idle_ms < *i) {
+            best = Some((c.idle_ms, c.name));
         }
     }
     Ok(best.map(|(_, name)| name))

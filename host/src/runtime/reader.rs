@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use redis::RedisError;
+use redis::RedisResult;
+use redis::aio::MultiplexedConnection;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::claiming::{DlqTarget, claim_entries};
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, window_slots};
 use super::stats::Stats;
 use crate::config::RunConfig;
 use crate::stream::commands::{self, GroupRef};
-use crate::stream::{ClaimSpec, ErrorClass, PayloadReader, RedisLink};
+use crate::stream::{Cancelled, ClaimSpec, ErrorClass, LinkError, PayloadReader, RedisLink};
 
 /// Slack on top of BLOCK before a read is given up as lost, and the limit
 /// on each step of connecting the read connection.
@@ -40,9 +41,6 @@ pub struct Reader {
     pub dlq: DlqTarget,
 }
 
-/// The reader stopped because shutdown began.
-struct Cancelled;
-
 impl Reader {
     /// Runs until `cancel` fires. Dropping the reader closes the job queue,
     /// which lets workers drain and stop.
@@ -55,57 +53,19 @@ impl Reader {
         let _ = self.read_loop(&cancel).await;
     }
 
-    /// Handles a failed command; `Err` once cancelled.
-    async fn on_error(
-        &mut self,
-        err: &RedisError,
-        what: &str,
-        cancel: &CancellationToken,
-    ) -> Result<ErrorClass, Cancelled> {
-        let class = self.link.failed(err);
-        match class {
-            ErrorClass::Connection => {}
-            ErrorClass::Transient => self.pause(cancel).await?,
-            ErrorClass::Permanent => {
-                tracing::error!(error = %err, stream = %self.group.stream, group = %self.group.group, "{what} failed");
-                self.pause(cancel).await?;
-            }
-        }
-        Ok(class)
-    }
-
-    async fn pause(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
-        if self.link.pause(cancel).await {
-            Ok(())
-        } else {
-            Err(Cancelled)
-        }
-    }
-
     async fn ensure_group(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
-        loop {
-            let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
-            let ensured =
-                match commands::ensure_group(&mut con, &self.group, &self.config.start_id).await {
-                    Ok(created) => commands::register_consumer(&mut con, &self.group)
-                        .await
-                        .map(|()| created),
-                    Err(e) => Err(e),
-                };
-            match ensured {
-                Ok(created) => {
-                    self.link.succeeded();
-                    if created {
-                        tracing::info!(stream = %self.group.stream, group = %self.group.group, start_id = %self.config.start_id, "created consumer group");
-                    }
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.on_error(&e, "creating the consumer group", cancel)
-                        .await?;
-                }
-            }
+        let (g, start_id) = (&self.group, self.config.start_id.as_str());
+        let what = "creating the consumer group";
+        let created = insist(&mut self.link, g, cancel, what, |mut con| async move {
+            let created = commands::ensure_group(&mut con, g, start_id).await?;
+            commands::register_consumer(&mut con, g).await?;
+            Ok(created)
+        })
+        .await?;
+        if created {
+            tracing::info!(stream = %g.stream, group = %g.group, start_id = %start_id, "created consumer group");
         }
+        Ok(())
     }
 
     /// Takes back this consumer's pending entries (from a previous run under
@@ -117,49 +77,33 @@ impl Reader {
         let mut after = "-".to_owned();
         let mut total = 0u64;
         loop {
-            let mut permits = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(Cancelled),
-                p = self.window.clone().acquire_many_owned(batch as u32) => p.map_err(|_| Cancelled)?,
-            };
-            let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
-            let me = Some(self.group.consumer.as_str());
-            let rows = match commands::pending_page(&mut con, &self.group, &after, batch, me).await
-            {
-                Ok(rows) => rows,
-                Err(e) => {
-                    self.on_error(&e, "reading own pending entries", cancel)
-                        .await?;
-                    continue;
-                }
-            };
-            let Some(last) = rows.last() else { break };
-            let next_after = last.id.clone();
-            // Entries this process still holds (waiting out a retry backoff)
-            // are ours already: claiming them again would count a delivery.
-            let rows: Vec<_> = rows
-                .into_iter()
-                .filter(|r| !self.dispatch.inflight.contains(&r.id))
-                .collect();
-            let spec = ClaimSpec::recover(&self.group.consumer);
-            let claimed = claim_entries(
-                &mut con,
-                &mut self.payloads,
-                &self.dlq,
-                spec,
-                &rows,
-                &self.stats,
-            )
-            .await;
-            let entries = match claimed {
-                Ok(entries) => entries,
-                Err(e) => {
-                    self.on_error(&e, "claiming own pending entries", cancel)
-                        .await?;
-                    continue;
-                }
-            };
-            after = next_after;
+            let mut permits = window_slots(&self.window, batch, cancel).await?;
+            let (g, payloads, dlq, stats) = (&self.group, &self.payloads, &self.dlq, &self.stats);
+            let (inflight, from) = (&self.dispatch.inflight, after.as_str());
+            let what = "recovering own pending entries";
+            // Read and claim a page as one operation: one retried after a
+            // lost reply reads the page again, with the counts the claim left.
+            let page = insist(&mut self.link, g, cancel, what, |mut con| async move {
+                let me = Some(g.consumer.as_str());
+                let rows = commands::pending_page(&mut con, g, from, batch, me).await?;
+                let Some(last) = rows.last() else {
+                    return Ok(None);
+                };
+                let next = last.id.clone();
+                // Entries this process still holds (waiting out a retry
+                // backoff) are ours already: claiming them again would count
+                // a delivery.
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|r| !inflight.contains(&r.id))
+                    .collect();
+                let spec = ClaimSpec::recover(&g.consumer);
+                let entries = claim_entries(&mut con, payloads, dlq, spec, &rows, stats).await?;
+                Ok(Some((next, entries)))
+            })
+            .await?;
+            let Some((next, entries)) = page else { break };
+            after = next;
             total += entries.len() as u64;
             if !self.dispatch.dispatch(entries, &mut permits) {
                 return Err(Cancelled);
@@ -178,13 +122,7 @@ impl Reader {
     /// reply was lost left entries in this consumer's PEL that `>` will
     /// never return again.
     async fn resync(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
-        let everything = self.config.max_in_flight as u32;
-        let idle = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(Cancelled),
-            p = self.window.clone().acquire_many_owned(everything) => p.map_err(|_| Cancelled)?,
-        };
-        drop(idle);
+        drop(window_slots(&self.window, self.config.max_in_flight, cancel).await?);
         self.recover_own_pending(cancel).await
     }
 
@@ -195,12 +133,10 @@ impl Reader {
             if std::mem::take(&mut resync) {
                 self.resync(cancel).await?;
             }
-            let mut permits = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(Cancelled),
-                p = self.window.clone().acquire_many_owned(batch as u32) => p.map_err(|_| Cancelled)?,
-            };
-            let mut con = self.link.connection(cancel).await.ok_or(Cancelled)?;
+            let mut permits = window_slots(&self.window, batch, cancel).await?;
+            // Not through `RedisLink::run`: after a lost connection the
+            // reader must resync before it reads again.
+            let mut con = self.link.connection(cancel).await?;
             // Not cancelled mid-flight: Redis may already have delivered the
             // entries of this read, and dropping the reply would leave them
             // pending with nobody working on them. The read ends within BLOCK;
@@ -218,8 +154,12 @@ impl Reader {
                     continue;
                 }
                 Err(e) => {
-                    resync =
-                        self.on_error(&e, "XREADGROUP", cancel).await? == ErrorClass::Connection;
+                    match self.link.recover(e, cancel).await {
+                        Ok(class) => resync = class == ErrorClass::Connection,
+                        Err(e) => {
+                            refused(&mut self.link, &self.group, cancel, "XREADGROUP", e).await?
+                        }
+                    }
                     continue;
                 }
             };
@@ -228,6 +168,47 @@ impl Reader {
             if !self.dispatch.dispatch(entries, &mut permits) {
                 return Err(Cancelled);
             }
+        }
+    }
+}
+
+/// Runs `op` on `link` until Redis takes it: the link rides out outages,
+/// and a refusal is logged and retried after a pause — the reader cannot go
+/// on without it, and the cause (a missing permission, a full server) may
+/// yet be fixed.
+async fn insist<T, F, Fut>(
+    link: &mut RedisLink,
+    g: &GroupRef,
+    cancel: &CancellationToken,
+    what: &str,
+    mut op: F,
+) -> Result<T, Cancelled>
+where
+    F: FnMut(MultiplexedConnection) -> Fut,
+    Fut: Future<Output = RedisResult<T>>,
+{
+    loop {
+        match link.run(cancel, &mut op).await {
+            Ok(value) => return Ok(value),
+            Err(e) => refused(link, g, cancel, what, e).await?,
+        }
+    }
+}
+
+/// Logs a refusal and waits one backoff step before the retry; `Err` if
+/// cancelled instead.
+async fn refused(
+    link: &mut RedisLink,
+    g: &GroupRef,
+    cancel: &CancellationToken,
+    what: &str,
+    e: LinkError,
+) -> Result<(), Cancelled> {
+    match e {
+        LinkError::Cancelled(c) => Err(c),
+        LinkError::Refused(e) => {
+            tracing::error!(error = %e, stream = %g.stream, group = %g.group, "{what} failed");
+            link.pause(cancel).await
         }
     }
 }

@@ -14,10 +14,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::claiming::{DlqTarget, claim_entries};
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, window_slots};
 use super::stats::Stats;
 use crate::stream::commands;
-use crate::stream::{ClaimSpec, ErrorClass, PayloadReader, RedisLink};
+use crate::stream::{Cancelled, ClaimSpec, LinkError, PayloadReader, RedisLink};
 
 /// The reaper task.
 #[derive(Debug)]
@@ -58,58 +58,53 @@ impl Reaper {
         }
     }
 
-    /// One full pass over the pending list; `Err` once cancelled.
-    async fn sweep(&mut self, cancel: &CancellationToken) -> Result<(), ()> {
+    /// One full pass over the pending list; a step Redis refuses ends it
+    /// early (the next sweep tries again).
+    async fn sweep(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let mut after = "-".to_owned();
         let mut total = 0u64;
-        let g = self.dlq.group.clone();
+        let (g, batch) = (&self.dlq.group, self.batch);
         loop {
-            let mut permits = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(()),
-                p = self.window.clone().acquire_many_owned(self.batch as u32) => p.map_err(|_| ())?,
-            };
-            let mut con = self.link.connection(cancel).await.ok_or(())?;
-            let rows = match commands::pending_page(&mut con, &g, &after, self.batch, None).await {
+            let mut permits = window_slots(&self.window, batch, cancel).await?;
+            let from = after.as_str();
+            let page = self
+                .link
+                .run(cancel, |mut con| async move {
+                    commands::pending_page(&mut con, g, from, batch, None).await
+                })
+                .await;
+            let rows = match page {
                 Ok(rows) => rows,
-                Err(e) => {
-                    self.failed(&e, "reading the pending list");
-                    return Ok(());
-                }
+                Err(e) => return ended_early(e, "reading the pending list"),
             };
             let Some(last) = rows.last() else { break };
             after = last.id.clone();
-            let full_page = rows.len() == self.batch;
+            let full_page = rows.len() == batch;
             let idle_ms = self.claim_idle.as_millis() as u64;
             let candidates: Vec<_> = rows
                 .into_iter()
                 .filter(|r| r.idle_ms >= idle_ms && !self.dispatch.inflight.contains(&r.id))
                 .collect();
             if !candidates.is_empty() {
-                let spec = ClaimSpec::reap(&g.consumer, self.claim_idle);
-                let claimed = claim_entries(
-                    &mut con,
-                    &mut self.payloads,
-                    &self.dlq,
-                    spec,
-                    &candidates,
-                    &self.stats,
-                )
-                .await;
+                let (payloads, dlq, stats) = (&self.payloads, &self.dlq, &self.stats);
+                let (spec, candidates) =
+                    (ClaimSpec::reap(&g.consumer, self.claim_idle), &candidates);
+                let claimed = self
+                    .link
+                    .run(cancel, |mut con| async move {
+                        claim_entries(&mut con, payloads, dlq, spec, candidates, stats).await
+                    })
+                    .await;
                 let entries = match claimed {
                     Ok(entries) => entries,
                     // Claimed entries stay ours and are reclaimed next sweep.
-                    Err(e) => {
-                        self.failed(&e, "claiming idle entries");
-                        return Ok(());
-                    }
+                    Err(e) => return ended_early(e, "claiming idle entries"),
                 };
-                self.link.succeeded();
                 if !entries.is_empty() {
                     total += entries.len() as u64;
                     self.stats.read(entries.len() as u64);
                     if !self.dispatch.dispatch(entries, &mut permits) {
-                        return Err(());
+                        return Err(Cancelled);
                     }
                 }
             }
@@ -123,12 +118,18 @@ impl Reaper {
         }
         Ok(())
     }
+}
 
-    /// Handles a failed step: the sweep ends, the next one tries again.
-    fn failed(&mut self, e: &redis::RedisError, what: &str) {
-        // NOGROUP: the reader recreates the group.
-        if e.code() != Some("NOGROUP") && self.link.failed(e) == ErrorClass::Permanent {
-            tracing::error!(error = %e, "{what} failed");
+/// Ends a sweep at a step that failed: logs a refusal (but NOGROUP: the
+/// reader recreates the group); `Err` once cancelled.
+fn ended_early(e: LinkError, what: &str) -> Result<(), Cancelled> {
+    match e {
+        LinkError::Cancelled(c) => Err(c),
+        LinkError::Refused(e) => {
+            if e.code() != Some("NOGROUP") {
+                tracing::error!(error = %e, "{what} failed");
+            }
+            Ok(())
         }
     }
 }

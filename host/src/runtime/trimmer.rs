@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Stats;
-use crate::stream::RedisLink;
 use crate::stream::retention::{self, Retention, TrimMemo};
+use crate::stream::{LinkError, RedisLink};
 
 /// The trim task.
 #[derive(Debug)]
@@ -33,27 +33,27 @@ impl Trimmer {
     /// Trims every interval until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut held_by: Option<String> = None;
-        let mut memo = TrimMemo::default();
+        let memo = TrimMemo::default();
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
             }
-            let Some(mut con) = self.link.connection(&cancel).await else {
-                return;
-            };
-            let report = match retention::trim(&mut con, &self.stream, self.policy, &mut memo).await
-            {
-                Ok(r) => {
-                    self.link.succeeded();
-                    r
-                }
-                Err(e) => {
-                    if e.code() != Some("ERR") || !e.to_string().contains("no such key") {
-                        self.link.failed(&e);
-                        tracing::warn!(error = %e, stream = %self.stream, "retention trim failed");
-                    }
+            let (stream, policy, memo) = (&self.stream, self.policy, &memo);
+            let trimmed = self
+                .link
+                .run(&cancel, |mut con| async move {
+                    retention::trim(&mut con, stream, policy, memo).await
+                })
+                .await;
+            let report = match trimmed {
+                Ok(Some(report)) => report,
+                // No stream yet: nothing to trim.
+                Ok(None) => continue,
+                Err(LinkError::Cancelled(_)) => return,
+                Err(LinkError::Refused(e)) => {
+                    tracing::warn!(error = %e, stream = %self.stream, "retention trim failed");
                     continue;
                 }
             };

@@ -1,6 +1,7 @@
-//! The committer's writes, as typed additions to one pipelined round trip:
-//! a batch of acks with their emits ([`ACK_WITH_EMITS`]) and dead-letter
-//! moves ([`DEAD_LETTER`]), and what each entry's result means.
+//! The committer's writes as one pipelined round trip ([`CommitRound`]):
+//! plain acks, batches of acks with their emits ([`ACK_WITH_EMITS`]) and
+//! dead-letter moves ([`DEAD_LETTER`]), each with its own reply, and what
+//! each entry's result means.
 
 use std::collections::HashMap;
 
@@ -10,8 +11,15 @@ use redis::{Pipeline, RedisResult, Value};
 use super::claims::DeadLetters;
 use super::commands::GroupRef;
 use super::entry::{Payload, id_parts};
+use super::link::{ErrorClass, classify};
 use super::scripts::{ACK_WITH_EMITS, CLAIM, DEAD_LETTER, DELETE_CONSUMER_IF_EMPTY};
 use crate::outcome::Emit;
+
+/// Most entries acked with their emits by one script call: bounds how long
+/// one call keeps Redis busy.
+const EMIT_CALL_ENTRIES: usize = 128;
+/// Most emitted values in one script call, for the same reason.
+const EMIT_CALL_VALUES: usize = 16_384;
 
 /// What a fenced write did for one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,87 +56,223 @@ pub struct EmitCommit<'a> {
     pub emits: &'a [Emit],
 }
 
-/// Adds one [`ACK_WITH_EMITS`] call for `batch` to `pipe`.
-///
-/// `EVALSHA <ack-with-emits> k stream targets… group consumer lowest highest rows (id m (key n fields…)…)…`
-pub fn ack_with_emits(pipe: &mut Pipeline, g: &GroupRef, batch: &[EmitCommit<'_>]) {
-    let mut keys: Vec<&str> = vec![&g.stream];
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for e in batch.iter().flat_map(|c| c.emits) {
-        index.entry(e.stream.as_str()).or_insert_with(|| {
-            keys.push(&e.stream);
-            keys.len()
-        });
-    }
-    let (lowest, highest) = id_range(batch.iter().map(|c| c.id));
-    let cmd = pipe
-        .cmd("EVALSHA")
-        .arg(ACK_WITH_EMITS.get_hash())
-        .arg(keys.len())
-        .arg(&keys)
-        .arg(&g.group)
-        .arg(&g.consumer)
-        .arg(lowest)
-        .arg(highest)
-        // Room for the batch plus as many of our other entries interleaved
-        // in the range; misses are checked one by one.
-        .arg(batch.len() * 4 + 64);
-    for c in batch {
-        cmd.arg(c.id).arg(c.emits.len());
-        for e in c.emits {
-            cmd.arg(index[e.stream.as_str()]).arg(e.fields.len());
-            for (k, v) in &e.fields {
-                cmd.arg(k).arg(v);
-            }
+/// Rows an ack-with-emits call of `entries` entries reads from its id range
+/// to learn which are still ours: room for the batch plus as many of our
+/// other entries interleaved in the range. Entries past them are checked
+/// one by one.
+pub const fn range_rows(entries: usize) -> usize {
+    entries * 4 + 64
+}
+
+/// Fills ack-with-emits calls only up to a size that keeps Redis responsive:
+/// at most `EMIT_CALL_ENTRIES` entries and about `EMIT_CALL_VALUES` argument
+/// values per call.
+#[derive(Debug, Default)]
+pub struct EmitCallSize {
+    entries: usize,
+    values: usize,
+}
+
+impl EmitCallSize {
+    /// Counts one more entry, emitting `emits`, into the call being filled;
+    /// `false` if it does not fit, and a new call starts with it. An entry
+    /// alone in a call always fits.
+    pub fn admit(&mut self, emits: &[Emit]) -> bool {
+        // Per emit: target index and field count, then the name/value pairs.
+        let values: usize = emits.iter().map(|e| 2 + 2 * e.fields.len()).sum();
+        let fits = self.entries == 0
+            || (self.entries < EMIT_CALL_ENTRIES && self.values + values <= EMIT_CALL_VALUES);
+        if !fits {
+            *self = Self::default();
         }
+        self.entries += 1;
+        self.values += values;
+        fits
     }
 }
 
-/// The per-entry results of one [`ack_with_emits`] call of `n` entries.
-pub fn ack_with_emits_results(value: &Value, n: usize) -> Vec<CommitResult> {
+/// One commit round trip: every write is a command of one pipeline with a
+/// reply of its own, so a write Redis refuses fails only its own entries.
+/// Every write is fenced or idempotent: a round is safe to send again after
+/// a lost reply.
+#[derive(Debug)]
+pub struct CommitRound {
+    pipe: Pipeline,
+    /// What each command of the pipeline is, in order, to read its reply.
+    writes: Vec<Write>,
+}
+
+/// One command of a round, and how to read its reply.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    /// Plain acks.
+    Ack,
+    /// An ack-with-emits call of this many entries.
+    Emits(usize),
+    /// One dead-letter move.
+    DeadLetter,
+}
+
+/// What Redis made of a [`CommitRound`].
+#[derive(Debug, Default)]
+pub struct RoundReplies {
+    /// The plain acks' reply (`None` if the round had none).
+    pub acked: Option<RedisResult<()>>,
+    /// Each script call's per-entry results, in the order the calls were
+    /// added; `None` for a call that did not run and is worth sending again.
+    pub calls: Vec<Option<Vec<CommitResult>>>,
+    /// Redis had lost the scripts (restarted, or `SCRIPT FLUSH`): run
+    /// [`load_scripts`] before sending the calls again.
+    pub reload: bool,
+}
+
+impl CommitRound {
+    /// A round that starts by acking `ids`: successes with nothing to emit
+    /// need no script.
+    ///
+    /// `XACK stream group id…`
+    pub fn new(g: &GroupRef, ids: &[&str]) -> Self {
+        let mut pipe = redis::pipe();
+        // Every reply on its own: one refused write must not fail the round.
+        pipe.ignore_errors();
+        let mut writes = Vec::new();
+        if !ids.is_empty() {
+            pipe.cmd("XACK").arg(&g.stream).arg(&g.group).arg(ids);
+            writes.push(Write::Ack);
+        }
+        Self { pipe, writes }
+    }
+
+    /// Adds one [`ACK_WITH_EMITS`] call for `batch`.
+    ///
+    /// `EVALSHA <ack-with-emits> k stream targets… group consumer lowest highest rows (id m (key n fields…)…)…`
+    pub fn ack_with_emits(&mut self, g: &GroupRef, batch: &[EmitCommit<'_>]) {
+        let mut keys: Vec<&str> = vec![&g.stream];
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for e in batch.iter().flat_map(|c| c.emits) {
+            index.entry(e.stream.as_str()).or_insert_with(|| {
+                keys.push(&e.stream);
+                keys.len()
+            });
+        }
+        let (lowest, highest) = id_range(batch.iter().map(|c| c.id));
+        let cmd = self
+            .pipe
+            .cmd("EVALSHA")
+            .arg(ACK_WITH_EMITS.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(&g.group)
+            .arg(&g.consumer)
+            .arg(lowest)
+            .arg(highest)
+            .arg(range_rows(batch.len()));
+        for c in batch {
+            cmd.arg(c.id).arg(c.emits.len());
+            for e in c.emits {
+                cmd.arg(index[e.stream.as_str()]).arg(e.fields.len());
+                for (k, v) in &e.fields {
+                    cmd.arg(k).arg(v);
+                }
+            }
+        }
+        self.writes.push(Write::Emits(batch.len()));
+    }
+
+    /// Adds one [`DEAD_LETTER`] move of entry `id`: the record's metadata,
+    /// then the payload — inline when the host holds it, copied inside
+    /// Redis when it was withheld, none when trimmed.
+    ///
+    /// `EVALSHA <dead-letter> 2 stream dlq group consumer id inline|copy|none maxlen m meta… fields…`
+    pub fn dead_letter(
+        &mut self,
+        g: &GroupRef,
+        dead: DeadLetters<'_>,
+        id: &str,
+        meta: &[(&str, String)],
+        payload: &Payload,
+    ) {
+        let mode = match payload {
+            Payload::Fields(_) | Payload::Raw(_) => "inline",
+            Payload::Withheld { .. } => "copy",
+            Payload::Trimmed => "none",
+        };
+        let cmd = self
+            .pipe
+            .cmd("EVALSHA")
+            .arg(DEAD_LETTER.get_hash())
+            .arg(2)
+            .arg(&g.stream)
+            .arg(dead.dlq)
+            .arg(&g.group)
+            .arg(&g.consumer)
+            .arg(id)
+            .arg(mode)
+            .arg(dead.maxlen.map(|n| n.to_string()).unwrap_or_default())
+            .arg(meta.len());
+        for (k, v) in meta {
+            cmd.arg(*k).arg(v);
+        }
+        for (k, v) in payload.raw_pairs() {
+            cmd.arg(k).arg(v);
+        }
+        self.writes.push(Write::DeadLetter);
+    }
+
+    /// Sends the round. `Err` if the round trip itself failed: nothing is
+    /// known about what was written.
+    pub async fn send(&self, con: &mut MultiplexedConnection) -> RedisResult<RoundReplies> {
+        let replies: Vec<RedisResult<Value>> = self.pipe.query_async(con).await?;
+        let mut out = RoundReplies::default();
+        for (write, reply) in self.writes.iter().zip(replies) {
+            match *write {
+                Write::Ack => out.acked = Some(reply.map(drop)),
+                Write::Emits(n) => {
+                    let results =
+                        call_results(reply, n, &mut out.reload, |v| ack_with_emits_results(v, n));
+                    out.calls.push(results);
+                }
+                Write::DeadLetter => {
+                    let results = call_results(reply, 1, &mut out.reload, |v| {
+                        vec![CommitResult::from_value(v)]
+                    });
+                    out.calls.push(results);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One script call's per-entry results (`read` from its reply), or `None`
+/// if it did not run and may if sent again; sets `reload` if it did not run
+/// for want of the script.
+fn call_results(
+    reply: RedisResult<Value>,
+    entries: usize,
+    reload: &mut bool,
+    read: impl FnOnce(&Value) -> Vec<CommitResult>,
+) -> Option<Vec<CommitResult>> {
+    match reply {
+        Ok(value) => Some(read(&value)),
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            *reload = true;
+            None
+        }
+        Err(e) if classify(&e) != ErrorClass::Permanent => None,
+        // The script itself failed (e.g. out of memory before its first
+        // write): each of its entries was refused.
+        Err(e) => Some(vec![CommitResult::Refused(e.to_string()); entries]),
+    }
+}
+
+/// The per-entry results of one ack-with-emits call of `n` entries.
+fn ack_with_emits_results(value: &Value, n: usize) -> Vec<CommitResult> {
     match value {
         Value::Array(values) if values.len() == n => {
             values.iter().map(CommitResult::from_value).collect()
         }
         other => vec![CommitResult::from_value(other); n],
-    }
-}
-
-/// Adds one [`DEAD_LETTER`] move of entry `id` to `pipe`: the record's
-/// metadata, then the payload — inline when the host holds it, copied
-/// inside Redis when it was withheld, none when trimmed.
-///
-/// `EVALSHA <dead-letter> 2 stream dlq group consumer id inline|copy|none maxlen m meta… fields…`
-pub fn dead_letter(
-    pipe: &mut Pipeline,
-    g: &GroupRef,
-    dead: DeadLetters<'_>,
-    id: &str,
-    meta: &[(&str, String)],
-    payload: &Payload,
-) {
-    let mode = match payload {
-        Payload::Fields(_) | Payload::Raw(_) => "inline",
-        Payload::Withheld { .. } => "copy",
-        Payload::Trimmed => "none",
-    };
-    let cmd = pipe
-        .cmd("EVALSHA")
-        .arg(DEAD_LETTER.get_hash())
-        .arg(2)
-        .arg(&g.stream)
-        .arg(dead.dlq)
-        .arg(&g.group)
-        .arg(&g.consumer)
-        .arg(id)
-        .arg(mode)
-        .arg(dead.maxlen.map(|n| n.to_string()).unwrap_or_default())
-        .arg(meta.len());
-    for (k, v) in meta {
-        cmd.arg(*k).arg(v);
-    }
-    for (k, v) in payload.raw_pairs() {
-        cmd.arg(k).arg(v);
     }
 }
 
@@ -184,5 +328,45 @@ mod tests {
             ack_with_emits_results(&Value::Int(0), 2),
             [CommitResult::NotPending, CommitResult::NotPending]
         );
+    }
+
+    #[test]
+    fn a_call_fills_up_to_its_entry_and_value_limits() {
+        let emit = |fields: usize| Emit {
+            stream: "out".into(),
+            fields: vec![("k".into(), Vec::new()); fields],
+        };
+        let mut size = EmitCallSize::default();
+        assert!((0..EMIT_CALL_ENTRIES).all(|_| size.admit(&[])));
+        assert!(!size.admit(&[]), "one entry too many starts a new call");
+        let mut size = EmitCallSize::default();
+        let wide = [emit(EMIT_CALL_VALUES / 2)];
+        assert!(size.admit(&wide), "alone it always fits");
+        assert!(!size.admit(&wide), "two would exceed the values");
+        assert!(!size.admit(&[emit(EMIT_CALL_VALUES)]));
+    }
+
+    #[test]
+    fn a_call_that_did_not_run_is_sent_again_and_a_failed_one_refuses_its_entries() {
+        let err = |kind| redis::RedisError::from((redis::ErrorKind::Server(kind), "test"));
+        let one = |v: &Value| vec![CommitResult::from_value(v)];
+        let mut reload = false;
+        let noscript = Err(err(redis::ServerErrorKind::NoScript));
+        assert_eq!(call_results(noscript, 2, &mut reload, one), None);
+        assert!(reload, "the scripts are loaded again first");
+        let mut reload = false;
+        let loading = Err(err(redis::ServerErrorKind::BusyLoading));
+        assert_eq!(call_results(loading, 2, &mut reload, one), None);
+        assert!(!reload);
+        let failed = Err(err(redis::ServerErrorKind::ResponseError));
+        let refused = call_results(failed, 2, &mut reload, one).expect("settled");
+        assert_eq!(refused.len(), 2);
+        assert!(
+            refused
+                .iter()
+                .all(|r| matches!(r, CommitResult::Refused(_)))
+        );
+        let done = call_results(Ok(Value::Int(1)), 1, &mut reload, one);
+        assert_eq!(done, Some(vec![CommitResult::Done]));
     }
 }

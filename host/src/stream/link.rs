@@ -1,13 +1,14 @@
 //! A Redis connection that heals itself: reconnects with capped, jittered
 //! backoff and logs one line per state change (lost / restored), shared by
-//! every link of one process.
+//! every link of one process. [`RedisLink::run`] is the one way an operation
+//! rides out an outage, and [`Cancelled`] the one way to say it was stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, ServerErrorKind};
+use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, ServerErrorKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -89,6 +90,24 @@ pub fn classify(err: &RedisError) -> ErrorClass {
     }
 }
 
+/// Work stopped because its cancellation token fired: shutdown began, or a
+/// time budget ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// Why [`RedisLink::run`] gave up on an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Cancelled before Redis took the operation.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+    /// Redis answered with an error that retrying the same operation will
+    /// not fix ([`ErrorClass::Permanent`]); the caller decides what next.
+    #[error(transparent)]
+    Refused(RedisError),
+}
+
 /// One logical connection (the reader's or the committer's).
 #[derive(Debug)]
 pub struct RedisLink {
@@ -116,20 +135,19 @@ impl RedisLink {
     }
 
     /// A working connection, reconnecting (with backoff) as long as needed.
-    /// `None` once `cancel` fires.
     pub async fn connection(
         &mut self,
         cancel: &CancellationToken,
-    ) -> Option<MultiplexedConnection> {
+    ) -> Result<MultiplexedConnection, Cancelled> {
         loop {
             if let Some((conn, _)) = &self.conn {
-                return Some(conn.clone());
+                return Ok(conn.clone());
             }
             if self.backoff.attempts() > 0 {
                 let delay = self.backoff.next_delay();
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => return None,
+                    _ = cancel.cancelled() => return Err(Cancelled),
                     _ = tokio::time::sleep(delay) => {}
                 }
             } else {
@@ -140,7 +158,7 @@ impl RedisLink {
                 .get_multiplexed_async_connection_with_config(&self.config);
             let result = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return None,
+                _ = cancel.cancelled() => return Err(Cancelled),
                 r = connect => r,
             };
             match result {
@@ -152,6 +170,56 @@ impl RedisLink {
         }
     }
 
+    /// Runs `op` until Redis takes it: through lost connections (reconnecting
+    /// with backoff) and transient refusals (retried after a pause). A
+    /// permanent refusal comes back as [`LinkError::Refused`].
+    ///
+    /// `op` gets its own handle on the connection and may run more than
+    /// once, so it borrows only shared state, and what it sends must be safe
+    /// to repeat — as every command the host sends is: after a lost reply
+    /// nobody knows whether it took effect.
+    pub async fn run<T, F, Fut>(
+        &mut self,
+        cancel: &CancellationToken,
+        mut op: F,
+    ) -> Result<T, LinkError>
+    where
+        F: FnMut(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        loop {
+            let con = self.connection(cancel).await?;
+            match op(con).await {
+                Ok(value) => {
+                    self.succeeded();
+                    return Ok(value);
+                }
+                Err(e) => {
+                    self.recover(e, cancel).await?;
+                }
+            }
+        }
+    }
+
+    /// Deals with one failed command the way [`RedisLink::run`] does, for a
+    /// caller that must know how it failed before trying again: a lost
+    /// connection is dropped (the next [`RedisLink::connection`] reconnects),
+    /// a transient refusal is waited out; `Ok` with the class means try again.
+    pub async fn recover(
+        &mut self,
+        err: RedisError,
+        cancel: &CancellationToken,
+    ) -> Result<ErrorClass, LinkError> {
+        match self.failed(&err) {
+            ErrorClass::Connection => Ok(ErrorClass::Connection),
+            ErrorClass::Transient => {
+                self.pause(cancel).await?;
+                Ok(ErrorClass::Transient)
+            }
+            ErrorClass::Permanent => Err(LinkError::Refused(err)),
+        }
+    }
+
     /// Where and how this link connects.
     pub fn connection_info(&self) -> &redis::ConnectionInfo {
         self.client.get_connection_info()
@@ -159,7 +227,7 @@ impl RedisLink {
 
     /// Records a failed command: connection-class errors drop the connection
     /// so the next [`RedisLink::connection`] reconnects.
-    pub fn failed(&mut self, err: &RedisError) -> ErrorClass {
+    fn failed(&mut self, err: &RedisError) -> ErrorClass {
         let class = classify(err);
         // A connection from before an outage another link already reported
         // (and maybe recovered from) dies quietly: it is old news.
@@ -182,13 +250,13 @@ impl RedisLink {
         self.backoff.reset();
     }
 
-    /// Waits out one backoff step (after a transient error); `false` if cancelled.
-    pub async fn pause(&mut self, cancel: &CancellationToken) -> bool {
+    /// Waits out one backoff step (after an error retrying may fix).
+    pub async fn pause(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let delay = self.backoff.next_delay();
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
+            _ = cancel.cancelled() => Err(Cancelled),
+            _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 }
@@ -196,4 +264,74 @@ impl RedisLink {
 /// `host:port` of a client's server, for logs (credentials are never shown).
 pub fn describe_target(client: &Client) -> String {
     client.get_connection_info().addr().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link to a port nobody listens on: every connection attempt fails.
+    fn unreachable_link() -> RedisLink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let client = Client::open(format!("redis://127.0.0.1:{port}")).expect("a valid url");
+        let health = LinkHealth::new(describe_target(&client));
+        RedisLink::new(client, health, Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn run_keeps_reconnecting_until_cancelled() {
+        let mut link = unreachable_link();
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stop.cancel();
+        });
+        let mut ran = false;
+        let result = link
+            .run(&cancel, |_| {
+                ran = true;
+                std::future::ready(Ok(()))
+            })
+            .await;
+        assert!(!ran, "no connection, so the operation never ran");
+        assert!(matches!(result, Err(LinkError::Cancelled(Cancelled))));
+        assert!(!link.health.is_up(), "the outage was noticed");
+        assert!(link.backoff.attempts() > 1, "it kept trying meanwhile");
+    }
+
+    #[tokio::test]
+    async fn recover_retries_what_may_heal_and_hands_back_refusals() {
+        let mut link = unreachable_link();
+        let live = CancellationToken::new();
+        let lost = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(
+            link.recover(lost, &live).await.ok(),
+            Some(ErrorClass::Connection)
+        );
+        let refused = RedisError::from((redis::ErrorKind::Parse, "bad reply"));
+        assert!(matches!(
+            link.recover(refused, &live).await,
+            Err(LinkError::Refused(e)) if e.kind() == redis::ErrorKind::Parse
+        ));
+        let busy = || {
+            RedisError::from((
+                redis::ErrorKind::Server(ServerErrorKind::BusyLoading),
+                "loading",
+            ))
+        };
+        assert_eq!(
+            link.recover(busy(), &live).await.ok(),
+            Some(ErrorClass::Transient)
+        );
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+        assert!(matches!(
+            link.recover(busy(), &stopped).await,
+            Err(LinkError::Cancelled(Cancelled))
+        ));
+    }
 }

@@ -15,5 +15,5 @@ pub mod wire;
 pub use claims::{ClaimSpec, Claimed, DeadLetters, Target};
 pub use commands::GroupRef;
 pub use entry::{Entry, EntryLimits, Payload};
-pub use link::{ErrorClass, LinkHealth, RedisLink};
+pub use link::{Cancelled, ErrorClass, LinkError, LinkHealth, RedisLink};
 pub use payloads::PayloadReader;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionInfo, RedisResult};
+use tokio::sync::Mutex;
 
 use super::commands::{self, GroupRef};
 use super::entry::{Entry, EntryLimits};
@@ -23,13 +24,15 @@ enum Path {
     Generic,
 }
 
-/// Reads entries with their payloads, within the entry limits.
+/// Reads entries with their payloads, within the entry limits. Shared
+/// (`&self`), so an operation [`super::RedisLink::run`] may repeat can use
+/// it; one task owns it, and the lock is never contended.
 #[derive(Debug)]
 pub struct PayloadReader {
     info: ConnectionInfo,
     timeout: Duration,
     limits: EntryLimits,
-    path: Path,
+    path: Mutex<Path>,
 }
 
 impl PayloadReader {
@@ -40,13 +43,13 @@ impl PayloadReader {
             info,
             timeout,
             limits,
-            path: Path::Disconnected,
+            path: Mutex::new(Path::Disconnected),
         }
     }
 
-    async fn connect(&mut self) -> RedisResult<()> {
-        if matches!(self.path, Path::Disconnected) {
-            self.path = match EntryConnection::connect(&self.info, self.timeout).await? {
+    async fn connect(&self, path: &mut Path) -> RedisResult<()> {
+        if matches!(path, Path::Disconnected) {
+            *path = match EntryConnection::connect(&self.info, self.timeout).await? {
                 Some(fast) => Path::Fast(fast),
                 None => Path::Generic,
             };
@@ -54,39 +57,29 @@ impl PayloadReader {
         Ok(())
     }
 
-    /// Drops a fast connection whose last command failed at the connection level.
-    fn check<T>(&mut self, result: RedisResult<T>) -> RedisResult<T> {
-        if let Err(e) = &result
-            && matches!(self.path, Path::Fast(_))
-            && classify(e) == ErrorClass::Connection
-        {
-            self.path = Path::Disconnected;
-        }
-        result
-    }
-
     /// `XREADGROUP … COUNT count BLOCK block STREAMS stream >`; `con` serves
     /// the generic path.
     pub async fn read_group(
-        &mut self,
+        &self,
         con: &mut MultiplexedConnection,
         g: &GroupRef,
         count: usize,
         block: Duration,
     ) -> RedisResult<Vec<Entry>> {
-        self.connect().await?;
+        let path = &mut *self.path.lock().await;
+        self.connect(path).await?;
         let limits = self.limits;
-        let read = match &mut self.path {
+        let read = match path {
             Path::Fast(fast) => fast.read_group(g, count, block, limits).await,
             _ => commands::read_new(con, g, count, block, limits).await,
         };
-        self.check(read)
+        check(path, read)
     }
 
     /// The payloads of `ids`, in order (`Trimmed` for those gone), delivery
     /// counts 0; `con` serves the generic path.
     pub async fn fetch(
-        &mut self,
+        &self,
         con: &mut MultiplexedConnection,
         stream: &str,
         ids: &[String],
@@ -94,12 +87,24 @@ impl PayloadReader {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.connect().await?;
+        let path = &mut *self.path.lock().await;
+        self.connect(path).await?;
         let limits = self.limits;
-        let fetched = match &mut self.path {
+        let fetched = match path {
             Path::Fast(fast) => fast.fetch(stream, ids, limits).await,
             _ => commands::fetch(con, stream, ids, limits).await,
         };
-        self.check(fetched)
+        check(path, fetched)
     }
+}
+
+/// Drops a fast connection whose last command failed at the connection level.
+fn check<T>(path: &mut Path, result: RedisResult<T>) -> RedisResult<T> {
+    if let Err(e) = &result
+        && matches!(path, Path::Fast(_))
+        && classify(e) == ErrorClass::Connection
+    {
+        *path = Path::Disconnected;
+    }
+    result
 }

@@ -1,10 +1,11 @@
 //! Group-safe retention: the typed wrapper of [`TRIM_SAFELY`], one bounded
 //! step at a time, and the loop that takes as many steps as a pass needs.
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
+use redis::{RedisError, RedisResult};
 
 use super::scripts::TRIM_SAFELY;
 
@@ -41,21 +42,35 @@ pub struct TrimReport {
 
 /// Carried from one pass to the next: an id known to have at least `maxlen`
 /// entries from it on, which spares a fresh scan while a floor stays behind it.
-#[derive(Debug, Clone, Default)]
+/// Shared (`&self`), so a pass [`super::RedisLink::run`] may repeat can use it.
+#[derive(Debug, Default)]
 pub struct TrimMemo {
-    hint: String,
+    hint: Mutex<String>,
+}
+
+impl TrimMemo {
+    fn hint(&self) -> String {
+        self.hint.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    fn remember(&self, hint: String) {
+        if let Ok(mut h) = self.hint.lock() {
+            *h = hint;
+        }
+    }
 }
 
 /// One pass: trim steps until the script is done (each reads at most
-/// [`TRIM_STEP_BUDGET`] entries).
+/// [`TRIM_STEP_BUDGET`] entries). `None` if the stream does not exist (yet):
+/// nothing to trim.
 ///
 /// `EVALSHA <trim-safely> 1 stream maxlen age-cutoff budget cursor counted hint`
 pub async fn trim(
     con: &mut MultiplexedConnection,
     stream: &str,
     policy: Retention,
-    memo: &mut TrimMemo,
-) -> RedisResult<TrimReport> {
+    memo: &TrimMemo,
+) -> RedisResult<Option<TrimReport>> {
     let age_cutoff = policy
         .max_age
         .map(|age| {
@@ -77,24 +92,35 @@ pub async fn trim(
             String,
             u64,
             String,
-        ) = TRIM_SAFELY
+        ) = match TRIM_SAFELY
             .key(stream)
             .arg(&maxlen)
             .arg(&age_cutoff)
             .arg(TRIM_STEP_BUDGET)
             .arg(&cursor)
             .arg(counted)
-            .arg(&memo.hint)
+            .arg(memo.hint())
             .invoke_async(con)
-            .await?;
+            .await
+        {
+            Ok(step) => step,
+            Err(e) if is_missing_stream(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         report.steps += 1;
         report.trimmed += trimmed;
         report.held_by = (!holder.is_empty()).then_some(holder);
         report.floor = (!floor.is_empty()).then_some(floor);
-        memo.hint = hint;
+        memo.remember(hint);
         if state != "scanning" || report.steps >= MAX_TRIM_STEPS {
-            return Ok(report);
+            return Ok(Some(report));
         }
         (cursor, counted) = (next, now_counted);
     }
+}
+
+/// Whether the script failed because the stream is missing: its
+/// `XINFO GROUPS` answers `ERR no such key`.
+fn is_missing_stream(e: &RedisError) -> bool {
+    e.code() == Some("ERR") && e.to_string().contains("no such key")
 }

@@ -4,7 +4,8 @@
 //! pending list before it writes, so a commit retried after a lost reply, or
 //! a peer that took an entry over meanwhile, never causes a second write.
 //! Their argument layouts are owned by the typed wrappers in
-//! [`super::commands`]; nothing else builds these calls.
+//! [`super::claims`], [`super::commits`] and [`super::retention`]; nothing
+//! else builds these calls.
 //!
 //! Redis's Lua passes at most about 8,000 arguments to one command, so no
 //! script ever appends an entry of more than [`MAX_INLINE_FIELDS`] fields in
