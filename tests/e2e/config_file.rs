@@ -210,6 +210,9 @@ fn live_reload_under_load_loses_nothing_and_acks_nothing_twice() {
                         .arg("*")
                         .arg("action")
                         .arg(action)
+                        // Slow enough that entries are in flight at each drain.
+                        .arg("sleep_ms")
+                        .arg(2)
                         .arg("n")
                         .arg(n)
                         .query(&mut con)
@@ -324,4 +327,36 @@ fn a_failing_task_in_one_pipeline_stops_the_process_with_its_name() {
     for (id, _) in redis.range(&stream).iter().take(read) {
         assert!(pending.contains(id) || seen.contains_key(id), "{id} lost");
     }
+}
+
+/// A reload is all or nothing: a new configuration whose plugin does not
+/// load is refused before anything is drained, and the pipeline keeps
+/// serving on its old settings.
+#[test]
+fn a_reload_whose_plugin_does_not_load_changes_nothing() {
+    let redis = RedisServer::start();
+    let stream = key("bad-plugin-reload");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streamhost.toml");
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm garbage").unwrap();
+    let good = emitting("x", &stream, "out-x", "");
+    write_config(&path, &redis, std::slice::from_ref(&good));
+    let host = Host::spawn(&["run", "--config", &path.display().to_string()]);
+    let first = redis.add(&stream, &[("action", "emit")]);
+    eventually(WAIT, "served before the reload", || {
+        emitted(&redis, "out-x").contains_key(&first).then_some(())
+    });
+    let bad = good.replace(
+        &plugin("misbehave").display().to_string(),
+        &broken.display().to_string(),
+    );
+    write_config(&path, &redis, &[bad]);
+    host.wait_for_log("configuration reload refused", WAIT);
+    let second = redis.add(&stream, &[("action", "emit")]);
+    eventually(WAIT, "still served after the refused reload", || {
+        emitted(&redis, "out-x").contains_key(&second).then_some(())
+    });
+    assert_eq!(redis.pending(&stream, "x"), 0);
+    assert_eq!(host.count_log("pipeline changed"), 0, "nothing was drained");
 }

@@ -53,6 +53,9 @@ pub enum Command {
     /// Success acks the entry (with anything the handler emitted, atomically); a
     /// permanent failure moves it to the dead-letter stream; a retryable failure,
     /// trap or timeout leaves it pending to be retried.
+    ///
+    /// One pipeline from flags (`--stream`, `--group` and `--plugin` are required), or
+    /// any number from a config file (`--config FILE`), whose keys are these flags' names.
     Run(Box<RunArgs>),
     /// Validate a plugin file against the streamhost:plugin/handler contract and describe it.
     ///

@@ -11,6 +11,7 @@ mod holder;
 mod hygiene;
 mod inflight;
 mod pipeline;
+mod prepare;
 mod process;
 mod reader;
 mod reaper;
@@ -19,6 +20,7 @@ mod stats;
 mod supervise;
 mod trimmer;
 mod watcher;
+mod wiring;
 mod workers;
 
 use std::collections::BTreeMap;
@@ -27,7 +29,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use pipeline::{DRAIN_AFTER_GRACE, PipelineReport, Prepared, prepare};
+pub use pipeline::{DRAIN_AFTER_GRACE, PipelineReport};
+pub use prepare::{Prepared, prepare};
 pub use process::run;
 pub use stats::{Stats, StatsSnapshot};
 pub use supervise::{Supervisor, TaskEnd};

@@ -10,7 +10,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::file_watch::{FileWatch, Trigger};
-use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport, Prepared, prepare};
+use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport};
+use super::prepare::{Prepared, prepare};
 use super::reload::{self, Plan};
 use super::{RunError, RunReport};
 use crate::config::{Config, RunConfig};
@@ -156,17 +157,17 @@ impl Process {
                 return;
             }
         };
-        if let Err(e) = self.apply(plan, prepared).await {
-            tracing::error!(error = %e, "a pipeline of the new configuration could not start");
-        }
+        let failed = self.apply(plan, prepared).await;
+        // A pipeline that could not start is left out, so that the next
+        // reload sees it as new and tries again.
+        let mut new = new;
+        new.pipelines.retain(|p| !failed.contains(&p.name));
         self.config = new;
     }
 
-    async fn apply(
-        &mut self,
-        plan: Plan,
-        prepared: Vec<(RunConfig, Prepared)>,
-    ) -> Result<(), RunError> {
+    /// Drains what goes and starts what comes; returns the pipelines that
+    /// could not start.
+    async fn apply(&mut self, plan: Plan, prepared: Vec<(RunConfig, Prepared)>) -> Vec<String> {
         let Plan {
             removed,
             changed,
@@ -188,15 +189,20 @@ impl Process {
             .chain(changed.iter().map(|(c, _)| c.name.clone()))
             .collect();
         self.drain(&stopping).await;
+        let mut failed = Vec::new();
         for (config, prepared) in prepared {
             let action = if changed.iter().any(|(c, _)| c.name == config.name) {
                 "restarted"
             } else {
                 "started"
             };
-            self.start(config, prepared, action)?;
+            let name = config.name.clone();
+            if let Err(e) = self.start(config, prepared, action) {
+                tracing::error!(pipeline = %name, error = %e, "the pipeline could not start");
+                failed.push(name);
+            }
         }
-        Ok(())
+        failed
     }
 
     /// Drains the named pipelines side by side; a panic found meanwhile is

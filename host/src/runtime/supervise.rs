@@ -214,7 +214,8 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    /// Paused time: the settle window and the abort deadline are timers.
+    #[tokio::test(start_paused = true)]
     async fn every_end_is_reported_with_its_cause() {
         let mut s = Supervisor::new("p".into(), Span::none());
         let mut ok = s.spawn("quiet", async {});

@@ -6,20 +6,25 @@
 //! line and column. `${VAR}` (or `${VAR:-default}`) in a string is replaced
 //! by the environment variable.
 
-use std::any::TypeId;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod expand;
+mod redis;
+mod values;
+
 use clap::error::{ContextKind, ContextValue};
-use clap::{Arg, ArgAction, CommandFactory, FromArgMatches};
+use clap::{Arg, CommandFactory, FromArgMatches};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use self::expand::expand;
+use self::redis::redis_config;
+use self::values::flag_values;
 use super::{Cli, RunArgs};
-use crate::config::{Config, Loader, RedisConfig, Secret, SecretSource, Source, TlsConfig};
-use crate::units::ByteSize;
+use crate::config::{Config, Loader, RedisConfig, Source};
 
 /// A config file that cannot be used, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -300,287 +305,6 @@ fn similar(a: &str, b: &str) -> bool {
     row[b.len()] <= 3
 }
 
-/// What a flag's value must be in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Switch,
-    Integer,
-    Size,
-    Text,
-    List,
-    Table,
-}
-
-fn kind(arg: &Arg) -> Kind {
-    if matches!(arg.get_action(), ArgAction::SetTrue) {
-        return Kind::Switch;
-    }
-    if arg.get_long() == Some("plugin-config") {
-        return Kind::Table;
-    }
-    if matches!(arg.get_action(), ArgAction::Append) {
-        return Kind::List;
-    }
-    let t = arg.get_value_parser().type_id();
-    if t == TypeId::of::<u32>() || t == TypeId::of::<u64>() || t == TypeId::of::<usize>() {
-        Kind::Integer
-    } else if t == TypeId::of::<ByteSize>() {
-        Kind::Size
-    } else {
-        Kind::Text
-    }
-}
-
-/// Appends the flags `key = value` stands for, refusing a value of the wrong type.
-fn flag_values(
-    arg: &Arg,
-    key: &str,
-    value: &Spanned<DeValue<'_>>,
-    argv: &mut Vec<String>,
-) -> Result<(), Problem> {
-    let flag = format!("--{key}");
-    let wrong = |expected: &str| {
-        (
-            Some(value.span()),
-            format!(
-                "`{key}` must be {expected}, not {}",
-                type_name(value.get_ref())
-            ),
-        )
-    };
-    match (kind(arg), value.get_ref()) {
-        (Kind::Switch, DeValue::Boolean(on)) => {
-            if *on {
-                argv.push(flag);
-            }
-        }
-        (Kind::Switch, _) => return Err(wrong("true or false")),
-        (Kind::Integer | Kind::Size, DeValue::Integer(i)) => {
-            let n =
-                i128::from_str_radix(i.as_str(), i.radix()).map_err(|_| wrong("a whole number"))?;
-            argv.extend([flag, n.to_string()]);
-        }
-        (Kind::Integer, _) => return Err(wrong("a whole number")),
-        (Kind::Size | Kind::Text, DeValue::String(s)) => argv.extend([flag, s.to_string()]),
-        (Kind::Size, _) => return Err(wrong("a size like \"64MiB\" or a number of bytes")),
-        (Kind::Text, _) => return Err(wrong("a string")),
-        (Kind::List, DeValue::Array(items)) => {
-            for item in items.iter() {
-                let DeValue::String(s) = item.get_ref() else {
-                    return Err((Some(item.span()), format!("`{key}` must list strings")));
-                };
-                argv.extend([flag.clone(), s.to_string()]);
-            }
-        }
-        (Kind::List, _) => return Err(wrong("an array of strings")),
-        (Kind::Table, DeValue::Table(t)) => {
-            for (k, v) in t.iter() {
-                let text = match v.get_ref() {
-                    DeValue::String(s) => s.to_string(),
-                    DeValue::Integer(i) => i.to_string(),
-                    DeValue::Float(f) => f.to_string(),
-                    DeValue::Boolean(b) => b.to_string(),
-                    other => {
-                        return Err((
-                            Some(v.span()),
-                            format!(
-                                "plugin-config values are strings, numbers or booleans, not {}",
-                                type_name(other)
-                            ),
-                        ));
-                    }
-                };
-                if k.get_ref().contains('=') || k.get_ref().is_empty() {
-                    return Err((
-                        Some(k.span()),
-                        "plugin-config keys cannot be empty or contain `=`".into(),
-                    ));
-                }
-                argv.extend([flag.clone(), format!("{}={text}", k.get_ref())]);
-            }
-        }
-        (Kind::Table, _) => return Err(wrong("a table ([pipeline.plugin-config])")),
-    }
-    Ok(())
-}
-
-fn type_name(v: &DeValue<'_>) -> &'static str {
-    match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a date",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
-}
-
-/// `[redis]`: `url`, `username`, `password-env` or `password-file`, `[redis.tls]`.
-fn redis_config(
-    table: &Spanned<DeValue<'_>>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<RedisConfig, Problem> {
-    let DeValue::Table(t) = table.get_ref() else {
-        unreachable!("checked in read")
-    };
-    let mut redis = RedisConfig::from_url("redis://127.0.0.1:6379");
-    for (key, value) in t.iter() {
-        let text = || match value.get_ref() {
-            DeValue::String(s) => Ok(s.to_string()),
-            other => Err((
-                Some(value.span()),
-                format!(
-                    "`{}` must be a string, not {}",
-                    key.get_ref(),
-                    type_name(other)
-                ),
-            )),
-        };
-        match key.get_ref().as_ref() {
-            "url" => redis.url = text()?,
-            "username" => redis.username = Some(text()?),
-            "password-env" => {
-                let name = text()?;
-                let password = env(&name).ok_or_else(|| {
-                    (
-                        Some(value.span()),
-                        format!("environment variable {name} (the Redis password) is not set"),
-                    )
-                })?;
-                redis.password = Some(Secret::new(password, SecretSource::Env(name)));
-            }
-            "password-file" => {
-                let path = PathBuf::from(text()?);
-                let password = std::fs::read_to_string(&path).map_err(|e| {
-                    (
-                        Some(value.span()),
-                        format!(
-                            "cannot read the Redis password from {}: {e}",
-                            path.display()
-                        ),
-                    )
-                })?;
-                let password = password.trim_end_matches(['\r', '\n']).to_owned();
-                redis.password = Some(Secret::new(password, SecretSource::File(path)));
-            }
-            "password" => {
-                return Err((
-                    Some(key.span()),
-                    "a password is never written in the config file: use `password-env = \"VAR\"` or `password-file = \"/path\"`".into(),
-                ));
-            }
-            "tls" => redis.tls = Some(tls_config(value)?),
-            other => {
-                return Err((
-                    Some(key.span()),
-                    format!(
-                        "unknown key `{other}` in [redis] (url, username, password-env, password-file, tls)"
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(redis)
-}
-
-fn tls_config(table: &Spanned<DeValue<'_>>) -> Result<TlsConfig, Problem> {
-    let DeValue::Table(t) = table.get_ref() else {
-        return Err((
-            Some(table.span()),
-            "`tls` must be a table ([redis.tls])".into(),
-        ));
-    };
-    let mut tls = TlsConfig::default();
-    for (key, value) in t.iter() {
-        let DeValue::String(s) = value.get_ref() else {
-            return Err((
-                Some(value.span()),
-                format!("`{}` must be a string", key.get_ref()),
-            ));
-        };
-        match key.get_ref().as_ref() {
-            "ca" => tls.ca = Some(s.to_string().into()),
-            "cert" => tls.cert = Some(s.to_string().into()),
-            "key" => tls.key = Some(s.to_string().into()),
-            "server-name" => tls.server_name = Some(s.to_string()),
-            other => {
-                return Err((
-                    Some(key.span()),
-                    format!("unknown key `{other}` in [redis.tls] (ca, cert, key, server-name)"),
-                ));
-            }
-        }
-    }
-    Ok(tls)
-}
-
-/// Replaces `${VAR}` and `${VAR:-default}` in every string; `$$` is a `$`.
-fn expand(
-    value: &mut Spanned<DeValue<'_>>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), (Range<usize>, String)> {
-    let span = value.span();
-    match value.get_mut() {
-        DeValue::String(s) if s.contains('$') => {
-            *s = expand_str(s, env).map_err(|m| (span, m))?.into();
-        }
-        DeValue::Array(items) => {
-            for item in items.iter_mut() {
-                expand(item, env)?;
-            }
-        }
-        DeValue::Table(t) => {
-            for (_, v) in t.iter_mut() {
-                expand(v, env)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        if let Some(r) = rest.strip_prefix("$$") {
-            out.push('$');
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix("${") {
-            let end = r
-                .find('}')
-                .ok_or_else(|| format!("unclosed ${{ in {s:?} (write $$ for a literal $)"))?;
-            let (name, default) = match r[..end].split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (&r[..end], None),
-            };
-            let valid =
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(format!("${{{name}}} is not an environment variable name"));
-            }
-            match (env(name), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => {
-                    return Err(format!(
-                        "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
-                    ));
-                }
-            }
-            rest = &r[end + 1..];
-        } else {
-            out.push('$');
-            rest = &rest[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 /// An error at `span` of `text`, with line, column and the line shown.
 fn locate(path: &Path, text: &str, span: Option<Range<usize>>, message: String) -> FileError {
     let start = span.as_ref().map_or(0, |s| s.start.min(text.len()));
@@ -629,5 +353,4 @@ impl FileError {
 }
 
 #[cfg(test)]
-#[path = "file_tests.rs"]
 mod tests;
