@@ -52,7 +52,7 @@ pub struct RunConfig {
     pub claim_interval: Duration,
     /// Deadline of one handler call.
     pub handler_timeout: Duration,
-    /// Linear-memory cap per plugin instance.
+    /// Memory cap per plugin instance: all its linear memories and tables together.
     pub max_memory: ByteSize,
     /// A new plugin instance for every call (no state carried between
     /// entries) instead of one warm instance per worker.

@@ -97,7 +97,9 @@ impl Reaper {
                     .await;
                 let entries = match claimed {
                     Ok(entries) => entries,
-                    // Claimed entries stay ours and are reclaimed next sweep.
+                    // Payloads are read before the claim, so a failed read
+                    // claims nothing; entries a failed claim did take stay
+                    // ours and are reclaimed once idle for --claim-idle again.
                     Err(e) => return ended_early(e, "claiming idle entries"),
                 };
                 if !entries.is_empty() {

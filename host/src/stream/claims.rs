@@ -90,7 +90,8 @@ impl<'a> ClaimSpec<'a> {
 pub struct Claimed {
     /// Entries now the target's, with their delivery counts.
     pub claimed: Vec<(String, u32)>,
-    /// Entries found without payload: recorded as `trimmed` and acked.
+    /// Entries found without payload: recorded as `trimmed` (XCLAIM drops
+    /// their pending rows, so nothing is left to ack).
     pub trimmed: Vec<String>,
 }
 

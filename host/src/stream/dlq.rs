@@ -1,6 +1,6 @@
 //! The layout of a dead-letter record: fixed metadata fields, then every
 //! original field byte for byte under a `field:` prefix, so nothing collides
-//! and `host dlq redrive` can restore the entry exactly. An entry too wide
+//! and the entry can be restored exactly (what a redrive needs). An entry too wide
 //! for one scripted `XADD` (more than [`super::scripts::MAX_INLINE_FIELDS`]
 //! fields) keeps its fields packed instead: one `packed_fields` value holding
 //! a RESP2 array of the names and values, in order.
