@@ -41,7 +41,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         p = prepare_all(config.pipelines.clone()) => p?,
     };
     for (pipeline, prepared) in prepared {
-        process.start(pipeline, prepared, "started")?;
+        if let Err(e) = process.start(pipeline, prepared, "started") {
+            // Nothing is left running behind an error.
+            process.drain_all().await;
+            return Err(e);
+        }
     }
     let mut reloads = config
         .source
@@ -76,7 +80,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     }
 }
 
-/// Compiles the plugins of `pipelines` off the async runtime, all or nothing.
+/// Compiles the plugins of `pipelines` off the async runtime, all or
+/// nothing; one at a time, because compiling a large component briefly
+/// takes hundreds of MiB.
 async fn prepare_all(pipelines: Vec<RunConfig>) -> Result<Vec<(RunConfig, Prepared)>, RunError> {
     let mut out = Vec::with_capacity(pipelines.len());
     for p in pipelines {
