@@ -14,6 +14,7 @@ mod hostile_output;
 mod hotswap;
 mod in_process;
 mod languages;
+mod least_privilege;
 mod lifecycle;
 mod outcomes;
 mod recovery;
