@@ -175,7 +175,7 @@ impl PipelineHandle {
         let started = Instant::now();
         let grace_end = started + self.config.shutdown_grace;
         let end = grace_end + DRAIN_AFTER_GRACE;
-        let until_end = || end.saturating_duration_since(Instant::now());
+        let until_end = || left(end);
         self.token.cancel();
         tracing::info!(grace = %humantime::format_duration(self.config.shutdown_grace), "draining: reading stopped, finishing in-flight entries");
         self.tasks.stop_reading(grace_end).await;
@@ -234,11 +234,7 @@ impl PipelineHandle {
     /// waits for a retry. `false` if work was abandoned.
     async fn finish_work(&mut self, grace_end: Instant, end: Instant) -> bool {
         let tasks = &mut self.tasks;
-        let until = |t: Instant| t.saturating_duration_since(Instant::now());
-        let finished = tasks
-            .committer
-            .finish_within_quietly(until(grace_end))
-            .await;
+        let finished = tasks.committer.finish_within_quietly(left(grace_end)).await;
         if finished {
             // Workers have all exited once the committer saw its inbox close.
             for w in tasks.workers.drain(..) {
@@ -250,11 +246,11 @@ impl PipelineHandle {
             );
             self.abandon_flag.store(true, Ordering::Relaxed);
             self.abandon.cancel();
-            tasks.committer.finish_within(until(end)).await;
+            tasks.committer.finish_within(left(end)).await;
         }
         // The committer is gone, so the holder's inbox is closed: it releases
         // what it still holds and ends.
-        tasks.holder.finish_within(until(end)).await;
+        tasks.holder.finish_within(left(end)).await;
         finished
     }
 }
@@ -272,8 +268,12 @@ impl Tasks {
             self.progress.as_mut(),
         ];
         for task in stoppers.into_iter().flatten() {
-            task.finish_within(grace_end.saturating_duration_since(Instant::now()))
-                .await;
+            task.finish_within(left(grace_end)).await;
         }
     }
+}
+
+/// Time left until `deadline` (zero once past).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }

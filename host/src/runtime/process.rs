@@ -69,8 +69,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         tracing::error!(pipeline = %f.pipeline, task = %f.end.task, how = %f.end.how,
             "a task ended unexpectedly; draining every pipeline and stopping");
     }
-    let panicked = process.drain_all().await;
-    match failure.or(panicked) {
+    process.drain_all().await;
+    // A panic found while draining was sent to the same channel.
+    match failure.or_else(|| failures.try_recv().ok()) {
         Some(f) => Err(RunError::TaskFailed {
             pipeline: f.pipeline,
             task: f.end.task,
@@ -212,8 +213,8 @@ impl Process {
     }
 
     /// Drains the named pipelines side by side; a panic found meanwhile is
-    /// reported as a failure like any other.
-    async fn drain(&mut self, names: &[String]) -> Option<Failure> {
+    /// reported as a failure like any other, on the failures channel.
+    async fn drain(&mut self, names: &[String]) {
         let mut drains = JoinSet::new();
         for name in names {
             if let Some(handle) = self.running.remove(name) {
@@ -221,7 +222,6 @@ impl Process {
                 drains.spawn(async move { (name, handle.drain().await) });
             }
         }
-        let mut failure = None;
         while let Some(done) = drains.join_next().await {
             match done {
                 Ok((name, Ok(report))) => {
@@ -229,20 +229,18 @@ impl Process {
                     self.record(name, report);
                 }
                 Ok((_, Err(f))) => {
-                    let _ = self.failures.send(f.clone());
-                    failure.get_or_insert(f);
+                    let _ = self.failures.send(f);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "a pipeline's drain ended abnormally");
                 }
             }
         }
-        failure
     }
 
-    async fn drain_all(&mut self) -> Option<Failure> {
+    async fn drain_all(&mut self) {
         let names: Vec<String> = self.running.keys().cloned().collect();
-        self.drain(&names).await
+        self.drain(&names).await;
     }
 
     fn record(&mut self, name: String, report: PipelineReport) {

@@ -86,7 +86,7 @@ impl Parts {
     ) -> Result<Self, RunError> {
         let info = config.redis.connection_info()?;
         let client = redis::Client::open(info).map_err(|e| RunError::RedisUrl(e.to_string()))?;
-        let health = LinkHealth::new(describe_target(&client));
+        let target = describe_target(&client);
         let config = Arc::new(config);
         let span = tracing::info_span!("pipeline", name = %config.name);
         let group = GroupRef {
@@ -97,7 +97,7 @@ impl Parts {
         span.in_scope(|| {
             tracing::info!(
                 plugin = %plugin.identity(), compile_ms = plugin.compile_time().as_millis() as u64, cached = plugin.from_cache(),
-                redis = %describe_target(&client), stream = %group.stream, group = %group.group,
+                redis = %target, stream = %group.stream, group = %group.group,
                 consumer = %group.consumer, concurrency = config.concurrency, dlq = %config.dlq,
                 fresh_instance = config.fresh_instance,
                 "starting"
@@ -127,7 +127,7 @@ impl Parts {
             slot,
             retries: Some(mpsc::unbounded_channel()),
             client,
-            health,
+            health: LinkHealth::new(target),
             token,
             config,
         })
