@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, eventually, fast as with, key};
+use crate::support::{
+    Host, LossyProxy, RedisServer, counting_claim, eventually, fast as with, key, plugin,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -149,6 +151,43 @@ fn a_poison_pill_is_dead_lettered_after_exactly_max_deliveries_across_a_redis_re
         host.count_log(&attempt_line),
         4,
         "exactly --max-deliveries handler calls:\n{}",
+        host.log()
+    );
+    assert_eq!(redis.pending(&stream, "g"), 0);
+}
+
+/// The poison pill again, with the reply to the reaper's first claim lost
+/// on the way back (the claim took effect in Redis): the repeated claim must
+/// recognise the entry its lost attempt took, so each delivery Redis counts
+/// is still one handler call.
+#[test]
+fn a_claim_whose_reply_is_lost_costs_no_delivery() {
+    let redis = RedisServer::start();
+    let proxy = LossyProxy::start(&redis);
+    let stream = key("lost-claim");
+    let pill = redis.add(
+        &stream,
+        &[("action", "retryable"), ("reason", "still broken")],
+    );
+    // The reaper's claim is the one that names no owner.
+    proxy.lose_reply_once(counting_claim(&redis, "", &pill));
+    let host = Host::run(
+        &proxy.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &with(&["--max-deliveries", "4"]),
+    );
+    let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 1);
+    assert_eq!(proxy.lost(), 1, "the reaper's claim went through the proxy");
+    let rec: HashMap<_, _> = dlq[0].1.iter().cloned().collect();
+    assert_eq!(rec["source_id"], pill);
+    assert_eq!(rec["deliveries"], "4");
+    let attempt_line = format!("handler failed; entry stays pending for retry entry={pill}");
+    assert_eq!(
+        host.count_log(&attempt_line),
+        4,
+        "one handler call per delivery counted:\n{}",
         host.log()
     );
     assert_eq!(redis.pending(&stream, "g"), 0);

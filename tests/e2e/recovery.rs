@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, eventually, key};
+use crate::support::{
+    Host, LossyProxy, RedisServer, counting_claim, eventually, fast, key, plugin,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -119,6 +121,38 @@ fn recovered_entries_over_max_deliveries_are_dead_lettered_without_another_call(
     assert!(
         redis.range("out").is_empty(),
         "the handler was not called a fourth time"
+    );
+    assert_eq!(redis.pending(&stream, "g"), 0);
+}
+
+/// Start-up recovery whose claim reply is lost (the claim took effect): the
+/// repeated recovery must not count a second delivery for the same call.
+#[test]
+fn a_recovery_claim_whose_reply_is_lost_costs_no_delivery() {
+    let redis = RedisServer::start();
+    let proxy = LossyProxy::start(&redis);
+    let stream = key("recover-lost");
+    let pill = redis.add(&stream, &[("action", "retryable"), ("reason", "not yet")]);
+    redis.read_as(&stream, "g", "worker-1", 10); // a crashed previous run: delivery 1
+    proxy.lose_reply_once(counting_claim(&redis, "worker-1", &pill));
+    let host = Host::run(
+        &proxy.url(),
+        &stream,
+        "g",
+        &plugin("misbehave"),
+        &fast(&["--consumer", "worker-1", "--max-deliveries", "3"]),
+    );
+    let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 1);
+    assert_eq!(proxy.lost(), 1, "recovery's claim went through the proxy");
+    let rec: std::collections::HashMap<_, _> = dlq[0].1.iter().cloned().collect();
+    assert_eq!(rec["deliveries"], "3");
+    // Deliveries 2 and 3 are handler calls; the first was the crashed run's.
+    let attempt_line = format!("handler failed; entry stays pending for retry entry={pill}");
+    assert_eq!(
+        host.count_log(&attempt_line),
+        2,
+        "one handler call per delivery counted:\n{}",
+        host.log()
     );
     assert_eq!(redis.pending(&stream, "g"), 0);
 }

@@ -2,7 +2,9 @@
 //! pending entries once, then reads new entries with a blocking XREADGROUP on
 //! its own connection, never holding more than the in-flight window.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
@@ -81,9 +83,13 @@ impl Reader {
             let (g, payloads, dlq, stats) = (&self.group, &self.payloads, &self.dlq, &self.stats);
             let (inflight, from) = (&self.dispatch.inflight, after.as_str());
             let what = "recovering own pending entries";
-            // Read and claim a page as one operation: one retried after a
-            // lost reply reads the page again, with the counts the claim left.
+            // Read and claim a page as one operation. One repeated after a
+            // lost reply reads the page again and sees the counts the lost
+            // claim may have left; it expects the counts first seen instead,
+            // so the repeated claim can tell entries it took already.
+            let (attempts, first_seen) = (&AtomicU32::new(0), &Mutex::new(HashMap::new()));
             let page = insist(&mut self.link, g, cancel, what, |mut con| async move {
+                let attempt = attempts.fetch_add(1, Ordering::Relaxed);
                 let me = Some(g.consumer.as_str());
                 let rows = commands::pending_page(&mut con, g, from, batch, me).await?;
                 let Some(last) = rows.last() else {
@@ -93,11 +99,17 @@ impl Reader {
                 // Entries this process still holds (waiting out a retry
                 // backoff) are ours already: claiming them again would count
                 // a delivery.
-                let rows: Vec<_> = rows
-                    .into_iter()
-                    .filter(|r| !inflight.contains(&r.id))
-                    .collect();
-                let spec = ClaimSpec::recover(&g.consumer);
+                let rows: Vec<_> = {
+                    let mut first_seen = first_seen.lock().unwrap_or_else(|e| e.into_inner());
+                    rows.into_iter()
+                        .filter(|r| !inflight.contains(&r.id))
+                        .map(|mut r| {
+                            r.deliveries = *first_seen.entry(r.id.clone()).or_insert(r.deliveries);
+                            r
+                        })
+                        .collect()
+                };
+                let spec = ClaimSpec::recover(&g.consumer).repeated(attempt);
                 let entries = claim_entries(&mut con, payloads, dlq, spec, &rows, stats).await?;
                 Ok(Some((next, entries)))
             })

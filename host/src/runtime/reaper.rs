@@ -8,6 +8,7 @@
 //! their `trimmed` record inside the claim.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -89,16 +90,18 @@ impl Reaper {
                 let (payloads, dlq, stats) = (&self.payloads, &self.dlq, &self.stats);
                 let (spec, candidates) =
                     (ClaimSpec::reap(&g.consumer, self.claim_idle), &candidates);
+                let attempts = &AtomicU32::new(0);
                 let claimed = self
                     .link
                     .run(cancel, |mut con| async move {
+                        let spec = spec.repeated(attempts.fetch_add(1, Ordering::Relaxed));
                         claim_entries(&mut con, payloads, dlq, spec, candidates, stats).await
                     })
                     .await;
                 let entries = match claimed {
                     Ok(entries) => entries,
                     // Payloads are read before the claim, so a failed read
-                    // claims nothing; entries a failed claim did take stay
+                    // claims nothing; entries a refused claim did take stay
                     // ours and are reclaimed once idle for --claim-idle again.
                     Err(e) => return ended_early(e, "claiming idle entries"),
                 };

@@ -37,6 +37,9 @@ pub struct ClaimSpec<'a> {
     /// Whether this claim counts as a delivery (it does when the entry is
     /// about to be handled again).
     pub count_delivery: bool,
+    /// Whether this call repeats one whose reply was lost (see
+    /// [`ClaimSpec::repeated`]).
+    pub repeated: bool,
 }
 
 impl<'a> ClaimSpec<'a> {
@@ -49,6 +52,7 @@ impl<'a> ClaimSpec<'a> {
             target: me,
             leave_idle: None,
             count_delivery: true,
+            repeated: false,
         }
     }
 
@@ -60,6 +64,7 @@ impl<'a> ClaimSpec<'a> {
             target: me,
             leave_idle: None,
             count_delivery: true,
+            repeated: false,
         }
     }
 
@@ -81,6 +86,18 @@ impl<'a> ClaimSpec<'a> {
             target,
             leave_idle: Some(idle),
             count_delivery: false,
+            repeated: false,
+        }
+    }
+
+    /// The same claim sent again after a lost reply (`attempt` counts from
+    /// 0). A counting claim whose reply was lost may have taken its entries
+    /// already; the repeat hands those over as claimed instead of skipping
+    /// them as changed, so no delivery is counted that nobody handles.
+    pub fn repeated(self, attempt: u32) -> Self {
+        Self {
+            repeated: attempt > 0,
+            ..self
         }
     }
 }
@@ -104,7 +121,7 @@ pub type Target<'a> = (&'a str, Option<u32>);
 /// otherwise, so a claim never takes an entry a peer holds; one whose
 /// payload is gone gets its `trimmed` record in the same atomic step.
 ///
-/// `EVALSHA <claim> 2 stream dlq group owner min_idle target idle count maxlen m meta… (id deliveries)…`
+/// `EVALSHA <claim> 2 stream dlq group owner min_idle target idle count maxlen repeated m meta… (id deliveries)…`
 pub async fn claim(
     con: &mut MultiplexedConnection,
     g: &GroupRef,
@@ -129,6 +146,7 @@ pub async fn claim(
         )
         .arg(if spec.count_delivery { "1" } else { "0" })
         .arg(dead.maxlen.map(|n| n.to_string()).unwrap_or_default())
+        .arg(if spec.repeated { "1" } else { "0" })
         .arg(meta.len());
     for (k, v) in &meta {
         call.arg(*k).arg(v);

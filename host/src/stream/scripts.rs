@@ -186,14 +186,18 @@ return 1
 /// any), ARGV[3] = the idle ms they must have at least, ARGV[4] = the
 /// consumer to claim them to, ARGV[5] = the idle ms to leave them with (""
 /// for 0), ARGV[6] = "1" to count this claim as a delivery, ARGV[7] = DLQ
-/// `MAXLEN ~` ("" for none), ARGV[8] = number m of metadata pairs of a
-/// `trimmed` record, ARGV[9..8+2m] = that metadata, then per entry its id
-/// and the delivery count it must still have ("" for any).
+/// `MAXLEN ~` ("" for none), ARGV[8] = "1" if this call repeats one whose
+/// reply was lost, ARGV[9] = number m of metadata pairs of a `trimmed`
+/// record, ARGV[10..9+2m] = that metadata, then per entry its id and the
+/// delivery count it must still have ("" for any).
 ///
 /// Each id is checked against the pending list first (owner, idle time,
 /// delivery count) and skipped if it no longer qualifies, so a claim never
 /// takes an entry a peer has taken meanwhile, nor acts on a delivery that
-/// another claim has since replaced. `XCLAIM … JUSTID RETRYCOUNT` sets the delivery count
+/// another claim has since replaced. A repeated counting claim also takes an
+/// entry that is already the target's with exactly one delivery more than
+/// expected, without counting another: the lost call took it, and skipping
+/// it would leave a delivery counted that nobody handles. `XCLAIM … JUSTID RETRYCOUNT` sets the delivery count
 /// explicitly (persisted, unlike a re-read of the pending list). An `XCLAIM`
 /// of an entry whose payload was trimmed drops it from the pending list and
 /// returns nothing: such an entry gets its `trimmed` record right here, in
@@ -202,18 +206,25 @@ return 1
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{dead_letter}
-local m = tonumber(ARGV[8])
+local m = tonumber(ARGV[9])
 local meta = {{}}
-for i = 9, 8 + 2 * m do meta[#meta + 1] = ARGV[i] end
+for i = 10, 9 + 2 * m do meta[#meta + 1] = ARGV[i] end
 local min_idle = tonumber(ARGV[3])
+local counting, repeated = ARGV[6] == '1', ARGV[8] == '1'
 local claimed, trimmed = {{}}, {{}}
-for i = 9 + 2 * m, #ARGV, 2 do
-  local id, expected = ARGV[i], ARGV[i + 1]
+for i = 10 + 2 * m, #ARGV, 2 do
+  local id, expected = ARGV[i], tonumber(ARGV[i + 1])
   local row = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)[1]
+  local count = nil
   if row and (ARGV[2] == '' or row[2] == ARGV[2]) and row[3] >= min_idle
-      and (expected == '' or row[4] == tonumber(expected)) then
-    local count = row[4]
-    if ARGV[6] == '1' then count = count + 1 end
+      and (expected == nil or row[4] == expected) then
+    count = row[4]
+    if counting then count = count + 1 end
+  elseif row and repeated and counting and expected ~= nil
+      and row[2] == ARGV[4] and row[4] == expected + 1 then
+    count = row[4]
+  end
+  if count then
     local args = {{KEYS[1], ARGV[1], ARGV[4], 0, id, 'RETRYCOUNT', count, 'JUSTID'}}
     if ARGV[5] ~= '' then
       args[#args + 1] = 'IDLE'; args[#args + 1] = ARGV[5]

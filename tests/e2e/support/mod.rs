@@ -3,12 +3,14 @@
 
 pub mod host;
 pub mod plugins;
+pub mod proxy;
 pub mod redis_server;
 
 use std::time::{Duration, Instant};
 
 pub use host::Host;
 pub use plugins::{plugin, plugin_dir, scripted_plugin};
+pub use proxy::{LossyProxy, counting_claim};
 pub use redis_server::RedisServer;
 
 /// Fast healing for tests: reclaim after 1s idle, sweep every 100ms.
