@@ -181,6 +181,11 @@ pub struct RunArgs {
     /// (costs an instantiation per call; by default each worker keeps one warm instance).
     #[arg(long, env = "STREAMHOST_FRESH_INSTANCE")]
     pub fresh_instance: bool,
+    /// Handle entries with the same value of FIELD one at a time, in stream order
+    /// (a later one waits while an earlier one is in flight or waiting out a retry);
+    /// different values run in parallel, entries without the field are unordered.
+    #[arg(long, env = "STREAMHOST_ORDER_BY", value_name = "FIELD")]
+    pub order_by: Option<String>,
     /// Entries larger than this (names and values plus 48 bytes per field) are dead-lettered as `invalid`.
     #[arg(
         long,
@@ -326,6 +331,7 @@ impl RunArgs {
             handler_timeout: self.handler_timeout,
             max_memory: self.max_memory,
             fresh_instance: self.fresh_instance,
+            order_by: self.order_by,
             max_entry_size: self.max_entry_size,
             max_fields: self.max_fields,
             max_emits: self.max_emits,

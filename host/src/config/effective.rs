@@ -78,6 +78,9 @@ fn pipeline_table(p: &RunConfig) -> Table {
     put("handler-timeout", dur(p.handler_timeout));
     put("max-memory", size(p.max_memory));
     put("fresh-instance", p.fresh_instance.into());
+    if let Some(field) = &p.order_by {
+        put("order-by", field.clone().into());
+    }
     put("max-entry-size", size(p.max_entry_size));
     put("max-fields", int(p.max_fields as u64));
     put("max-emits", int(p.max_emits as u64));

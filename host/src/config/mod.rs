@@ -57,6 +57,9 @@ pub struct RunConfig {
     /// A new plugin instance for every call (no state carried between
     /// entries) instead of one warm instance per worker.
     pub fresh_instance: bool,
+    /// Entries with the same value of this field are handled one at a
+    /// time, in stream order (`--order-by`).
+    pub order_by: Option<String>,
     /// Entries larger than this (names and values plus 48 bytes per field)
     /// are dead-lettered as `invalid`.
     pub max_entry_size: ByteSize,
@@ -183,6 +186,9 @@ impl RunConfig {
                 ),
             });
         }
+        if self.order_by.as_deref() == Some("") {
+            return Err(invalid("order-by", "must name a field"));
+        }
         if !is_valid_start_id(&self.start_id) {
             return Err(invalid(
                 "start-id",
@@ -302,6 +308,7 @@ pub(crate) fn sample() -> RunConfig {
         handler_timeout: Duration::from_secs(5),
         max_memory: ByteSize(64 << 20),
         fresh_instance: false,
+        order_by: None,
         max_entry_size: ByteSize(1 << 20),
         max_fields: 1_000,
         max_emits: 1_000,

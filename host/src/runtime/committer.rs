@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
 use super::claiming::DlqTarget;
-use super::dispatch::Settled;
+use super::dispatch::{Settled, WeakDispatcher};
 use super::holder::Retry;
 use super::inflight::{InFlight, LastFailures};
 use super::stats::Stats;
@@ -45,6 +45,8 @@ pub struct Committer {
     pub failures: Arc<LastFailures>,
     /// Retryable failures, to be released after a backoff.
     pub retries: UnboundedSender<Retry>,
+    /// Where a committed entry's key lets the next entry of the key start.
+    pub dispatch: WeakDispatcher,
 }
 
 impl Committer {
@@ -93,18 +95,31 @@ impl Committer {
                 _ => scripted.push(s),
             }
         }
-        let settled: Vec<(String, bool)> = acks
+        let settled: Vec<(String, bool, Option<Vec<u8>>)> = acks
             .iter()
             .chain(&scripted)
-            .map(|s| (s.entry.id.clone(), s.entry.delivery_count > 1))
+            .map(|s| {
+                let key = self.dispatch.key_of(&s.entry);
+                (s.entry.id.clone(), s.entry.delivery_count > 1, key)
+            })
             .collect();
         let retried: HashSet<String> = self.write(acks, scripted, stop).await.into_iter().collect();
-        let done = settled.iter().filter(|(id, _)| !retried.contains(id));
+        let done = settled.iter().filter(|(id, ..)| !retried.contains(id));
         self.inflight
-            .drop_all(done.clone().map(|(id, _)| id.as_str()));
+            .drop_all(done.clone().map(|(id, ..)| id.as_str()));
         // Only entries delivered before can have a remembered failure.
-        self.failures
-            .forget(done.filter(|(_, again)| *again).map(|(id, _)| id.as_str()));
+        self.failures.forget(
+            done.clone()
+                .filter(|(_, again, _)| *again)
+                .map(|(id, ..)| id.as_str()),
+        );
+        // After the commit, not before: the next entry of a key must not
+        // commit ahead of this one.
+        for (id, _, key) in done {
+            if let Some(key) = key {
+                self.dispatch.finished(id, key);
+            }
+        }
     }
 
     /// Leaves `s` pending for a retry: remembered why, released after a
@@ -117,10 +132,15 @@ impl Committer {
             tracing::error!(entry = %s.entry.id, deliveries = s.entry.delivery_count, reason, "Redis refused the commit; the entry stays pending for retry");
         }
         self.failures.record(&s.entry.id, reason);
+        let id = s.entry.id.clone();
+        let deliveries = s.entry.delivery_count;
+        // Ordered entries are retried here, so their key waits for them.
+        let here = self.dispatch.key_of(&s.entry).map(|_| s.entry);
         let _ = self.retries.send(Retry {
-            id: s.entry.id.clone(),
-            deliveries: s.entry.delivery_count,
+            id,
+            deliveries,
             permit: s.permit.take(),
+            entry: here,
         });
     }
 

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::inflight::{InFlight, LastFailures};
+use super::ordering::KeyOrder;
 use crate::outcome::{DeadLetterKind, Outcome};
 use crate::plugin::{LoadedPlugin, PluginSlot};
 use crate::stream::{Cancelled, Entry, EntryLimits, Payload};
@@ -149,6 +150,8 @@ pub struct Dispatcher {
     pub inflight: Arc<InFlight>,
     /// Last failure reasons, for max-deliveries records.
     pub failures: Arc<LastFailures>,
+    /// Per-key ordering (`--order-by`), if configured.
+    pub order: Option<Arc<KeyOrder>>,
 }
 
 impl Dispatcher {
@@ -163,26 +166,107 @@ impl Dispatcher {
                 self.inflight.drop_all([entry.id.as_str()]);
                 continue;
             };
-            let routed = match self
-                .admission
-                .verdict(&entry, || self.failures.get(&entry.id))
-            {
-                Some(outcome) => self
-                    .settled
-                    .send(Settled {
-                        entry,
-                        outcome,
-                        plugin: self.plugin.current(),
-                        permit: Some(permit),
-                    })
-                    .is_ok(),
-                None => self.work.send(Job { entry, permit }).is_ok(),
-            };
-            if !routed {
+            if !self.route(entry, permit) {
                 return false;
             }
         }
         true
+    }
+
+    /// Routes an entry this process holds already — one claimed again for
+    /// its retry — with the window slot it kept.
+    pub fn resume(&self, entry: Entry, permit: OwnedSemaphorePermit) -> bool {
+        self.route(entry, permit)
+    }
+
+    /// To the committer if the host decides, else to a worker once its key
+    /// lets it run. `false` once shutting down.
+    fn route(&self, entry: Entry, permit: OwnedSemaphorePermit) -> bool {
+        match self
+            .admission
+            .verdict(&entry, || self.failures.get(&entry.id))
+        {
+            Some(outcome) => self
+                .settled
+                .send(Settled {
+                    entry,
+                    outcome,
+                    plugin: self.plugin.current(),
+                    permit: Some(permit),
+                })
+                .is_ok(),
+            None => {
+                let job = Job { entry, permit };
+                match &self.order {
+                    Some(order) => order
+                        .admit(job)
+                        .is_none_or(|job| self.work.send(job).is_ok()),
+                    None => self.work.send(job).is_ok(),
+                }
+            }
+        }
+    }
+
+    /// A handle that does not keep the queues open: the committer and the
+    /// holder route through it, and they must not outlive the readers'
+    /// senders, or the workers would never see the queue close.
+    pub fn downgrade(&self) -> WeakDispatcher {
+        WeakDispatcher {
+            work: self.work.downgrade(),
+            settled: self.settled.downgrade(),
+            plugin: self.plugin.clone(),
+            admission: self.admission,
+            inflight: self.inflight.clone(),
+            failures: self.failures.clone(),
+            order: self.order.clone(),
+        }
+    }
+}
+
+/// A [`Dispatcher`] that lapses once the reader and the reaper are gone.
+#[derive(Debug, Clone)]
+pub struct WeakDispatcher {
+    work: flume::WeakSender<Job>,
+    settled: WeakUnboundedSender<Settled>,
+    plugin: Arc<PluginSlot>,
+    admission: Admission,
+    inflight: Arc<InFlight>,
+    failures: Arc<LastFailures>,
+    order: Option<Arc<KeyOrder>>,
+}
+
+impl WeakDispatcher {
+    /// The dispatcher, unless the pipeline stopped reading.
+    pub fn upgrade(&self) -> Option<Dispatcher> {
+        Some(Dispatcher {
+            work: self.work.upgrade()?,
+            settled: self.settled.upgrade()?,
+            plugin: self.plugin.clone(),
+            admission: self.admission,
+            inflight: self.inflight.clone(),
+            failures: self.failures.clone(),
+            order: self.order.clone(),
+        })
+    }
+
+    /// The entry's ordering key, if entries are ordered and it has one.
+    pub fn key_of(&self, entry: &Entry) -> Option<Vec<u8>> {
+        self.order.as_ref()?.key_of(entry)
+    }
+
+    /// Entry `id`, of `key`, left this host's hands (acked, dead-lettered,
+    /// not ours any more): the next waiting entry of its key starts. If the
+    /// pipeline stopped reading, that one stays pending for the next owner.
+    pub fn finished(&self, id: &str, key: &[u8]) {
+        let Some(next) = self.order.as_ref().and_then(|o| o.finished(id, key)) else {
+            return;
+        };
+        match self.work.upgrade() {
+            Some(work) => {
+                let _ = work.send(next);
+            }
+            None => self.inflight.drop_all([next.entry.id.as_str()]),
+        }
     }
 }
 

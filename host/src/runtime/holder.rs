@@ -12,12 +12,19 @@
 //!   its idle time is set to `--claim-idle`, so the next reaper sweep — ours
 //!   or a peer's — claims it, which counts the delivery durably in Redis.
 //!
-//! Both go through the fenced claim script, which also records an entry
+//! - **Retry here.** With `--order-by`, a keyed entry is not released after
+//!   its backoff but claimed again by this consumer (counting the delivery
+//!   the same way) and handed back to the workers, so its key stays busy
+//!   until it succeeds or is dead-lettered.
+//!
+//! All go through the fenced claim script, which also records an entry
 //! whose payload was trimmed meanwhile, exactly once.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -25,10 +32,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use super::claiming::DlqTarget;
+use super::dispatch::WeakDispatcher;
 use super::inflight::InFlight;
 use super::stats::Stats;
 use crate::config::MAX_RETRY_BACKOFF;
-use crate::stream::{ClaimSpec, RedisLink};
+use crate::stream::{ClaimSpec, Entry, RedisLink};
 
 /// Most ids per claim call.
 const CLAIM_CHUNK: usize = 1_000;
@@ -46,6 +54,8 @@ pub struct Retry {
     pub deliveries: u32,
     /// Its window slot, held until the release.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// The entry itself, if it is to be retried here (ordered by key).
+    pub entry: Option<Entry>,
 }
 
 /// `base · 2^(deliveries-1)`, capped.
@@ -60,7 +70,8 @@ struct Waiting {
     due: Instant,
     id: String,
     deliveries: u32,
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
+    entry: Option<Entry>,
 }
 
 impl PartialEq for Waiting {
@@ -96,6 +107,8 @@ pub struct Holder {
     pub inflight: Arc<InFlight>,
     /// Run counters.
     pub stats: Arc<Stats>,
+    /// Where entries retried here go back to the workers.
+    pub dispatch: WeakDispatcher,
 }
 
 impl Holder {
@@ -116,19 +129,25 @@ impl Holder {
                         due: Instant::now() + backoff(self.base, r.deliveries),
                         id: r.id,
                         deliveries: r.deliveries,
-                        _permit: r.permit,
+                        permit: r.permit,
+                        entry: r.entry,
                     })),
                     None => break,
                 },
                 _ = sleep_until_opt(next_due) => {
                     let now = Instant::now();
-                    let mut due = Vec::new();
+                    let (mut here, mut release) = (Vec::new(), Vec::new());
                     while waiting.peek().is_some_and(|Reverse(w)| w.due <= now) {
                         if let Some(Reverse(w)) = waiting.pop() {
-                            due.push(w);
+                            if w.entry.is_some() { here.push(w) } else { release.push(w) }
                         }
                     }
-                    self.release(due).await;
+                    self.release(release).await;
+                    for mut w in self.retry_here(here).await {
+                        // Redis did not answer: try again a backoff step later.
+                        w.due = Instant::now() + self.base;
+                        waiting.push(Reverse(w));
+                    }
                 }
                 _ = tick.tick() => self.renew(age).await,
             }
@@ -173,6 +192,71 @@ impl Holder {
                 }
             }
         }
+    }
+
+    /// Claims `entries` again for another delivery here and hands them back
+    /// to the workers (or, past `--max-deliveries`, to the dead-letter
+    /// stream). One no longer ours, or recorded as trimmed by the claim,
+    /// lets the next entry of its key start. Returns those Redis did not
+    /// answer for, still held.
+    async fn retry_here(&mut self, entries: Vec<Waiting>) -> Vec<Waiting> {
+        if entries.is_empty() {
+            return entries;
+        }
+        if self.dispatch.upgrade().is_none() {
+            // The pipeline stopped reading: leave them to the next owner.
+            self.release(entries).await;
+            return Vec::new();
+        }
+        let budget = super::cancel_after(RELEASE_BUDGET);
+        let (dlq, stats) = (&self.dlq, &self.stats);
+        let spec = ClaimSpec::recover(&dlq.group.consumer);
+        let targets: Vec<_> = entries
+            .iter()
+            .map(|w| (w.id.as_str(), Some(w.deliveries)))
+            .collect();
+        let attempts = &AtomicU32::new(0);
+        let targets = &targets;
+        let claimed = self
+            .link
+            .run(&budget, |mut con| async move {
+                let spec = spec.repeated(attempts.fetch_add(1, Ordering::Relaxed));
+                dlq.claim(&mut con, spec, targets, stats).await
+            })
+            .await;
+        let counts: HashMap<String, u32> = match claimed {
+            Ok(c) => c.claimed.into_iter().collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, entries = entries.len(), "could not claim entries for their retry; trying again");
+                return entries;
+            }
+        };
+        // Not held across the claim: a live dispatcher keeps the workers' queue open.
+        let dispatch = self.dispatch.upgrade();
+        let mut stopped = Vec::new();
+        for mut w in entries {
+            let (Some(mut entry), Some(permit)) = (w.entry.take(), w.permit.take()) else {
+                continue;
+            };
+            match (counts.get(&w.id), &dispatch) {
+                (Some(&deliveries), Some(dispatch)) => {
+                    self.inflight.renewed([w.id.as_str()]);
+                    entry.delivery_count = deliveries;
+                    dispatch.resume(entry, permit);
+                }
+                (Some(&deliveries), None) => stopped.push(Waiting { deliveries, ..w }),
+                (None, _) => {
+                    self.inflight.drop_all([w.id.as_str()]);
+                    if let Some(key) = self.dispatch.key_of(&entry) {
+                        self.dispatch.finished(&entry.id, &key);
+                    }
+                }
+            }
+        }
+        // Claimed just as the pipeline stopped reading: released with the
+        // delivery counted, for the next owner.
+        self.release(stopped).await;
+        Vec::new()
     }
 
     /// Sets the idle time of entries still ours to `claim_idle` and lets go

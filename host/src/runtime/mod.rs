@@ -10,6 +10,7 @@ mod file_watch;
 mod holder;
 mod hygiene;
 mod inflight;
+mod ordering;
 mod pipeline;
 mod prepare;
 mod process;
@@ -90,7 +91,12 @@ fn cancel_after(d: Duration) -> CancellationToken {
 }
 
 /// Logs a progress line every `interval` while anything changes.
-async fn log_progress(stats: Arc<Stats>, interval: Duration, cancel: CancellationToken) {
+async fn log_progress(
+    stats: Arc<Stats>,
+    order: Option<Arc<ordering::KeyOrder>>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     let mut last = stats.snapshot();
     let mut tick = tokio::time::interval(interval);
     tick.tick().await;
@@ -115,6 +121,7 @@ async fn log_progress(stats: Arc<Stats>, interval: Duration, cancel: Cancellatio
                 handled_per_sec = rate.round() as u64,
                 avg_read_batch = now.avg_read_batch(),
                 avg_commit_batch = now.avg_commit_batch(),
+                waiting_for_key = order.as_ref().map(|o| o.waiting()),
                 "progress"
             );
             last = now;

@@ -95,10 +95,11 @@ impl Pipeline {
         let mut parts = Parts::new(config, plugin, token)?;
         let (work_tx, work_rx) = flume::unbounded();
         let (settled_tx, settled_rx) = mpsc::unbounded_channel();
-        let (committer, holder) = parts.commit_side(settled_rx)?;
+        let dispatcher = parts.dispatcher(work_tx, settled_tx.clone());
+        let (committer, holder) = parts.commit_side(settled_rx, dispatcher.downgrade())?;
         let watcher = parts.watcher(engine, settings);
-        let workers = parts.workers(work_rx, settled_tx.clone())?;
-        let read = parts.read_side(parts.dispatcher(work_tx, settled_tx));
+        let workers = parts.workers(work_rx, settled_tx)?;
+        let read = parts.read_side(dispatcher);
         let cleanup_link = parts.link(TASK_TIMEOUT);
         let Parts {
             config,

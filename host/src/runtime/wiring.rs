@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::RunError;
 use super::claiming::DlqTarget;
 use super::committer::Committer;
-use super::dispatch::{Admission, Dispatcher, Job, Settled};
+use super::dispatch::{Admission, Dispatcher, Job, Settled, WeakDispatcher};
 use super::holder::{Holder, Retry};
 use super::inflight::{InFlight, LastFailures};
+use super::ordering::KeyOrder;
 use super::reader::{self, Reader};
 use super::reaper::Reaper;
 use super::stats::Stats;
@@ -99,7 +100,7 @@ impl Parts {
                 plugin = %plugin.identity(), compile_ms = plugin.compile_time().as_millis() as u64, cached = plugin.from_cache(),
                 redis = %target, stream = %group.stream, group = %group.group,
                 consumer = %group.consumer, concurrency = config.concurrency, dlq = %config.dlq,
-                fresh_instance = config.fresh_instance,
+                fresh_instance = config.fresh_instance, order_by = ?config.order_by,
                 "starting"
             );
             log_limits(&config);
@@ -151,6 +152,7 @@ impl Parts {
     pub fn commit_side(
         &mut self,
         settled: mpsc::UnboundedReceiver<Settled>,
+        dispatch: WeakDispatcher,
     ) -> Result<(Task, Task), RunError> {
         let Some((retries, inbox)) = self.retries.take() else {
             return Err(RunError::Spawn(std::io::Error::other(
@@ -164,6 +166,7 @@ impl Parts {
             inflight: self.inflight.clone(),
             failures: self.failures.clone(),
             retries,
+            dispatch: dispatch.clone(),
         };
         let holder = Holder {
             link: self.link(TASK_TIMEOUT),
@@ -172,6 +175,7 @@ impl Parts {
             base: self.config.retry_backoff,
             inflight: self.inflight.clone(),
             stats: self.stats.clone(),
+            dispatch,
         };
         Ok((
             self.supervisor
@@ -226,12 +230,18 @@ impl Parts {
             admission: self.admission,
             inflight: self.inflight.clone(),
             failures: self.failures.clone(),
+            order: self
+                .config
+                .order_by
+                .as_deref()
+                .map(|field| Arc::new(KeyOrder::new(field))),
         }
     }
 
     /// The reader, the reaper, the trimmer and the progress line.
     pub fn read_side(&self, dispatch: Dispatcher) -> ReadSide {
         let config = &self.config;
+        let dispatch_order = dispatch.order.clone();
         let reaper = Reaper {
             link: self.link(TASK_TIMEOUT),
             payloads: self.payloads(TASK_TIMEOUT),
@@ -270,8 +280,12 @@ impl Parts {
             trimmer: trimmer.map(|t| s.spawn("trimmer", t.run(token.clone()))),
             reader: s.spawn("reader", reader.run(token.clone())),
             progress: (!config.stats_interval.is_zero()).then(|| {
-                let progress =
-                    super::log_progress(self.stats.clone(), config.stats_interval, token.clone());
+                let progress = super::log_progress(
+                    self.stats.clone(),
+                    dispatch_order.clone(),
+                    config.stats_interval,
+                    token.clone(),
+                );
                 s.spawn("progress", progress)
             }),
         }

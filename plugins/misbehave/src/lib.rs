@@ -17,7 +17,8 @@
 //!
 //! Emits go to the `emit_to` field's stream, else to the `emit_to` config
 //! value, else to `misbehave:out`. Any
-//! action waits `sleep_ms` first (busy), or `wasi_sleep_ms` (in the host), if given.
+//! action waits `sleep_ms` first (busy), or `wasi_sleep_ms` (in the host), if given,
+//! and fails retryably first while the delivery count is below `fail_until`.
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -44,6 +45,17 @@ impl Handler for Misbehave {
                 .parse()
                 .map_err(|_| Failure::permanent("bad wasi_sleep_ms"))?;
             std::thread::sleep(Duration::from_millis(ms));
+        }
+        if let Some(n) = event.opt_str("fail_until")? {
+            let n: u32 = n
+                .parse()
+                .map_err(|_| Failure::permanent("bad fail_until"))?;
+            if event.delivery_count < n {
+                return Err(Failure::retryable(format!(
+                    "delivery {} < fail_until {n}",
+                    event.delivery_count
+                )));
+            }
         }
         let action = event.opt_str("action")?.unwrap_or("ok");
         let reason = event

@@ -205,10 +205,17 @@ fn every_run_flag_is_a_key() {
         if super::reserved(long).is_some() || arg.is_hide_set() || long == "help" {
             continue;
         }
-        // Keys the effective configuration spells another way.
+        // Keys the effective configuration spells another way, or shows
+        // only when set.
         if matches!(
             long,
-            "cache-dir" | "no-cache" | "dlq-maxlen" | "maxlen" | "max-age" | "plugin-config"
+            "cache-dir"
+                | "no-cache"
+                | "dlq-maxlen"
+                | "maxlen"
+                | "max-age"
+                | "plugin-config"
+                | "order-by"
         ) {
             continue;
         }
