@@ -22,3 +22,4 @@ mod refusal;
 mod retention;
 mod sandbox;
 mod supervision;
+mod tls;
