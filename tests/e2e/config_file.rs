@@ -17,7 +17,7 @@ fn workspace() -> PathBuf {
 }
 
 /// A pipeline of the misbehaving plugin that emits each entry's id to `out`.
-fn emitting(name: &str, stream: &str, out: &str, extra: &str) -> String {
+pub(crate) fn emitting(name: &str, stream: &str, out: &str, extra: &str) -> String {
     format!(
         "[[pipeline]]\nname = \"{name}\"\nstream = \"{stream}\"\ngroup = \"{name}\"\nplugin = \"{plugin}\"\nblock = \"200ms\"\nshutdown-grace = \"5s\"\nstats-interval = \"0s\"\n{extra}\n",
         plugin = plugin("misbehave").display()

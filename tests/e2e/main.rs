@@ -23,3 +23,4 @@ mod refusal;
 mod retention;
 mod sandbox;
 mod supervision;
+mod tls;

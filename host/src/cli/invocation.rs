@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use super::{CheckArgs, Cli, Command, ConfigCommand, LogFormat};
-use crate::config::{Config, ConfigError, RedisConfig};
+use crate::config::{Config, ConfigError};
 
 /// The parsed command line.
 #[derive(Debug)]
@@ -61,14 +61,13 @@ pub fn invocation() -> Invocation {
                     source: RunSource::File(file),
                     check_only,
                 }),
-                None => {
-                    let redis = RedisConfig::from_url(args.redis.clone());
-                    args.into_config(redis, super::env_plugin_config())
-                        .map(|c| What::Run {
-                            source: RunSource::Flags(Box::new(Config::single(c))),
-                            check_only,
-                        })
-                }
+                None => args
+                    .redis_config(&|name| std::env::var(name).ok())
+                    .and_then(|redis| args.into_config(redis, super::env_plugin_config()))
+                    .map(|c| What::Run {
+                        source: RunSource::Flags(Box::new(Config::single(c))),
+                        check_only,
+                    }),
             }
         }
     };
@@ -91,12 +90,17 @@ fn refuse_flags_beside(matches: &ArgMatches) -> Result<(), ConfigError> {
         .filter(|(_, long)| !matches!(*long, "config" | "check"))
         .find(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine));
     match typed {
-        Some((_, long)) => Err(ConfigError::Conflict {
-            flags: &["config"],
-            message: format!(
-                "--{long} cannot be combined with --config: set `{long}` in the file instead"
-            ),
-        }),
+        Some((_, long)) => {
+            let instead = if long == "redis" || long.starts_with("redis-") {
+                "set the connection in the file's [redis] table instead".to_owned()
+            } else {
+                format!("set `{long}` in the file instead")
+            };
+            Err(ConfigError::Conflict {
+                flags: &["config"],
+                message: format!("--{long} cannot be combined with --config: {instead}"),
+            })
+        }
         None => Ok(()),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod file;
 mod invocation;
+mod redis;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -102,7 +103,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// Flags of `host run`; each can also be set with its `STREAMHOST_*` variable,
-/// and (but `--redis`, `--config` and `--check`) as a key of a config file's
+/// and (but `--redis*`, `--config` and `--check`) as a key of a config file's
 /// `[defaults]` or `[[pipeline]]` table.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -113,14 +114,71 @@ pub struct RunArgs {
     /// Validate the configuration, print it (secrets redacted) and exit without connecting.
     #[arg(long, help_heading = "Config file")]
     pub check: bool,
-    /// Redis URL (`redis://[user:password@]host:port[/db]`); TLS (`rediss://`) is not in this build yet.
+    /// Redis URL: `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS, or
+    /// `redis+unix:///path/to/socket`. A password here shows in `ps`: prefer
+    /// --redis-password-file or STREAMHOST_REDIS_PASSWORD.
     #[arg(
         long,
         env = "STREAMHOST_REDIS",
         default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
+        value_name = "URL",
+        hide_env_values = true,
+        help_heading = "Redis connection"
     )]
     pub redis: String,
+    /// ACL user to authenticate as (overrides one in the URL).
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_USERNAME",
+        value_name = "USER",
+        help_heading = "Redis connection"
+    )]
+    pub redis_username: Option<String>,
+    /// File holding the Redis password, trailing newlines ignored (overrides one in the URL). The
+    /// password can also come from the STREAMHOST_REDIS_PASSWORD variable; either way it never
+    /// shows in `ps`.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Redis connection"
+    )]
+    pub redis_password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) the server's certificate must chain to, instead of the system's
+    /// roots (`rediss://` only).
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_CA",
+        value_name = "FILE",
+        help_heading = "Redis connection"
+    )]
+    pub redis_ca: Option<PathBuf>,
+    /// Client certificate (PEM, chain allowed) for a server that asks for one (`tls-auth-clients`);
+    /// needs --redis-key.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_CERT",
+        value_name = "FILE",
+        help_heading = "Redis connection"
+    )]
+    pub redis_cert: Option<PathBuf>,
+    /// Private key (PEM) of --redis-cert.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_KEY",
+        value_name = "FILE",
+        help_heading = "Redis connection"
+    )]
+    pub redis_key: Option<PathBuf>,
+    /// Name the server's certificate must be issued for, when it is not the URL's host (e.g. the
+    /// URL has an IP address); the connection still goes to the URL's host.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_SERVER_NAME",
+        value_name = "NAME",
+        help_heading = "Redis connection"
+    )]
+    pub redis_server_name: Option<String>,
     /// Pipeline name in logs [default: the group].
     #[arg(long, env = "STREAMHOST_NAME")]
     pub name: Option<String>,

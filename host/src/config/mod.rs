@@ -3,16 +3,20 @@
 //! more pipelines ([`Config`]), each described by a [`RunConfig`].
 
 mod effective;
+mod endpoint;
 mod process;
 mod redis;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::effective::{changed_keys, render};
+pub use self::endpoint::{Address, RedisEndpoint, TlsTarget};
 pub use self::process::{Config, Loader, PipelineError, Source};
 pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
+pub use self::tls::{TlsError, TlsFile, TlsMaterial};
 use crate::limits::{Limits, MAX_FIELDS_CEILING};
 use crate::units::ByteSize;
 
@@ -126,6 +130,9 @@ pub enum ConfigError {
         /// What contradicts what.
         message: String,
     },
+    /// TLS settings of the Redis connection that cannot work.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl ConfigError {
@@ -134,6 +141,7 @@ impl ConfigError {
         match self {
             Self::Invalid { flag, .. } => std::slice::from_ref(flag),
             Self::Conflict { flags, .. } => flags,
+            Self::Tls(_) => &["redis"],
         }
     }
 }
@@ -276,7 +284,7 @@ impl RunConfig {
         if let Some(p) = self.emit_allow.iter().find(|p| p.is_empty()) {
             return Err(invalid("emit-allow", format!("{p:?} is an empty pattern")));
         }
-        self.redis.connection_info()?;
+        self.redis.endpoint()?;
         Ok(())
     }
 }

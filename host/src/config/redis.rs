@@ -2,11 +2,12 @@
 //! that never appears in logs or printed configuration, and TLS settings.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use redis::IntoConnectionInfo;
 
 use super::ConfigError;
+use super::endpoint::RedisEndpoint;
 
 /// The connection every pipeline of a process uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,13 @@ impl Secret {
     pub fn source(&self) -> &SecretSource {
         &self.source
     }
+
+    /// The contents of `path`; trailing newlines are not part of it.
+    pub fn from_file(path: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        let value = text.trim_end_matches(['\r', '\n']).to_owned();
+        Ok(Self::new(value, SecretSource::File(path.to_owned())))
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -93,14 +101,15 @@ impl RedisConfig {
         }
     }
 
-    /// The connection details, credentials applied. Pure: connects nowhere.
+    /// Everything needed to connect, TLS files read and checked; connects
+    /// nowhere.
+    pub fn endpoint(&self) -> Result<RedisEndpoint, ConfigError> {
+        RedisEndpoint::new(self)
+    }
+
+    /// The URL's connection details, credentials applied. Pure: reads no
+    /// file, connects nowhere.
     pub fn connection_info(&self) -> Result<redis::ConnectionInfo, ConfigError> {
-        if self.tls.is_some() || self.url.starts_with("rediss://") {
-            return Err(ConfigError::Invalid {
-                flag: "redis",
-                problem: "TLS (rediss:// or [redis.tls]) is not supported by this build yet; connect over a trusted network or a TLS tunnel".into(),
-            });
-        }
         let info = self
             .url
             .as_str()

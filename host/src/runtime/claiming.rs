@@ -88,7 +88,7 @@ pub async fn claim_entries(
         return Ok(Vec::new());
     }
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let fetched = payloads.fetch(con, &dlq.group.stream, &ids).await?;
+    let fetched = payloads.fetch(&dlq.group.stream, &ids).await?;
     let targets: Vec<Target<'_>> = rows
         .iter()
         .map(|r| (r.id.as_str(), Some(r.deliveries)))

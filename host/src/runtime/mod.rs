@@ -51,9 +51,6 @@ pub enum RunError {
     /// The plugin file was refused.
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    /// The Redis URL is malformed.
-    #[error("invalid --redis URL: {0}")]
-    RedisUrl(String),
     /// A thread could not be started.
     #[error("cannot start worker threads: {0}")]
     Spawn(#[from] std::io::Error),

@@ -147,15 +147,18 @@ impl Reader {
             }
             let mut permits = window_slots(&self.window, batch, cancel).await?;
             // Not through `RedisLink::run`: after a lost connection the
-            // reader must resync before it reads again.
-            let mut con = self.link.connection(cancel).await?;
+            // reader must resync before it reads again. The read goes over
+            // the fast connection, not the link's, but waiting for the link
+            // waits out its backoff after a failed read: the fast connection
+            // has no backoff of its own.
+            self.link.connection(cancel).await?;
             // Not cancelled mid-flight: Redis may already have delivered the
             // entries of this read, and dropping the reply would leave them
             // pending with nobody working on them. The read ends within BLOCK;
             // what it returns is handled during the drain.
             let read = self
                 .payloads
-                .read_group(&mut con, &self.group, batch, self.config.block)
+                .read_group(&self.group, batch, self.config.block)
                 .await;
             let entries = match read {
                 Ok(entries) => entries,

@@ -24,9 +24,8 @@ use super::supervise::{Supervisor, Task};
 use super::trimmer::Trimmer;
 use super::watcher::PluginWatcher;
 use super::workers::WorkerSet;
-use crate::config::RunConfig;
+use crate::config::{RedisEndpoint, RunConfig};
 use crate::plugin::{LoadedPlugin, PluginEngine, PluginSettings, PluginSlot};
-use crate::stream::link::describe_target;
 use crate::stream::retention::Retention;
 use crate::stream::{GroupRef, LinkHealth, PayloadReader, RedisLink};
 
@@ -52,7 +51,7 @@ pub struct Parts {
     pub abandon: CancellationToken,
     /// Stream, group, consumer, DLQ and the plugin in service.
     pub dlq: DlqTarget,
-    client: redis::Client,
+    endpoint: Arc<RedisEndpoint>,
     health: Arc<LinkHealth>,
     window: Arc<Semaphore>,
     inflight: Arc<InFlight>,
@@ -85,9 +84,8 @@ impl Parts {
         plugin: Arc<LoadedPlugin>,
         token: CancellationToken,
     ) -> Result<Self, RunError> {
-        let info = config.redis.connection_info()?;
-        let client = redis::Client::open(info).map_err(|e| RunError::RedisUrl(e.to_string()))?;
-        let target = describe_target(&client);
+        let endpoint = Arc::new(config.redis.endpoint()?);
+        let target = endpoint.target().to_owned();
         let config = Arc::new(config);
         let span = tracing::info_span!("pipeline", name = %config.name);
         let group = GroupRef {
@@ -127,7 +125,7 @@ impl Parts {
             },
             slot,
             retries: Some(mpsc::unbounded_channel()),
-            client,
+            endpoint,
             health: LinkHealth::new(target),
             token,
             config,
@@ -136,12 +134,12 @@ impl Parts {
 
     /// A connection of this pipeline's with its own response timeout.
     pub fn link(&self, timeout: Duration) -> RedisLink {
-        RedisLink::new(self.client.clone(), self.health.clone(), timeout)
+        RedisLink::new(&self.endpoint, self.health.clone(), timeout)
     }
 
     fn payloads(&self, timeout: Duration) -> PayloadReader {
         PayloadReader::new(
-            self.client.get_connection_info().clone(),
+            self.endpoint.clone(),
             timeout,
             self.admission.entry_limits(),
         )

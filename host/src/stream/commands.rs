@@ -7,9 +7,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 
-use super::entry::{
-    Entry, EntryLimits, PendingRow, ReplyError, parse_entries, parse_xpending, parse_xreadgroup,
-};
+use super::entry::{PendingRow, ReplyError, parse_xpending};
 
 /// Where a stream/group/consumer triple lives; every command names it.
 #[derive(Debug, Clone)]
@@ -79,23 +77,6 @@ pub fn read_new_cmd(g: &GroupRef, count: usize, block: Duration) -> redis::Cmd {
     cmd
 }
 
-/// Sends [`read_new_cmd`] through redis-rs (the path for TLS URLs); payloads
-/// over `limits` are withheld once decoded.
-pub async fn read_new(
-    con: &mut MultiplexedConnection,
-    g: &GroupRef,
-    count: usize,
-    block: Duration,
-    limits: EntryLimits,
-) -> RedisResult<Vec<Entry>> {
-    let reply: Value = read_new_cmd(g, count, block).query_async(con).await?;
-    let mut entries = parse_xreadgroup(reply, 1).map_err(shape_error)?;
-    for e in &mut entries {
-        limits.apply(e);
-    }
-    Ok(entries)
-}
-
 /// `XPENDING stream group (after + count [consumer]` — a page of the
 /// group's pending entries (only `consumer`'s, if given) with ids above
 /// `after` (`-` for the start), with owner, idle time and delivery count.
@@ -122,30 +103,6 @@ pub async fn pending_page(
     }
     let reply: Value = cmd.query_async(con).await?;
     parse_xpending(reply).map_err(shape_error)
-}
-
-/// `XRANGE stream id id` for each id, pipelined, through redis-rs (the path
-/// for TLS URLs): entries in the order of `ids`, [`super::entry::Payload::Trimmed`] for
-/// those gone, payloads over `limits` withheld. Delivery counts are 0.
-pub async fn fetch(
-    con: &mut MultiplexedConnection,
-    stream: &str,
-    ids: &[String],
-    limits: EntryLimits,
-) -> RedisResult<Vec<Entry>> {
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.cmd("XRANGE").arg(stream).arg(id).arg(id);
-    }
-    let replies: Vec<Value> = pipe.query_async(con).await?;
-    let mut out = Vec::with_capacity(ids.len());
-    for (id, reply) in ids.iter().zip(replies) {
-        let found = parse_entries(reply, 0, "XRANGE").map_err(shape_error)?;
-        let mut entry = Entry::ranged(id, found);
-        limits.apply(&mut entry);
-        out.push(entry);
-    }
-    Ok(out)
 }
 
 /// One consumer of a group, as `XINFO CONSUMERS` reports it.

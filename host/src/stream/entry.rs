@@ -45,19 +45,6 @@ pub struct EntryLimits {
     pub max_bytes: usize,
 }
 
-impl EntryLimits {
-    /// Withholds a payload decoded without limits (the generic read path)
-    /// if it is over them, as the fast decoder would have.
-    pub fn apply(&self, entry: &mut Entry) {
-        let (fields, bytes) = (entry.payload.len(), entry.payload.cost());
-        if matches!(entry.payload, Payload::Fields(_) | Payload::Raw(_))
-            && (fields > self.max_fields || bytes > self.max_bytes)
-        {
-            entry.payload = Payload::Withheld { fields, bytes };
-        }
-    }
-}
-
 impl Payload {
     /// Number of fields.
     pub fn len(&self) -> usize {

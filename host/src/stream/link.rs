@@ -12,6 +12,7 @@ use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, ServerErrorK
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::config::RedisEndpoint;
 
 /// Whether Redis is reachable, as last observed by any link; turns a storm of
 /// failures from several tasks into one "lost" and one "restored" line.
@@ -43,10 +44,17 @@ impl LinkHealth {
         self.outages.load(Ordering::Relaxed)
     }
 
-    fn mark_down(&self, why: &str) {
+    fn mark_down(&self, err: &RedisError) {
         if self.up.swap(false, Ordering::Relaxed) {
             self.outages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(redis = %self.target, error = why, "redis connection lost; retrying with backoff");
+            match tls_hint(err) {
+                Some(hint) => {
+                    tracing::warn!(redis = %self.target, error = %err, hint, "redis connection lost; retrying with backoff");
+                }
+                None => {
+                    tracing::warn!(redis = %self.target, error = %err, "redis connection lost; retrying with backoff");
+                }
+            }
         }
     }
 
@@ -90,6 +98,59 @@ pub fn classify(err: &RedisError) -> ErrorClass {
     }
 }
 
+/// What to check when `err` is a failed TLS handshake, which retrying
+/// heals only once the certificates or the settings change.
+fn tls_hint(err: &RedisError) -> Option<&'static str> {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<Tls>() {
+            return match tls {
+                Tls::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => Some(
+                    "the server's certificate is not signed by a trusted CA: check the CA file (--redis-ca, [redis.tls] ca)",
+                ),
+                Tls::InvalidCertificate(
+                    Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+                ) => Some(
+                    "the server's certificate is not issued for the name connected to: set the name it is issued for (--redis-server-name, [redis.tls] server-name)",
+                ),
+                Tls::InvalidCertificate(
+                    Cert::Expired
+                    | Cert::ExpiredContext { .. }
+                    | Cert::NotValidYet
+                    | Cert::NotValidYetContext { .. },
+                ) => Some("the server's certificate is outside its validity period"),
+                Tls::AlertReceived(
+                    Alert::CertificateRequired
+                    | Alert::BadCertificate
+                    | Alert::UnknownCA
+                    | Alert::HandshakeFailure
+                    | Alert::AccessDenied,
+                ) => Some(
+                    "the server refused this client's certificate, or its lack of one: check the client certificate and key (--redis-cert/--redis-key, [redis.tls] cert/key)",
+                ),
+                Tls::InvalidMessage(_) => Some(
+                    "the server does not speak TLS on this port: is the URL's port its tls-port?",
+                ),
+                _ => Some("TLS with the server failed"),
+            };
+        }
+        // redis-rs hands its I/O error out in an `Arc`, and an I/O error
+        // hands its inner error out only through `get_ref`: `source` skips
+        // both layers.
+        type Shared = Arc<dyn std::error::Error + Send + Sync>;
+        cause = if let Some(shared) = e.downcast_ref::<Shared>() {
+            Some(shared.as_ref() as &(dyn std::error::Error + 'static))
+        } else if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io.get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static))
+        } else {
+            e.source()
+        };
+    }
+    None
+}
+
 /// Work stopped because its cancellation token fired: shutdown began, or a
 /// time budget ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -120,13 +181,18 @@ pub struct RedisLink {
 }
 
 impl RedisLink {
-    /// A link whose commands time out after `response_timeout`.
-    pub fn new(client: Client, health: Arc<LinkHealth>, response_timeout: Duration) -> Self {
-        let config = AsyncConnectionConfig::new()
+    /// A link to `endpoint` whose commands time out after `response_timeout`.
+    pub fn new(
+        endpoint: &RedisEndpoint,
+        health: Arc<LinkHealth>,
+        response_timeout: Duration,
+    ) -> Self {
+        let config = endpoint
+            .connection_config()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(response_timeout));
         Self {
-            client,
+            client: endpoint.client().clone(),
             config,
             conn: None,
             health,
@@ -165,7 +231,7 @@ impl RedisLink {
                 // "Restored" is only said once a command succeeds: a server
                 // still loading its AOF accepts connections but not commands.
                 Ok(conn) => self.conn = Some((conn, self.health.outages())),
-                Err(e) => self.health.mark_down(&e.to_string()),
+                Err(e) => self.health.mark_down(&e),
             }
         }
     }
@@ -220,11 +286,6 @@ impl RedisLink {
         }
     }
 
-    /// Where and how this link connects.
-    pub fn connection_info(&self) -> &redis::ConnectionInfo {
-        self.client.get_connection_info()
-    }
-
     /// Records a failed command: connection-class errors drop the connection
     /// so the next [`RedisLink::connection`] reconnects.
     fn failed(&mut self, err: &RedisError) -> ErrorClass {
@@ -236,7 +297,7 @@ impl RedisLink {
             .as_ref()
             .is_some_and(|(_, opened_at)| *opened_at < self.health.outages());
         if class != ErrorClass::Permanent && !stale {
-            self.health.mark_down(&err.to_string());
+            self.health.mark_down(err);
         }
         if class == ErrorClass::Connection {
             self.conn = None;
@@ -261,14 +322,10 @@ impl RedisLink {
     }
 }
 
-/// `host:port` of a client's server, for logs (credentials are never shown).
-pub fn describe_target(client: &Client) -> String {
-    client.get_connection_info().addr().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RedisConfig;
 
     /// A link to a port nobody listens on: every connection attempt fails.
     fn unreachable_link() -> RedisLink {
@@ -276,9 +333,11 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let client = Client::open(format!("redis://127.0.0.1:{port}")).expect("a valid url");
-        let health = LinkHealth::new(describe_target(&client));
-        RedisLink::new(client, health, Duration::from_secs(1))
+        let endpoint = RedisConfig::from_url(format!("redis://127.0.0.1:{port}"))
+            .endpoint()
+            .expect("a valid url");
+        let health = LinkHealth::new(endpoint.target().to_owned());
+        RedisLink::new(&endpoint, health, Duration::from_secs(1))
     }
 
     #[tokio::test]
@@ -301,6 +360,23 @@ mod tests {
         assert!(matches!(result, Err(LinkError::Cancelled(Cancelled))));
         assert!(!link.health.is_up(), "the outage was noticed");
         assert!(link.backoff.attempts() > 1, "it kept trying meanwhile");
+    }
+
+    #[test]
+    fn failed_handshakes_say_what_to_check() {
+        let tls = |e: rustls::Error| {
+            RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        };
+        let unknown = tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(tls_hint(&unknown).is_some_and(|h| h.contains("--redis-ca")));
+        let refused = tls(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ));
+        assert!(tls_hint(&refused).is_some_and(|h| h.contains("--redis-cert")));
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(tls_hint(&reset), None);
     }
 
     #[tokio::test]

@@ -11,16 +11,21 @@
 //! allowed or costs more bytes, the rest of its payload is skipped as it
 //! streams past and the entry arrives [`Payload::Withheld`] — a hostile
 //! entry of any size costs the host at most one limit's worth of memory.
-//! TLS URLs are not handled here: callers fall back to the generic client.
+//! It speaks TCP, TLS (rustls, with the same roots, client certificate and
+//! server name as the redis-rs connections) and Unix sockets.
 
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult};
+use redis::{RedisError, RedisResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::commands::GroupRef;
 use super::entry::{Entry, EntryLimits, Payload};
+use crate::config::{Address, RedisEndpoint};
 
 /// Longest header line (`*<n>` / `$<n>`), and longest string outside an
 /// entry's fields (stream key, id) this decoder buffers.
@@ -30,7 +35,9 @@ const MAX_FRAME_STRING: usize = 1 << 20;
 const MAX_DEPTH: usize = 8;
 
 enum Socket {
-    Tcp(tokio::net::TcpStream),
+    Tcp(TcpStream),
+    // Boxed: the TLS state is a few hundred bytes, the other sockets a handle.
+    Tls(Box<TlsStream<TcpStream>>),
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
 }
@@ -77,32 +84,40 @@ fn server_error(line: &[u8]) -> RedisError {
 }
 
 impl EntryConnection {
-    /// Connects and authenticates like redis-rs would for `info`, within
-    /// `timeout` per step. `Ok(None)` for addresses this connection does not
-    /// speak (TLS).
-    pub async fn connect(info: &ConnectionInfo, timeout: Duration) -> RedisResult<Option<Self>> {
-        let socket = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let tcp = within(
-                    timeout,
-                    tokio::net::TcpStream::connect((host.as_str(), *port)),
-                )
-                .await??;
+    /// Connects (and, over TLS, completes the handshake) and authenticates
+    /// like redis-rs would for `endpoint`, within `timeout` per step.
+    pub async fn connect(endpoint: &RedisEndpoint, timeout: Duration) -> RedisResult<Self> {
+        let socket = match endpoint.address() {
+            Address::Tcp { host, port } => {
+                let tcp = within(timeout, TcpStream::connect((host.as_str(), *port))).await??;
                 tcp.set_nodelay(true)?;
-                Socket::Tcp(tcp)
+                match endpoint.tls() {
+                    None => Socket::Tcp(tcp),
+                    Some(tls) => {
+                        let connector = TlsConnector::from(tls.config.clone());
+                        let handshake = connector.connect(tls.server_name.clone(), tcp);
+                        Socket::Tls(Box::new(within(timeout, handshake).await??))
+                    }
+                }
             }
             #[cfg(unix)]
-            ConnectionAddr::Unix(path) => {
+            Address::Unix(path) => {
                 Socket::Unix(within(timeout, tokio::net::UnixStream::connect(path)).await??)
             }
-            _ => return Ok(None),
+            #[cfg(not(unix))]
+            Address::Unix(_) => {
+                return Err(io_error(
+                    std::io::ErrorKind::Unsupported,
+                    "Unix sockets are not available on this platform",
+                ));
+            }
         };
         let mut conn = Self {
             socket,
             buf: BytesMut::with_capacity(256 * 1024),
             timeout,
         };
-        let settings = info.redis_settings();
+        let settings = endpoint.settings();
         if let Some(password) = settings.password() {
             let mut auth = redis::cmd("AUTH");
             if let Some(user) = settings.username() {
@@ -115,7 +130,7 @@ impl EntryConnection {
             conn.simple(&redis::cmd("SELECT").arg(settings.db()).get_packed_command())
                 .await?;
         }
-        Ok(Some(conn))
+        Ok(conn)
     }
 
     /// `XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS key >`; an empty list
@@ -182,6 +197,7 @@ impl EntryConnection {
     async fn read_more(&mut self) -> RedisResult<()> {
         let n = match &mut self.socket {
             Socket::Tcp(s) => s.read_buf(&mut self.buf).await?,
+            Socket::Tls(s) => s.read_buf(&mut self.buf).await?,
             #[cfg(unix)]
             Socket::Unix(s) => s.read_buf(&mut self.buf).await?,
         };
@@ -222,6 +238,12 @@ impl EntryConnection {
     async fn write(&mut self, bytes: &[u8]) -> RedisResult<()> {
         match &mut self.socket {
             Socket::Tcp(s) => s.write_all(bytes).await?,
+            Socket::Tls(s) => {
+                // rustls may keep the last records when the socket is full:
+                // the command is only sent once they are flushed.
+                s.write_all(bytes).await?;
+                s.flush().await?;
+            }
             #[cfg(unix)]
             Socket::Unix(s) => s.write_all(bytes).await?,
         }

@@ -112,12 +112,24 @@ impl Host {
 
     /// Runs the binary to completion and returns (status, stderr).
     pub fn output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ExitStatus, String) {
+        let (status, _, stderr) = Self::output_env(args, &[]);
+        (status, stderr)
+    }
+
+    /// Runs the binary to completion with extra environment variables and
+    /// returns (status, stdout, stderr).
+    pub fn output_env<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> (ExitStatus, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_host"))
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .expect("running host");
         (
             out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }

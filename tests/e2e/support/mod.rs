@@ -1,7 +1,9 @@
-//! Shared test support: private `redis-server` processes, the real plugins
-//! built from `plugins/`, and the real `host` binary as a child process.
+//! Shared test support: private `redis-server` processes (plaintext or TLS,
+//! with certificates made at run time), the real plugins built from
+//! `plugins/`, and the real `host` binary as a child process.
 
 pub mod host;
+pub mod pki;
 pub mod plugins;
 pub mod proxy;
 pub mod redis_server;
@@ -9,9 +11,10 @@ pub mod redis_server;
 use std::time::{Duration, Instant};
 
 pub use host::Host;
+pub use pki::Pki;
 pub use plugins::{plugin, plugin_dir, scripted_plugin};
 pub use proxy::{LossyProxy, counting_claim};
-pub use redis_server::RedisServer;
+pub use redis_server::{ClientCerts, RedisServer};
 
 /// Fast healing for tests: reclaim after 1s idle, sweep every 100ms.
 pub const FAST: [&str; 8] = [

@@ -1,5 +1,6 @@
 //! A private `redis-server` on a free loopback port, with AOF on (fsync every
-//! write) so tests can kill and restart it without losing acknowledged data.
+//! write) so tests can kill and restart it without losing acknowledged data;
+//! or one that speaks only TLS on that port ([`RedisServer::start_tls`]).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use redis::{Commands, Connection, Value};
 
 use super::eventually;
+use super::pki::{Identity, Pki};
 
 /// An entry's field/value pairs as raw bytes.
 pub type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -17,34 +19,76 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// `--tls-*` arguments of a TLS-only server.
+    tls: Option<Vec<String>>,
+}
+
+/// Whether a TLS server asks clients for a certificate (`tls-auth-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// Never asks.
+    No,
+    /// Asks, and refuses a client without one signed by the CA.
+    Required,
 }
 
 impl RedisServer {
     /// Starts a server on a free port.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that speaks only TLS on its port, presenting
+    /// `server` and checking client certificates against `pki`'s CA. The
+    /// test's own connections ([`RedisServer::conn`]) go through the Unix
+    /// socket, so they never depend on the TLS being tested.
+    pub fn start_tls(pki: &Pki, server: &Identity, clients: ClientCerts) -> Self {
+        let path = |p: &std::path::Path| p.display().to_string();
+        let auth = match clients {
+            ClientCerts::No => "no",
+            ClientCerts::Required => "yes",
+        };
+        Self::start_with(Some(vec![
+            "--tls-cert-file".into(),
+            path(&server.cert),
+            "--tls-key-file".into(),
+            path(&server.key),
+            "--tls-ca-cert-file".into(),
+            path(&pki.ca()),
+            "--tls-auth-clients".into(),
+            auth.into(),
+        ]))
+    }
+
+    fn start_with(tls: Option<Vec<String>>) -> Self {
         for _ in 0..5 {
             let mut server = Self {
                 port: free_port(),
                 dir: tempfile::tempdir().expect("tempdir"),
                 child: None,
+                tls: tls.clone(),
             };
             if server.spawn() {
                 return server;
             }
         }
-        panic!("could not start redis-server (is it installed? `apt-get install redis-server`)");
+        panic!(
+            "could not start redis-server (is it installed, with TLS support? `apt-get install redis-server`)"
+        );
     }
 
     fn spawn(&mut self) -> bool {
+        let port = self.port.to_string();
+        let listen: Vec<&str> = match &self.tls {
+            None => vec!["--port", &port],
+            Some(tls) => ["--port", "0", "--tls-port", &port]
+                .into_iter()
+                .chain(tls.iter().map(String::as_str))
+                .collect(),
+        };
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--unixsocket")
             .arg(self.socket_path())
@@ -61,7 +105,8 @@ impl RedisServer {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return false;
             }
-            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection())
+            if let Ok(mut c) =
+                redis::Client::open(self.admin_url()).and_then(|c| c.get_connection())
                 && redis::cmd("PING").query::<String>(&mut c).is_ok()
             {
                 return true;
@@ -71,14 +116,33 @@ impl RedisServer {
         false
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://…` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr())
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port (the TLS port of a TLS server).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Where the test's own connections go: the port, or for a TLS server
+    /// the Unix socket.
+    fn admin_url(&self) -> String {
+        match self.tls {
+            None => self.url(),
+            Some(_) => self.unix_url(),
+        }
     }
 
     /// The server's Unix socket.
@@ -94,7 +158,10 @@ impl RedisServer {
     /// A fresh synchronous connection for assertions.
     pub fn conn(&self) -> Connection {
         eventually(Duration::from_secs(10), "redis connection", || {
-            redis::Client::open(self.url()).ok()?.get_connection().ok()
+            redis::Client::open(self.admin_url())
+                .ok()?
+                .get_connection()
+                .ok()
         })
     }
 

@@ -216,6 +216,7 @@ fn run_command() -> clap::Command {
 fn reserved(key: &str) -> Option<&'static str> {
     match key {
         "redis" => Some("the connection is set in the [redis] table"),
+        k if k.starts_with("redis-") => Some("the connection is set in the [redis] table"),
         "config" | "check" => Some("only a command-line flag"),
         _ => None,
     }

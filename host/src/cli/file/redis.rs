@@ -1,5 +1,7 @@
 //! The `[redis]` table: where to connect, as whom, and over TLS.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use toml::Spanned;
@@ -7,7 +9,7 @@ use toml::de::DeValue;
 
 use super::Problem;
 use super::values::type_name;
-use crate::config::{RedisConfig, Secret, SecretSource, TlsConfig};
+use crate::config::{ConfigError, RedisConfig, Secret, SecretSource, TlsConfig};
 
 /// `[redis]`: `url`, `username`, `password-env` or `password-file`, `[redis.tls]`.
 pub(super) fn redis_config(
@@ -18,6 +20,8 @@ pub(super) fn redis_config(
         unreachable!("checked in read")
     };
     let mut redis = RedisConfig::from_url("redis://127.0.0.1:6379");
+    // Where each value sits, to point at the one a refusal is about.
+    let mut spans: HashMap<&'static str, Range<usize>> = HashMap::new();
     for (key, value) in t.iter() {
         let text = || match value.get_ref() {
             DeValue::String(s) => Ok(s.to_string()),
@@ -31,7 +35,10 @@ pub(super) fn redis_config(
             )),
         };
         match key.get_ref().as_ref() {
-            "url" => redis.url = text()?,
+            "url" => {
+                redis.url = text()?;
+                spans.insert("url", value.span());
+            }
             "username" => redis.username = Some(text()?),
             "password-env" => {
                 let name = text()?;
@@ -45,7 +52,7 @@ pub(super) fn redis_config(
             }
             "password-file" => {
                 let path = PathBuf::from(text()?);
-                let password = std::fs::read_to_string(&path).map_err(|e| {
+                let password = Secret::from_file(&path).map_err(|e| {
                     (
                         Some(value.span()),
                         format!(
@@ -54,8 +61,7 @@ pub(super) fn redis_config(
                         ),
                     )
                 })?;
-                let password = password.trim_end_matches(['\r', '\n']).to_owned();
-                redis.password = Some(Secret::new(password, SecretSource::File(path)));
+                redis.password = Some(password);
             }
             "password" => {
                 return Err((
@@ -63,7 +69,7 @@ pub(super) fn redis_config(
                     "a password is never written in the config file: use `password-env = \"VAR\"` or `password-file = \"/path\"`".into(),
                 ));
             }
-            "tls" => redis.tls = Some(tls_config(value)?),
+            "tls" => redis.tls = Some(tls_config(value, &mut spans)?),
             other => {
                 return Err((
                     Some(key.span()),
@@ -74,10 +80,26 @@ pub(super) fn redis_config(
             }
         }
     }
+    // The TLS files are read here too, so a refusal points at their line.
+    if let Err(e) = redis.endpoint() {
+        let key = match &e {
+            ConfigError::Tls(tls) => tls.key(),
+            _ => None,
+        };
+        let span = key
+            .and_then(|k| spans.get(k))
+            .or_else(|| spans.get("url"))
+            .cloned()
+            .unwrap_or_else(|| table.span());
+        return Err((Some(span), e.to_string()));
+    }
     Ok(redis)
 }
 
-fn tls_config(table: &Spanned<DeValue<'_>>) -> Result<TlsConfig, Problem> {
+fn tls_config(
+    table: &Spanned<DeValue<'_>>,
+    spans: &mut HashMap<&'static str, Range<usize>>,
+) -> Result<TlsConfig, Problem> {
     let DeValue::Table(t) = table.get_ref() else {
         return Err((
             Some(table.span()),
@@ -92,18 +114,31 @@ fn tls_config(table: &Spanned<DeValue<'_>>) -> Result<TlsConfig, Problem> {
                 format!("`{}` must be a string", key.get_ref()),
             ));
         };
-        match key.get_ref().as_ref() {
-            "ca" => tls.ca = Some(s.to_string().into()),
-            "cert" => tls.cert = Some(s.to_string().into()),
-            "key" => tls.key = Some(s.to_string().into()),
-            "server-name" => tls.server_name = Some(s.to_string()),
+        let name = match key.get_ref().as_ref() {
+            "ca" => {
+                tls.ca = Some(s.to_string().into());
+                "ca"
+            }
+            "cert" => {
+                tls.cert = Some(s.to_string().into());
+                "cert"
+            }
+            "key" => {
+                tls.key = Some(s.to_string().into());
+                "key"
+            }
+            "server-name" => {
+                tls.server_name = Some(s.to_string());
+                "server-name"
+            }
             other => {
                 return Err((
                     Some(key.span()),
                     format!("unknown key `{other}` in [redis.tls] (ca, cert, key, server-name)"),
                 ));
             }
-        }
+        };
+        spans.insert(name, value.span());
     }
     Ok(tls)
 }

@@ -172,6 +172,24 @@ fn refusals_point_at_line_and_column() {
             (1, 1),
             "no pipeline is declared",
         ),
+        (
+            "a connection flag inside a pipeline",
+            "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\nredis-ca = \"ca.pem\"\n",
+            (5, 1),
+            "`redis-ca` cannot be set here: the connection is set in the [redis] table",
+        ),
+        (
+            "a CA file that is not there",
+            "[redis]\nurl = \"rediss://db:6380\"\n[redis.tls]\nserver-name = \"db\"\nca = \"/nonexistent/ca.pem\"\n[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\n",
+            (5, 6),
+            "cannot read the Redis CA certificate file /nonexistent/ca.pem",
+        ),
+        (
+            "TLS settings on a plaintext URL",
+            "[redis]\nurl = \"redis://db:6379\"\n[redis.tls]\nserver-name = \"db\"\n[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\n",
+            (2, 7),
+            "need a rediss:// URL",
+        ),
     ];
     for (what, text, (line, column), message) in cases {
         let e = refusal(text);

@@ -1,0 +1,125 @@
+//! The Redis connection from flags: `--redis` and the `--redis-*` flags
+//! beside it, and a password from `STREAMHOST_REDIS_PASSWORD` — what a
+//! config file says in its `[redis]` table.
+
+use super::RunArgs;
+use crate::config::{ConfigError, RedisConfig, Secret, SecretSource, TlsConfig};
+
+/// The variable a password can be given in. Not a flag: a flag's value
+/// shows in `ps`, a variable's only to the same user.
+pub const PASSWORD_ENV: &str = "STREAMHOST_REDIS_PASSWORD";
+
+impl RunArgs {
+    /// The connection these flags describe, looking variables up with `env`.
+    /// Reads the password file; the TLS files are read when the
+    /// configuration is validated.
+    pub fn redis_config(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RedisConfig, ConfigError> {
+        let from_env = env(PASSWORD_ENV).filter(|p| !p.is_empty());
+        let password = match (&self.redis_password_file, from_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Conflict {
+                    flags: &["redis-password-file"],
+                    message: format!(
+                        "the Redis password is given twice, by --redis-password-file and by {PASSWORD_ENV}: give it one way"
+                    ),
+                });
+            }
+            (Some(path), None) => {
+                Some(Secret::from_file(path).map_err(|e| ConfigError::Invalid {
+                    flag: "redis-password-file",
+                    problem: format!("cannot read {}: {e}", path.display()),
+                })?)
+            }
+            (None, Some(value)) => Some(Secret::new(value, SecretSource::Env(PASSWORD_ENV.into()))),
+            (None, None) => None,
+        };
+        let tls = TlsConfig {
+            ca: self.redis_ca.clone(),
+            cert: self.redis_cert.clone(),
+            key: self.redis_key.clone(),
+            server_name: self.redis_server_name.clone(),
+        };
+        Ok(RedisConfig {
+            url: self.redis.clone(),
+            username: self.redis_username.clone(),
+            password,
+            tls: (tls != TlsConfig::default()).then_some(tls),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(extra: &[&str]) -> Box<RunArgs> {
+        let argv = [
+            "host", "run", "--stream", "s", "--group", "g", "--plugin", "p",
+        ];
+        let cli = Cli::try_parse_from(argv.iter().chain(extra)).unwrap();
+        match cli.command {
+            Command::Run(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_and_credentials_from_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let file_arg = file.display().to_string();
+        let a = args(&[
+            "--redis",
+            "rediss://10.0.0.1:6380",
+            "--redis-username",
+            "app",
+            "--redis-password-file",
+            &file_arg,
+            "--redis-ca",
+            "ca.pem",
+            "--redis-server-name",
+            "redis.internal",
+        ]);
+        let c = a.redis_config(&|_| None).unwrap();
+        assert_eq!(c.username.as_deref(), Some("app"));
+        let password = c.password.as_ref().unwrap();
+        assert_eq!(password.expose(), "s3cret", "the newline is not part of it");
+        assert_eq!(password.source(), &SecretSource::File(file.clone()));
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("redis.internal"));
+        assert_eq!(tls.cert, None);
+
+        let plain = args(&[]).redis_config(&|_| None).unwrap();
+        assert_eq!(plain, RedisConfig::from_url("redis://127.0.0.1:6379"));
+    }
+
+    #[test]
+    fn the_password_comes_one_way() {
+        let env = |name: &str| (name == PASSWORD_ENV).then(|| "from-env".to_owned());
+        let c = args(&[]).redis_config(&env).unwrap();
+        let password = c.password.unwrap();
+        assert_eq!(password.expose(), "from-env");
+        assert_eq!(password.source(), &SecretSource::Env(PASSWORD_ENV.into()));
+        let both = args(&["--redis-password-file", "/nonexistent"])
+            .redis_config(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(both.contains("given twice"), "{both}");
+        let missing = args(&["--redis-password-file", "/nonexistent/pw"])
+            .redis_config(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with("--redis-password-file cannot read /nonexistent/pw"),
+            "{missing}"
+        );
+    }
+}
