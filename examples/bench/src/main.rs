@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Throughput scenarios to run (default: all). Names: native, guide-rust,
-    /// guide-node, guide-python, noop, noop-fresh, noop-x2, notify, analytics,
+    /// guide-node, guide-python, noop, noop-fresh, noop-ordered, noop-x2, notify, analytics,
     /// python, js.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -151,6 +151,17 @@ fn plans() -> Vec<Plan> {
             kind: Kind::Host {
                 plugin: "noop.wasm",
                 args: &["--fresh-instance"],
+                processes: 1,
+                cleanup: &[],
+            },
+            divisor: 1,
+        },
+        Plan {
+            name: "noop-ordered",
+            what: "host run --order-by customer (1,000 customers), no-op Rust plugin",
+            kind: Kind::Host {
+                plugin: "noop.wasm",
+                args: &["--order-by", "customer"],
                 processes: 1,
                 cleanup: &[],
             },

@@ -113,7 +113,8 @@ pub fn add_order(pipe: &mut redis::Pipeline, stream: &str, i: usize, sent_ns: Op
         .arg("order_id")
         .arg(format!("o-{i:08}"))
         .arg("customer")
-        .arg("customer-0042")
+        // 1,000 customers, for the --order-by scenario's keys.
+        .arg(format!("customer-{:04}", i % 1000))
         .arg("amount")
         .arg("1234.50")
         .arg("ts_ms")
