@@ -173,15 +173,11 @@ impl Dispatcher {
         true
     }
 
-    /// Routes an entry this process holds already — one claimed again for
-    /// its retry — with the window slot it kept.
-    pub fn resume(&self, entry: Entry, permit: OwnedSemaphorePermit) -> bool {
-        self.route(entry, permit)
-    }
-
-    /// To the committer if the host decides, else to a worker once its key
-    /// lets it run. `false` once shutting down.
-    fn route(&self, entry: Entry, permit: OwnedSemaphorePermit) -> bool {
+    /// Routes one entry this process holds, with its window slot: to the
+    /// committer if the host decides, else to a worker once its key lets it
+    /// run. The holder calls it directly for an entry claimed again for its
+    /// retry. `false` once shutting down.
+    pub fn route(&self, entry: Entry, permit: OwnedSemaphorePermit) -> bool {
         match self
             .admission
             .verdict(&entry, || self.failures.get(&entry.id))

@@ -242,7 +242,7 @@ impl Holder {
                 (Some(&deliveries), Some(dispatch)) => {
                     self.inflight.renewed([w.id.as_str()]);
                     entry.delivery_count = deliveries;
-                    dispatch.resume(entry, permit);
+                    dispatch.route(entry, permit);
                 }
                 (Some(&deliveries), None) => stopped.push(Waiting { deliveries, ..w }),
                 (None, _) => {

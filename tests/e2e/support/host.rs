@@ -172,6 +172,13 @@ impl Host {
         );
     }
 
+    /// Handler calls for entry `id` that failed retryably (its retry lines).
+    pub fn failed_calls(&self, id: &str) -> usize {
+        self.count_log(&format!(
+            "handler failed; entry stays pending for retry entry={id}"
+        ))
+    }
+
     /// Number of log lines containing `needle`.
     pub fn count_log(&self, needle: &str) -> usize {
         self.log
