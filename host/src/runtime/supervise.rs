@@ -87,14 +87,7 @@ impl Supervisor {
         let faulty = crate::fault::injected(&format!("panic:{name}"))
             || crate::fault::injected(&format!("panic:{}/{name}", self.pipeline));
         let fut: Pin<Box<dyn Future<Output = ()> + Send>> = if faulty {
-            Box::pin(async move {
-                tokio::select! {
-                    () = fut => {}
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {
-                        panic!("injected fault: panic:{name}")
-                    }
-                }
-            })
+            Box::pin(panicking_after(name, Duration::from_millis(500), fut))
         } else {
             Box::pin(fut)
         };
@@ -181,6 +174,23 @@ impl Supervisor {
     }
 }
 
+/// `fut`, made to panic after `delay` while it is still alive, as a real
+/// panic would: what it owns (its channels) is dropped only as the panic
+/// unwinds, after the panic hook has run. Dropped first (as a `select!` arm
+/// does), its dependants could end and be reported before a slow hook — one
+/// printing a backtrace on a busy machine — let the panic be.
+async fn panicking_after(name: &'static str, delay: Duration, fut: impl Future<Output = ()>) {
+    let deadline = tokio::time::sleep(delay);
+    tokio::pin!(fut, deadline);
+    std::future::poll_fn(|cx| {
+        if deadline.as_mut().poll(cx).is_ready() {
+            panic!("injected fault: panic:{name}")
+        }
+        fut.as_mut().poll(cx)
+    })
+    .await;
+}
+
 /// Reports a thread's end when it unwinds or returns.
 struct EndReport {
     task: String,
@@ -212,6 +222,9 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
 
     /// Paused time: the settle window and the abort deadline are timers.
@@ -243,5 +256,33 @@ mod tests {
         let mut stuck = s.spawn("stuck", std::future::pending());
         assert!(!stuck.finish_within(Duration::from_millis(10)).await);
         assert_eq!(s.next_end().await.how, "aborted");
+    }
+
+    /// An injected panic is raised with the task's future alive: what the
+    /// task owns is dropped by the unwinding, not before the panic.
+    #[tokio::test(start_paused = true)]
+    async fn an_injected_panic_unwinds_through_the_live_task() {
+        struct Owned(Arc<AtomicBool>);
+        impl Drop for Owned {
+            fn drop(&mut self) {
+                self.0.store(std::thread::panicking(), Ordering::SeqCst);
+            }
+        }
+        let dropped_unwinding = Arc::new(AtomicBool::new(false));
+        let owned = Owned(dropped_unwinding.clone());
+        let task = tokio::spawn(panicking_after(
+            "committer",
+            Duration::from_millis(500),
+            async move {
+                let _owned = owned;
+                std::future::pending::<()>().await;
+            },
+        ));
+        let end = task.await.unwrap_err();
+        assert_eq!(
+            panic_message(&*end.into_panic()),
+            "injected fault: panic:committer"
+        );
+        assert!(dropped_unwinding.load(Ordering::SeqCst));
     }
 }
