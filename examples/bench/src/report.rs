@@ -193,6 +193,13 @@ impl Report {
                 opt(sc.rss_mib(), 0)
             );
         }
+        if let Some((med, lo, hi)) = self.relative("noop-ordered", "noop") {
+            let _ = writeln!(
+                s,
+                "\nPer-key ordering (`--order-by`, 1,000 keys) against the unordered no-op run of \
+                 the same round: {med:.2}× [{lo:.2}–{hi:.2}]."
+            );
+        }
         if !self.latency.is_empty() {
             let _ = writeln!(
                 s,
@@ -233,6 +240,23 @@ impl Report {
             );
         }
         s
+    }
+
+    /// Median, min and max over the rounds of `name`'s rate divided by
+    /// `base`'s rate of the same round, when both ran.
+    fn relative(&self, name: &str, base: &str) -> Option<(f64, f64, f64)> {
+        let find = |n: &str| self.throughput.iter().find(|sc| sc.name == n);
+        let (a, b) = (find(name)?, find(base)?);
+        let ratios: Vec<f64> = a
+            .runs
+            .iter()
+            .zip(&b.runs)
+            .map(|(x, y)| x.rate / y.rate)
+            .collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+        (!ratios.is_empty()).then(|| (median(ratios.into_iter()), lo, hi))
     }
 
     /// A two-panel SVG chart: throughput and latency.
@@ -292,6 +316,13 @@ impl Report {
             top1 + h1,
             top1 + h1 + 16.0
         );
+        if let Some((med, lo, hi)) = self.relative("noop-ordered", "noop") {
+            let _ = writeln!(
+                s,
+                "\nPer-key ordering (`--order-by`, 1,000 keys) against the unordered no-op run of \
+                 the same round: {med:.2}× [{lo:.2}–{hi:.2}]."
+            );
+        }
         if !self.latency.is_empty() {
             let _ = writeln!(
                 s,
