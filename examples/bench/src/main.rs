@@ -286,8 +286,14 @@ async fn main() -> Result<()> {
     let server = server::Server::start(args.redis.as_deref()).await?;
     let machine = Machine::describe(&server.version);
     println!(
-        "machine: {} ({} cores, {:.0} GiB), {}, redis {} at {}",
-        machine.cpu, machine.cores, machine.memory_gib, machine.kernel, server.version, server.url
+        "machine: {} ({} cores, {:.0} GiB, load average {:.2}), {}, redis {} at {}",
+        machine.cpu,
+        machine.cores,
+        machine.memory_gib,
+        machine.load,
+        machine.kernel,
+        server.version,
+        server.url
     );
     let stream = "bench:orders";
     let mut con = server.connect().await?;

@@ -43,6 +43,9 @@ pub struct Machine {
     pub redis: String,
     /// UTC date of the run.
     pub date: String,
+    /// One-minute load average when the run started: other work on the
+    /// machine skews every figure, the ratios less than the rates.
+    pub load: f64,
 }
 
 impl Machine {
@@ -76,6 +79,10 @@ impl Machine {
             kernel: run("uname", &["-sr"]),
             redis: redis.to_owned(),
             date: run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            load: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next()?.parse().ok())
+                .unwrap_or(f64::NAN),
         }
     }
 }
@@ -162,12 +169,20 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "Measured {} on {} ({} cores, {:.0} GiB), {}, redis-server {} (private, no persistence), \
-             with `{command}`. Throughput: {} entries pre-filled (5 fields, ~100 bytes each), every \
+            "Measured {} on {} ({} cores, {:.0} GiB, load average {:.2} at the start), {}, \
+             redis-server {} (private, no persistence), with `{command}`. Throughput: {} entries pre-filled (5 fields, ~100 bytes each), every \
              scenario reads them all on a fresh consumer group; {} interleaved round(s), medians shown, \
              ratio = rate / native rate of the same round (min–max over rounds in brackets). CPU is \
              user+system time over the timed window per entry handled.\n",
-            m.date, m.cpu, m.cores, m.memory_gib, m.kernel, m.redis, self.entries, self.rounds
+            m.date,
+            m.cpu,
+            m.cores,
+            m.memory_gib,
+            m.load,
+            m.kernel,
+            m.redis,
+            self.entries,
+            self.rounds
         );
         let _ = writeln!(
             s,
