@@ -75,6 +75,7 @@ impl RedisProbe {
                 humantime::format_duration(PROBE_BUDGET)
             ),
         };
+        tracing::debug!(reason = %down, "redis did not answer a scrape or readiness check");
         *cached = None;
         RedisLook {
             down: Some(down),
