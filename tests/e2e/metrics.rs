@@ -364,36 +364,52 @@ fn a_taken_address_is_a_start_up_error_naming_it() {
     assert!(stderr.contains("--http"), "{stderr}");
 }
 
+/// A config file with `[http] listen` on `port` and the given pipelines.
+fn config_text(redis: &RedisServer, port: u16, pipelines: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "[redis]\nurl = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        redis.url()
+    );
+    for (stream, group) in pipelines {
+        text.push_str(&format!(
+            "\n[[pipeline]]\nstream = \"{stream}\"\ngroup = \"{group}\"\nplugin = \"{}\"\nblock = \"200ms\"\n",
+            plugin("misbehave").display()
+        ));
+    }
+    text
+}
+
 #[test]
-fn a_config_file_sets_the_listener_in_its_http_table() {
+fn a_config_file_sets_the_listener_and_a_reload_does_not_move_it() {
     let redis = RedisServer::start();
     let stream = key("metrics-file");
     redis.add(&stream, &[("action", "ok")]);
     let port = free_port();
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("streamhost.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[redis]\nurl = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[pipeline]]\nstream = \"{stream}\"\ngroup = \"g\"\nplugin = \"{}\"\nblock = \"200ms\"\n",
-            redis.url(),
-            plugin("misbehave").display()
-        ),
-    )
-    .expect("writing the file");
+    let tmp = dir.path().join("streamhost.toml.new");
+    std::fs::write(&file, config_text(&redis, port, &[(&stream, "g")])).expect("writing");
     let _host = Host::spawn(&["run", "--config", &file.display().to_string()]);
-    let samples = eventually(WAIT, "the entry acked, seen on /metrics", || {
+    let running = |s: &[Sample]| value(s, "streamhost_pipelines_running", &[]);
+    eventually(WAIT, "the entry acked, seen on /metrics", || {
         get(port, "/metrics")?;
         let s = scrape(port);
-        (value(&s, "streamhost_entries_acked_total", &[("pipeline", "g")]) == Some(1.0))
-            .then_some(s)
+        let acked = value(&s, "streamhost_entries_acked_total", &[("pipeline", "g")]);
+        (acked == Some(1.0)).then_some(())
     });
-    assert_eq!(
-        value(&samples, "streamhost_pipelines_running", &[]),
-        Some(1.0)
-    );
     let c: u64 = redis.conn().xlen(&stream).expect("XLEN");
     assert_eq!(c, 1);
+
+    // The file moves the listener and adds a pipeline: the pipeline comes,
+    // the listener stays where it is.
+    let elsewhere = free_port();
+    let text = config_text(&redis, elsewhere, &[(&stream, "g"), (&stream, "h")]);
+    std::fs::write(&tmp, text).expect("writing");
+    std::fs::rename(&tmp, &file).expect("renaming");
+    eventually(WAIT, "the second pipeline, seen on the old address", || {
+        (running(&scrape(port)) == Some(2.0)).then_some(())
+    });
+    assert!(get(elsewhere, "/healthz").is_none(), "nothing moved there");
 }
 
 #[test]
@@ -417,4 +433,44 @@ fn a_dying_http_task_drains_every_pipeline_and_exits_70() {
         "{log}"
     );
     assert!(get(port, "/healthz").is_none(), "the listener is gone");
+}
+
+#[test]
+fn health_says_draining_while_the_pipelines_drain() {
+    let redis = RedisServer::start();
+    let stream = key("metrics-draining");
+    // Holds the drain open for about 3 s.
+    redis.add(&stream, &[("action", "wasi-sleep"), ("ms", "3000")]);
+    let port = free_port();
+    let listen = http_flag(port);
+    let mut host = Host::misbehave(
+        &redis,
+        &stream,
+        &[
+            "--http",
+            &listen,
+            "--handler-timeout",
+            "10s",
+            "--shutdown-grace",
+            "10s",
+        ],
+    );
+    eventually(WAIT, "the sleeper delivered", || {
+        (redis.pending(&stream, "g") == 1).then_some(())
+    });
+    let live = get(port, "/healthz").expect("/healthz answers");
+    assert_eq!(live.status, 200, "{}", live.body);
+    host.signal(libc::SIGTERM);
+    let draining = eventually(Duration::from_secs(5), "healthz 503", || {
+        get(port, "/healthz").filter(|a| a.status == 503)
+    });
+    assert!(draining.body.contains("draining"), "{}", draining.body);
+    let ready = get(port, "/readyz").expect("/readyz answers while draining");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(host.wait_exit(WAIT).code(), Some(0), "{}", host.log());
+    assert_eq!(
+        redis.pending(&stream, "g"),
+        0,
+        "the sleeper finished in the grace"
+    );
 }
