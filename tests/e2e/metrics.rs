@@ -474,3 +474,44 @@ fn health_says_draining_while_the_pipelines_drain() {
         "the sleeper finished in the grace"
     );
 }
+
+#[test]
+fn traps_and_timeouts_are_counted_apart() {
+    let redis = RedisServer::start();
+    let stream = key("metrics-traps");
+    redis.add(&stream, &[("action", "trap")]);
+    redis.add(&stream, &[("action", "loop")]);
+    let port = free_port();
+    let listen = http_flag(port);
+    let _host = Host::misbehave(
+        &redis,
+        &stream,
+        &fast(&["--max-deliveries", "1", "--http", &listen]),
+    );
+    let dlq = format!("{stream}:dlq");
+    eventually(WAIT, "both dead-lettered", || {
+        (dlq_kinds(&redis, &dlq).get("max-deliveries") == Some(&2)).then_some(())
+    });
+    let me = [("pipeline", "g")];
+    let samples = eventually(Duration::from_secs(5), "both counted", || {
+        let s = scrape(port);
+        let dead = value(
+            &s,
+            "streamhost_entries_dead_lettered_total",
+            &[("pipeline", "g"), ("kind", "max-deliveries")],
+        );
+        (dead == Some(2.0)).then_some(s)
+    });
+    assert_eq!(
+        value(&samples, "streamhost_handler_traps_total", &me),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "streamhost_handler_timeouts_total", &me),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "streamhost_entries_retried_total", &me),
+        Some(2.0)
+    );
+}
