@@ -113,10 +113,10 @@ fn run(config: Config) -> ExitCode {
 
 fn report(e: RunError) -> ExitCode {
     let code = match &e {
-        RunError::Config(_) | RunError::Pipeline(_) => EXIT_USAGE,
+        RunError::Config(_) | RunError::Pipeline(_) | RunError::Http(_) => EXIT_USAGE,
         RunError::Plugin(_) => EXIT_DATAERR,
         RunError::Spawn(_) => 1,
-        RunError::TaskFailed { .. } => EXIT_SOFTWARE,
+        RunError::TaskFailed { .. } | RunError::ProcessTaskFailed { .. } => EXIT_SOFTWARE,
     };
     tracing::error!(error = %e, "cannot run");
     eprintln!("error: {e}");

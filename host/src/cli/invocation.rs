@@ -61,13 +61,18 @@ pub fn invocation() -> Invocation {
                     source: RunSource::File(file),
                     check_only,
                 }),
-                None => args
-                    .redis_config(&|name| std::env::var(name).ok())
-                    .and_then(|redis| args.into_config(redis, super::env_plugin_config()))
-                    .map(|c| What::Run {
-                        source: RunSource::Flags(Box::new(Config::single(c))),
-                        check_only,
-                    }),
+                None => {
+                    let http = args.http.clone();
+                    args.redis_config(&|name| std::env::var(name).ok())
+                        .and_then(|redis| args.into_config(redis, super::env_plugin_config()))
+                        .map(|c| What::Run {
+                            source: RunSource::Flags(Box::new(Config {
+                                http,
+                                ..Config::single(c)
+                            })),
+                            check_only,
+                        })
+                }
             }
         }
     };
@@ -93,6 +98,8 @@ fn refuse_flags_beside(matches: &ArgMatches) -> Result<(), ConfigError> {
         Some((_, long)) => {
             let instead = if long == "redis" || long.starts_with("redis-") {
                 "set the connection in the file's [redis] table instead".to_owned()
+            } else if long == "http" {
+                "set `listen` in the file's [http] table instead".to_owned()
             } else {
                 format!("set `{long}` in the file instead")
             };

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use self::invocation::{Invocation, RunSource, What, invocation};
-use crate::config::{ConfigError, RedisConfig, RunConfig};
+use crate::config::{ConfigError, HttpListen, RedisConfig, RunConfig};
 use crate::units::ByteSize;
 
 /// streamhost: Redis Streams consumer groups, handled by sandboxed WebAssembly plugins.
@@ -93,6 +93,10 @@ pub struct CheckArgs {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 30s, 5m)"))
+}
+
+fn http_listen(s: &str) -> Result<HttpListen, String> {
+    s.parse()
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -179,6 +183,17 @@ pub struct RunArgs {
         help_heading = "Redis connection"
     )]
     pub redis_server_name: Option<String>,
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/healthz`, `/readyz`) on ADDR:
+    /// `HOST:PORT`, or a bare `PORT` for 127.0.0.1:PORT. Process-level: in a config file, the
+    /// `[http]` table's `listen`.
+    #[arg(
+        long,
+        env = "STREAMHOST_HTTP",
+        value_name = "ADDR",
+        value_parser = http_listen,
+        help_heading = "Metrics and health"
+    )]
+    pub http: Option<HttpListen>,
     /// Pipeline name in logs [default: the group].
     #[arg(long, env = "STREAMHOST_NAME")]
     pub name: Option<String>,

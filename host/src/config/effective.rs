@@ -15,6 +15,11 @@ pub fn render(config: &Config) -> String {
     if let Some(first) = config.pipelines.first() {
         doc.insert("redis".into(), Value::Table(redis_table(&first.redis)));
     }
+    if let Some(listen) = &config.http {
+        let mut http = Table::new();
+        http.insert("listen".into(), listen.to_string().into());
+        doc.insert("http".into(), Value::Table(http));
+    }
     let pipelines = config
         .pipelines
         .iter()

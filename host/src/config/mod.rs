@@ -4,6 +4,7 @@
 
 mod effective;
 mod endpoint;
+mod http;
 mod process;
 mod redis;
 mod tls;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use self::effective::{changed_keys, render};
 pub use self::endpoint::{Address, RedisEndpoint, TlsTarget};
+pub use self::http::HttpListen;
 pub use self::process::{Config, Loader, PipelineError, Source};
 pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
 pub use self::tls::{TlsError, TlsFile, TlsMaterial};

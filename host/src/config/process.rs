@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ConfigError, RunConfig};
+use super::{ConfigError, HttpListen, RunConfig};
 
 /// Everything one process runs: its pipelines, and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,9 @@ pub struct Config {
     pub pipelines: Vec<RunConfig>,
     /// The file they were read from, watched for live reload (`None`: flags).
     pub source: Option<Source>,
+    /// Where the metrics and health endpoints listen (`--http`, `[http]
+    /// listen`); process-level: a reload does not move the listener.
+    pub http: Option<HttpListen>,
 }
 
 /// Reads a configuration file into a validated [`Config`] (or says why not).
@@ -75,6 +78,7 @@ impl Config {
         Self {
             pipelines: vec![pipeline],
             source: None,
+            http: None,
         }
     }
 

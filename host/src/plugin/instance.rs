@@ -24,6 +24,25 @@ pub struct PluginInstance {
     plugin: Arc<LoadedPlugin>,
     live: Option<Live>,
     replaced: u64,
+    fault: Option<CallFault>,
+}
+
+/// How the last call broke the instance, for the trap and timeout counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFault {
+    /// A trap: the memory cap, `unreachable`, a failed instantiation, …
+    Trap,
+    /// The call ran past its deadline and was interrupted.
+    Timeout,
+}
+
+impl CallFault {
+    fn of(err: &wasmtime::Error) -> Self {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallFault::Timeout,
+            _ => CallFault::Trap,
+        }
+    }
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -42,6 +61,7 @@ impl PluginInstance {
             plugin,
             live: None,
             replaced: 0,
+            fault: None,
         }
     }
 
@@ -59,6 +79,12 @@ impl PluginInstance {
     /// How many times a store was thrown away after a trap.
     pub fn replaced(&self) -> u64 {
         self.replaced
+    }
+
+    /// Whether the last call trapped or timed out (then its outcome is a
+    /// retry whose reason says so).
+    pub fn fault(&self) -> Option<CallFault> {
+        self.fault
     }
 
     /// Calls `handle(event)` under the plugin's memory cap and deadline, on
@@ -81,6 +107,7 @@ impl PluginInstance {
             .is_err()
             .then(|| rt.enter());
         let deadline = tokio::time::Instant::now() + timeout;
+        self.fault = None;
         let finished = {
             let mut call = std::pin::pin!(self.call_until(event, deadline));
             match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
@@ -92,6 +119,7 @@ impl PluginInstance {
             // Dropped at the deadline while waiting on a host future: the
             // store is in no state to be entered again.
             self.discard_broken();
+            self.fault = Some(CallFault::Timeout);
             Outcome::Retry {
                 reason: format!(
                     "handler exceeded its deadline of {} (blocked in a host call) and was interrupted",
@@ -118,7 +146,10 @@ impl PluginInstance {
                     live.store.set_epoch_deadline(ticks_until(deadline));
                     live
                 }
-                Err(reason) => return Outcome::Retry { reason },
+                Err((fault, reason)) => {
+                    self.fault = Some(fault);
+                    return Outcome::Retry { reason };
+                }
             },
         };
         live.store.data_mut().begin_call(&event.id);
@@ -139,9 +170,12 @@ impl PluginInstance {
                     Some(broken) => {
                         Outcome::dead_letter(DeadLetterKind::Permanent, broken.to_string())
                     }
-                    None => Outcome::Retry {
-                        reason: describe_trap(&err, timeout),
-                    },
+                    None => {
+                        self.fault = Some(CallFault::of(&err));
+                        Outcome::Retry {
+                            reason: describe_trap(&err, timeout),
+                        }
+                    }
                 }
             }
         }
@@ -152,7 +186,10 @@ impl PluginInstance {
         self.replaced += 1;
     }
 
-    async fn instantiate(&self, deadline: tokio::time::Instant) -> Result<Live, String> {
+    async fn instantiate(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Live, (CallFault, String)> {
         let state = CallState::new(
             self.plugin.meta.clone(),
             MemoryLimiter::new(self.plugin.max_memory),
@@ -163,9 +200,12 @@ impl PluginInstance {
         store.set_epoch_deadline(ticks_until(deadline));
         match self.plugin.pre.instantiate_async(&mut store).await {
             Ok(handler) => Ok(Live { store, handler }),
-            Err(err) => Err(format!(
-                "instantiating the plugin failed: {}",
-                describe_trap(&err, self.plugin.timeout)
+            Err(err) => Err((
+                CallFault::of(&err),
+                format!(
+                    "instantiating the plugin failed: {}",
+                    describe_trap(&err, self.plugin.timeout)
+                ),
             )),
         }
     }

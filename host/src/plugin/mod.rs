@@ -23,7 +23,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 pub use bindings::{Event, Failure};
 pub use cache::{ArtifactCache, default_dir as default_cache_dir};
 pub use host_api::{CallState, EmitTargets, OutputRules, PluginMeta, RuleBroken};
-pub use instance::PluginInstance;
+pub use instance::{CallFault, PluginInstance};
 pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
 pub use slot::PluginSlot;
 

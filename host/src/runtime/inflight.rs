@@ -48,6 +48,11 @@ impl InFlight {
         }
     }
 
+    /// How many entries are held.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Whether `id` is held.
     pub fn contains(&self, id: &str) -> bool {
         self.lock().contains_key(id)

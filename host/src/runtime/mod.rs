@@ -3,11 +3,14 @@
 //! committer, holder, reaper, trimmer, plugin watcher — under one
 //! cancellation tree (root → pipeline → task), with an orderly drain.
 
+mod board;
+mod call_times;
 mod claiming;
 mod committer;
 mod dispatch;
 mod file_watch;
 mod holder;
+mod http;
 mod hygiene;
 mod inflight;
 mod ordering;
@@ -30,6 +33,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use http::HttpError;
 pub use pipeline::{DRAIN_AFTER_GRACE, PipelineReport};
 pub use prepare::{Prepared, prepare};
 pub use process::run;
@@ -51,6 +55,9 @@ pub enum RunError {
     /// The plugin file was refused.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The metrics and health endpoints cannot listen.
+    #[error(transparent)]
+    Http(#[from] HttpError),
     /// A thread could not be started.
     #[error("cannot start worker threads: {0}")]
     Spawn(#[from] std::io::Error),
@@ -61,6 +68,17 @@ pub enum RunError {
     TaskFailed {
         /// Which pipeline.
         pipeline: String,
+        /// Which task.
+        task: String,
+        /// How it ended.
+        how: String,
+    },
+    /// A process-level task (the http listener) ended before shutdown;
+    /// every pipeline was drained.
+    #[error(
+        "the {task} task {how}; every pipeline was drained and stopped (unfinished entries stay pending for the next owner)"
+    )]
+    ProcessTaskFailed {
         /// Which task.
         task: String,
         /// How it ended.

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::board::{PipelineHealth, PipelineView};
 use super::claiming::DlqTarget;
 use super::prepare::Prepared;
 use super::stats::{Stats, StatsSnapshot};
@@ -63,6 +64,7 @@ pub struct PipelineHandle {
     abandon: CancellationToken,
     dlq: DlqTarget,
     cleanup_link: RedisLink,
+    view: PipelineView,
 }
 
 /// A task of a pipeline that ended before the pipeline was stopped.
@@ -101,6 +103,8 @@ impl Pipeline {
         let workers = parts.workers(work_rx, settled_tx)?;
         let read = parts.read_side(dispatcher);
         let cleanup_link = parts.link(TASK_TIMEOUT);
+        let health = Arc::new(PipelineHealth::default());
+        let view = parts.view(health.clone());
         let Parts {
             config,
             token,
@@ -116,6 +120,7 @@ impl Pipeline {
             config.name.clone(),
             token.clone(),
             failures,
+            health,
         ));
         Ok(PipelineHandle {
             config,
@@ -136,6 +141,7 @@ impl Pipeline {
             abandon,
             dlq,
             cleanup_link,
+            view,
         })
     }
 }
@@ -148,6 +154,7 @@ async fn sentinel(
     pipeline: String,
     token: CancellationToken,
     failures: mpsc::UnboundedSender<Failure>,
+    health: Arc<PipelineHealth>,
 ) -> Supervisor {
     let end = tokio::select! {
         biased;
@@ -157,12 +164,18 @@ async fn sentinel(
     // A task may end on its own once the drain began (a signal that raced
     // this select); before that, or by a panic, it is a failure.
     if !token.is_cancelled() || end.how.starts_with("panicked") {
+        health.failed(&end);
         let _ = failures.send(Failure { pipeline, end });
     }
     supervisor
 }
 
 impl PipelineHandle {
+    /// What the metrics and health endpoints see of this pipeline.
+    pub fn view(&self) -> PipelineView {
+        self.view.clone()
+    }
+
     /// Stops the pipeline: reading stops at once, in-flight entries get
     /// `--shutdown-grace` to finish, then whatever is left is abandoned
     /// (it stays pending for the next owner). Takes at most the grace plus

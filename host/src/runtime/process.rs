@@ -4,20 +4,27 @@
 //! with an error, so a supervisor such as systemd restarts the process.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::board::Board;
 use super::file_watch::{FileWatch, Trigger};
+use super::http::HttpServer;
 use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport};
 use super::prepare::{Prepared, prepare};
 use super::reload::{self, Plan};
+use super::supervise::{Supervisor, Task};
 use super::{RunError, RunReport};
 use crate::config::{Config, RunConfig};
 
 /// How often the config file is stat'ed when notifications are missed.
-const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+/// How long the http listener gets to finish answers after the drain.
+const HTTP_STOP: Duration = Duration::from_secs(1);
 
 /// Runs every pipeline of `config` until `shutdown` fires (or a task fails),
 /// then drains them all. Plugins are compiled before anything connects; a
@@ -25,27 +32,43 @@ const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunReport, RunError> {
     config.validate()?;
     let (failures_tx, mut failures) = mpsc::unbounded_channel();
+    let board = Board::new(
+        declared(&config),
+        config.pipelines.first().map(|p| p.redis.clone()),
+    );
     let mut process = Process {
         running: BTreeMap::new(),
         config: config.clone(),
         root: shutdown.clone(),
         failures: failures_tx,
         report: RunReport::default(),
+        board: board.clone(),
+    };
+    // Bound before the (slow) plugin compiles: a taken address is a
+    // start-up error, and the endpoints answer (not ready) meanwhile.
+    let mut http = match &config.http {
+        Some(listen) => Some(ProcessTasks::http(HttpServer::bind(listen, board).await?)),
+        None => None,
     };
     let prepared = tokio::select! {
         biased;
         _ = shutdown.cancelled() => {
             tracing::info!("shutdown requested while compiling plugins; nothing was started");
+            ProcessTasks::stop(http).await;
             return Ok(process.report);
         }
-        p = prepare_all(config.pipelines.clone()) => p?,
+        p = prepare_all(config.pipelines.clone()) => p,
     };
-    for (pipeline, prepared) in prepared {
-        if let Err(e) = process.start(pipeline, prepared, "started") {
-            // Nothing is left running behind an error.
-            process.drain_all().await;
-            return Err(e);
-        }
+    let started = prepared.and_then(|prepared| {
+        prepared
+            .into_iter()
+            .try_for_each(|(pipeline, prepared)| process.start(pipeline, prepared, "started"))
+    });
+    if let Err(e) = started {
+        // Nothing is left running behind an error.
+        process.drain_all().await;
+        ProcessTasks::stop(http).await;
+        return Err(e);
     }
     let mut reloads = config
         .source
@@ -58,26 +81,83 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
                 None => std::future::pending().await,
             }
         };
+        let process_task_end = async {
+            match http.as_mut() {
+                Some(tasks) => tasks.supervisor.next_end().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break None,
-            Some(failure) = failures.recv() => break Some(failure),
+            Some(failure) = failures.recv() => break Some(Err(failure)),
+            end = process_task_end => break Some(Ok(end)),
             trigger = reload => process.reload(trigger).await,
         }
     };
-    if let Some(f) = &failure {
-        tracing::error!(pipeline = %f.pipeline, task = %f.end.task, how = %f.end.how,
-            "a task ended unexpectedly; draining every pipeline and stopping");
+    match &failure {
+        Some(Err(f)) => {
+            tracing::error!(pipeline = %f.pipeline, task = %f.end.task, how = %f.end.how,
+                "a task ended unexpectedly; draining every pipeline and stopping");
+        }
+        Some(Ok(end)) => {
+            tracing::error!(task = %end.task, how = %end.how,
+                "a process task ended unexpectedly; draining every pipeline and stopping");
+        }
+        None => {}
     }
+    process.board.draining();
     process.drain_all().await;
+    ProcessTasks::stop(http).await;
     // A panic found while draining was sent to the same channel.
-    match failure.or_else(|| failures.try_recv().ok()) {
-        Some(f) => Err(RunError::TaskFailed {
+    match failure.or_else(|| failures.try_recv().ok().map(Err)) {
+        Some(Err(f)) => Err(RunError::TaskFailed {
             pipeline: f.pipeline,
             task: f.end.task,
             how: f.end.how,
         }),
+        Some(Ok(end)) => Err(RunError::ProcessTaskFailed {
+            task: end.task,
+            how: end.how,
+        }),
         None => Ok(process.report),
+    }
+}
+
+/// The names of the pipelines `config` declares.
+fn declared(config: &Config) -> Vec<String> {
+    config.pipelines.iter().map(|p| p.name.clone()).collect()
+}
+
+/// The process-level tasks: the http listener, under a supervisor of its own.
+struct ProcessTasks {
+    supervisor: Supervisor,
+    http: Task,
+    stop: CancellationToken,
+}
+
+impl ProcessTasks {
+    /// Starts serving `server` until [`ProcessTasks::stop`].
+    fn http(server: HttpServer) -> Self {
+        let supervisor = Supervisor::new("process".into(), tracing::info_span!("http"));
+        let stop = CancellationToken::new();
+        let http = supervisor.spawn("http", server.run(stop.clone()));
+        Self {
+            supervisor,
+            http,
+            stop,
+        }
+    }
+
+    /// Stops the listener, last (so `/healthz` says "draining" during the
+    /// drain), within [`HTTP_STOP`].
+    async fn stop(tasks: Option<Self>) {
+        if let Some(mut tasks) = tasks {
+            tasks.stop.cancel();
+            if !tasks.http.finish_within(HTTP_STOP).await {
+                tracing::warn!("the http listener did not stop in time and was aborted");
+            }
+        }
     }
 }
 
@@ -103,6 +183,8 @@ struct Process {
     root: CancellationToken,
     failures: mpsc::UnboundedSender<Failure>,
     report: RunReport,
+    /// What the http side sees.
+    board: Arc<Board>,
 }
 
 impl Process {
@@ -120,6 +202,7 @@ impl Process {
             self.failures.clone(),
         )?;
         tracing::info!(pipeline = %name, action, "pipeline {action}");
+        self.board.started(handle.view());
         self.running.insert(name, handle);
         Ok(())
     }
@@ -133,13 +216,21 @@ impl Process {
         if trigger == Trigger::Hangup {
             tracing::info!(file = %source.path().display(), "SIGHUP: reloading the configuration");
         }
-        let new = match source.load() {
+        let mut new = match source.load() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "configuration reload refused; the running configuration keeps serving");
                 return;
             }
         };
+        if new.http != self.config.http {
+            tracing::warn!(
+                listening = %self.config.http.as_ref().map_or("nowhere".into(), ToString::to_string),
+                configured = %new.http.as_ref().map_or("nowhere".into(), ToString::to_string),
+                "the http listener is process-level: a reload does not move it; restart the process to apply [http]"
+            );
+            new.http = self.config.http.clone();
+        }
         let plan = reload::diff(&self.config, &new);
         if plan.is_empty() {
             tracing::info!(file = %source.path().display(), "configuration reloaded: no pipeline changed");
@@ -167,8 +258,11 @@ impl Process {
         let failed = self.apply(plan, prepared).await;
         // A pipeline that could not start is left out, so that the next
         // reload sees it as new and tries again.
-        let mut new = new;
         new.pipelines.retain(|p| !failed.contains(&p.name));
+        self.board.declare(
+            declared(&new),
+            new.pipelines.first().map(|p| p.redis.clone()),
+        );
         self.config = new;
     }
 
@@ -218,6 +312,7 @@ impl Process {
         let mut drains = JoinSet::new();
         for name in names {
             if let Some(handle) = self.running.remove(name) {
+                self.board.stopping(name);
                 let name = name.clone();
                 drains.spawn(async move { (name, handle.drain().await) });
             }

@@ -60,6 +60,7 @@ mod tests {
         let old = Config {
             pipelines: vec![pipeline("keep"), pipeline("tune"), pipeline("drop")],
             source: None,
+            http: None,
         };
         let mut tuned = pipeline("tune");
         tuned.batch = 50;
@@ -67,6 +68,7 @@ mod tests {
         let new = Config {
             pipelines: vec![pipeline("keep"), tuned.clone(), pipeline("add")],
             source: None,
+            http: None,
         };
         let plan = diff(&old, &new);
         assert_eq!(plan.unchanged, ["keep"]);

@@ -1,10 +1,11 @@
 //! Counters of what a run did, shared by its tasks; read for progress lines,
-//! the final summary and (later) metrics.
+//! the final summary and the metrics endpoint.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use super::call_times::CallTimes;
 use crate::outcome::DeadLetterKind;
 
 /// Monotonic counters, updated with relaxed atomics on the hot path.
@@ -31,6 +32,9 @@ pub struct Stats {
     plugin_reload_failures: AtomicU64,
     read_calls: AtomicU64,
     commit_calls: AtomicU64,
+    traps: AtomicU64,
+    timeouts: AtomicU64,
+    call_times: CallTimes,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -78,6 +82,11 @@ pub struct StatsSnapshot {
     pub read_calls: u64,
     /// Commit round trips (one pipeline of acks and scripts each).
     pub commit_calls: u64,
+    /// Handler calls that trapped (memory cap, `unreachable`, a failed
+    /// instantiation, …); each is also a retry.
+    pub traps: u64,
+    /// Handler calls interrupted at `--handler-timeout`; each is also a retry.
+    pub timeouts: u64,
 }
 
 impl StatsSnapshot {
@@ -180,6 +189,19 @@ impl Stats {
         add(&self.plugin_reload_failures, 1);
     }
 
+    /// A handler call trapped.
+    pub fn trapped(&self) {
+        add(&self.traps, 1);
+    }
+    /// A handler call ran out of time.
+    pub fn timed_out(&self) {
+        add(&self.timeouts, 1);
+    }
+    /// How long handler calls take.
+    pub fn call_times(&self) -> &CallTimes {
+        &self.call_times
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -205,6 +227,8 @@ impl Stats {
             plugin_reload_failures: g(&self.plugin_reload_failures),
             read_calls: g(&self.read_calls),
             commit_calls: g(&self.commit_calls),
+            traps: g(&self.traps),
+            timeouts: g(&self.timeouts),
         }
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::RunError;
+use super::board::{PipelineHealth, PipelineView};
 use super::claiming::DlqTarget;
 use super::committer::Committer;
 use super::dispatch::{Admission, Dispatcher, Job, Settled, WeakDispatcher};
@@ -130,6 +131,19 @@ impl Parts {
             token,
             config,
         })
+    }
+
+    /// What the metrics and health endpoints see of this pipeline.
+    pub fn view(&self, health: Arc<PipelineHealth>) -> PipelineView {
+        PipelineView {
+            name: self.config.name.clone(),
+            stream: self.config.stream.clone(),
+            group: self.config.group.clone(),
+            stats: self.stats.clone(),
+            inflight: self.inflight.clone(),
+            plugin: self.slot.clone(),
+            health,
+        }
     }
 
     /// A connection of this pipeline's with its own response timeout.

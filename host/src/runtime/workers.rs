@@ -8,6 +8,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -15,7 +16,7 @@ use super::dispatch::{Job, Settled};
 use super::stats::Stats;
 use super::supervise::Supervisor;
 use crate::outcome::{DeadLetterKind, Outcome};
-use crate::plugin::{Event, PluginInstance, PluginSlot};
+use crate::plugin::{CallFault, Event, PluginInstance, PluginSlot};
 use crate::stream::{GroupRef, Payload};
 
 /// What every worker needs; cloned into each thread.
@@ -93,10 +94,17 @@ impl WorkerSet {
                     event.id = std::mem::take(&mut entry.id);
                     event.fields = fields;
                     event.delivery_count = entry.delivery_count;
+                    let started = Instant::now();
                     let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         crate::fault::panic_once("worker-panic");
                         instance.call_on(&rt, &event)
                     }));
+                    self.stats.call_times().record(started.elapsed());
+                    match called.as_ref().ok().and(instance.fault()) {
+                        Some(CallFault::Trap) => self.stats.trapped(),
+                        Some(CallFault::Timeout) => self.stats.timed_out(),
+                        None => {}
+                    }
                     let outcome = match called {
                         Ok(outcome) => outcome,
                         Err(panic) => {

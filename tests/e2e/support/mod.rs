@@ -3,6 +3,7 @@
 //! `plugins/`, and the real `host` binary as a child process.
 
 pub mod host;
+pub mod http;
 pub mod pki;
 pub mod plugins;
 pub mod proxy;

@@ -1,4 +1,4 @@
-//! The config file (`host run --config FILE`): `[redis]`, `[defaults]` and
+//! The config file (`host run --config FILE`): `[redis]`, `[http]`, `[defaults]` and
 //! `[[pipeline]]` tables whose keys are `host run`'s flag names. Each
 //! pipeline (its keys over `[defaults]`) is turned into the flags it stands
 //! for and parsed by the same clap definitions, so keys, value syntax and
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod expand;
+mod http;
 mod redis;
 mod values;
 
@@ -21,6 +22,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use self::expand::expand;
+use self::http::http_listen;
 use self::redis::redis_config;
 use self::values::flag_values;
 use super::{Cli, RunArgs};
@@ -76,6 +78,7 @@ type Problem = (Option<Range<usize>>, String);
 /// The tables of a parsed file, with the spans errors point at.
 struct File<'a> {
     redis: Option<&'a Spanned<DeValue<'a>>>,
+    http: Option<&'a Spanned<DeValue<'a>>>,
     defaults: Option<&'a DeTable<'a>>,
     pipelines: Vec<&'a Spanned<DeValue<'a>>>,
 }
@@ -84,12 +87,14 @@ impl<'a> File<'a> {
     fn read(root: &'a DeTable<'a>) -> Result<Self, Problem> {
         let mut file = File {
             redis: None,
+            http: None,
             defaults: None,
             pipelines: Vec::new(),
         };
         for (key, value) in root.iter() {
             match (key.get_ref().as_ref(), value.get_ref()) {
                 ("redis", DeValue::Table(_)) => file.redis = Some(value),
+                ("http", DeValue::Table(_)) => file.http = Some(value),
                 ("defaults", DeValue::Table(t)) => {
                     if let Some((k, _)) = t.iter().find(|(k, _)| k.get_ref() == "name") {
                         return Err((
@@ -110,7 +115,7 @@ impl<'a> File<'a> {
                         file.pipelines.push(item);
                     }
                 }
-                ("redis" | "defaults", _) => {
+                ("redis" | "http" | "defaults", _) => {
                     return Err((
                         Some(value.span()),
                         format!("`{}` must be a table", key.get_ref()),
@@ -126,7 +131,7 @@ impl<'a> File<'a> {
                     return Err((
                         Some(key.span()),
                         format!(
-                            "unknown key `{other}` (a config file has [redis], [defaults] and [[pipeline]] tables)"
+                            "unknown key `{other}` (a config file has [redis], [http], [defaults] and [[pipeline]] tables)"
                         ),
                     ));
                 }
@@ -151,6 +156,10 @@ impl<'a> File<'a> {
             Some(table) => redis_config(table, env)?,
             None => RedisConfig::from_url("redis://127.0.0.1:6379"),
         };
+        let http = match self.http {
+            Some(table) => http_listen(table)?,
+            None => None,
+        };
         let command = run_command();
         let mut pipelines = Vec::new();
         let mut keys = Vec::new();
@@ -169,6 +178,7 @@ impl<'a> File<'a> {
         let config = Config {
             pipelines,
             source: Some(Source::new(path.to_owned(), reload)),
+            http,
         };
         config.validate().map_err(|e| {
             let flags = e.error.flags();
@@ -217,6 +227,7 @@ fn reserved(key: &str) -> Option<&'static str> {
     match key {
         "redis" => Some("the connection is set in the [redis] table"),
         k if k.starts_with("redis-") => Some("the connection is set in the [redis] table"),
+        "http" => Some("the listener is set in the [http] table (`listen`)"),
         "config" | "check" => Some("only a command-line flag"),
         _ => None,
     }

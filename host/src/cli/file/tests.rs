@@ -243,3 +243,21 @@ fn every_run_flag_is_a_key() {
         );
     }
 }
+
+#[test]
+fn the_http_listener_is_a_process_level_table() {
+    const P: &str = "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\n";
+    let c = load(&format!("[http]\nlisten = \"9090\"\n{P}")).unwrap();
+    let listen = c.http.as_ref().map(ToString::to_string);
+    assert_eq!(listen.as_deref(), Some("127.0.0.1:9090"));
+    let again = load(&render(&c)).unwrap();
+    assert_eq!(again.http, c.http, "the effective file keeps the listener");
+    assert_eq!(load(P).unwrap().http, None);
+    let e = refusal(&format!("[http]\nlisten = \"nowhere:port\"\n{P}"));
+    assert_eq!((e.line, e.column), (2, 10), "{e}");
+    assert!(e.message.contains("invalid `listen`"), "{e}");
+    let e = refusal(&format!("[http]\nport = 1\n{P}"));
+    assert!(e.message.contains("unknown key `port` in [http]"), "{e}");
+    let e = refusal(&format!("{P}http = \"9090\"\n"));
+    assert!(e.message.contains("[http] table"), "{e}");
+}

@@ -1,0 +1,96 @@
+//! Where the metrics and health endpoints listen (`--http ADDR`, `[http]
+//! listen`): `HOST:PORT`, or a bare `PORT` meaning loopback, so nothing is
+//! exposed beyond the machine unless an address says so.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The HTTP listener's address, as given (a host name is resolved at bind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpListen {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port (0: any free port).
+    pub port: u16,
+}
+
+impl FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad_port = |p: &str| format!("{p:?} is not a port number (0-65535)");
+        if !s.contains(':') {
+            let port = s.parse().map_err(|_| {
+                format!(
+                    "{s:?} is neither HOST:PORT nor a port number (e.g. 127.0.0.1:9090 or 9090)"
+                )
+            })?;
+            return Ok(Self {
+                host: "127.0.0.1".into(),
+                port,
+            });
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+        let port = port.parse().map_err(|_| bad_port(port))?;
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6
+                .strip_suffix(']')
+                .ok_or_else(|| format!("{s:?}: an IPv6 address is written [addr]:port"))?,
+            None if host.contains(':') => {
+                return Err(format!("{s:?}: write an IPv6 address as [addr]:port"));
+            }
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(format!(
+                "{s:?} has no host (write 0.0.0.0:PORT to listen on every interface)"
+            ));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HttpListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(s: &str) -> Result<String, String> {
+        s.parse::<HttpListen>().map(|l| l.to_string())
+    }
+
+    #[test]
+    fn addresses_parse_and_a_bare_port_means_loopback() {
+        assert_eq!(listen("9090"), Ok("127.0.0.1:9090".into()));
+        assert_eq!(listen("0.0.0.0:80"), Ok("0.0.0.0:80".into()));
+        assert_eq!(listen("localhost:0"), Ok("localhost:0".into()));
+        assert_eq!(listen("[::1]:9090"), Ok("[::1]:9090".into()));
+        for bad in [
+            "",
+            "http",
+            ":9090",
+            "::1:9090",
+            "host:",
+            "host:99999",
+            "[::1:9",
+            "9090x",
+        ] {
+            assert!(listen(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

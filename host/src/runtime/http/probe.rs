@@ -1,0 +1,154 @@
+//! The Redis side of a scrape or a readiness check: PING, then each
+//! pipeline's group (`XINFO GROUPS`, the summary form of `XPENDING`), on a
+//! connection of its own, all within a short time budget so that an answer
+//! comes quickly even while Redis is down.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex;
+
+use crate::config::RedisConfig;
+use crate::stream::inspect;
+
+/// The most one look at Redis may take.
+pub const PROBE_BUDGET: Duration = Duration::from_millis(800);
+/// Connect and response timeout of the probe's connection.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What Redis said, if it answered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RedisLook {
+    /// Why Redis did not answer (`None`: it did).
+    pub down: Option<String>,
+    /// Each asked `(stream, group)`: `None` if the group does not exist.
+    pub groups: BTreeMap<(String, String), Option<GroupLook>>,
+}
+
+/// One consumer group, seen from Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupLook {
+    /// Entries not yet delivered to the group (`None`: Redis cannot tell).
+    pub lag: Option<u64>,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+    /// Age of the oldest pending entry, from its id's time (`None`: none pending).
+    pub oldest_pending_age: Option<Duration>,
+}
+
+/// A cached connection, reopened after any failure or a change of settings.
+#[derive(Debug, Default)]
+pub struct RedisProbe {
+    conn: Mutex<Option<(RedisConfig, MultiplexedConnection)>>,
+}
+
+impl RedisProbe {
+    /// Looks at Redis and each of `groups` within [`PROBE_BUDGET`].
+    pub async fn look(&self, redis: &RedisConfig, groups: &[(String, String)]) -> RedisLook {
+        let mut cached = self.conn.lock().await;
+        let attempt = tokio::time::timeout(PROBE_BUDGET, async {
+            let mut con = match cached.as_ref() {
+                Some((settings, con)) if settings == redis => con.clone(),
+                _ => {
+                    let con = connect(redis).await?;
+                    *cached = Some((redis.clone(), con.clone()));
+                    con
+                }
+            };
+            inspect::ping(&mut con).await.map_err(|e| e.to_string())?;
+            let mut seen = BTreeMap::new();
+            for (stream, group) in groups {
+                let look = look_at(&mut con, stream, group).await?;
+                seen.insert((stream.clone(), group.clone()), look);
+            }
+            Ok::<_, String>(seen)
+        })
+        .await;
+        let down = match attempt {
+            Ok(Ok(groups)) => {
+                return RedisLook { down: None, groups };
+            }
+            Ok(Err(e)) => e,
+            Err(_) => format!(
+                "no answer within {}",
+                humantime::format_duration(PROBE_BUDGET)
+            ),
+        };
+        tracing::debug!(reason = %down, "redis did not answer a scrape or readiness check");
+        *cached = None;
+        RedisLook {
+            down: Some(down),
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
+async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
+    let endpoint = redis.endpoint().map_err(|e| e.to_string())?;
+    let config = endpoint
+        .connection_config()
+        .set_connection_timeout(Some(PROBE_TIMEOUT))
+        .set_response_timeout(Some(PROBE_TIMEOUT));
+    endpoint
+        .client()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn look_at(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Result<Option<GroupLook>, String> {
+    let groups = inspect::groups(con, stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(info) = groups.into_iter().find(|g| g.name == group) else {
+        return Ok(None);
+    };
+    let pending = inspect::pending_summary(con, stream, group)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(GroupLook {
+        lag: info.lag,
+        pending: pending.count,
+        oldest_pending_age: pending.oldest_ms().map(|ms| age_of(ms, SystemTime::now())),
+    }))
+}
+
+/// How long ago `ms` (milliseconds since the epoch) was at `now`; zero for a
+/// time ahead of this host's clock.
+fn age_of(ms: u64, now: SystemTime) -> Duration {
+    let then = UNIX_EPOCH + Duration::from_millis(ms);
+    now.duration_since(then).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_count_from_the_id_time_and_never_go_negative() {
+        let now = UNIX_EPOCH + Duration::from_millis(10_000);
+        assert_eq!(age_of(7_500, now), Duration::from_millis(2_500));
+        assert_eq!(age_of(12_000, now), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_redis_nobody_answers_for_is_reported_down_quickly() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let redis = RedisConfig::from_url(format!("redis://127.0.0.1:{port}"));
+        let started = std::time::Instant::now();
+        let look = RedisProbe::default()
+            .look(&redis, &[("s".into(), "g".into())])
+            .await;
+        assert!(look.down.is_some());
+        assert!(look.groups.is_empty());
+        assert!(started.elapsed() <= PROBE_BUDGET + Duration::from_millis(200));
+    }
+}
