@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
+use super::ops::Ops;
 use super::{CheckArgs, Cli, Command, ConfigCommand, LogFormat};
 use crate::config::{Config, ConfigError};
 
@@ -35,6 +36,8 @@ pub enum What {
     Check(CheckArgs),
     /// `host config check FILE`.
     ConfigCheck(PathBuf),
+    /// An operator command (`status`, `produce`, `dlq`, `trim`).
+    Ops(Box<Ops>),
 }
 
 /// Where `host run`'s pipelines come from.
@@ -53,6 +56,10 @@ pub fn invocation() -> Invocation {
     let what = match cli.command {
         Command::Check(args) => Ok(What::Check(args)),
         Command::Config(ConfigCommand::Check { file }) => Ok(What::ConfigCheck(file)),
+        Command::Status(a) => Ok(ops(Ops::Status(a), &matches)),
+        Command::Produce(a) => Ok(ops(Ops::Produce(a), &matches)),
+        Command::Dlq(c) => Ok(ops(Ops::Dlq(c), &matches)),
+        Command::Trim(a) => Ok(ops(Ops::Trim(a), &matches)),
         Command::Run(args) => {
             let run_matches = matches.subcommand_matches("run").expect("run was parsed");
             let check_only = args.check;
@@ -62,6 +69,7 @@ pub fn invocation() -> Invocation {
                     check_only,
                 }),
                 None => args
+                    .redis
                     .redis_config(&|name| std::env::var(name).ok())
                     .and_then(|redis| args.into_config(redis, super::env_plugin_config()))
                     .map(|c| What::Run {
@@ -76,6 +84,12 @@ pub fn invocation() -> Invocation {
         log_format: cli.log_format,
         what,
     }
+}
+
+/// An operator command, told which `--redis*` flag was typed (refused beside `--config`).
+fn ops(mut command: Ops, matches: &ArgMatches) -> What {
+    command.connect_mut().typed_redis_flag = super::ops::typed_redis_flag(matches);
+    What::Ops(Box::new(command))
 }
 
 /// Refuses run flags typed beside `--config`. Their `STREAMHOST_*`

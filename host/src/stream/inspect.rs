@@ -1,0 +1,282 @@
+//! Read-only views of a stream for operators: `XINFO STREAM`, `XINFO GROUPS`,
+//! `XINFO CONSUMERS`, `XPENDING` pages and binary-safe `XRANGE` /
+//! `XREVRANGE`. Nothing here writes; every wrapper documents its command.
+
+use std::collections::HashMap;
+
+use redis::aio::MultiplexedConnection;
+use redis::{RedisResult, Value};
+
+/// One entry as raw bytes: id and field/value pairs in stream order.
+pub type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// `XINFO STREAM key`: the parts an operator reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Entries in the stream (`XLEN`).
+    pub length: u64,
+    /// Id of the oldest entry, if any.
+    pub first_id: Option<String>,
+    /// Id of the newest entry, if any.
+    pub last_id: Option<String>,
+    /// The last id Redis generated (survives the deletion of that entry).
+    pub last_generated_id: String,
+    /// Entries ever added (Redis ≥ 7.0).
+    pub entries_added: Option<u64>,
+}
+
+/// One row of `XINFO GROUPS key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Group name.
+    pub name: String,
+    /// Consumers in the group.
+    pub consumers: u64,
+    /// Entries delivered and not yet acked.
+    pub pending: u64,
+    /// The last id delivered to the group.
+    pub last_delivered_id: String,
+    /// Entries not yet delivered; `None` when Redis cannot tell (Redis < 7
+    /// or after deletions in the undelivered range).
+    pub lag: Option<u64>,
+}
+
+/// One row of `XINFO CONSUMERS key group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Consumer name.
+    pub name: String,
+    /// Entries it holds.
+    pub pending: u64,
+    /// Milliseconds since its last attempted interaction.
+    pub idle_ms: u64,
+}
+
+/// One row of an extended `XPENDING`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInfo {
+    /// Entry id.
+    pub id: String,
+    /// Consumer holding it.
+    pub consumer: String,
+    /// Milliseconds since it was last delivered.
+    pub idle_ms: u64,
+    /// Times it was delivered.
+    pub deliveries: u64,
+}
+
+fn shape(what: &str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Parse, "unexpected reply", what.to_owned()))
+}
+
+/// A RESP2 flat array (or RESP3 map) as name → value.
+fn fields(v: Value) -> RedisResult<HashMap<String, Value>> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(m) => m,
+        Value::Array(a) => {
+            let mut it = a.into_iter();
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        _ => return Err(shape("expected a map")),
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| Ok((redis::from_redis_value::<String>(k)?, v)))
+        .collect()
+}
+
+fn text(m: &HashMap<String, Value>, key: &str) -> RedisResult<Option<String>> {
+    match m.get(key) {
+        None | Some(Value::Nil) => Ok(None),
+        Some(v) => Ok(Some(redis::from_redis_value(v.clone())?)),
+    }
+}
+
+fn number(m: &HashMap<String, Value>, key: &str) -> RedisResult<Option<u64>> {
+    match m.get(key) {
+        None | Some(Value::Nil) => Ok(None),
+        Some(v) => Ok(Some(redis::from_redis_value(v.clone())?)),
+    }
+}
+
+fn entry_id(v: Option<&Value>) -> RedisResult<Option<String>> {
+    match v {
+        Some(Value::Array(e)) if !e.is_empty() => Ok(Some(redis::from_redis_value(e[0].clone())?)),
+        _ => Ok(None),
+    }
+}
+
+/// Whether `key` exists, and its type (`TYPE key`: `none` if missing).
+pub async fn key_type(con: &mut MultiplexedConnection, key: &str) -> RedisResult<String> {
+    let t: String = redis::cmd("TYPE").arg(key).query_async(con).await?;
+    Ok(t)
+}
+
+/// `XINFO STREAM key`; `None` if the key does not exist.
+pub async fn stream_info(
+    con: &mut MultiplexedConnection,
+    key: &str,
+) -> RedisResult<Option<StreamInfo>> {
+    let reply: RedisResult<Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(con)
+        .await;
+    let reply = match reply {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let m = fields(reply)?;
+    Ok(Some(StreamInfo {
+        length: number(&m, "length")?.unwrap_or(0),
+        first_id: entry_id(m.get("first-entry"))?,
+        last_id: entry_id(m.get("last-entry"))?,
+        last_generated_id: text(&m, "last-generated-id")?.unwrap_or_default(),
+        entries_added: number(&m, "entries-added")?,
+    }))
+}
+
+/// `XINFO GROUPS key`.
+pub async fn groups(con: &mut MultiplexedConnection, key: &str) -> RedisResult<Vec<GroupInfo>> {
+    let rows: Vec<Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(con)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let m = fields(row)?;
+            Ok(GroupInfo {
+                name: text(&m, "name")?.unwrap_or_default(),
+                consumers: number(&m, "consumers")?.unwrap_or(0),
+                pending: number(&m, "pending")?.unwrap_or(0),
+                last_delivered_id: text(&m, "last-delivered-id")?.unwrap_or_default(),
+                lag: number(&m, "lag")?,
+            })
+        })
+        .collect()
+}
+
+/// `XINFO CONSUMERS key group`.
+pub async fn consumers(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> RedisResult<Vec<ConsumerInfo>> {
+    let rows: Vec<Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(key)
+        .arg(group)
+        .query_async(con)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let m = fields(row)?;
+            Ok(ConsumerInfo {
+                name: text(&m, "name")?.unwrap_or_default(),
+                pending: number(&m, "pending")?.unwrap_or(0),
+                idle_ms: number(&m, "idle")?.unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// `XPENDING key group [IDLE min_idle_ms] - + count`: the oldest pending
+/// entries (by id), optionally only those idle at least `min_idle_ms`.
+pub async fn pending(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+    min_idle_ms: Option<u64>,
+    count: usize,
+) -> RedisResult<Vec<PendingInfo>> {
+    let mut cmd = redis::cmd("XPENDING");
+    cmd.arg(key).arg(group);
+    if let Some(idle) = min_idle_ms {
+        cmd.arg("IDLE").arg(idle);
+    }
+    let rows: Vec<(String, String, u64, u64)> =
+        cmd.arg("-").arg("+").arg(count).query_async(con).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, consumer, idle_ms, deliveries)| PendingInfo {
+            id,
+            consumer,
+            idle_ms,
+            deliveries,
+        })
+        .collect())
+}
+
+fn raw_entries(rows: Vec<(String, Vec<Vec<u8>>)>) -> Vec<RawEntry> {
+    rows.into_iter()
+        .map(|(id, flat)| {
+            let mut it = flat.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            (id, pairs)
+        })
+        .collect()
+}
+
+/// `XRANGE key start end COUNT count`, byte for byte.
+pub async fn range(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    start: &str,
+    end: &str,
+    count: usize,
+) -> RedisResult<Vec<RawEntry>> {
+    let rows: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg(start)
+        .arg(end)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(con)
+        .await?;
+    Ok(raw_entries(rows))
+}
+
+/// `XREVRANGE key end start COUNT count`, byte for byte, newest first.
+pub async fn rev_range(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    end: &str,
+    start: &str,
+    count: usize,
+) -> RedisResult<Vec<RawEntry>> {
+    let rows: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg(end)
+        .arg(start)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(con)
+        .await?;
+    Ok(raw_entries(rows))
+}
+
+/// `XLEN key` (0 for a missing key).
+pub async fn len(con: &mut MultiplexedConnection, key: &str) -> RedisResult<u64> {
+    redis::cmd("XLEN").arg(key).query_async(con).await
+}
+
+/// Entries after `after` (exclusive), counted up to `cap`:
+/// `XRANGE key (after + COUNT cap` — the lag when Redis cannot tell it.
+pub async fn count_after(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    after: &str,
+    cap: usize,
+) -> RedisResult<u64> {
+    let ids = range(con, key, &format!("({after}"), "+", cap).await?;
+    Ok(ids.len() as u64)
+}
