@@ -16,6 +16,7 @@ mod in_process;
 mod languages;
 mod least_privilege;
 mod lifecycle;
+mod ops_dlq;
 mod ops_status;
 mod ordering;
 mod outcomes;

@@ -134,6 +134,7 @@ pub fn show_bytes(bytes: &[u8]) -> String {
                 '\n' => out.push_str("\\n"),
                 '\r' => out.push_str("\\r"),
                 '\t' => out.push_str("\\t"),
+                c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
                 c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
                 c => out.push(c),
             }
@@ -391,6 +392,6 @@ mod tests {
     #[test]
     fn bytes_show_safely() {
         assert_eq!(show_bytes(b"ok \xe2\x9c\x93"), "ok \u{2713}");
-        assert_eq!(show_bytes(b"a\nb\\\x1b[2J\xff"), "a\\nb\\\\\\u{1b}[2J\\xff");
+        assert_eq!(show_bytes(b"a\nb\\\x1b[2J\xff"), "a\\nb\\\\\\x1b[2J\\xff");
     }
 }
