@@ -17,6 +17,7 @@ mod languages;
 mod least_privilege;
 mod lifecycle;
 mod ops_dlq;
+mod ops_groups;
 mod ops_status;
 mod ops_trim;
 mod ordering;

@@ -79,6 +79,9 @@ pub enum Command {
     Dlq(ops::DlqCommand),
     /// Apply retention once (--maxlen / --max-age), never past what a group still needs unless --force.
     Trim(Box<ops::TrimArgs>),
+    /// Create, destroy or move consumer groups, with safe defaults.
+    #[command(subcommand)]
+    Groups(ops::GroupsCommand),
 }
 
 /// `host config …`.

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod commits;
 pub mod dlq;
 pub mod entry;
+pub mod groups;
 pub mod inspect;
 pub mod link;
 pub mod payloads;

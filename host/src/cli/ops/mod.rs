@@ -5,6 +5,7 @@
 //! status.
 
 mod dlq;
+mod groups;
 mod output;
 mod produce;
 mod status;
@@ -18,6 +19,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 
 pub use self::dlq::{DlqCommand, FilterArgs};
+pub use self::groups::GroupsCommand;
 pub use self::produce::ProduceArgs;
 pub use self::status::StatusArgs;
 pub use self::trim::TrimArgs;
@@ -37,6 +39,8 @@ pub enum Ops {
     Dlq(DlqCommand),
     /// `host trim`.
     Trim(Box<TrimArgs>),
+    /// `host groups …`.
+    Groups(GroupsCommand),
 }
 
 /// Where to connect: the `--redis*` flags, or a config file's `[redis]`.
@@ -94,6 +98,7 @@ impl Ops {
             Ops::Produce(a) => &mut a.connect,
             Ops::Dlq(c) => c.connect_mut(),
             Ops::Trim(a) => &mut a.connect,
+            Ops::Groups(c) => c.connect_mut(),
         }
     }
 }
@@ -130,6 +135,7 @@ pub fn execute(ops: Ops) -> ExitCode {
             Ops::Produce(a) => produce::run(*a).await,
             Ops::Dlq(c) => dlq::run(c).await,
             Ops::Trim(a) => trim::run(*a).await,
+            Ops::Groups(c) => groups::run(c).await,
         }
     });
     match result {
