@@ -18,6 +18,7 @@ mod least_privilege;
 mod lifecycle;
 mod ops_dlq;
 mod ops_groups;
+mod ops_replay;
 mod ops_status;
 mod ops_trim;
 mod ordering;

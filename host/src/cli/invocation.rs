@@ -61,6 +61,7 @@ pub fn invocation() -> Invocation {
         Command::Dlq(c) => Ok(ops(Ops::Dlq(c), &matches)),
         Command::Trim(a) => Ok(ops(Ops::Trim(a), &matches)),
         Command::Groups(c) => Ok(ops(Ops::Groups(c), &matches)),
+        Command::Replay(a) => Ok(ops(Ops::Replay(a), &matches)),
         Command::Run(args) => {
             let run_matches = matches.subcommand_matches("run").expect("run was parsed");
             let check_only = args.check;

@@ -82,6 +82,9 @@ pub enum Command {
     /// Create, destroy or move consumer groups, with safe defaults.
     #[command(subcommand)]
     Groups(ops::GroupsCommand),
+    /// Print a window of a stream without touching any group, or run a handler over it and
+    /// report what each entry would become (ack with emits, retry, dead-letter).
+    Replay(Box<ops::ReplayArgs>),
 }
 
 /// `host config …`.

@@ -98,7 +98,7 @@ fn shown_pairs<S: serde::Serializer>(
 }
 
 /// A field as JSON: text when it is UTF-8, else escaped text plus hex.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ShownField {
     /// Name (escaped if not UTF-8).
     pub name: String,
@@ -110,7 +110,8 @@ pub struct ShownField {
 }
 
 impl ShownField {
-    fn new(k: &[u8], v: &[u8]) -> Self {
+    /// A field shown for people and JSON.
+    pub fn new(k: &[u8], v: &[u8]) -> Self {
         let hex = std::str::from_utf8(v)
             .is_err()
             .then(|| v.iter().map(|b| format!("{b:02x}")).collect());

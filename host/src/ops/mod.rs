@@ -5,6 +5,7 @@
 
 pub mod dlq;
 pub mod produce;
+pub mod replay;
 pub mod status;
 pub mod trim;
 

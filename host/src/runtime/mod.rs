@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use dispatch::Admission;
 pub use pipeline::{DRAIN_AFTER_GRACE, PipelineReport};
 pub use prepare::{Prepared, prepare};
 pub use process::run;

@@ -8,6 +8,7 @@ mod dlq;
 mod groups;
 mod output;
 mod produce;
+mod replay;
 mod status;
 mod trim;
 
@@ -21,6 +22,7 @@ use clap::{ArgMatches, Args};
 pub use self::dlq::{DlqCommand, FilterArgs};
 pub use self::groups::GroupsCommand;
 pub use self::produce::ProduceArgs;
+pub use self::replay::ReplayArgs;
 pub use self::status::StatusArgs;
 pub use self::trim::TrimArgs;
 use super::RedisArgs;
@@ -41,6 +43,8 @@ pub enum Ops {
     Trim(Box<TrimArgs>),
     /// `host groups …`.
     Groups(GroupsCommand),
+    /// `host replay`.
+    Replay(Box<ReplayArgs>),
 }
 
 /// Where to connect: the `--redis*` flags, or a config file's `[redis]`.
@@ -99,6 +103,7 @@ impl Ops {
             Ops::Dlq(c) => c.connect_mut(),
             Ops::Trim(a) => &mut a.connect,
             Ops::Groups(c) => c.connect_mut(),
+            Ops::Replay(a) => &mut a.connect,
         }
     }
 }
@@ -136,6 +141,7 @@ pub fn execute(ops: Ops) -> ExitCode {
             Ops::Dlq(c) => dlq::run(c).await,
             Ops::Trim(a) => trim::run(*a).await,
             Ops::Groups(c) => groups::run(c).await,
+            Ops::Replay(a) => replay::run(*a).await,
         }
     });
     match result {
