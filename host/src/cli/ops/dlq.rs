@@ -152,15 +152,14 @@ async fn open(
     let mut con = ops::connect(&redis).await?;
     match inspect::key_type(&mut con, &t.dlq).await?.as_str() {
         "stream" => {}
-        "none" => match inspect::key_type(&mut con, &t.stream).await?.as_str() {
-            "none" => {
+        "none" => {
+            if inspect::key_type(&mut con, &t.stream).await? == "none" {
                 return Err(usage(format!(
                     "neither stream {:?} nor its dead-letter stream {:?} exists",
                     t.stream, t.dlq
                 )));
             }
-            _ => {}
-        },
+        }
         other => return Err(usage(format!("{:?} holds a {other}, not a stream", t.dlq))),
     }
     Ok((con, t))

@@ -210,7 +210,7 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
 /// stopped it (`--on-error fail`) after flushing what came before.
 async fn from_jsonl(
     sender: &mut Sender<'_>,
-    path: &PathBuf,
+    path: &std::path::Path,
     on_error: OnError,
 ) -> anyhow::Result<Option<OpsError>> {
     let input: Box<dyn BufRead> = if path.as_os_str() == "-" {

@@ -1,6 +1,6 @@
 //! `host replay`: print a window of a stream, or judge it with a handler.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -134,7 +134,7 @@ pub(super) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 fn judge(
     args: &ReplayArgs,
-    path: &PathBuf,
+    path: &Path,
     t: &super::Target,
     entries: &[inspect::RawEntry],
 ) -> anyhow::Result<Vec<ReplayRow>> {
