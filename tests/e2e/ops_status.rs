@@ -393,3 +393,73 @@ fn demo_orders_and_a_steady_rate() {
     );
     assert_eq!(redis.range(&stream).len(), 32);
 }
+
+#[test]
+fn the_connection_and_streams_come_from_a_config_file() {
+    let redis = RedisServer::start();
+    let (a, b) = (key("ops-cfg-a"), key("ops-cfg-b"));
+    redis.add(&a, &[("n", "1")]);
+    redis.add(&b, &[("n", "2")]);
+    redis.add(&b, &[("n", "3")]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pipelines.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[redis]\nurl = \"{}\"\n\n[[pipeline]]\nname = \"first\"\nstream = \"{a}\"\ngroup = \"ga\"\nplugin = \"x.wasm\"\n\n\
+             [[pipeline]]\nname = \"second\"\nstream = \"{b}\"\ngroup = \"gb\"\nplugin = \"x.wasm\"\ndlq = \"custom:dlq\"\nmaxlen = 1\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let cfg = file.display().to_string();
+    let run = |args: &[&str]| {
+        let (status, out, err) = Host::output_env(args, &[]);
+        (status.code().unwrap_or(-1), out, err)
+    };
+    // status: every pipeline's stream, with its DLQ and retention.
+    let (code, out, err) = run(&["status", "--config", &cfg, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let all: Json = serde_json::from_str(&out).unwrap();
+    let streams: Vec<(&str, u64, &str)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["stream"].as_str().unwrap(),
+                s["length"].as_u64().unwrap(),
+                s["dlq"]["key"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            (a.as_str(), 1, format!("{a}:dlq").as_str()),
+            (b.as_str(), 2, "custom:dlq")
+        ]
+    );
+    assert_eq!(all[1]["retention"]["maxlen"], 1);
+    // One pipeline by name; a command needing one stream refuses to guess.
+    let (code, out, err) = run(&["produce", "--config", &cfg, "--pipeline", "second", "x=1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("added 1 entries to {b}")), "{out}");
+    assert_eq!(redis.range(&b).len(), 3);
+    let (code, _, err) = run(&["produce", "--config", &cfg, "x=1"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("declares 2 pipelines") && err.contains("first, second"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["status", "--config", &cfg, "--pipeline", "third"]);
+    assert_eq!(code, 64);
+    assert!(err.contains("no pipeline named \"third\""), "{err}");
+    // STREAMHOST_REDIS still works for flags, as for `run`.
+    let (status, out, err) = Host::output_env(
+        &["status", "--stream", &a, "--json"],
+        &[("STREAMHOST_REDIS", &redis.url())],
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains(&a));
+}
