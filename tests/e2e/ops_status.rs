@@ -1,5 +1,5 @@
 //! `host produce` and `host status` against a real server: what they report
-//! agrees with XINFO / XPENDING read directly, `status --check` exits 2
+//! agrees with XINFO / XPENDING read directly, `status --check` exits 3
 //! exactly when a threshold is crossed, and bad arguments are refused with
 //! a clear message and a non-zero status.
 
@@ -196,7 +196,7 @@ fn status_check_exits_non_zero_exactly_when_a_threshold_is_crossed() {
     // Lag is 30.
     assert_eq!(check(&["--max-lag", "30"]).0, 0);
     let (code, _, err) = check(&["--max-lag", "29"]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("--max-lag") && err.contains("group g lags 30"),
         "{err}"
@@ -205,12 +205,12 @@ fn status_check_exits_non_zero_exactly_when_a_threshold_is_crossed() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(check(&["--max-pending-age", "1h"]).0, 0);
     let (code, _, err) = check(&["--max-pending-age", "200ms"]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(err.contains("--max-pending-age"), "{err}");
     // Three dead letters within the window.
     assert_eq!(check(&["--max-dlq-growth", "3", "--window", "1m"]).0, 0);
     let (code, _, err) = check(&["--max-dlq-growth", "2", "--window", "1m"]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("--max-dlq-growth") && err.contains("3 dead letters"),
         "{err}"
@@ -224,7 +224,7 @@ fn status_check_exits_non_zero_exactly_when_a_threshold_is_crossed() {
         "--max-dlq-growth",
         "1",
     ]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 3);
     assert!(
         err.contains("--max-lag")
             && err.contains("--max-dlq-growth")

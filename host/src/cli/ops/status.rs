@@ -14,8 +14,9 @@ use crate::ops::status::{self, Breach, StatusOptions, StreamStatus, Thresholds};
 use crate::ops::{self, id_ms, now_ms};
 use crate::stream::retention::Retention;
 
-/// Exit status of `status --check` when a threshold is crossed.
-pub const EXIT_THRESHOLD: u8 = 2;
+/// Exit status of `status --check` when a threshold is crossed (not 2:
+/// clap exits 2 for unparsable flags, and a probe must tell the two apart).
+pub const EXIT_THRESHOLD: u8 = 3;
 
 /// Flags of `host status`.
 #[derive(Debug, Args)]
@@ -47,7 +48,7 @@ pub struct StatusArgs {
     /// Retention policy to judge "held back" by: entries older than this go [default with --config: the pipeline's].
     #[arg(long, value_name = "DUR", value_parser = super::super::duration, help_heading = "Retention")]
     pub max_age: Option<Duration>,
-    /// Exit 2 if any threshold below is crossed, naming each on stderr (for cron, CI or a probe).
+    /// Exit 3 if any threshold below is crossed, naming each on stderr (for cron, CI or a probe).
     #[arg(long, help_heading = "Checks")]
     pub check: bool,
     /// Threshold: most entries a group may have undelivered (its lag).
