@@ -147,7 +147,8 @@ pub fn execute(ops: Ops) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every error here says all in its own message (a chain would repeat it).
+            eprintln!("error: {e}");
             let code = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<OpsError>())
