@@ -177,6 +177,17 @@ fn status_check_exits_non_zero_exactly_when_a_threshold_is_crossed() {
         redis.add(&stream, &[("n", &i.to_string())]);
     }
     redis.read_as(&stream, "g", "c", 10);
+    // The retention floor is the oldest pending entry, even when none is listed.
+    let first = redis.range(&stream)[0].0.clone();
+    let all = json(
+        &redis,
+        &[
+            "status", "--stream", &stream, "--json", "--oldest", "0", "--maxlen", "5",
+        ],
+    );
+    assert_eq!(all[0]["retention"]["floor"], first.as_str());
+    assert_eq!(all[0]["groups"][0]["oldest_pending"], Json::Array(vec![]));
+    assert_eq!(all[0]["retention"]["held_by"], "g");
     let dlq = format!("{stream}:dlq");
     for _ in 0..3 {
         redis.add(

@@ -172,9 +172,9 @@ pub async fn collect(
     let mut groups = Vec::new();
     let mut floor: Option<(String, String)> = None;
     for g in inspect::groups(con, stream).await? {
-        let status = group_status(con, stream, &g, opts).await?;
-        let need = match status.oldest_pending.first() {
-            Some(p) => Some(p.id.clone()),
+        let (status, oldest) = group_status(con, stream, &g, opts).await?;
+        let need = match oldest {
+            Some(id) => Some(id),
             None => inspect::range(con, stream, &format!("({}", g.last_delivered_id), "+", 1)
                 .await?
                 .pop()
@@ -211,7 +211,7 @@ async fn group_status(
     stream: &str,
     g: &GroupInfo,
     opts: &StatusOptions,
-) -> Result<GroupStatus, OpsError> {
+) -> Result<(GroupStatus, Option<String>), OpsError> {
     let (lag, lag_exact) = match g.lag {
         Some(lag) => (lag, true),
         None => {
@@ -228,8 +228,10 @@ async fn group_status(
             idle_ms: c.idle_ms,
         })
         .collect();
-    let oldest_pending = inspect::pending(con, stream, &g.name, None, opts.oldest_pending.max(1))
-        .await?
+    // At least one row: the oldest pending id is the group's retention floor.
+    let rows = inspect::pending(con, stream, &g.name, None, opts.oldest_pending.max(1)).await?;
+    let oldest = rows.first().map(|p| p.id.clone());
+    let oldest_pending = rows
         .into_iter()
         .take(opts.oldest_pending)
         .map(|p| PendingStatus {
@@ -239,7 +241,7 @@ async fn group_status(
             deliveries: p.deliveries,
         })
         .collect();
-    Ok(GroupStatus {
+    let status = GroupStatus {
         name: g.name.clone(),
         last_delivered_id: g.last_delivered_id.clone(),
         lag,
@@ -247,7 +249,8 @@ async fn group_status(
         pending: g.pending,
         consumers,
         oldest_pending,
-    })
+    };
+    Ok((status, oldest))
 }
 
 async fn dlq_status(
