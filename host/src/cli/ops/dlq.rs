@@ -318,7 +318,7 @@ async fn redrive(a: RedriveArgs) -> anyhow::Result<ExitCode> {
         &mut tick,
     )
     .await?;
-    bar.finish_and_clear();
+    bar.finish();
     let count = |o: &str| rows.iter().filter(|r| r.outcome == o).count();
     if a.common.json {
         print_json(&rows)?;

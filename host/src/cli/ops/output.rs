@@ -2,7 +2,9 @@
 //! and progress bars that only a terminal sees.
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use comfy_table::{Table, presets};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,11 +48,66 @@ pub fn duration(d: Duration) -> String {
     age(d.as_millis() as u64)
 }
 
-/// A progress bar over `len` items on stderr, when stderr is a terminal;
-/// hidden otherwise (the command prints a summary line at the end instead).
-pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
+/// How often a progress line is printed when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Progress over long work: an indicatif bar (count, rate, ETA) when stderr
+/// is a terminal; otherwise a plain line every few seconds, so a log shows
+/// the work moving without a bar's control characters.
+#[derive(Debug)]
+pub struct Progress {
+    bar: ProgressBar,
+    plain: Option<Plain>,
+}
+
+#[derive(Debug)]
+struct Plain {
+    what: String,
+    len: Option<u64>,
+    done: AtomicU64,
+    started: Instant,
+    last: Mutex<Instant>,
+}
+
+impl Progress {
+    /// Counts `n` more items done.
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
+        let Some(p) = &self.plain else { return };
+        let done = p.done.fetch_add(n, Ordering::Relaxed) + n;
+        let Ok(mut last) = p.last.lock() else { return };
+        if last.elapsed() >= PLAIN_EVERY {
+            *last = Instant::now();
+            let rate = done as f64 / p.started.elapsed().as_secs_f64().max(0.001);
+            let of = p.len.map(|l| format!("/{l}")).unwrap_or_default();
+            eprintln!("{}: {done}{of} ({rate:.0}/s)", p.what);
+        }
+    }
+
+    /// Prints `line` on stderr without tearing the bar.
+    pub fn println(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+
+    /// Removes the bar (the command prints its summary next).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Progress over `len` items (a spinner when unknown), described by `what`.
+pub fn progress(len: Option<u64>, what: &str) -> Progress {
     if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+        return Progress {
+            bar: ProgressBar::hidden(),
+            plain: Some(Plain {
+                what: what.to_owned(),
+                len,
+                done: AtomicU64::new(0),
+                started: Instant::now(),
+                last: Mutex::new(Instant::now()),
+            }),
+        };
     }
     let bar = match len {
         Some(n) => ProgressBar::new(n),
@@ -65,7 +122,7 @@ pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     }
     bar.set_message(what.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));
-    bar
+    Progress { bar, plain: None }
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ struct Sender<'a> {
     started: Instant,
     report: ProduceReport,
     pending: Vec<Fields>,
-    bar: indicatif::ProgressBar,
+    bar: super::output::Progress,
 }
 
 impl Sender<'_> {
@@ -174,7 +174,7 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         }
     }
     sender.flush().await?;
-    sender.bar.finish_and_clear();
+    sender.bar.finish();
     let mut report = sender.report;
     report.seconds = sender.started.elapsed().as_secs_f64();
     report.rate = if report.seconds > 0.0 {
@@ -238,7 +238,7 @@ async fn from_jsonl(
                         return Ok(Some(OpsError::Data(message)));
                     }
                     OnError::Skip => {
-                        sender.bar.suspend(|| eprintln!("skipped {message}"));
+                        sender.bar.println(&format!("skipped {message}"));
                         sender.report.skipped += 1;
                     }
                 }

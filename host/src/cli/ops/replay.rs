@@ -175,7 +175,7 @@ fn judge(
             .join()
             .map_err(|_| OpsError::Data("the handler thread panicked".into()))
     })??;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(rows)
 }
 
