@@ -474,3 +474,59 @@ fn the_connection_and_streams_come_from_a_config_file() {
     assert!(status.success(), "{err}");
     assert!(out.contains(&a));
 }
+
+#[test]
+fn status_watch_refreshes_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let redis = RedisServer::start();
+    let stream = key("ops-watch");
+    redis.add(&stream, &[("n", "0")]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args([
+            "status",
+            "--redis",
+            &redis.url(),
+            "--stream",
+            &stream,
+            "--watch",
+            "100ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A watchdog: a watch that never shows the change fails instead of hanging.
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        let _ = Command::new("kill").arg(&pid).status();
+    });
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen_one = false;
+    let mut added = false;
+    let mut saw_two = false;
+    for line in lines {
+        let line = line.unwrap();
+        if line.contains(": 1 entries") {
+            seen_one = true;
+            if !added {
+                redis.add(&stream, &[("n", "1")]);
+                added = true;
+            }
+        }
+        if line.contains(": 2 entries") {
+            saw_two = true;
+            break;
+        }
+    }
+    assert!(saw_two, "a later frame showed the entry added meanwhile");
+    assert!(
+        seen_one && added,
+        "the first frame showed one entry, a later one two"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "still watching");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
