@@ -3,6 +3,7 @@
 //! line prints as tables or JSON and that an HTTP status API can serve.
 //! Redis is reached only through the typed wrappers of [`crate::stream`].
 
+pub mod checks;
 pub mod dlq;
 pub mod produce;
 pub mod replay;

@@ -4,7 +4,6 @@
 //! `status --check`. [`collect`] is what an HTTP status API serves.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
@@ -14,6 +13,8 @@ use super::{OpsError, id_ms, no_such_stream, now_ms};
 use crate::stream::entry::id_parts;
 use crate::stream::inspect::{self, GroupInfo};
 use crate::stream::retention::Retention;
+
+pub use super::checks::{Breach, Thresholds, check};
 
 /// Entries counted at most when Redis cannot tell a group's lag.
 pub const LAG_COUNT_CAP: usize = 10_000;
@@ -329,96 +330,4 @@ async fn retention_status(
     status.held_back = Some(held);
     status.held_by = if held { floor_group } else { None };
     Ok(status)
-}
-
-/// The thresholds of `status --check`.
-#[derive(Debug, Clone, Default)]
-pub struct Thresholds {
-    /// Most entries a group may have undelivered.
-    pub max_lag: Option<u64>,
-    /// Longest a pending entry may wait since its last delivery.
-    pub max_pending_age: Option<Duration>,
-    /// Most dead letters that may have been added within `window`.
-    pub max_dlq_growth: Option<u64>,
-    /// The window of `max_dlq_growth`.
-    pub window: Duration,
-}
-
-/// A threshold crossed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Breach {
-    /// The stream.
-    pub stream: String,
-    /// The flag: `max-lag`, `max-pending-age` or `max-dlq-growth`.
-    pub threshold: &'static str,
-    /// What crossed it, readably.
-    pub message: String,
-}
-
-/// The thresholds `status` crosses. Pending age is read with
-/// `XPENDING … IDLE`, so every pending entry counts, not only the listed
-/// ones; DLQ growth counts the records whose ids (times) fall in the window.
-pub async fn check(
-    con: &mut MultiplexedConnection,
-    status: &StreamStatus,
-    t: &Thresholds,
-) -> Result<Vec<Breach>, OpsError> {
-    let mut out = Vec::new();
-    let mut breach = |threshold, message| {
-        out.push(Breach {
-            stream: status.stream.clone(),
-            threshold,
-            message,
-        })
-    };
-    for g in &status.groups {
-        if let Some(max) = t.max_lag
-            && g.lag > max
-        {
-            breach(
-                "max-lag",
-                format!("group {} lags {} entries (> {max})", g.name, g.lag),
-            );
-        }
-        if let Some(max) = t.max_pending_age {
-            let ms = max.as_millis() as u64 + 1;
-            let old = inspect::pending(con, &status.stream, &g.name, Some(ms), 1).await?;
-            if let Some(p) = old.first() {
-                breach(
-                    "max-pending-age",
-                    format!(
-                        "group {} has entry {} pending for {} idle at {} (> {})",
-                        g.name,
-                        p.id,
-                        p.consumer,
-                        humantime::format_duration(Duration::from_millis(p.idle_ms)),
-                        humantime::format_duration(max)
-                    ),
-                );
-            }
-        }
-    }
-    if let Some(max) = t.max_dlq_growth {
-        let since = now_ms().saturating_sub(t.window.as_millis() as u64);
-        let cap = usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1);
-        let added = inspect::range(con, &status.dlq.key, &format!("{since}-0"), "+", cap)
-            .await?
-            .len() as u64;
-        if added > max {
-            breach(
-                "max-dlq-growth",
-                format!(
-                    "{} got {}{added} dead letters in the last {} (> {max})",
-                    status.dlq.key,
-                    if added as usize >= cap {
-                        "at least "
-                    } else {
-                        ""
-                    },
-                    humantime::format_duration(t.window)
-                ),
-            );
-        }
-    }
-    Ok(out)
 }
