@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod fault;
 pub mod limits;
+pub mod ops;
 pub mod outcome;
 pub mod plugin;
 pub mod runtime;

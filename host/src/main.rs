@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     match invocation.what {
         Err(e) => usage(&e.to_string()),
         Ok(What::Check(args)) => check(&args),
+        Ok(What::Ops(command)) => cli::ops::execute(*command),
         Ok(What::ConfigCheck(file)) => match load_file(&file) {
             Ok(config) => print_effective(&config),
             Err(code) => code,

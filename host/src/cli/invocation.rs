@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
+use super::ops::Ops;
 use super::{CheckArgs, Cli, Command, ConfigCommand, LogFormat};
 use crate::config::{Config, ConfigError};
 
@@ -35,6 +36,8 @@ pub enum What {
     Check(CheckArgs),
     /// `host config check FILE`.
     ConfigCheck(PathBuf),
+    /// An operator command (`status`, `produce`, `dlq`, `trim`).
+    Ops(Box<Ops>),
 }
 
 /// Where `host run`'s pipelines come from.
@@ -53,6 +56,12 @@ pub fn invocation() -> Invocation {
     let what = match cli.command {
         Command::Check(args) => Ok(What::Check(args)),
         Command::Config(ConfigCommand::Check { file }) => Ok(What::ConfigCheck(file)),
+        Command::Status(a) => Ok(ops(Ops::Status(a), &matches)),
+        Command::Produce(a) => Ok(ops(Ops::Produce(a), &matches)),
+        Command::Dlq(c) => Ok(ops(Ops::Dlq(c), &matches)),
+        Command::Trim(a) => Ok(ops(Ops::Trim(a), &matches)),
+        Command::Groups(c) => Ok(ops(Ops::Groups(c), &matches)),
+        Command::Replay(a) => Ok(ops(Ops::Replay(a), &matches)),
         Command::Run(args) => {
             let run_matches = matches.subcommand_matches("run").expect("run was parsed");
             let check_only = args.check;
@@ -63,7 +72,8 @@ pub fn invocation() -> Invocation {
                 }),
                 None => {
                     let http = args.http.clone();
-                    args.redis_config(&|name| std::env::var(name).ok())
+                    args.redis
+                        .redis_config(&|name| std::env::var(name).ok())
                         .and_then(|redis| args.into_config(redis, super::env_plugin_config()))
                         .map(|c| What::Run {
                             source: RunSource::Flags(Box::new(Config {
@@ -81,6 +91,12 @@ pub fn invocation() -> Invocation {
         log_format: cli.log_format,
         what,
     }
+}
+
+/// An operator command, told which `--redis*` flag was typed (refused beside `--config`).
+fn ops(mut command: Ops, matches: &ArgMatches) -> What {
+    command.connect_mut().typed_redis_flag = super::ops::typed_redis_flag(matches);
+    What::Ops(Box::new(command))
 }
 
 /// Refuses run flags typed beside `--config`. Their `STREAMHOST_*`

@@ -4,6 +4,7 @@
 
 pub mod file;
 mod invocation;
+pub mod ops;
 mod redis;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use self::invocation::{Invocation, RunSource, What, invocation};
+pub use self::redis::RedisArgs;
 use crate::config::{ConfigError, HttpListen, RedisConfig, RunConfig};
 use crate::units::ByteSize;
 
@@ -67,6 +69,22 @@ pub enum Command {
     /// Work with config files (`host run --config FILE`).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show a stream's length and ends, each group's lag, pending entries and consumers, the
+    /// dead letters, and whether retention is held back; `--check` for monitoring.
+    Status(Box<ops::StatusArgs>),
+    /// Append entries: from FIELD=VALUE arguments, JSON lines or the demo order events.
+    Produce(Box<ops::ProduceArgs>),
+    /// Browse, redrive and purge dead letters.
+    #[command(subcommand)]
+    Dlq(ops::DlqCommand),
+    /// Apply retention once (--maxlen / --max-age), never past what a group still needs unless --force.
+    Trim(Box<ops::TrimArgs>),
+    /// Create, destroy or move consumer groups, with safe defaults.
+    #[command(subcommand)]
+    Groups(ops::GroupsCommand),
+    /// Print a window of a stream without touching any group, or run a handler over it and
+    /// report what each entry would become (ack with emits, retry, dead-letter).
+    Replay(Box<ops::ReplayArgs>),
 }
 
 /// `host config …`.
@@ -118,71 +136,9 @@ pub struct RunArgs {
     /// Validate the configuration, print it (secrets redacted) and exit without connecting.
     #[arg(long, help_heading = "Config file")]
     pub check: bool,
-    /// Redis URL: `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS, or
-    /// `redis+unix:///path/to/socket`. A password here shows in `ps`: prefer
-    /// --redis-password-file or STREAMHOST_REDIS_PASSWORD.
-    #[arg(
-        long,
-        env = "STREAMHOST_REDIS",
-        default_value = "redis://127.0.0.1:6379",
-        value_name = "URL",
-        hide_env_values = true,
-        help_heading = "Redis connection"
-    )]
-    pub redis: String,
-    /// ACL user to authenticate as (overrides one in the URL).
-    #[arg(
-        long,
-        env = "STREAMHOST_REDIS_USERNAME",
-        value_name = "USER",
-        help_heading = "Redis connection"
-    )]
-    pub redis_username: Option<String>,
-    /// File holding the Redis password, trailing newlines ignored (overrides one in the URL). The
-    /// password can also come from the STREAMHOST_REDIS_PASSWORD variable; either way it never
-    /// shows in `ps`.
-    #[arg(
-        long,
-        env = "STREAMHOST_REDIS_PASSWORD_FILE",
-        value_name = "FILE",
-        help_heading = "Redis connection"
-    )]
-    pub redis_password_file: Option<PathBuf>,
-    /// CA certificate(s) (PEM) the server's certificate must chain to, instead of the system's
-    /// roots (`rediss://` only).
-    #[arg(
-        long,
-        env = "STREAMHOST_REDIS_CA",
-        value_name = "FILE",
-        help_heading = "Redis connection"
-    )]
-    pub redis_ca: Option<PathBuf>,
-    /// Client certificate (PEM, chain allowed) for a server that asks for one (`tls-auth-clients`);
-    /// needs --redis-key.
-    #[arg(
-        long,
-        env = "STREAMHOST_REDIS_CERT",
-        value_name = "FILE",
-        help_heading = "Redis connection"
-    )]
-    pub redis_cert: Option<PathBuf>,
-    /// Private key (PEM) of --redis-cert.
-    #[arg(
-        long,
-        env = "STREAMHOST_REDIS_KEY",
-        value_name = "FILE",
-        help_heading = "Redis connection"
-    )]
-    pub redis_key: Option<PathBuf>,
-    /// Name the server's certificate must be issued for, when it is not the URL's host (e.g. the
-    /// URL has an IP address); the connection still goes to the URL's host.
-    #[arg(
-        long,
-        env = "STREAMHOST_REDIS_SERVER_NAME",
-        value_name = "NAME",
-        help_heading = "Redis connection"
-    )]
-    pub redis_server_name: Option<String>,
+    /// Where and as whom to connect to Redis.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Serve Prometheus metrics (`/metrics`) and health checks (`/healthz`, `/readyz`) on ADDR:
     /// `HOST:PORT`, or a bare `PORT` for 127.0.0.1:PORT. Process-level: in a config file, the
     /// `[http]` table's `listen`.

@@ -2,14 +2,88 @@
 //! beside it, and a password from `STREAMHOST_REDIS_PASSWORD` — what a
 //! config file says in its `[redis]` table.
 
-use super::RunArgs;
+use std::path::PathBuf;
+
+use clap::Args;
+
 use crate::config::{ConfigError, RedisConfig, Secret, SecretSource, TlsConfig};
 
 /// The variable a password can be given in. Not a flag: a flag's value
 /// shows in `ps`, a variable's only to the same user.
 pub const PASSWORD_ENV: &str = "STREAMHOST_REDIS_PASSWORD";
 
-impl RunArgs {
+/// The `--redis*` flags, shared by `host run` and every operator command
+/// (each also read from its `STREAMHOST_REDIS*` variable).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL: `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS, or
+    /// `redis+unix:///path/to/socket`. A password here shows in `ps`: prefer
+    /// --redis-password-file or STREAMHOST_REDIS_PASSWORD.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS",
+        default_value = "redis://127.0.0.1:6379",
+        value_name = "URL",
+        hide_env_values = true,
+        help_heading = "Redis connection"
+    )]
+    pub redis: String,
+    /// ACL user to authenticate as (overrides one in the URL).
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_USERNAME",
+        value_name = "USER",
+        help_heading = "Redis connection"
+    )]
+    pub redis_username: Option<String>,
+    /// File holding the Redis password, trailing newlines ignored (overrides one in the URL). The
+    /// password can also come from the STREAMHOST_REDIS_PASSWORD variable; either way it never
+    /// shows in `ps`.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Redis connection"
+    )]
+    pub redis_password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) the server's certificate must chain to, instead of the system's
+    /// roots (`rediss://` only).
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_CA",
+        value_name = "FILE",
+        help_heading = "Redis connection"
+    )]
+    pub redis_ca: Option<PathBuf>,
+    /// Client certificate (PEM, chain allowed) for a server that asks for one (`tls-auth-clients`);
+    /// needs --redis-key.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_CERT",
+        value_name = "FILE",
+        help_heading = "Redis connection"
+    )]
+    pub redis_cert: Option<PathBuf>,
+    /// Private key (PEM) of --redis-cert.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_KEY",
+        value_name = "FILE",
+        help_heading = "Redis connection"
+    )]
+    pub redis_key: Option<PathBuf>,
+    /// Name the server's certificate must be issued for, when it is not the URL's host (e.g. the
+    /// URL has an IP address); the connection still goes to the URL's host.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_SERVER_NAME",
+        value_name = "NAME",
+        help_heading = "Redis connection"
+    )]
+    pub redis_server_name: Option<String>,
+}
+
+impl RedisArgs {
     /// The connection these flags describe, looking variables up with `env`.
     /// Reads the password file; the TLS files are read when the
     /// configuration is validated.
@@ -58,13 +132,13 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
 
-    fn args(extra: &[&str]) -> Box<RunArgs> {
+    fn args(extra: &[&str]) -> RedisArgs {
         let argv = [
             "host", "run", "--stream", "s", "--group", "g", "--plugin", "p",
         ];
         let cli = Cli::try_parse_from(argv.iter().chain(extra)).unwrap();
         match cli.command {
-            Command::Run(args) => args,
+            Command::Run(args) => args.redis,
             other => panic!("parsed as {other:?}"),
         }
     }

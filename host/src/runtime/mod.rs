@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use dispatch::Admission;
 pub use http::HttpError;
 pub use pipeline::{DRAIN_AFTER_GRACE, PipelineReport};
 pub use prepare::{Prepared, prepare};

@@ -1,31 +1,73 @@
-//! Read-only looks at a stream's groups, for operators (metrics, health,
-//! status): `PING`, `XINFO GROUPS` and the summary form of `XPENDING`, each
-//! decoded into a typed struct. Nothing here changes Redis.
+//! Read-only views of a stream for operators (the `status`, `dlq`, `trim`
+//! commands, metrics and health): `PING`, `XINFO STREAM`, `XINFO GROUPS`,
+//! `XINFO CONSUMERS`, `XPENDING` (summary and pages) and binary-safe
+//! `XRANGE` / `XREVRANGE`, each decoded into a typed struct. Nothing here
+//! writes; every wrapper documents its command.
 
 use std::collections::HashMap;
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 
-use super::entry::ReplyError;
+/// One entry as raw bytes: id and field/value pairs in stream order.
+pub type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
-/// One consumer group of a stream, as `XINFO GROUPS` reports it.
+/// `XINFO STREAM key`: the parts an operator reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Entries in the stream (`XLEN`).
+    pub length: u64,
+    /// Id of the oldest entry, if any.
+    pub first_id: Option<String>,
+    /// Id of the newest entry, if any.
+    pub last_id: Option<String>,
+    /// The last id Redis generated (survives the deletion of that entry).
+    pub last_generated_id: String,
+    /// Entries ever added (Redis ≥ 7.0).
+    pub entries_added: Option<u64>,
+}
+
+/// One row of `XINFO GROUPS key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
     /// Group name.
     pub name: String,
     /// Consumers in the group.
     pub consumers: u64,
-    /// Entries delivered and not yet acknowledged (the PEL's length).
+    /// Entries delivered and not yet acked.
     pub pending: u64,
     /// The last id delivered to the group.
     pub last_delivered_id: String,
     /// Logical read counter (`entries-read`, Redis 7.0+; `None` when Redis
     /// cannot tell).
     pub entries_read: Option<u64>,
-    /// Entries not yet delivered to the group (`lag`, Redis 7.0+; `None` when
-    /// Redis cannot tell, e.g. after entries were deleted in its range).
+    /// Entries not yet delivered; `None` when Redis cannot tell (Redis < 7
+    /// or after deletions in the undelivered range).
     pub lag: Option<u64>,
+}
+
+/// One row of `XINFO CONSUMERS key group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Consumer name.
+    pub name: String,
+    /// Entries it holds.
+    pub pending: u64,
+    /// Milliseconds since its last attempted interaction.
+    pub idle_ms: u64,
+}
+
+/// One row of an extended `XPENDING`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInfo {
+    /// Entry id.
+    pub id: String,
+    /// Consumer holding it.
+    pub consumer: String,
+    /// Milliseconds since it was last delivered.
+    pub idle_ms: u64,
+    /// Times it was delivered.
+    pub deliveries: u64,
 }
 
 /// The summary form of `XPENDING` for one group.
@@ -51,9 +93,80 @@ pub fn id_millis(id: &str) -> Option<u64> {
     id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
 }
 
-/// A reply that broke the documented shape.
-fn shape_error(e: ReplyError) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Parse, "unexpected reply", e.to_string()))
+fn shape(what: &str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Parse, "unexpected reply", what.to_owned()))
+}
+
+/// A RESP2 flat array (or RESP3 map) as name → value.
+fn fields(v: Value) -> RedisResult<HashMap<String, Value>> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(m) => m,
+        Value::Array(a) => {
+            let mut it = a.into_iter();
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        _ => return Err(shape("expected a map")),
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| Ok((redis::from_redis_value::<String>(k)?, v)))
+        .collect()
+}
+
+fn text(m: &HashMap<String, Value>, key: &str) -> RedisResult<Option<String>> {
+    match m.get(key) {
+        None | Some(Value::Nil) => Ok(None),
+        Some(v) => Ok(Some(redis::from_redis_value(v.clone())?)),
+    }
+}
+
+fn number(m: &HashMap<String, Value>, key: &str) -> RedisResult<Option<u64>> {
+    match m.get(key) {
+        None | Some(Value::Nil) => Ok(None),
+        Some(v) => Ok(Some(redis::from_redis_value(v.clone())?)),
+    }
+}
+
+fn entry_id(v: Option<&Value>) -> RedisResult<Option<String>> {
+    match v {
+        Some(Value::Array(e)) if !e.is_empty() => Ok(Some(redis::from_redis_value(e[0].clone())?)),
+        _ => Ok(None),
+    }
+}
+
+/// Whether `key` exists, and its type (`TYPE key`: `none` if missing).
+pub async fn key_type(con: &mut MultiplexedConnection, key: &str) -> RedisResult<String> {
+    let t: String = redis::cmd("TYPE").arg(key).query_async(con).await?;
+    Ok(t)
+}
+
+/// `XINFO STREAM key`; `None` if the key does not exist.
+pub async fn stream_info(
+    con: &mut MultiplexedConnection,
+    key: &str,
+) -> RedisResult<Option<StreamInfo>> {
+    let reply: RedisResult<Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(con)
+        .await;
+    let reply = match reply {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let m = fields(reply)?;
+    Ok(Some(StreamInfo {
+        length: number(&m, "length")?.unwrap_or(0),
+        first_id: entry_id(m.get("first-entry"))?,
+        last_id: entry_id(m.get("last-entry"))?,
+        last_generated_id: text(&m, "last-generated-id")?.unwrap_or_default(),
+        entries_added: number(&m, "entries-added")?,
+    }))
 }
 
 /// `PING` — whether Redis answers.
@@ -62,83 +175,188 @@ pub async fn ping(con: &mut MultiplexedConnection) -> RedisResult<()> {
     Ok(())
 }
 
-/// `XINFO GROUPS stream` — every group of `stream`; none if the stream does
-/// not exist.
-pub async fn groups(con: &mut MultiplexedConnection, stream: &str) -> RedisResult<Vec<GroupInfo>> {
+/// `XINFO GROUPS key` — every group of `key`; none if the stream does not
+/// exist.
+pub async fn groups(con: &mut MultiplexedConnection, key: &str) -> RedisResult<Vec<GroupInfo>> {
     let reply: RedisResult<Value> = redis::cmd("XINFO")
         .arg("GROUPS")
-        .arg(stream)
+        .arg(key)
         .query_async(con)
         .await;
     match reply {
-        Ok(v) => parse_groups(v).map_err(shape_error),
+        Ok(v) => parse_groups(v),
         Err(e) if e.to_string().contains("no such key") => Ok(Vec::new()),
         Err(e) => Err(e),
     }
 }
 
-/// `XPENDING stream group` — how many entries the group has pending, the id
-/// range and the count per consumer.
-pub async fn pending_summary(
-    con: &mut MultiplexedConnection,
-    stream: &str,
-    group: &str,
-) -> RedisResult<PendingSummary> {
-    let reply: Value = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .query_async(con)
-        .await?;
-    parse_pending_summary(reply).map_err(shape_error)
-}
-
-fn parse_groups(reply: Value) -> Result<Vec<GroupInfo>, ReplyError> {
-    const CMD: &str = "XINFO GROUPS";
-    let bad = |e: redis::ParsingError| ReplyError::new(CMD, e.to_string());
-    let rows: Vec<HashMap<String, Value>> = redis::from_redis_value(reply).map_err(bad)?;
+fn parse_groups(reply: Value) -> RedisResult<Vec<GroupInfo>> {
+    let rows: Vec<Value> = redis::from_redis_value(reply)?;
     rows.into_iter()
-        .map(|mut row| {
-            let mut field = |name: &str| {
-                row.remove(name)
-                    .ok_or_else(|| ReplyError::new(CMD, format!("no {name} field")))
-            };
-            let name = redis::from_redis_value(field("name")?).map_err(bad)?;
-            let consumers = redis::from_redis_value(field("consumers")?).map_err(bad)?;
-            let pending = redis::from_redis_value(field("pending")?).map_err(bad)?;
-            let last_delivered_id =
-                redis::from_redis_value(field("last-delivered-id")?).map_err(bad)?;
-            // Nil (or absent before Redis 7.0) when Redis cannot tell.
-            let mut optional = |name: &str| match row.remove(name) {
-                None | Some(Value::Nil) => Ok(None),
-                Some(v) => redis::from_redis_value::<u64>(v).map(Some).map_err(bad),
+        .map(|row| {
+            let m = fields(row)?;
+            let required = |v: Option<String>, name: &str| {
+                v.ok_or_else(|| shape(&format!("XINFO GROUPS: no {name} field")))
             };
             Ok(GroupInfo {
-                name,
-                consumers,
-                pending,
-                last_delivered_id,
-                entries_read: optional("entries-read")?,
-                lag: optional("lag")?,
+                name: required(text(&m, "name")?, "name")?,
+                consumers: number(&m, "consumers")?.unwrap_or(0),
+                pending: number(&m, "pending")?.unwrap_or(0),
+                last_delivered_id: required(text(&m, "last-delivered-id")?, "last-delivered-id")?,
+                entries_read: number(&m, "entries-read")?,
+                lag: number(&m, "lag")?,
             })
         })
         .collect()
 }
 
-fn parse_pending_summary(reply: Value) -> Result<PendingSummary, ReplyError> {
-    const CMD: &str = "XPENDING (summary)";
-    let bad = |e: redis::ParsingError| ReplyError::new(CMD, e.to_string());
+/// `XPENDING key group` — how many entries the group has pending, the id
+/// range and the count per consumer.
+pub async fn pending_summary(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> RedisResult<PendingSummary> {
+    let reply: Value = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .query_async(con)
+        .await?;
+    parse_pending_summary(reply)
+}
+
+fn parse_pending_summary(reply: Value) -> RedisResult<PendingSummary> {
     type Raw = (
         u64,
         Option<String>,
         Option<String>,
         Option<Vec<(String, u64)>>,
     );
-    let (count, low, high, consumers): Raw = redis::from_redis_value(reply).map_err(bad)?;
+    let (count, low, high, consumers): Raw = redis::from_redis_value(reply)?;
     Ok(PendingSummary {
         count,
         range: low.zip(high),
         consumers: consumers.unwrap_or_default(),
     })
+}
+
+/// `XINFO CONSUMERS key group`.
+pub async fn consumers(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> RedisResult<Vec<ConsumerInfo>> {
+    let rows: Vec<Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(key)
+        .arg(group)
+        .query_async(con)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let m = fields(row)?;
+            Ok(ConsumerInfo {
+                name: text(&m, "name")?.unwrap_or_default(),
+                pending: number(&m, "pending")?.unwrap_or(0),
+                idle_ms: number(&m, "idle")?.unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// `XPENDING key group [IDLE min_idle_ms] - + count`: the oldest pending
+/// entries (by id), optionally only those idle at least `min_idle_ms`.
+pub async fn pending(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+    min_idle_ms: Option<u64>,
+    count: usize,
+) -> RedisResult<Vec<PendingInfo>> {
+    let mut cmd = redis::cmd("XPENDING");
+    cmd.arg(key).arg(group);
+    if let Some(idle) = min_idle_ms {
+        cmd.arg("IDLE").arg(idle);
+    }
+    let rows: Vec<(String, String, u64, u64)> =
+        cmd.arg("-").arg("+").arg(count).query_async(con).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, consumer, idle_ms, deliveries)| PendingInfo {
+            id,
+            consumer,
+            idle_ms,
+            deliveries,
+        })
+        .collect())
+}
+
+fn raw_entries(rows: Vec<(String, Vec<Vec<u8>>)>) -> Vec<RawEntry> {
+    rows.into_iter()
+        .map(|(id, flat)| {
+            let mut it = flat.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            (id, pairs)
+        })
+        .collect()
+}
+
+/// `XRANGE key start end COUNT count`, byte for byte.
+pub async fn range(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    start: &str,
+    end: &str,
+    count: usize,
+) -> RedisResult<Vec<RawEntry>> {
+    let rows: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg(start)
+        .arg(end)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(con)
+        .await?;
+    Ok(raw_entries(rows))
+}
+
+/// `XREVRANGE key end start COUNT count`, byte for byte, newest first.
+pub async fn rev_range(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    end: &str,
+    start: &str,
+    count: usize,
+) -> RedisResult<Vec<RawEntry>> {
+    let rows: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg(end)
+        .arg(start)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(con)
+        .await?;
+    Ok(raw_entries(rows))
+}
+
+/// `XLEN key` (0 for a missing key).
+pub async fn len(con: &mut MultiplexedConnection, key: &str) -> RedisResult<u64> {
+    redis::cmd("XLEN").arg(key).query_async(con).await
+}
+
+/// Entries after `after` (exclusive), counted up to `cap`:
+/// `XRANGE key (after + COUNT cap` — the lag when Redis cannot tell it.
+pub async fn count_after(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    after: &str,
+    cap: usize,
+) -> RedisResult<u64> {
+    let ids = range(con, key, &format!("({after}"), "+", cap).await?;
+    Ok(ids.len() as u64)
 }
 
 #[cfg(test)]

@@ -354,3 +354,39 @@ return {trimmed, holder, floor or '', state, cursor, counted, hint}
 "#,
     )
 });
+
+/// Puts one dead letter back: reads the record, rebuilds the original entry
+/// from its `field:` fields byte for byte, appends it to the target stream
+/// and deletes the record, in one atomic step — so a redrive stopped at any
+/// point has moved each record exactly once or not at all.
+/// KEYS[1] = dead-letter stream, KEYS[2] = target stream. ARGV[1] = record id.
+/// Returns `{1, new id}` when moved, `{0, ""}` when the record is gone
+/// (moved or purged meanwhile), `{2, ""}` when its fields are packed (too
+/// wide for one scripted `XADD`: see [`super::redrive`]), `{3, ""}` when it
+/// carries no fields (a `trimmed` record), `{4, type}` when the target holds
+/// something other than a stream. Nothing is written unless it returns 1.
+pub static REDRIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+local rec = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #rec == 0 then return {{0, ''}} end
+local f = rec[1][2]
+local args = {{KEYS[2], '*'}}
+local plen = #'{prefix}'
+for i = 1, #f, 2 do
+  if f[i] == '{packed}' then return {{2, ''}} end
+  if string.sub(f[i], 1, plen) == '{prefix}' then
+    args[#args + 1] = string.sub(f[i], plen + 1); args[#args + 1] = f[i + 1]
+  end
+end
+if #args == 2 then return {{3, ''}} end
+local t = redis.call('TYPE', KEYS[2])['ok']
+if t ~= 'stream' and t ~= 'none' then return {{4, t}} end
+local id = redis.call('XADD', unpack(args))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return {{1, id}}
+"#,
+        prefix = FIELD_PREFIX,
+        packed = PACKED_FIELDS,
+    ))
+});

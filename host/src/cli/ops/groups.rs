@@ -1,0 +1,188 @@
+//! `host groups create|destroy|setid`: consumer groups by hand, with safe
+//! defaults.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::{Connect, StreamArgs, resolve, usage};
+use crate::ops::{self, OpsError, parse_position, require_stream};
+use crate::stream::entry::id_parts;
+use crate::stream::{groups, inspect};
+
+/// `host groups …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Create a consumer group. It starts at new entries (`$`) unless --start says otherwise,
+    /// and the stream must exist unless --mkstream.
+    Create(Box<CreateArgs>),
+    /// Destroy a consumer group; refused while it has pending entries unless --force
+    /// (their deliveries are forgotten).
+    Destroy(Box<GroupArgs>),
+    /// Move a group's last-delivered id. Moving it back redelivers entries; moving it past
+    /// entries not yet delivered skips them, which needs --force.
+    Setid(Box<SetidArgs>),
+}
+
+impl GroupsCommand {
+    pub(super) fn connect_mut(&mut self) -> &mut Connect {
+        match self {
+            GroupsCommand::Create(a) => &mut a.group.connect,
+            GroupsCommand::Destroy(a) => &mut a.connect,
+            GroupsCommand::Setid(a) => &mut a.group.connect,
+        }
+    }
+}
+
+/// A group of a stream.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The stream (`--dlq` is not used).
+    #[command(flatten)]
+    pub target: StreamArgs,
+    /// The consumer group.
+    #[arg(long, value_name = "NAME")]
+    pub group: String,
+    /// destroy: even with pending entries; setid: even past undelivered entries.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Flags of `groups create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The group.
+    #[command(flatten)]
+    pub group: GroupArgs,
+    /// Where it starts: `$` (new entries only), `0` (all history), an id or a time.
+    #[arg(long, value_name = "ID", default_value = "$")]
+    pub start: String,
+    /// Create the stream if it does not exist.
+    #[arg(long)]
+    pub mkstream: bool,
+}
+
+/// Flags of `groups setid`.
+#[derive(Debug, Args)]
+pub struct SetidArgs {
+    /// The group.
+    #[command(flatten)]
+    pub group: GroupArgs,
+    /// The new last-delivered id: `$` (the end), `0` (redeliver everything), an id or a time.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+}
+
+fn position(text: &str) -> anyhow::Result<String> {
+    match text {
+        "$" | "0" => Ok(text.to_owned()),
+        other => Ok(parse_position(other)?),
+    }
+}
+
+pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
+    let g = match &cmd {
+        GroupsCommand::Create(a) => &a.group,
+        GroupsCommand::Destroy(a) => a,
+        GroupsCommand::Setid(a) => &a.group,
+    };
+    let (redis, targets) = resolve(&g.connect, &g.target, false)?;
+    let stream = targets[0].stream.clone();
+    let mut con = ops::connect(&redis).await?;
+    match &cmd {
+        GroupsCommand::Create(a) => {
+            let start = position(&a.start)?;
+            if !a.mkstream {
+                require_stream(&mut con, &stream).await?;
+            }
+            if !groups::create(&mut con, &stream, &g.group, &start, a.mkstream)
+                .await
+                .map_err(OpsError::from)?
+            {
+                return Err(usage(format!(
+                    "group {:?} of {stream:?} already exists",
+                    g.group
+                )));
+            }
+            println!("created group {} of {stream} at {start}", g.group);
+        }
+        GroupsCommand::Destroy(_) => {
+            require_stream(&mut con, &stream).await?;
+            let info = find(&mut con, &stream, &g.group).await?;
+            if info.pending > 0 && !g.force {
+                return Err(usage(format!(
+                    "group {} has {} pending entries (delivered, not acked): refusing to destroy it without --force",
+                    g.group, info.pending
+                )));
+            }
+            groups::destroy(&mut con, &stream, &g.group)
+                .await
+                .map_err(OpsError::from)?;
+            println!(
+                "destroyed group {} of {stream} ({} pending entries dropped)",
+                g.group, info.pending
+            );
+        }
+        GroupsCommand::Setid(a) => {
+            require_stream(&mut con, &stream).await?;
+            let info = find(&mut con, &stream, &g.group).await?;
+            let id = position(&a.id)?;
+            let end = if id == "$" {
+                "+".to_owned()
+            } else {
+                id.clone()
+            };
+            let skipped = if id == "0"
+                || id_parts(&end).is_some_and(|p| Some(p) <= id_parts(&info.last_delivered_id))
+            {
+                0
+            } else {
+                inspect::range(
+                    &mut con,
+                    &stream,
+                    &format!("({}", info.last_delivered_id),
+                    &end,
+                    usize::MAX >> 1,
+                )
+                .await?
+                .len()
+            };
+            if skipped > 0 && !g.force {
+                return Err(usage(format!(
+                    "moving group {} to {id} would skip {skipped} entries it has not delivered yet: add --force to skip them",
+                    g.group
+                )));
+            }
+            groups::set_id(&mut con, &stream, &g.group, &id)
+                .await
+                .map_err(OpsError::from)?;
+            println!(
+                "group {} of {stream}: last delivered {} -> {id}{}",
+                g.group,
+                info.last_delivered_id,
+                if skipped > 0 {
+                    format!(" ({skipped} undelivered entries skipped)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn find(
+    con: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> anyhow::Result<inspect::GroupInfo> {
+    inspect::groups(con, stream)
+        .await
+        .map_err(OpsError::from)?
+        .into_iter()
+        .find(|g| g.name == group)
+        .ok_or_else(|| usage(format!("stream {stream:?} has no group {group:?}")))
+}

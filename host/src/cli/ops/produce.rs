@@ -1,0 +1,249 @@
+//! `host produce`: entries from arguments, JSON lines or the demo orders,
+//! appended in pipelined batches, optionally at a steady rate.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{ArgGroup, Args, ValueEnum};
+use redis::aio::MultiplexedConnection;
+
+use super::output::{print_json, progress};
+use super::{Connect, StreamArgs, resolve};
+use crate::ops::produce::{Fields, ProduceReport, demo_order, parse_json_line};
+use crate::ops::{self, OpsError, now_ms};
+use crate::stream::produce::add_batch;
+
+/// What to do with a malformed JSON line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    /// Stop with exit status 65 (lines before it have been added).
+    Fail,
+    /// Report it on stderr with its line number and go on.
+    Skip,
+}
+
+/// Flags of `host produce`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["fields", "from_jsonl", "demo_orders"])))]
+#[command(
+    after_help = "Examples:\n  host produce --stream orders type=order.placed order_id=o-1 amount=49.50\n  \
+host produce --stream orders --count 10000 --rate 500 n=1\n  \
+host produce --stream orders --from-jsonl events.jsonl --on-error skip\n  \
+host produce --stream demo:events:orders --demo-orders 1000 --maxlen 100000\n\n\
+Exit status: 0 when everything was added; 64 for bad arguments; 65 for a malformed JSON line \
+with --on-error fail; 69 when Redis cannot be reached."
+)]
+pub struct ProduceArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The stream to append to (`--dlq` is not used).
+    #[command(flatten)]
+    pub target: StreamArgs,
+    /// The entry's fields, in order.
+    #[arg(value_name = "FIELD=VALUE", value_parser = super::super::key_value)]
+    pub fields: Vec<(String, String)>,
+    /// Append the FIELD=VALUE entry this many times.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "fields")]
+    pub count: u64,
+    /// Read entries from a file of JSON lines (`-`: stdin), one object per line; string values
+    /// are taken as they are, other values as JSON text.
+    #[arg(long, value_name = "FILE|-")]
+    pub from_jsonl: Option<PathBuf>,
+    /// What to do with a malformed JSON line.
+    #[arg(long, value_enum, default_value_t = OnError::Fail, requires = "from_jsonl")]
+    pub on_error: OnError,
+    /// Append N order events of the reference guide (order.placed, .paid, .shipped,
+    /// .cancelled with order_id, customer, amount, ts_ms).
+    #[arg(long, value_name = "N")]
+    pub demo_orders: Option<u64>,
+    /// A steady rate, in entries per second (`500` or `500/s`) [default: as fast as Redis takes them].
+    #[arg(long, value_name = "N/s", value_parser = rate)]
+    pub rate: Option<f64>,
+    /// Trim the stream to about N entries as it grows (XADD MAXLEN ~ N; this does not
+    /// spare entries a group still needs: see `host trim` for that).
+    #[arg(long, value_name = "N")]
+    pub maxlen: Option<u64>,
+    /// Entries per pipelined round trip.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub batch: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    match n.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!("{s:?} is not a rate (e.g. 500 or 500/s)")),
+    }
+}
+
+/// Appends batches, paced to a rate, counting into a report.
+struct Sender<'a> {
+    con: &'a mut MultiplexedConnection,
+    stream: String,
+    maxlen: Option<u64>,
+    rate: Option<f64>,
+    batch: usize,
+    started: Instant,
+    report: ProduceReport,
+    pending: Vec<Fields>,
+    bar: super::output::Progress,
+}
+
+impl Sender<'_> {
+    fn batch_size(&self) -> usize {
+        match self.rate {
+            // About 20 round trips a second at most, so the pace stays even.
+            Some(r) => ((r / 20.0) as usize).clamp(1, self.batch),
+            None => self.batch,
+        }
+    }
+
+    async fn push(&mut self, fields: Fields) -> anyhow::Result<()> {
+        self.pending.push(fields);
+        if self.pending.len() >= self.batch_size() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Some(r) = self.rate {
+            let due = Duration::from_secs_f64(self.report.added as f64 / r);
+            tokio::time::sleep_until((self.started + due).into()).await;
+        }
+        let ids = add_batch(self.con, &self.stream, self.maxlen, &self.pending)
+            .await
+            .map_err(OpsError::from)?;
+        self.pending.clear();
+        self.bar.inc(ids.len() as u64);
+        self.report.record(&ids);
+        Ok(())
+    }
+}
+
+pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let (redis, targets) = resolve(&args.connect, &args.target, false)?;
+    let stream = targets[0].stream.clone();
+    if args.batch == 0 {
+        return Err(super::usage("--batch must be at least 1"));
+    }
+    let mut con = ops::connect(&redis).await?;
+    let total = if args.fields.is_empty() {
+        args.demo_orders
+    } else {
+        Some(args.count)
+    };
+    let mut sender = Sender {
+        con: &mut con,
+        stream: stream.clone(),
+        maxlen: args.maxlen,
+        rate: args.rate,
+        batch: args.batch,
+        started: Instant::now(),
+        report: ProduceReport {
+            stream,
+            ..ProduceReport::default()
+        },
+        pending: Vec::new(),
+        bar: progress(total, "producing"),
+    };
+    let mut failure = None;
+    if let Some(path) = &args.from_jsonl {
+        failure = from_jsonl(&mut sender, path, args.on_error).await?;
+    } else if let Some(n) = args.demo_orders {
+        for i in 0..n {
+            sender.push(demo_order(i, now_ms())).await?;
+        }
+    } else {
+        let fields: Fields = args
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+            .collect();
+        for _ in 0..args.count {
+            sender.push(fields.clone()).await?;
+        }
+    }
+    sender.flush().await?;
+    sender.bar.finish();
+    let mut report = sender.report;
+    report.seconds = sender.started.elapsed().as_secs_f64();
+    report.rate = if report.seconds > 0.0 {
+        report.added as f64 / report.seconds
+    } else {
+        0.0
+    };
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "added {} entries to {} in {:.2}s ({:.0}/s){}; first id {}, last id {}",
+            report.added,
+            report.stream,
+            report.seconds,
+            report.rate,
+            if report.skipped > 0 {
+                format!(", {} malformed lines skipped", report.skipped)
+            } else {
+                String::new()
+            },
+            report.first_id.as_deref().unwrap_or("-"),
+            report.last_id.as_deref().unwrap_or("-"),
+        );
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Streams the JSON lines of `path` into `sender`; returns the error that
+/// stopped it (`--on-error fail`) after flushing what came before.
+async fn from_jsonl(
+    sender: &mut Sender<'_>,
+    path: &std::path::Path,
+    on_error: OnError,
+) -> anyhow::Result<Option<OpsError>> {
+    let input: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| OpsError::Usage(format!("cannot read {}: {e}", path.display())))?;
+        Box::new(BufReader::new(file))
+    };
+    let name = if path.as_os_str() == "-" {
+        "stdin".into()
+    } else {
+        path.display().to_string()
+    };
+    for (n, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| OpsError::Data(format!("{name}: line {}: {e}", n + 1)))?;
+        match parse_json_line(&line) {
+            Ok(Some(fields)) => sender.push(fields).await?,
+            Ok(None) => {}
+            Err(e) => {
+                let message = format!("{name}: line {}: not a JSON object of fields: {e}", n + 1);
+                match on_error {
+                    OnError::Fail => {
+                        sender.flush().await?;
+                        return Ok(Some(OpsError::Data(message)));
+                    }
+                    OnError::Skip => {
+                        sender.bar.println(&format!("skipped {message}"));
+                        sender.report.skipped += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
+}

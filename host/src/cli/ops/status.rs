@@ -1,0 +1,283 @@
+//! `host status`: flags, the watch loop, the checks and the text rendering.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::output::{age, duration, print_json, table};
+use super::{Connect, StreamArgs, resolve};
+use crate::ops::dlq::show_bytes;
+use crate::ops::status::{self, Breach, StatusOptions, StreamStatus, Thresholds};
+use crate::ops::{self, id_ms, now_ms};
+use crate::stream::retention::Retention;
+
+/// Exit status of `status --check` when a threshold is crossed (not 2:
+/// clap exits 2 for unparsable flags, and a probe must tell the two apart).
+pub const EXIT_THRESHOLD: u8 = 3;
+
+/// Flags of `host status`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when all is read (and with --check, no threshold is crossed); \
+2 when --check finds a threshold crossed (each one is named on stderr); 64 for bad arguments, \
+e.g. a stream that does not exist; 69 when Redis cannot be reached."
+)]
+pub struct StatusArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub connect: Connect,
+    /// Stream and dead-letter stream (with --config and no --stream: every pipeline's).
+    #[command(flatten)]
+    pub target: StreamArgs,
+    /// Print JSON (an array with one object per stream) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every INTERVAL (default 2s), in place on a terminal, until interrupted.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s",
+          value_parser = super::super::duration, conflicts_with = "check")]
+    pub watch: Option<Duration>,
+    /// Oldest pending entries listed per group.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub oldest: usize,
+    /// Retention policy to judge "held back" by: keep about N entries [default with --config: the pipeline's].
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub maxlen: Option<u64>,
+    /// Retention policy to judge "held back" by: entries older than this go [default with --config: the pipeline's].
+    #[arg(long, value_name = "DUR", value_parser = super::super::duration, help_heading = "Retention")]
+    pub max_age: Option<Duration>,
+    /// Exit 3 if any threshold below is crossed, naming each on stderr (for cron, CI or a probe).
+    #[arg(long, help_heading = "Checks")]
+    pub check: bool,
+    /// Threshold: most entries a group may have undelivered (its lag).
+    #[arg(long, value_name = "N", requires = "check", help_heading = "Checks")]
+    pub max_lag: Option<u64>,
+    /// Threshold: longest an entry may stay pending since its last delivery (idle time).
+    #[arg(long, value_name = "DUR", requires = "check", value_parser = super::super::duration, help_heading = "Checks")]
+    pub max_pending_age: Option<Duration>,
+    /// Threshold: most dead letters that may have been added within --window (counted by
+    /// their ids' timestamps).
+    #[arg(long, value_name = "N", requires = "check", help_heading = "Checks")]
+    pub max_dlq_growth: Option<u64>,
+    /// The window of --max-dlq-growth.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = super::super::duration, help_heading = "Checks")]
+    pub window: Duration,
+}
+
+pub(super) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (redis, targets) = resolve(&args.connect, &args.target, true)?;
+    let mut con = ops::connect(&redis).await?;
+    let flags_policy = (args.maxlen.is_some() || args.max_age.is_some()).then_some(Retention {
+        maxlen: args.maxlen,
+        max_age: args.max_age,
+    });
+    let thresholds = Thresholds {
+        max_lag: args.max_lag,
+        max_pending_age: args.max_pending_age,
+        max_dlq_growth: args.max_dlq_growth,
+        window: args.window,
+    };
+    let in_place = std::io::stdout().is_terminal();
+    loop {
+        let mut all = Vec::new();
+        let mut breaches: Vec<Breach> = Vec::new();
+        for t in &targets {
+            let mut opts = StatusOptions::new(t.dlq.clone());
+            opts.oldest_pending = args.oldest;
+            opts.retention = flags_policy.or(t.retention);
+            let s = status::collect(&mut con, &t.stream, &opts).await?;
+            if args.check {
+                breaches.extend(status::check(&mut con, &s, &thresholds).await?);
+            }
+            all.push(s);
+        }
+        if args.watch.is_some() && in_place {
+            print!("\x1b[H\x1b[2J");
+        }
+        if args.json {
+            print_json(&all)?;
+        } else {
+            for s in &all {
+                println!("{}", render(s));
+            }
+        }
+        if let Some(every) = args.watch {
+            tokio::time::sleep(every).await;
+            continue;
+        }
+        if args.check {
+            for b in &breaches {
+                eprintln!(
+                    "threshold crossed: --{} on {}: {}",
+                    b.threshold, b.stream, b.message
+                );
+            }
+            if !breaches.is_empty() {
+                return Ok(ExitCode::from(EXIT_THRESHOLD));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+}
+
+fn opt(id: &Option<String>) -> String {
+    id.clone().unwrap_or_else(|| "-".into())
+}
+
+/// `stream`'s status as text: a header, then a table per part.
+pub fn render(s: &StreamStatus) -> String {
+    let now = now_ms();
+    let mut out = String::new();
+    let added = s
+        .entries_added
+        .map(|n| format!(", {n} ever added"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "stream {}: {} entries{added}, first {}, last {}",
+        s.stream,
+        s.length,
+        opt(&s.first_id),
+        opt(&s.last_id)
+    );
+    if s.groups.is_empty() {
+        let _ = writeln!(out, "\nno consumer groups");
+    } else {
+        let rows = s
+            .groups
+            .iter()
+            .map(|g| {
+                vec![
+                    g.name.clone(),
+                    g.last_delivered_id.clone(),
+                    if g.lag_exact {
+                        g.lag.to_string()
+                    } else {
+                        format!("{}*", g.lag)
+                    },
+                    g.pending.to_string(),
+                    g.consumers.len().to_string(),
+                ]
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n{}",
+            table(
+                &["GROUP", "LAST DELIVERED", "LAG", "PENDING", "CONSUMERS"],
+                rows
+            )
+        );
+        if s.groups.iter().any(|g| !g.lag_exact) {
+            let _ = writeln!(out, "(* counted: Redis cannot tell this group's lag)");
+        }
+    }
+    for g in &s.groups {
+        if !g.consumers.is_empty() {
+            let rows = g
+                .consumers
+                .iter()
+                .map(|c| vec![c.name.clone(), c.pending.to_string(), age(c.idle_ms)])
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nconsumers of {}:\n{}",
+                g.name,
+                table(&["CONSUMER", "PENDING", "IDLE"], rows)
+            );
+        }
+        if !g.oldest_pending.is_empty() {
+            let rows = g
+                .oldest_pending
+                .iter()
+                .map(|p| {
+                    let waited = id_ms(&p.id)
+                        .map(|ms| age(now.saturating_sub(ms)))
+                        .unwrap_or_default();
+                    vec![
+                        p.id.clone(),
+                        p.consumer.clone(),
+                        age(p.idle_ms),
+                        p.deliveries.to_string(),
+                        waited,
+                    ]
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "\noldest pending of {}:\n{}",
+                g.name,
+                table(&["ID", "CONSUMER", "IDLE", "DELIVERIES", "AGE"], rows)
+            );
+        }
+    }
+    let kinds: Vec<String> = s
+        .dlq
+        .kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let counted = if s.dlq.scanned < s.dlq.length {
+        format!(" (kinds of the newest {})", s.dlq.scanned)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "\ndead letters in {}: {}{}{counted}",
+        s.dlq.key,
+        s.dlq.length,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", kinds.join(", "))
+        }
+    );
+    if !s.dlq.newest.is_empty() {
+        let rows = s
+            .dlq
+            .newest
+            .iter()
+            .map(|d| {
+                vec![
+                    d.id.clone(),
+                    d.kind.clone(),
+                    d.source_id.clone(),
+                    show_bytes(d.reason.as_bytes()),
+                ]
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            table(&["ID", "KIND", "SOURCE ID", "REASON"], rows)
+        );
+    }
+    let r = &s.retention;
+    let floor = match (&r.floor, &r.floor_group) {
+        (Some(f), Some(g)) => format!("groups need entries from {f} on (group {g})"),
+        _ => "no group needs any entry".into(),
+    };
+    let policy = match (r.maxlen, r.max_age_ms) {
+        (None, None) => String::new(),
+        (m, a) => {
+            let mut p = Vec::new();
+            if let Some(m) = m {
+                p.push(format!("maxlen {m}"));
+            }
+            if let Some(a) = a {
+                p.push(format!("max-age {}", duration(Duration::from_millis(a))));
+            }
+            format!(" [{}]", p.join(", "))
+        }
+    };
+    let held = match (&r.held_back, &r.held_by) {
+        (Some(true), Some(g)) => format!("; retention{policy} HELD BACK by group {g}"),
+        (Some(false), _) => format!("; retention{policy} not held back"),
+        _ => String::new(),
+    };
+    let _ = write!(out, "\nretention: {floor}{held}");
+    out
+}

@@ -1,0 +1,98 @@
+//! `host trim`: flags and report of a one-off retention pass.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args};
+
+use super::output::print_json;
+use super::{Connect, StreamArgs, resolve};
+use crate::ops::{self, trim};
+use crate::stream::retention::Retention;
+
+/// Flags of `host trim`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("policy").required(true).multiple(true).args(["maxlen", "max_age"])))]
+#[command(
+    after_help = "Without --force the trim is the one `host run` applies: approximate \
+(XTRIM MAXLEN ~ / MINID ~, whole stream nodes), and never past the oldest entry any group has not \
+yet delivered or still has pending; the group that holds it back is named. With --force the cut is \
+exact and ignores the groups; what they lose is named on stderr.\n\n\
+Exit status: 0 when the trim ran (held back or not); 64 for bad arguments, e.g. a stream that does \
+not exist; 69 when Redis cannot be reached."
+)]
+pub struct TrimArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The stream (`--dlq` is not used).
+    #[command(flatten)]
+    pub target: StreamArgs,
+    /// Keep about N entries.
+    #[arg(long, value_name = "N")]
+    pub maxlen: Option<u64>,
+    /// Remove entries older than this.
+    #[arg(long, value_name = "DUR", value_parser = super::super::duration)]
+    pub max_age: Option<Duration>,
+    /// Cut regardless of the groups: entries not yet delivered or still pending are lost
+    /// (pending ones become `trimmed` dead letters when a host reclaims them).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) async fn run(args: TrimArgs) -> anyhow::Result<ExitCode> {
+    let (redis, targets) = resolve(&args.connect, &args.target, false)?;
+    let stream = &targets[0].stream;
+    let mut con = ops::connect(&redis).await?;
+    let policy = Retention {
+        maxlen: args.maxlen,
+        max_age: args.max_age,
+    };
+    let out = trim::trim(&mut con, stream, policy, args.force).await?;
+    for lost in &out.lost {
+        let shown: Vec<&str> = lost.pending.iter().take(10).map(String::as_str).collect();
+        let more = lost.pending.len().saturating_sub(shown.len());
+        eprintln!(
+            "warning: --force removed entries group {} still needed: {} pending{}{} and {} not yet delivered",
+            lost.group,
+            lost.pending.len(),
+            if shown.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}", shown.join(", ")) + if more > 0 { ", …)" } else { ")" }
+            },
+            if more > 0 {
+                format!(" [{more} more]")
+            } else {
+                String::new()
+            },
+            lost.undelivered
+        );
+    }
+    if args.json {
+        print_json(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: removed {} entries ({} -> {}){}",
+        out.stream,
+        out.removed,
+        out.before,
+        out.after,
+        if out.forced {
+            " regardless of the groups"
+        } else {
+            ""
+        }
+    );
+    if let Some(group) = &out.held_by {
+        println!(
+            "held back by group {group}: it has not yet delivered or acked entries from {} on, so those stay",
+            out.floor.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,138 @@
+//! The operator toolkit's library side: what `host status`, `produce`,
+//! `dlq` and `trim` compute, as plain data (`Serialize`) that the command
+//! line prints as tables or JSON and that an HTTP status API can serve.
+//! Redis is reached only through the typed wrappers of [`crate::stream`].
+
+pub mod checks;
+pub mod dlq;
+pub mod produce;
+pub mod replay;
+pub mod status;
+pub mod trim;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+
+use crate::config::{ConfigError, RedisConfig};
+use crate::stream::entry::id_parts;
+
+/// How long one operator command waits for a Redis reply.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an operator command could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The connection settings are unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bad argument: an unknown stream, a malformed id, a refused cut.
+    #[error("{0}")]
+    Usage(String),
+    /// Input data that cannot be used (a malformed JSON line).
+    #[error("{0}")]
+    Data(String),
+    /// Redis failed or refused a command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl OpsError {
+    /// The process exit status this error maps to (BSD sysexits: 64 usage,
+    /// 65 bad data, 69 service unavailable).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            OpsError::Config(_) | OpsError::Usage(_) => 64,
+            OpsError::Data(_) => 65,
+            OpsError::Redis(_) => 69,
+        }
+    }
+}
+
+/// Opens one connection to Redis for an operator command.
+pub async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, OpsError> {
+    let endpoint = redis.endpoint()?;
+    let config = endpoint
+        .connection_config()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    Ok(endpoint
+        .client()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// The time part of an entry id, in ms since the epoch.
+pub fn id_ms(id: &str) -> Option<u64> {
+    id_parts(id).map(|(ms, _)| ms)
+}
+
+/// A stream id as given by an operator: `<ms>-<seq>`, a bare `<ms>`, or an
+/// RFC 3339 time / a duration ago (`10m`, meaning that long before now),
+/// turned into an id. `-` and `+` stand for the ends.
+pub fn parse_position(text: &str) -> Result<String, OpsError> {
+    if text == "-" || text == "+" || id_parts(text).is_some() {
+        return Ok(text.to_owned());
+    }
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        let ms = time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        return Ok(format!("{ms}-0"));
+    }
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(format!(
+            "{}-0",
+            now_ms().saturating_sub(ago.as_millis() as u64)
+        ));
+    }
+    Err(OpsError::Usage(format!(
+        "{text:?} is not a stream id (<ms>-<seq>), a time (2026-01-31T12:00:00Z) or a duration ago (10m)"
+    )))
+}
+
+/// The missing-stream refusal every command gives.
+pub fn no_such_stream(key: &str) -> OpsError {
+    OpsError::Usage(format!("stream {key:?} does not exist"))
+}
+
+/// Refuses `key` unless it holds a stream.
+pub async fn require_stream(con: &mut MultiplexedConnection, key: &str) -> Result<(), OpsError> {
+    match crate::stream::inspect::key_type(con, key).await?.as_str() {
+        "stream" => Ok(()),
+        "none" => Err(no_such_stream(key)),
+        other => Err(OpsError::Usage(format!(
+            "key {key:?} holds a {other}, not a stream"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_ids_times_or_durations_ago() {
+        assert_eq!(parse_position("5-1").unwrap(), "5-1");
+        assert_eq!(parse_position("17").unwrap(), "17");
+        assert_eq!(parse_position("+").unwrap(), "+");
+        assert_eq!(
+            parse_position("2026-01-01T00:00:00Z").unwrap(),
+            "1767225600000-0"
+        );
+        let ago = id_ms(&parse_position("10m").unwrap()).unwrap();
+        assert!(now_ms() - ago >= 600_000 && now_ms() - ago < 660_000);
+        let bad = parse_position("yesterday-ish").unwrap_err();
+        assert_eq!(bad.exit_code(), 64);
+        assert!(bad.to_string().contains("not a stream id"), "{bad}");
+    }
+}

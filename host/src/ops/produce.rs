@@ -1,0 +1,157 @@
+//! What `host produce` appends: entries from `field=value` arguments, from
+//! JSON lines (one object per line, fields in the object's order), or the
+//! reference guide's order events; and the summary it reports.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+
+/// One entry's fields, in order.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The summary of a produce run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProduceReport {
+    /// Stream key.
+    pub stream: String,
+    /// Entries added.
+    pub added: u64,
+    /// Input lines skipped as malformed (`--on-error skip`).
+    pub skipped: u64,
+    /// First id added.
+    pub first_id: Option<String>,
+    /// Last id added.
+    pub last_id: Option<String>,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// Entries per second.
+    pub rate: f64,
+}
+
+impl ProduceReport {
+    /// Counts a batch of new ids.
+    pub fn record(&mut self, ids: &[String]) {
+        if self.first_id.is_none() {
+            self.first_id = ids.first().cloned();
+        }
+        if let Some(last) = ids.last() {
+            self.last_id = Some(last.clone());
+        }
+        self.added += ids.len() as u64;
+    }
+}
+
+/// A JSON object with its keys in the order written.
+struct Ordered(Fields);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of field names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                    let value = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    fields.push((k.into_bytes(), value.into_bytes()));
+                }
+                Ok(Ordered(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One JSON line as an entry: an object whose values are strings (taken as
+/// they are) or any other JSON (written as JSON text). Blank lines are
+/// `Ok(None)`; an empty object is refused (an entry needs a field).
+pub fn parse_json_line(line: &str) -> Result<Option<Fields>, String> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let Ordered(fields) = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if fields.is_empty() {
+        return Err("an empty object: an entry needs at least one field".into());
+    }
+    Ok(Some(fields))
+}
+
+/// The `n`-th (from 0) of the reference guide's order events: orders of
+/// five customers moving through `order.placed`, `order.paid`, then
+/// `order.shipped` or (every fifth order) `order.cancelled`, with the
+/// guide's fields `type`, `order_id`, `customer`, `amount`, `ts_ms`.
+pub fn demo_order(n: u64, ts_ms: u64) -> Fields {
+    const CUSTOMERS: [&str; 5] = ["alice", "bob", "carol", "dan", "erin"];
+    let order = n / 3;
+    let kind = match n % 3 {
+        0 => "order.placed",
+        1 => "order.paid",
+        _ if order % 5 == 4 => "order.cancelled",
+        _ => "order.shipped",
+    };
+    let cents = 1_000 + (order * 7_919) % 9_000;
+    [
+        ("type", kind.to_owned()),
+        ("order_id", format!("o-{}", 1_000 + order)),
+        ("customer", CUSTOMERS[(order % 5) as usize].to_owned()),
+        ("amount", format!("{}.{:02}", cents / 100, cents % 100)),
+        ("ts_ms", ts_ms.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_keep_field_order_and_stringify_values() {
+        let f = parse_json_line(r#"{"z":"1","a":2.5,"m":{"x":[true]},"n":null}"#)
+            .unwrap()
+            .unwrap();
+        let shown: Vec<(String, String)> = f
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("z", "1"),
+                ("a", "2.5"),
+                ("m", r#"{"x":[true]}"#),
+                ("n", "null")
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(parse_json_line("  ").unwrap(), None);
+        assert!(parse_json_line("{}").unwrap_err().contains("empty object"));
+        assert!(parse_json_line("[1]").is_err());
+        assert!(parse_json_line(r#"{"a": "#).is_err());
+    }
+
+    #[test]
+    fn demo_orders_follow_the_guide() {
+        let kinds: Vec<String> = (0..15)
+            .map(|n| String::from_utf8(demo_order(n, 0)[0].1.clone()).unwrap())
+            .collect();
+        assert_eq!(&kinds[..3], ["order.placed", "order.paid", "order.shipped"]);
+        assert_eq!(kinds[14], "order.cancelled");
+        let first = demo_order(0, 7);
+        let names: Vec<&[u8]> = first.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(
+            names,
+            [&b"type"[..], b"order_id", b"customer", b"amount", b"ts_ms"]
+        );
+        assert_eq!(first[1].1, b"o-1000");
+        assert_eq!(demo_order(1, 7)[1].1, b"o-1000", "paid is the same order");
+    }
+}

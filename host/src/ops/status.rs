@@ -1,0 +1,333 @@
+//! `host status`: one stream's state as data — length and ends, each
+//! group's position, lag, pending entries and consumers, the dead letters,
+//! and whether retention is held back — plus the threshold checks of
+//! `status --check`. [`collect`] is what an HTTP status API serves.
+
+use std::collections::BTreeMap;
+
+use redis::aio::MultiplexedConnection;
+use serde::Serialize;
+
+use super::dlq::DeadLetter;
+use super::{OpsError, id_ms, no_such_stream, now_ms};
+use crate::stream::entry::id_parts;
+use crate::stream::inspect::{self, GroupInfo};
+use crate::stream::retention::Retention;
+
+pub use super::checks::{Breach, Thresholds, check};
+
+/// Entries counted at most when Redis cannot tell a group's lag.
+pub const LAG_COUNT_CAP: usize = 10_000;
+
+/// What to collect besides the basics.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// Dead-letter stream.
+    pub dlq: String,
+    /// Oldest pending entries listed per group.
+    pub oldest_pending: usize,
+    /// Newest dead letters listed.
+    pub newest_dead_letters: usize,
+    /// Newest dead letters read to count them by kind.
+    pub dlq_scan: usize,
+    /// The retention policy, when known, to tell whether it is held back.
+    pub retention: Option<Retention>,
+}
+
+impl StatusOptions {
+    /// Defaults for `dlq`.
+    pub fn new(dlq: String) -> Self {
+        Self {
+            dlq,
+            oldest_pending: 5,
+            newest_dead_letters: 5,
+            dlq_scan: 10_000,
+            retention: None,
+        }
+    }
+}
+
+/// One stream's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    /// Stream key.
+    pub stream: String,
+    /// When this was collected (ms since the epoch).
+    pub collected_at_ms: u64,
+    /// Entries in the stream.
+    pub length: u64,
+    /// Oldest entry id.
+    pub first_id: Option<String>,
+    /// Newest entry id.
+    pub last_id: Option<String>,
+    /// Entries ever added (Redis ≥ 7.0).
+    pub entries_added: Option<u64>,
+    /// Consumer groups.
+    pub groups: Vec<GroupStatus>,
+    /// Dead letters.
+    pub dlq: DlqStatus,
+    /// Retention.
+    pub retention: RetentionStatus,
+}
+
+/// One consumer group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    /// Name.
+    pub name: String,
+    /// Last id delivered.
+    pub last_delivered_id: String,
+    /// Entries not yet delivered.
+    pub lag: u64,
+    /// Whether `lag` is Redis's own figure (else counted, at most
+    /// [`LAG_COUNT_CAP`]).
+    pub lag_exact: bool,
+    /// Entries delivered and not yet acked.
+    pub pending: u64,
+    /// Consumers.
+    pub consumers: Vec<ConsumerStatus>,
+    /// The oldest pending entries, by id.
+    pub oldest_pending: Vec<PendingStatus>,
+}
+
+/// One consumer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStatus {
+    /// Name.
+    pub name: String,
+    /// Entries it holds.
+    pub pending: u64,
+    /// Milliseconds since it last interacted.
+    pub idle_ms: u64,
+}
+
+/// One pending entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingStatus {
+    /// Entry id.
+    pub id: String,
+    /// Holder.
+    pub consumer: String,
+    /// Milliseconds since its last delivery.
+    pub idle_ms: u64,
+    /// Deliveries so far.
+    pub deliveries: u64,
+}
+
+/// The dead-letter stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct DlqStatus {
+    /// Its key.
+    pub key: String,
+    /// Records in it.
+    pub length: u64,
+    /// Records by kind, over the newest `scanned`.
+    pub kinds: BTreeMap<String, u64>,
+    /// How many records `kinds` counts (all of them unless the DLQ is larger
+    /// than the scan limit).
+    pub scanned: u64,
+    /// The newest records, newest first.
+    pub newest: Vec<NewestDeadLetter>,
+}
+
+/// A recent dead letter, briefly.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewestDeadLetter {
+    /// Record id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// Reason.
+    pub reason: String,
+    /// Original entry id.
+    pub source_id: String,
+}
+
+/// Whether retention can do its work.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionStatus {
+    /// The oldest entry some group has not delivered or still has pending:
+    /// nothing from here on is trimmed by `run` or `trim`.
+    pub floor: Option<String>,
+    /// The group that sets the floor.
+    pub floor_group: Option<String>,
+    /// `--maxlen` of the policy, when known.
+    pub maxlen: Option<u64>,
+    /// `--max-age` of the policy in ms, when known.
+    pub max_age_ms: Option<u64>,
+    /// Whether the floor keeps the policy from being met (`None`: no policy known).
+    pub held_back: Option<bool>,
+    /// The group holding it back.
+    pub held_by: Option<String>,
+}
+
+/// Collects `stream`'s status; refuses a stream that does not exist.
+pub async fn collect(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    opts: &StatusOptions,
+) -> Result<StreamStatus, OpsError> {
+    let info = inspect::stream_info(con, stream)
+        .await?
+        .ok_or_else(|| no_such_stream(stream))?;
+    let mut groups = Vec::new();
+    let mut floor: Option<(String, String)> = None;
+    for g in inspect::groups(con, stream).await? {
+        let (status, oldest) = group_status(con, stream, &g, opts).await?;
+        let need = match oldest {
+            Some(id) => Some(id),
+            None => inspect::range(con, stream, &format!("({}", g.last_delivered_id), "+", 1)
+                .await?
+                .pop()
+                .map(|(id, _)| id),
+        };
+        if let Some(need) = need
+            && floor.as_ref().is_none_or(|(f, _)| id_lt(&need, f))
+        {
+            floor = Some((need, g.name.clone()));
+        }
+        groups.push(status);
+    }
+    let dlq = dlq_status(con, opts).await?;
+    let retention = retention_status(con, stream, &info, floor, opts.retention).await?;
+    Ok(StreamStatus {
+        stream: stream.to_owned(),
+        collected_at_ms: now_ms(),
+        length: info.length,
+        first_id: info.first_id,
+        last_id: info.last_id,
+        entries_added: info.entries_added,
+        groups,
+        dlq,
+        retention,
+    })
+}
+
+fn id_lt(a: &str, b: &str) -> bool {
+    id_parts(a) < id_parts(b)
+}
+
+async fn group_status(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    g: &GroupInfo,
+    opts: &StatusOptions,
+) -> Result<(GroupStatus, Option<String>), OpsError> {
+    let (lag, lag_exact) = match g.lag {
+        Some(lag) => (lag, true),
+        None => {
+            let n = inspect::count_after(con, stream, &g.last_delivered_id, LAG_COUNT_CAP).await?;
+            (n, false)
+        }
+    };
+    let consumers = inspect::consumers(con, stream, &g.name)
+        .await?
+        .into_iter()
+        .map(|c| ConsumerStatus {
+            name: c.name,
+            pending: c.pending,
+            idle_ms: c.idle_ms,
+        })
+        .collect();
+    // At least one row: the oldest pending id is the group's retention floor.
+    let rows = inspect::pending(con, stream, &g.name, None, opts.oldest_pending.max(1)).await?;
+    let oldest = rows.first().map(|p| p.id.clone());
+    let oldest_pending = rows
+        .into_iter()
+        .take(opts.oldest_pending)
+        .map(|p| PendingStatus {
+            id: p.id,
+            consumer: p.consumer,
+            idle_ms: p.idle_ms,
+            deliveries: p.deliveries,
+        })
+        .collect();
+    let status = GroupStatus {
+        name: g.name.clone(),
+        last_delivered_id: g.last_delivered_id.clone(),
+        lag,
+        lag_exact,
+        pending: g.pending,
+        consumers,
+        oldest_pending,
+    };
+    Ok((status, oldest))
+}
+
+async fn dlq_status(
+    con: &mut MultiplexedConnection,
+    opts: &StatusOptions,
+) -> Result<DlqStatus, OpsError> {
+    let key = opts.dlq.clone();
+    let length = match inspect::key_type(con, &key).await?.as_str() {
+        "stream" => inspect::len(con, &key).await?,
+        _ => 0,
+    };
+    let mut kinds = BTreeMap::new();
+    let mut newest = Vec::new();
+    let mut scanned = 0;
+    if length > 0 {
+        for raw in inspect::rev_range(con, &key, "+", "-", opts.dlq_scan).await? {
+            let d = DeadLetter::decode(raw)?;
+            scanned += 1;
+            *kinds.entry(d.kind.clone()).or_insert(0) += 1;
+            if newest.len() < opts.newest_dead_letters {
+                newest.push(NewestDeadLetter {
+                    id: d.id,
+                    kind: d.kind,
+                    reason: d.reason,
+                    source_id: d.source_id,
+                });
+            }
+        }
+    }
+    Ok(DlqStatus {
+        key,
+        length,
+        kinds,
+        scanned,
+        newest,
+    })
+}
+
+async fn retention_status(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    info: &inspect::StreamInfo,
+    floor: Option<(String, String)>,
+    policy: Option<Retention>,
+) -> Result<RetentionStatus, OpsError> {
+    let (floor, floor_group) = floor.unzip();
+    let mut status = RetentionStatus {
+        floor: floor.clone(),
+        floor_group: floor_group.clone(),
+        maxlen: policy.and_then(|p| p.maxlen),
+        max_age_ms: policy.and_then(|p| p.max_age).map(|d| d.as_millis() as u64),
+        held_back: None,
+        held_by: None,
+    };
+    let Some(policy) = policy else {
+        return Ok(status);
+    };
+    let mut held = false;
+    if let (Some(floor), Some(first)) = (&floor, &info.first_id) {
+        if let Some(maxlen) = policy.maxlen
+            && info.length > maxlen
+        {
+            // The policy wants the `excess` oldest entries gone: held back
+            // if fewer than that lie before the floor.
+            let excess = (info.length - maxlen) as usize;
+            let before = inspect::range(con, stream, "-", &format!("({floor}"), excess).await?;
+            held |= before.len() < excess;
+        }
+        if let Some(age) = policy.max_age {
+            let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
+            let first_old = id_ms(first).is_some_and(|ms| ms < cutoff);
+            let floor_old = id_ms(floor).is_some_and(|ms| ms < cutoff);
+            held |= first_old && floor_old;
+        }
+    }
+    status.held_back = Some(held);
+    status.held_by = if held { floor_group } else { None };
+    Ok(status)
+}
