@@ -515,3 +515,108 @@ fn traps_and_timeouts_are_counted_apart() {
         Some(2.0)
     );
 }
+
+/// `/api/status` serves the running pipelines with their counters and their
+/// stream as `host status --json` shows it, and both agree with Redis: the
+/// length, each group's lag and pending count, the dead letters by kind, and
+/// the group that holds retention back.
+#[test]
+fn the_status_api_agrees_with_host_status_and_redis() {
+    let redis = RedisServer::start();
+    let stream = key("api-status");
+    let dlq = format!("{stream}:dlq");
+    for _ in 0..4 {
+        redis.add(&stream, &[("action", "ok")]);
+    }
+    for _ in 0..2 {
+        redis.add(&stream, &[("action", "permanent")]);
+    }
+    // A group nobody reads: it lags by every entry and holds retention back.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("lagging")
+        .arg("0")
+        .query(&mut redis.conn())
+        .expect("XGROUP CREATE");
+    let port = free_port();
+    let listen = http_flag(port);
+    let _host = Host::misbehave(
+        &redis,
+        &stream,
+        &fast(&[
+            "--http",
+            &listen,
+            "--maxlen",
+            "2",
+            "--trim-interval",
+            "200ms",
+        ]),
+    );
+    let body = eventually(WAIT, "the status shows every entry settled", || {
+        let answer = get(port, "/api/status")?;
+        let body: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
+        (answer.status == 200
+            && body["pipelines"][0]["counters"]["acked"] == 4
+            && body["pipelines"][0]["counters"]["dead_permanent"] == 2
+            && body["streams"][0]["retention"]["held_back"] == true)
+            .then_some(body)
+    });
+    let p = &body["pipelines"][0];
+    assert_eq!(p["name"], "g");
+    assert_eq!(p["stream"], stream.as_str());
+    assert_eq!(p["dlq"], dlq.as_str());
+    assert!(
+        p["plugin"].as_str().unwrap().starts_with("misbehave@"),
+        "{p}"
+    );
+
+    let s = &body["streams"][0];
+    let len: u64 = redis.conn().xlen(&stream).expect("XLEN");
+    assert_eq!(s["length"], len);
+    for group in ["g", "lagging"] {
+        let (lag, pending) = xinfo_group(&redis, &stream, group);
+        let g = s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == group)
+            .unwrap_or_else(|| panic!("{group} in {s}"));
+        assert_eq!(Some(g["lag"].as_u64().unwrap()), lag, "{group}");
+        assert_eq!(g["pending"], pending, "{group}");
+    }
+    let kinds = dlq_kinds(&redis, &dlq);
+    assert_eq!(s["dlq"]["length"], 2);
+    assert_eq!(s["dlq"]["kinds"]["permanent"], kinds["permanent"] as u64);
+    assert_eq!(s["retention"]["held_by"], "lagging");
+
+    // The same data as `host status --json`, but for when it was collected.
+    let out = Host::output_env(
+        &[
+            "status",
+            "--stream",
+            &stream,
+            "--maxlen",
+            "2",
+            "--json",
+            "--redis",
+            &redis.url(),
+        ],
+        &[],
+    );
+    assert!(out.0.success(), "{}", out.2);
+    let mut cli: serde_json::Value = serde_json::from_str(&out.1).expect("JSON");
+    let mut api = s.clone();
+    for v in [&mut cli[0], &mut api] {
+        v["collected_at_ms"] = serde_json::Value::Null;
+        for g in v["groups"].as_array_mut().unwrap() {
+            for c in g["consumers"].as_array_mut().unwrap() {
+                c["idle_ms"] = serde_json::Value::Null;
+            }
+            for e in g["oldest_pending"].as_array_mut().unwrap() {
+                e["idle_ms"] = serde_json::Value::Null;
+            }
+        }
+    }
+    assert_eq!(cli[0], api);
+}

@@ -20,6 +20,7 @@ pub use self::process::{Config, Loader, PipelineError, Source};
 pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
 pub use self::tls::{TlsError, TlsFile, TlsMaterial};
 use crate::limits::{Limits, MAX_FIELDS_CEILING};
+use crate::stream::retention::Retention;
 use crate::units::ByteSize;
 
 /// Longest backoff before a failed entry is released for redelivery.
@@ -156,6 +157,14 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl RunConfig {
+    /// The retention policy, if `maxlen` or `max-age` sets one.
+    pub fn retention(&self) -> Option<Retention> {
+        (self.maxlen.is_some() || self.max_age.is_some()).then_some(Retention {
+            maxlen: self.maxlen,
+            max_age: self.max_age,
+        })
+    }
+
     /// The limits this configuration sets.
     pub fn limits(&self) -> Limits {
         Limits {

@@ -14,6 +14,7 @@ use super::stats::Stats;
 use super::supervise::TaskEnd;
 use crate::config::RedisConfig;
 use crate::plugin::PluginSlot;
+use crate::stream::retention::Retention;
 
 /// The running process, as the metrics and health endpoints see it.
 #[derive(Debug, Default)]
@@ -35,6 +36,10 @@ pub struct PipelineView {
     pub stream: String,
     /// Its consumer group.
     pub group: String,
+    /// Its dead-letter stream.
+    pub dlq: String,
+    /// Its retention policy, if any.
+    pub retention: Option<Retention>,
     /// Its counters.
     pub stats: Arc<Stats>,
     /// The entries it holds now.

@@ -27,7 +27,6 @@ use super::watcher::PluginWatcher;
 use super::workers::WorkerSet;
 use crate::config::{RedisEndpoint, RunConfig};
 use crate::plugin::{LoadedPlugin, PluginEngine, PluginSettings, PluginSlot};
-use crate::stream::retention::Retention;
 use crate::stream::{GroupRef, LinkHealth, PayloadReader, RedisLink};
 
 /// Response timeout of the committer's connection (big pipelines, scripts).
@@ -139,6 +138,8 @@ impl Parts {
             name: self.config.name.clone(),
             stream: self.config.stream.clone(),
             group: self.config.group.clone(),
+            dlq: self.config.dlq.clone(),
+            retention: self.config.retention(),
             stats: self.stats.clone(),
             inflight: self.inflight.clone(),
             plugin: self.slot.clone(),
@@ -265,11 +266,7 @@ impl Parts {
             dispatch: dispatch.clone(),
             stats: self.stats.clone(),
         };
-        let policy = Retention {
-            maxlen: config.maxlen,
-            max_age: config.max_age,
-        };
-        let trimmer = (policy.maxlen.is_some() || policy.max_age.is_some()).then(|| Trimmer {
+        let trimmer = config.retention().map(|policy| Trimmer {
             link: self.link(TASK_TIMEOUT),
             stream: config.stream.clone(),
             policy,

@@ -229,12 +229,7 @@ pub fn resolve(
                     .clone()
                     .or_else(|| of.map(|p| p.dlq.clone()))
                     .unwrap_or_else(|| format!("{stream}:dlq")),
-                retention: of
-                    .filter(|p| p.maxlen.is_some() || p.max_age.is_some())
-                    .map(|p| Retention {
-                        maxlen: p.maxlen,
-                        max_age: p.max_age,
-                    }),
+                retention: of.and_then(|p| p.retention()),
             }]
         }
         None => pipelines
@@ -242,10 +237,7 @@ pub fn resolve(
             .map(|p| Target {
                 stream: p.stream.clone(),
                 dlq: target.dlq.clone().unwrap_or_else(|| p.dlq.clone()),
-                retention: (p.maxlen.is_some() || p.max_age.is_some()).then_some(Retention {
-                    maxlen: p.maxlen,
-                    max_age: p.max_age,
-                }),
+                retention: p.retention(),
             })
             .collect(),
     };

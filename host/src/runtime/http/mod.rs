@@ -1,5 +1,6 @@
 //! The process's optional HTTP side (`--http ADDR`): Prometheus metrics at
-//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`. One
+//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`, and what
+//! `host status` shows, as JSON, at `/api/status`. One
 //! process-level task, bound before any plugin is compiled (so a taken
 //! address is a start-up error), serving until the pipelines have drained;
 //! every answer is built from the [`Board`] and, for what Redis knows, a
@@ -18,6 +19,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,8 @@ use self::metrics::{PipelineScrape, Scrape};
 use self::probe::{RedisLook, RedisProbe};
 use super::board::{Board, PipelineView};
 use crate::config::HttpListen;
+use crate::ops::status::{StatusOptions, StreamStatus};
+use crate::runtime::StatsSnapshot;
 
 /// Why the HTTP side cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +79,7 @@ impl HttpServer {
     /// Serves until `stop` fires, then lets answers in progress finish.
     pub async fn run(self, stop: CancellationToken) {
         if let Ok(addr) = self.local_addr() {
-            tracing::info!(address = %addr, endpoints = "/metrics /healthz /readyz", "http listening");
+            tracing::info!(address = %addr, endpoints = "/metrics /healthz /readyz /api/status", "http listening");
         }
         let app = Arc::new(App {
             board: self.board,
@@ -85,6 +89,7 @@ impl HttpServer {
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
+            .route("/api/status", get(api_status))
             .with_state(app);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -174,4 +179,92 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         &states(&views),
         &redis,
     ))
+}
+
+/// The most `/api/status` may spend reading Redis: it reads more than a
+/// scrape (consumers, oldest pending entries, the newest dead letters).
+const STATUS_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// One running pipeline in `/api/status`.
+#[derive(Debug, Serialize)]
+struct PipelineStatus {
+    name: String,
+    stream: String,
+    group: String,
+    dlq: String,
+    plugin: String,
+    in_flight: u64,
+    counters: StatsSnapshot,
+}
+
+/// The body of `/api/status`: the running pipelines with their counters,
+/// and each of their streams as `host status --json` shows it.
+#[derive(Debug, Serialize)]
+struct ApiStatus {
+    pipelines: Vec<PipelineStatus>,
+    streams: Vec<StreamStatus>,
+}
+
+async fn api_status(State(app): State<Arc<App>>) -> Response {
+    let running = app.board.running();
+    let pipelines = running
+        .iter()
+        .map(|p| PipelineStatus {
+            name: p.name.clone(),
+            stream: p.stream.clone(),
+            group: p.group.clone(),
+            dlq: p.dlq.clone(),
+            plugin: p.plugin.current().identity(),
+            in_flight: p.inflight.count() as u64,
+            counters: p.stats.snapshot(),
+        })
+        .collect();
+    let Some(redis) = app.board.redis() else {
+        return unavailable("no connection is configured".into());
+    };
+    let mut targets: Vec<(String, StatusOptions)> = Vec::new();
+    for p in &running {
+        if !targets
+            .iter()
+            .any(|(s, o)| *s == p.stream && o.dlq == p.dlq)
+        {
+            let mut opts = StatusOptions::new(p.dlq.clone());
+            opts.retention = p.retention;
+            targets.push((p.stream.clone(), opts));
+        }
+    }
+    let looked = tokio::time::timeout(STATUS_BUDGET, async {
+        let mut con = app.probe.connection(&redis).await?;
+        let mut streams = Vec::with_capacity(targets.len());
+        for (stream, opts) in &targets {
+            let status = crate::ops::status::collect(&mut con, stream, opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            streams.push(status);
+        }
+        Ok::<_, String>(streams)
+    })
+    .await;
+    match looked {
+        Ok(Ok(streams)) => Json(ApiStatus { pipelines, streams }).into_response(),
+        Ok(Err(e)) => {
+            app.probe.forget().await;
+            unavailable(format!("redis: {e}"))
+        }
+        Err(_) => {
+            app.probe.forget().await;
+            unavailable(format!(
+                "redis: no answer within {}",
+                humantime::format_duration(STATUS_BUDGET)
+            ))
+        }
+    }
+}
+
+fn unavailable(reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "status": "unavailable", "reasons": [reason] })),
+    )
+        .into_response()
 }

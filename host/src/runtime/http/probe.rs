@@ -84,6 +84,27 @@ impl RedisProbe {
     }
 }
 
+impl RedisProbe {
+    /// The probe's connection (cached, opened if need be), for a longer look
+    /// such as `/api/status`.
+    pub async fn connection(&self, redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
+        let mut cached = self.conn.lock().await;
+        match cached.as_ref() {
+            Some((settings, con)) if settings == redis => Ok(con.clone()),
+            _ => {
+                let con = connect(redis).await?;
+                *cached = Some((redis.clone(), con.clone()));
+                Ok(con)
+            }
+        }
+    }
+
+    /// Forgets the connection after a failure, so the next look reopens it.
+    pub async fn forget(&self) {
+        *self.conn.lock().await = None;
+    }
+}
+
 async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
     let endpoint = redis.endpoint().map_err(|e| e.to_string())?;
     let config = endpoint
