@@ -159,10 +159,7 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 impl RunConfig {
     /// The retention policy, if `maxlen` or `max-age` sets one.
     pub fn retention(&self) -> Option<Retention> {
-        (self.maxlen.is_some() || self.max_age.is_some()).then_some(Retention {
-            maxlen: self.maxlen,
-            max_age: self.max_age,
-        })
+        Retention::of(self.maxlen, self.max_age)
     }
 
     /// The limits this configuration sets.

@@ -27,6 +27,13 @@ pub struct Retention {
     pub max_age: Option<Duration>,
 }
 
+impl Retention {
+    /// The policy that `maxlen` and `max_age` set, if either is given.
+    pub fn of(maxlen: Option<u64>, max_age: Option<Duration>) -> Option<Self> {
+        (maxlen.is_some() || max_age.is_some()).then_some(Self { maxlen, max_age })
+    }
+}
+
 /// What one trim pass did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TrimReport {

@@ -69,10 +69,7 @@ pub struct StatusArgs {
 pub(super) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (redis, targets) = resolve(&args.connect, &args.target, true)?;
     let mut con = ops::connect(&redis).await?;
-    let flags_policy = (args.maxlen.is_some() || args.max_age.is_some()).then_some(Retention {
-        maxlen: args.maxlen,
-        max_age: args.max_age,
-    });
+    let flags_policy = Retention::of(args.maxlen, args.max_age);
     let thresholds = Thresholds {
         max_lag: args.max_lag,
         max_pending_age: args.max_pending_age,

@@ -46,16 +46,8 @@ pub struct RedisProbe {
 impl RedisProbe {
     /// Looks at Redis and each of `groups` within [`PROBE_BUDGET`].
     pub async fn look(&self, redis: &RedisConfig, groups: &[(String, String)]) -> RedisLook {
-        let mut cached = self.conn.lock().await;
         let attempt = tokio::time::timeout(PROBE_BUDGET, async {
-            let mut con = match cached.as_ref() {
-                Some((settings, con)) if settings == redis => con.clone(),
-                _ => {
-                    let con = connect(redis).await?;
-                    *cached = Some((redis.clone(), con.clone()));
-                    con
-                }
-            };
+            let mut con = self.connection(redis).await?;
             inspect::ping(&mut con).await.map_err(|e| e.to_string())?;
             let mut seen = BTreeMap::new();
             for (stream, group) in groups {
@@ -76,7 +68,7 @@ impl RedisProbe {
             ),
         };
         tracing::debug!(reason = %down, "redis did not answer a scrape or readiness check");
-        *cached = None;
+        self.forget().await;
         RedisLook {
             down: Some(down),
             groups: BTreeMap::new(),
@@ -85,8 +77,8 @@ impl RedisProbe {
 }
 
 impl RedisProbe {
-    /// The probe's connection (cached, opened if need be), for a longer look
-    /// such as `/api/status`.
+    /// The probe's connection: the cached one, or a new one for new
+    /// settings or after [`Self::forget`].
     pub async fn connection(&self, redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
         let mut cached = self.conn.lock().await;
         match cached.as_ref() {
