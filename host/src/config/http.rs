@@ -66,6 +66,39 @@ impl fmt::Display for HttpListen {
     }
 }
 
+/// What the dashboard served on the listener may do besides showing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dashboard {
+    /// Actions (produce, crash, reclaim, redrive, trim, upload, consumers)
+    /// are allowed to requests bearing this token; `None`: read-only.
+    pub admin: Option<HttpAdmin>,
+    /// A steady producer of demo order events started with the process
+    /// (`host demo`); the dashboard can change its rate.
+    pub trickle: Option<Trickle>,
+}
+
+/// The dashboard's admin access (`--http-admin`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpAdmin {
+    /// The bearer token every action must carry.
+    pub token: String,
+}
+
+impl fmt::Debug for HttpAdmin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpAdmin { token: *** }")
+    }
+}
+
+/// A steady producer of demo order events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trickle {
+    /// Stream it appends to.
+    pub stream: String,
+    /// Events per second (0: paused).
+    pub per_second: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

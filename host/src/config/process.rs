@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ConfigError, HttpListen, RunConfig};
+use super::{ConfigError, Dashboard, HttpListen, RunConfig};
 
 /// Everything one process runs: its pipelines, and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct Config {
     /// Where the metrics and health endpoints listen (`--http`, `[http]
     /// listen`); process-level: a reload does not move the listener.
     pub http: Option<HttpListen>,
+    /// What the dashboard on the listener may do (`--http-admin`, `host demo`).
+    pub dashboard: Dashboard,
 }
 
 /// Reads a configuration file into a validated [`Config`] (or says why not).
@@ -79,11 +81,14 @@ impl Config {
             pipelines: vec![pipeline],
             source: None,
             http: None,
+            dashboard: Dashboard::default(),
         }
     }
 
     /// Checks every pipeline, then the rules between them: unique names, one
-    /// pipeline per stream and group, one Redis connection for all.
+    /// consumer per stream and group (several consumers of one group may
+    /// share a process: the dashboard's "add consumer"), one Redis
+    /// connection for all.
     pub fn validate(&self) -> Result<(), PipelineError> {
         let at = |index: usize, error: ConfigError| PipelineError {
             index,
@@ -117,14 +122,17 @@ impl Config {
                     },
                 ));
             }
-            if let Some(first) = groups.insert((p.stream.as_str(), p.group.as_str()), i) {
+            if let Some(first) = groups.insert(
+                (p.stream.as_str(), p.group.as_str(), p.consumer.as_str()),
+                i,
+            ) {
                 return Err(at(
                     i,
                     ConfigError::Conflict {
-                        flags: &["group", "stream", "name"],
+                        flags: &["group", "consumer", "stream", "name"],
                         message: format!(
-                            "pipeline {:?} already consumes stream {:?} as group {:?}; run more consumers with more processes or a higher concurrency",
-                            self.pipelines[first].name, p.stream, p.group
+                            "pipeline {:?} already consumes stream {:?} as group {:?} with consumer {:?}; two pipelines cannot share one consumer's pending entries (give each its own `consumer`, or raise `concurrency`)",
+                            self.pipelines[first].name, p.stream, p.group, p.consumer
                         ),
                     },
                 ));

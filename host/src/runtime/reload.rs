@@ -61,6 +61,7 @@ mod tests {
             pipelines: vec![pipeline("keep"), pipeline("tune"), pipeline("drop")],
             source: None,
             http: None,
+            dashboard: Default::default(),
         };
         let mut tuned = pipeline("tune");
         tuned.batch = 50;
@@ -69,6 +70,7 @@ mod tests {
             pipelines: vec![pipeline("keep"), tuned.clone(), pipeline("add")],
             source: None,
             http: None,
+            dashboard: Default::default(),
         };
         let plan = diff(&old, &new);
         assert_eq!(plan.unchanged, ["keep"]);

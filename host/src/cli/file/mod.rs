@@ -179,6 +179,7 @@ impl<'a> File<'a> {
             pipelines,
             source: Some(Source::new(path.to_owned(), reload)),
             http,
+            dashboard: Default::default(),
         };
         config.validate().map_err(|e| {
             let flags = e.error.flags();
