@@ -195,6 +195,10 @@ fn with_admin_only_the_right_token_acts() {
     for (body, why) in [
         (json!({"count": 0, "type": "random"}), "count"),
         (
+            json!({"count": 10_001, "type": "random"}),
+            "count must be 1 to 10000",
+        ),
+        (
             json!({"count": 1, "type": "order.lost"}),
             "unknown event type",
         ),
@@ -589,5 +593,16 @@ fn an_uploaded_plugin_swaps_live_and_a_bad_one_is_refused_and_put_back() {
         post(f.port, "/api/plugins/n-1", None, "application/wasm", &noop).status,
         401
     );
+    // Over the upload limit: refused before anything is written.
+    let huge = vec![0u8; (64 << 20) + 1];
+    let answer = post(
+        f.port,
+        "/api/plugins/n-1",
+        Some(TOKEN),
+        "application/wasm",
+        &huge,
+    );
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert_eq!(std::fs::read(&f.notify).unwrap(), noop);
     assert!(f.host.log().contains("plugin swapped"));
 }
