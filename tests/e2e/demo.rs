@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use redis::{Commands, Connection, Value};
 
-use crate::support::{Host, RedisServer, eventually, http::free_port};
+use crate::support::http::{free_port, get};
+use crate::support::{Host, RedisServer, eventually};
 
 const STREAM: &str = "demo:events:orders";
 const TOKEN: &str = "demo-test-token";
 
-/// `host demo` against `redis_url`, its dashboard on a free port, a known token.
-fn demo(redis_url: &str, extra: &[&str]) -> Host {
-    let http = format!("127.0.0.1:{}", free_port());
+/// `host demo` against `redis_url`, its dashboard on a free port (returned),
+/// a known token, and `extra` flags; once it has printed the dashboard's link.
+fn demo(redis_url: &str, extra: &[&str]) -> (Host, u16) {
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
     let mut args = vec!["demo", "--redis", redis_url, "--http", &http];
     args.extend(extra);
     let host = Host::spawn_capturing(&args, &[("STREAMHOST_HTTP_TOKEN", TOKEN)]);
@@ -25,7 +28,26 @@ fn demo(redis_url: &str, extra: &[&str]) -> Host {
         "the dashboard's link on stdout",
         || host.stdout().iter().any(|l| l == &link).then_some(()),
     );
-    host
+    (host, port)
+}
+
+/// Waits until the trickle has appended `n` entries; returns their ids.
+fn trickled(con: &mut Connection, n: usize) -> Vec<String> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} entries from the trickle"),
+        || {
+            let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(STREAM)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(n)
+                .query(con)
+                .ok()?;
+            (rows.len() == n).then(|| rows.into_iter().map(|(id, _)| id).collect())
+        },
+    )
 }
 
 /// The `redis: URL …` line the demo printed.
@@ -80,26 +102,6 @@ fn consumers(con: &mut Connection, group: &str) -> Vec<String> {
     names
 }
 
-/// Appends `n` well-formed order events; returns their ids.
-fn produce(con: &mut Connection, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let order = format!("t-{i}");
-            con.xadd(
-                STREAM,
-                "*",
-                &[
-                    ("type", "order.placed"),
-                    ("order_id", order.as_str()),
-                    ("customer", "alice"),
-                    ("amount", "12.50"),
-                ],
-            )
-            .expect("XADD")
-        })
-        .collect()
-}
-
 /// Waits until the demo's three consumers are registered and both groups
 /// have read and acked every entry in `ids` (nothing of them pending).
 fn wait_for_both_groups(con: &mut Connection, ids: &[String]) {
@@ -150,22 +152,25 @@ fn stop(host: &mut Host) {
 #[test]
 fn demo_runs_two_groups_on_a_given_redis_and_exits_cleanly() {
     let redis = RedisServer::start();
-    let mut host = demo(&redis.url(), &[]);
+    let (mut host, port) = demo(&redis.url(), &["--rate", "20"]);
     assert_eq!(printed_redis(&host), redis.url());
     let mut con = redis.conn();
-    let ids = produce(&mut con, 20);
+    let ids = trickled(&mut con, 30);
     wait_for_both_groups(&mut con, &ids);
     let outbox: usize = con.xlen("notifications:outbox").unwrap();
     let totals: usize = con.xlen("analytics:totals").unwrap();
-    assert!(outbox >= 20, "one notification per order: {outbox}");
-    assert!(totals >= 20, "one running total per order: {totals}");
+    assert!(outbox >= 30, "one notification per order: {outbox}");
+    assert!(totals >= 30, "one running total per order: {totals}");
+    let info = get(port, "/api/info").expect("the dashboard answers");
+    assert_eq!(info.status, 200);
+    assert!(info.body.contains(r#""demo":true"#), "{}", info.body);
     stop(&mut host);
 }
 
 #[test]
 fn demo_starts_a_private_redis_when_nothing_answers_and_stops_it() {
     let nothing = format!("redis://127.0.0.1:{}", free_port());
-    let mut host = demo(&nothing, &[]);
+    let (mut host, _) = demo(&nothing, &["--rate", "20"]);
     let private = printed_redis(&host);
     assert_ne!(private, nothing);
     let line = host
@@ -181,7 +186,7 @@ fn demo_starts_a_private_redis_when_nothing_answers_and_stops_it() {
         .and_then(|p| p.parse().ok())
         .expect("the private server's pid");
     let mut con = conn(&private);
-    let ids = produce(&mut con, 10);
+    let ids = trickled(&mut con, 10);
     wait_for_both_groups(&mut con, &ids);
     drop(con);
 
@@ -223,7 +228,8 @@ fn reset_deletes_only_the_demo_keys_and_no_reset_keeps_them() {
         !rows.is_empty()
     };
 
-    let mut kept = demo(&redis.url(), &["--no-reset"]);
+    // No trickle: what the groups read is what the test left there.
+    let (mut kept, _) = demo(&redis.url(), &["--no-reset", "--rate", "0"]);
     // Groups created at 0 read the old entry: the run is well under way.
     wait_for_both_groups(&mut con, std::slice::from_ref(&old[STREAM]));
     stop(&mut kept);
@@ -231,7 +237,7 @@ fn reset_deletes_only_the_demo_keys_and_no_reset_keeps_them() {
         assert!(still_there(&mut con, key), "--no-reset removed {key}");
     }
 
-    let mut reset = demo(&redis.url(), &[]);
+    let (mut reset, _) = demo(&redis.url(), &["--rate", "0"]);
     reset.wait_for_log("reset: deleted 4 demo key(s)", Duration::from_secs(10));
     for key in [
         STREAM,

@@ -19,8 +19,6 @@ use crate::demo::plugins::PluginFiles;
 use crate::demo::redis_child::{RedisChild, RedisChildError};
 use crate::demo::{self, Probe};
 
-/// The variable an admin token can be given in (the one `host run --http-admin` reads).
-pub const TOKEN_ENV: &str = "STREAMHOST_HTTP_TOKEN";
 /// How long `--open` waits for the dashboard to listen before opening it anyway.
 const OPEN_WAIT: Duration = Duration::from_secs(30);
 
@@ -30,7 +28,8 @@ const OPEN_WAIT: Duration = Duration::from_secs(30);
 What runs: stream demo:events:orders; group `notifications` with consumers notifications-1 and \
 notifications-2 (notify plugin: one message per order to notifications:outbox); group `analytics` \
 with consumer analytics-1 (analytics plugin: running totals to analytics:totals); a steady trickle \
-of order events (--rate). Entries of a crashed consumer are reclaimed after 5s idle; an entry failing 3 times is dead-lettered.
+of order events (--rate; every 50th malformed, so the dead-letter stream fills too). Entries of a \
+crashed consumer are reclaimed after 5s idle; an entry failing 3 times is dead-lettered.
 
 The dashboard's link carries the admin token after `#` (it never leaves the browser); set \
 STREAMHOST_HTTP_TOKEN to choose the token. SIGINT/SIGTERM drain the pipelines and exit 0 (a \
@@ -141,18 +140,18 @@ pub async fn start(args: DemoArgs) -> anyhow::Result<Demo> {
     }
     let plugins =
         PluginFiles::write().context("writing the demo plugins to a temporary directory")?;
-    let token = std::env::var(TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(demo::random_token);
+    // The demo prints the link itself, on stdout; the listener need not log it.
+    let admin = HttpAdmin {
+        announce: false,
+        ..HttpAdmin::from_env(&|name| std::env::var(name).ok())
+    };
+    let token = admin.token.clone();
     let config = Config {
         pipelines: pipelines(&redis, &plugins, args.cache_dir.as_deref())?,
         source: None,
         http: Some(args.http.clone()),
         dashboard: Dashboard {
-            admin: Some(HttpAdmin {
-                token: token.clone(),
-            }),
+            admin: Some(admin),
             trickle: Some(Trickle {
                 stream: demo::STREAM.into(),
                 per_second: args.rate,

@@ -80,23 +80,9 @@ pub async fn reset(redis: &RedisConfig) -> Result<u64, OpsError> {
     Ok(deleted)
 }
 
-/// A fresh admin token for the dashboard: 128 random bits, hex.
-pub fn random_token() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_long_and_fresh() {
-        let (a, b) = (random_token(), random_token());
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
-    }
 
     #[tokio::test]
     async fn a_closed_port_is_nothing_and_a_listener_answers() {
