@@ -6,6 +6,7 @@ mod support;
 mod cache;
 mod claims;
 mod config_file;
+mod dashboard_api;
 mod healing;
 mod hostile_calls;
 mod hostile_emits;

@@ -85,3 +85,51 @@ fn trim_refuses_unsafe_cuts_unless_forced() {
         "about 2 kept (whole nodes of 5)"
     );
 }
+
+#[test]
+fn an_exact_trim_cuts_a_small_stream_to_the_entry_but_never_past_a_group() {
+    let redis = RedisServer::start();
+    let stream = key("ops-trim-exact");
+    let all: Vec<String> = (0..30)
+        .map(|i| redis.add(&stream, &[("n", &i.to_string())]))
+        .collect();
+    // One node holds all 30 entries: `~` removes nothing.
+    let (code, _, err) = host(&redis, &["trim", "--stream", &stream, "--maxlen", "5"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids(&redis, &stream).len(), 30);
+    // A group that has delivered 20 and acked 12 needs entries from the 13th.
+    redis.read_as(&stream, "g", "c", 20);
+    redis.ack(&stream, "g", &all[..12]);
+    let (code, out, err) = host(
+        &redis,
+        &[
+            "trim", "--stream", &stream, "--maxlen", "5", "--exact", "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        ids(&redis, &stream),
+        all[12..].to_vec(),
+        "cut at the floor, exactly"
+    );
+    let report: Json = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["held_by"], "g");
+    assert_eq!(report["removed"], 12);
+    // Caught up: exactly five remain.
+    redis.read_as(&stream, "g", "c", 100);
+    redis.ack(&stream, "g", &all[12..]);
+    let (code, _, err) = host(
+        &redis,
+        &["trim", "--stream", &stream, "--maxlen", "5", "--exact"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids(&redis, &stream), all[25..].to_vec());
+    let (code, _, err) = host(
+        &redis,
+        &[
+            "trim", "--stream", &stream, "--maxlen", "5", "--exact", "--force",
+        ],
+    );
+    assert_ne!(code, 0, "--exact and --force contradict each other");
+    assert!(err.contains("--force"), "{err}");
+}

@@ -226,13 +226,13 @@ fn a_trim_pass_reads_a_bounded_number_of_entries_per_script_call() {
     let memo = TrimMemo::default();
     let report = rt.block_on(async {
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        let missing = trim(&mut con, &key("no-stream"), policy, &memo).await;
+        let missing = trim(&mut con, &key("no-stream"), policy, &memo, false).await;
         assert_eq!(
             missing.unwrap(),
             None,
             "a stream not created yet: nothing to trim"
         );
-        trim(&mut con, &stream, policy, &memo)
+        trim(&mut con, &stream, policy, &memo, false)
             .await
             .unwrap()
             .expect("the stream exists")
@@ -251,7 +251,7 @@ fn a_trim_pass_reads_a_bounded_number_of_entries_per_script_call() {
     // The next pass knows where the newest 3000 start: one call.
     let again = rt.block_on(async {
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        trim(&mut con, &stream, policy, &memo)
+        trim(&mut con, &stream, policy, &memo, false)
             .await
             .unwrap()
             .expect("the stream exists")
@@ -266,7 +266,7 @@ fn a_trim_pass_reads_a_bounded_number_of_entries_per_script_call() {
     for _ in 0..10 {
         let done = rt.block_on(async {
             let mut con = client.get_multiplexed_async_connection().await.unwrap();
-            trim(&mut con, &stream, policy, &memo)
+            trim(&mut con, &stream, policy, &memo, false)
                 .await
                 .unwrap()
                 .expect("the stream exists")

@@ -72,12 +72,19 @@ pub fn invocation() -> Invocation {
                 }),
                 None => {
                     let http = args.http.clone();
+                    let dashboard = crate::config::Dashboard {
+                        admin: args.http_admin.then(|| {
+                            crate::config::HttpAdmin::from_env(&|n| std::env::var(n).ok())
+                        }),
+                        trickle: None,
+                    };
                     args.redis
                         .redis_config(&|name| std::env::var(name).ok())
                         .and_then(|redis| args.into_config(redis, super::env_plugin_config()))
                         .map(|c| What::Run {
                             source: RunSource::Flags(Box::new(Config {
                                 http,
+                                dashboard,
                                 ..Config::single(c)
                             })),
                             check_only,
@@ -116,6 +123,8 @@ fn refuse_flags_beside(matches: &ArgMatches) -> Result<(), ConfigError> {
                 "set the connection in the file's [redis] table instead".to_owned()
             } else if long == "http" {
                 "set `listen` in the file's [http] table instead".to_owned()
+            } else if long == "http-admin" {
+                "set `admin = true` in the file's [http] table instead".to_owned()
             } else {
                 format!("set `{long}` in the file instead")
             };

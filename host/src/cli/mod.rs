@@ -150,6 +150,12 @@ pub struct RunArgs {
         help_heading = "Metrics and health"
     )]
     pub http: Option<HttpListen>,
+    /// Allow the dashboard's actions (produce, crash, reclaim, redrive, trim, plugin upload, add
+    /// and remove consumers) to requests bearing the admin token: `STREAMHOST_HTTP_TOKEN`, else
+    /// one is generated and logged at start-up as a link. Needs --http. In a config file:
+    /// `[http]` `admin = true`.
+    #[arg(long, requires = "http", help_heading = "Metrics and health")]
+    pub http_admin: bool,
     /// Pipeline name in logs [default: the group].
     #[arg(long, env = "STREAMHOST_NAME")]
     pub name: Option<String>,

@@ -82,11 +82,42 @@ pub struct Dashboard {
 pub struct HttpAdmin {
     /// The bearer token every action must carry.
     pub token: String,
+    /// Whether the listener logs a link carrying the token at start-up
+    /// (the token was generated, so nobody knows it yet).
+    pub announce: bool,
+}
+
+/// Where the admin token is read from.
+pub const TOKEN_ENV: &str = "STREAMHOST_HTTP_TOKEN";
+
+impl HttpAdmin {
+    /// The token in [`TOKEN_ENV`], else a new random one to announce.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        match env(TOKEN_ENV)
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+        {
+            Some(token) => Self {
+                token,
+                announce: false,
+            },
+            None => Self {
+                token: rand::random::<[u8; 16]>()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+                announce: true,
+            },
+        }
+    }
 }
 
 impl fmt::Debug for HttpAdmin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HttpAdmin { token: *** }")
+        f.debug_struct("HttpAdmin")
+            .field("token", &"***")
+            .field("announce", &self.announce)
+            .finish()
     }
 }
 

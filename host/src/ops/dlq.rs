@@ -257,7 +257,7 @@ pub async fn redrive(
     records: &[DeadLetter],
     to: Option<&str>,
     dry_run: bool,
-    progress: &mut dyn FnMut(&RedriveRow),
+    progress: &mut (dyn FnMut(&RedriveRow) + Send),
 ) -> Result<Vec<RedriveRow>, OpsError> {
     let mut rows = Vec::with_capacity(records.len());
     for d in records {

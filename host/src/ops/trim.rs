@@ -41,13 +41,15 @@ pub struct Lost {
     pub undelivered: u64,
 }
 
-/// Applies `policy` to `stream` once: group-safe, or with `force` exactly
-/// (`XTRIM MAXLEN` / `MINID`, not approximate), naming what the groups lose.
+/// Applies `policy` to `stream` once: group-safe (approximate unless
+/// `exact`), or with `force` exactly (`XTRIM MAXLEN` / `MINID`), naming
+/// what the groups lose.
 pub async fn trim(
     con: &mut MultiplexedConnection,
     stream: &str,
     policy: Retention,
     force: bool,
+    exact: bool,
 ) -> Result<TrimOutcome, OpsError> {
     let before = inspect::stream_info(con, stream)
         .await?
@@ -76,7 +78,7 @@ pub async fn trim(
             out.removed = n;
         }
     } else {
-        let report = retention::trim(con, stream, policy, &TrimMemo::default())
+        let report = retention::trim(con, stream, policy, &TrimMemo::default(), exact)
             .await?
             .ok_or_else(|| no_such_stream(stream))?;
         out.removed = report.trimmed;

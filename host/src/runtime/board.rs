@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::controls::Controls;
 use super::inflight::InFlight;
+use super::plugin_log::PluginLog;
 use super::stats::Stats;
 use super::supervise::TaskEnd;
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RunConfig};
 use crate::plugin::PluginSlot;
 use crate::stream::retention::Retention;
 
@@ -25,6 +29,51 @@ pub struct Board {
     /// The connection every pipeline uses.
     redis: RwLock<Option<RedisConfig>>,
     draining: AtomicBool,
+    /// Plugin reloads of every pipeline.
+    plugin_log: Arc<PluginLog>,
+    /// The process's inbox for consumers added and removed at run time.
+    control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
+}
+
+/// A change to the running pipelines asked for by the dashboard.
+#[derive(Debug)]
+pub enum Control {
+    /// Start another consumer of a group: a copy of pipeline `like` named
+    /// `name`, consuming as `consumer`.
+    Add {
+        /// The pipeline copied.
+        like: String,
+        /// The new pipeline's name.
+        name: String,
+        /// Its consumer name.
+        consumer: String,
+        /// Why it could not start, or nothing.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Drain and stop a pipeline.
+    Remove {
+        /// Its name.
+        name: String,
+        /// Why it could not be removed, or nothing once drained.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+}
+
+/// Why a [`Control`] was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// No pipeline has that name.
+    #[error("no running pipeline is named {0:?}")]
+    NoSuchPipeline(String),
+    /// It cannot be done in this state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The new pipeline could not start.
+    #[error("{0}")]
+    Failed(String),
+    /// The process is stopping (or does not take changes).
+    #[error("the process is stopping")]
+    Stopping,
 }
 
 /// One running pipeline.
@@ -32,6 +81,10 @@ pub struct Board {
 pub struct PipelineView {
     /// The pipeline's name.
     pub name: String,
+    /// Its configuration.
+    pub config: Arc<RunConfig>,
+    /// The dashboard's controls of it.
+    pub controls: Arc<Controls>,
     /// Its stream.
     pub stream: String,
     /// Its consumer group.
@@ -107,6 +160,34 @@ impl Board {
     /// The whole process began to drain.
     pub fn draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The process takes [`Control`]s on this channel.
+    pub fn take_controls(&self, inbox: mpsc::UnboundedSender<Control>) {
+        *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(inbox);
+    }
+
+    /// Sends `make(reply)` to the process and waits for its answer.
+    pub async fn control(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), ControlError>>) -> Control,
+    ) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|inbox| inbox.send(make(reply)).is_ok());
+        if !sent {
+            return Err(ControlError::Stopping);
+        }
+        answer.await.unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// Plugin reloads of every pipeline.
+    pub fn plugin_log(&self) -> Arc<PluginLog> {
+        self.plugin_log.clone()
     }
 
     /// Whether the whole process is draining.

@@ -8,6 +8,7 @@ use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::controls::Controls;
 use super::inflight::{InFlight, LastFailures};
 use super::ordering::KeyOrder;
 use crate::outcome::{DeadLetterKind, Outcome};
@@ -152,6 +153,8 @@ pub struct Dispatcher {
     pub failures: Arc<LastFailures>,
     /// Per-key ordering (`--order-by`), if configured.
     pub order: Option<Arc<KeyOrder>>,
+    /// The dashboard's "crash next N".
+    pub controls: Arc<Controls>,
 }
 
 impl Dispatcher {
@@ -166,6 +169,14 @@ impl Dispatcher {
                 self.inflight.drop_all([entry.id.as_str()]);
                 continue;
             };
+            if self.controls.take_crash() {
+                // As a consumer that died after reading: the entry stays
+                // pending under our name, and since this process no longer
+                // holds it, any reaper (ours included) claims it once idle.
+                self.inflight.drop_all([entry.id.as_str()]);
+                tracing::info!(entry = %entry.id, deliveries = entry.delivery_count, "crash next N: delivery dropped unacked");
+                continue;
+            }
             if !self.route(entry, permit) {
                 return false;
             }
@@ -215,6 +226,7 @@ impl Dispatcher {
             inflight: self.inflight.clone(),
             failures: self.failures.clone(),
             order: self.order.clone(),
+            controls: self.controls.clone(),
         }
     }
 }
@@ -229,6 +241,7 @@ pub struct WeakDispatcher {
     inflight: Arc<InFlight>,
     failures: Arc<LastFailures>,
     order: Option<Arc<KeyOrder>>,
+    controls: Arc<Controls>,
 }
 
 impl WeakDispatcher {
@@ -242,6 +255,7 @@ impl WeakDispatcher {
             inflight: self.inflight.clone(),
             failures: self.failures.clone(),
             order: self.order.clone(),
+            controls: self.controls.clone(),
         })
     }
 

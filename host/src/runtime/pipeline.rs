@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::board::{PipelineHealth, PipelineView};
 use super::claiming::DlqTarget;
+use super::plugin_log::PluginLog;
 use super::prepare::Prepared;
 use super::stats::{Stats, StatsSnapshot};
 use super::supervise::{Supervisor, Task, TaskEnd};
@@ -88,13 +89,14 @@ impl Pipeline {
         prepared: Prepared,
         token: CancellationToken,
         failures: mpsc::UnboundedSender<Failure>,
+        plugin_log: Arc<PluginLog>,
     ) -> Result<PipelineHandle, RunError> {
         let Prepared {
             engine,
             settings,
             plugin,
         } = prepared;
-        let mut parts = Parts::new(config, plugin, token)?;
+        let mut parts = Parts::new(config, plugin, token, plugin_log)?;
         let (work_tx, work_rx) = flume::unbounded();
         let (settled_tx, settled_rx) = mpsc::unbounded_channel();
         let dispatcher = parts.dispatcher(work_tx, settled_tx.clone());

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::board::Board;
+use super::board::{Board, Control, ControlError};
 use super::file_watch::{FileWatch, Trigger};
 use super::http::HttpServer;
 use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport};
@@ -36,6 +36,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         declared(&config),
         config.pipelines.first().map(|p| p.redis.clone()),
     );
+    let (controls_tx, mut controls) = mpsc::unbounded_channel();
+    board.take_controls(controls_tx);
     let mut process = Process {
         running: BTreeMap::new(),
         config: config.clone(),
@@ -47,7 +49,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     // Bound before the (slow) plugin compiles: a taken address is a
     // start-up error, and the endpoints answer (not ready) meanwhile.
     let mut http = match &config.http {
-        Some(listen) => Some(ProcessTasks::http(HttpServer::bind(listen, board).await?)),
+        Some(listen) => Some(ProcessTasks::http(
+            HttpServer::bind(listen, board, config.dashboard.clone()).await?,
+        )),
         None => None,
     };
     let prepared = tokio::select! {
@@ -93,6 +97,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
             Some(failure) = failures.recv() => break Some(Err(failure)),
             end = process_task_end => break Some(Ok(end)),
             trigger = reload => process.reload(trigger).await,
+            Some(control) = controls.recv() => process.control(control).await,
         }
     };
     match &failure {
@@ -200,6 +205,7 @@ impl Process {
             prepared,
             self.root.child_token(),
             self.failures.clone(),
+            self.board.plugin_log(),
         )?;
         tracing::info!(pipeline = %name, action, "pipeline {action}");
         self.board.started(handle.view());
@@ -331,6 +337,91 @@ impl Process {
                 }
             }
         }
+    }
+
+    /// Adds or removes a consumer as the dashboard asks.
+    async fn control(&mut self, control: Control) {
+        match control {
+            Control::Add {
+                like,
+                name,
+                consumer,
+                reply,
+            } => {
+                let _ = reply.send(self.add_consumer(&like, name, consumer).await);
+            }
+            Control::Remove { name, reply } => {
+                let _ = reply.send(self.remove_consumer(&name).await);
+            }
+        }
+    }
+
+    async fn add_consumer(
+        &mut self,
+        like: &str,
+        name: String,
+        consumer: String,
+    ) -> Result<(), ControlError> {
+        let template = self
+            .config
+            .pipelines
+            .iter()
+            .find(|p| p.name == like && self.running.contains_key(&p.name))
+            .ok_or_else(|| ControlError::NoSuchPipeline(like.to_owned()))?;
+        let mut added = template.clone();
+        added.name = name;
+        added.consumer = consumer;
+        let mut next = self.config.clone();
+        next.pipelines.push(added.clone());
+        next.validate()
+            .map_err(|e| ControlError::Conflict(e.error.to_string()))?;
+        let prepared = tokio::select! {
+            biased;
+            _ = self.root.cancelled() => return Err(ControlError::Stopping),
+            p = prepare_all(vec![added.clone()]) => p,
+        }
+        .map_err(|e| ControlError::Failed(e.to_string()))?;
+        for (config, prepared) in prepared {
+            self.start(config, prepared, "added")
+                .map_err(|e| ControlError::Failed(e.to_string()))?;
+        }
+        // Kept in the configuration so that names stay unique; a reload of
+        // the config file removes it (it is not in the file).
+        self.config = next;
+        self.board.declare(
+            declared(&self.config),
+            self.config.pipelines.first().map(|p| p.redis.clone()),
+        );
+        Ok(())
+    }
+
+    async fn remove_consumer(&mut self, name: &str) -> Result<(), ControlError> {
+        let Some(handle) = self.running.get(name) else {
+            return Err(ControlError::NoSuchPipeline(name.to_owned()));
+        };
+        let view = handle.view();
+        let peers = self
+            .running
+            .values()
+            .filter(|h| {
+                let v = h.view();
+                v.stream == view.stream && v.group == view.group
+            })
+            .count();
+        if peers < 2 {
+            return Err(ControlError::Conflict(format!(
+                "{name:?} is the last consumer of group {:?} here; add another first",
+                view.group
+            )));
+        }
+        tracing::info!(pipeline = %name, action = "removing", "consumer removed from the dashboard: draining it");
+        self.drain(&[name.to_owned()]).await;
+        self.config.pipelines.retain(|p| p.name != name);
+        self.board.declare(
+            declared(&self.config),
+            self.config.pipelines.first().map(|p| p.redis.clone()),
+        );
+        Ok(())
     }
 
     async fn drain_all(&mut self) {

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::claiming::{DlqTarget, claim_entries};
+use super::controls::ReclaimNow;
 use super::dispatch::{Dispatcher, window_slots};
 use super::stats::Stats;
 use crate::stream::commands;
@@ -42,26 +43,56 @@ pub struct Reaper {
     pub dispatch: Dispatcher,
     /// Run counters.
     pub stats: Arc<Stats>,
+    /// The dashboard's "reclaim now" (`None`: taken by an earlier reaper).
+    pub requests: Option<mpsc::UnboundedReceiver<ReclaimNow>>,
 }
 
 impl Reaper {
     /// Sweeps every interval until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
+        let mut requests = self.requests.take();
+        let mut next = tokio::time::Instant::now() + self.interval;
         loop {
-            tokio::select! {
+            let asked = async {
+                match requests.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (min_idle, reply) = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
-            }
-            if self.sweep(&cancel).await.is_err() {
-                return;
+                _ = tokio::time::sleep_until(next) => {
+                    next = tokio::time::Instant::now() + self.interval;
+                    (self.claim_idle, None)
+                }
+                asked = asked => match asked {
+                    Some(ReclaimNow { min_idle, reply }) => (min_idle, Some(reply)),
+                    None => {
+                        requests = None;
+                        continue;
+                    }
+                },
+            };
+            match self.sweep(min_idle, &cancel).await {
+                Ok(claimed) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(claimed);
+                    }
+                }
+                Err(Cancelled) => return,
             }
         }
     }
 
-    /// One full pass over the pending list; a step Redis refuses ends it
-    /// early (the next sweep tries again).
-    async fn sweep(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+    /// One full pass over the pending list, claiming entries idle for
+    /// `min_idle`; a step Redis refuses ends it early (the next sweep tries
+    /// again). Returns how many entries were claimed.
+    async fn sweep(
+        &mut self,
+        min_idle: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<u64, Cancelled> {
         let mut after = "-".to_owned();
         let mut total = 0u64;
         let (g, batch) = (&self.dlq.group, self.batch);
@@ -76,20 +107,19 @@ impl Reaper {
                 .await;
             let rows = match page {
                 Ok(rows) => rows,
-                Err(e) => return ended_early(e, "reading the pending list"),
+                Err(e) => return ended_early(e, "reading the pending list").map(|()| total),
             };
             let Some(last) = rows.last() else { break };
             after = last.id.clone();
             let full_page = rows.len() == batch;
-            let idle_ms = self.claim_idle.as_millis() as u64;
+            let idle_ms = min_idle.as_millis() as u64;
             let candidates: Vec<_> = rows
                 .into_iter()
                 .filter(|r| r.idle_ms >= idle_ms && !self.dispatch.inflight.contains(&r.id))
                 .collect();
             if !candidates.is_empty() {
                 let (payloads, dlq, stats) = (&self.payloads, &self.dlq, &self.stats);
-                let (spec, candidates) =
-                    (ClaimSpec::reap(&g.consumer, self.claim_idle), &candidates);
+                let (spec, candidates) = (ClaimSpec::reap(&g.consumer, min_idle), &candidates);
                 let attempts = &AtomicU32::new(0);
                 let claimed = self
                     .link
@@ -103,11 +133,14 @@ impl Reaper {
                     // Payloads are read before the claim, so a failed read
                     // claims nothing; entries a refused claim did take stay
                     // ours and are reclaimed once idle for --claim-idle again.
-                    Err(e) => return ended_early(e, "claiming idle entries"),
+                    Err(e) => return ended_early(e, "claiming idle entries").map(|()| total),
                 };
                 if !entries.is_empty() {
+                    // Counted per page: a sweep ended early by a refusal
+                    // still counts what it claimed before.
                     total += entries.len() as u64;
                     self.stats.read(entries.len() as u64);
+                    self.stats.reclaimed(entries.len() as u64);
                     if !self.dispatch.dispatch(entries, &mut permits) {
                         return Err(Cancelled);
                     }
@@ -118,10 +151,13 @@ impl Reaper {
             }
         }
         if total > 0 {
-            self.stats.reclaimed(total);
-            tracing::info!(entries = total, "reclaimed idle pending entries");
+            tracing::info!(
+                entries = total,
+                min_idle_ms = min_idle.as_millis() as u64,
+                "reclaimed idle pending entries"
+            );
         }
-        Ok(())
+        Ok(total)
     }
 }
 

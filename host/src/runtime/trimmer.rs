@@ -44,7 +44,7 @@ impl Trimmer {
             let trimmed = self
                 .link
                 .run(&cancel, |mut con| async move {
-                    retention::trim(&mut con, stream, policy, memo).await
+                    retention::trim(&mut con, stream, policy, memo, false).await
                 })
                 .await;
             let report = match trimmed {

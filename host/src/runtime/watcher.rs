@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::file_watch::{FileWatch, Trigger};
+use super::plugin_log::{PluginEvent, PluginLog, ReloadOutcome};
 use super::stats::Stats;
 use crate::plugin::{PluginEngine, PluginSettings, PluginSlot, content_hash};
 
@@ -31,6 +32,10 @@ pub struct PluginWatcher {
     pub watch: bool,
     /// Run counters.
     pub stats: Arc<Stats>,
+    /// The pipeline, as named in the log.
+    pub pipeline: String,
+    /// Where reloads are recorded for the dashboard.
+    pub log: Arc<PluginLog>,
 }
 
 impl PluginWatcher {
@@ -62,7 +67,10 @@ impl PluginWatcher {
         let bytes = match tokio::fs::read(&self.path).await {
             Ok(b) => b,
             Err(e) => {
-                self.stats.reload_failed();
+                self.refused(
+                    &current.identity(),
+                    format!("cannot read the plugin file: {e}"),
+                );
                 tracing::error!(path = %self.path.display(), error = %e, serving = %current.identity(),
                     "cannot read the plugin file; the previous version keeps serving");
                 return;
@@ -86,17 +94,42 @@ impl PluginWatcher {
             Ok(Ok(new)) => {
                 let old = self.slot.swap(new.clone());
                 self.stats.swapped();
+                self.log.record(PluginEvent {
+                    seq: 0,
+                    at_ms: 0,
+                    pipeline: self.pipeline.clone(),
+                    path: self.path.clone(),
+                    outcome: ReloadOutcome::Swapped,
+                    from: old.identity(),
+                    to: Some(new.identity()),
+                    error: None,
+                });
                 tracing::info!(from = %old.identity(), to = %new.identity(), compile_ms = new.compile_time().as_millis() as u64, cached = new.from_cache(),
                     took_ms = started.elapsed().as_millis() as u64, "plugin swapped: new calls use the new version");
             }
             Ok(Err(e)) => {
-                self.stats.reload_failed();
+                self.refused(&current.identity(), e.to_string());
                 tracing::error!(error = %e, serving = %current.identity(), "plugin reload refused; the previous version keeps serving");
             }
             Err(e) => {
-                self.stats.reload_failed();
+                self.refused(&current.identity(), format!("the compile crashed: {e}"));
                 tracing::error!(error = %e, serving = %current.identity(), "plugin reload crashed; the previous version keeps serving");
             }
         }
+    }
+
+    /// Counts and records a refused file.
+    fn refused(&self, serving: &str, error: String) {
+        self.stats.reload_failed();
+        self.log.record(PluginEvent {
+            seq: 0,
+            at_ms: 0,
+            pipeline: self.pipeline.clone(),
+            path: self.path.clone(),
+            outcome: ReloadOutcome::Refused,
+            from: serving.to_owned(),
+            to: None,
+            error: Some(error),
+        });
     }
 }

@@ -14,10 +14,12 @@ use super::RunError;
 use super::board::{PipelineHealth, PipelineView};
 use super::claiming::DlqTarget;
 use super::committer::Committer;
+use super::controls::Controls;
 use super::dispatch::{Admission, Dispatcher, Job, Settled, WeakDispatcher};
 use super::holder::{Holder, Retry};
 use super::inflight::{InFlight, LastFailures};
 use super::ordering::KeyOrder;
+use super::plugin_log::PluginLog;
 use super::reader::{self, Reader};
 use super::reaper::Reaper;
 use super::stats::Stats;
@@ -58,6 +60,10 @@ pub struct Parts {
     failures: Arc<LastFailures>,
     admission: Admission,
     slot: Arc<PluginSlot>,
+    /// The dashboard's controls of this pipeline.
+    controls: Arc<Controls>,
+    /// Where the watcher records reloads.
+    plugin_log: Arc<PluginLog>,
     /// The retry channel, until [`Parts::commit_side`] gives its ends to the
     /// committer and the holder: nothing else may hold the sender, or the
     /// holder's inbox would never close.
@@ -83,6 +89,7 @@ impl Parts {
         config: RunConfig,
         plugin: Arc<LoadedPlugin>,
         token: CancellationToken,
+        plugin_log: Arc<PluginLog>,
     ) -> Result<Self, RunError> {
         let endpoint = Arc::new(config.redis.endpoint()?);
         let target = endpoint.target().to_owned();
@@ -124,6 +131,8 @@ impl Parts {
                 max_fields: config.max_fields,
             },
             slot,
+            controls: Arc::new(Controls::default()),
+            plugin_log,
             retries: Some(mpsc::unbounded_channel()),
             endpoint,
             health: LinkHealth::new(target),
@@ -136,6 +145,8 @@ impl Parts {
     pub fn view(&self, health: Arc<PipelineHealth>) -> PipelineView {
         PipelineView {
             name: self.config.name.clone(),
+            config: self.config.clone(),
+            controls: self.controls.clone(),
             stream: self.config.stream.clone(),
             group: self.config.group.clone(),
             dlq: self.config.dlq.clone(),
@@ -207,6 +218,8 @@ impl Parts {
             poll: self.config.watch_interval,
             watch: self.config.watch,
             stats: self.stats.clone(),
+            pipeline: self.config.name.clone(),
+            log: self.plugin_log.clone(),
         };
         self.supervisor
             .spawn("watcher", watcher.run(self.token.clone()))
@@ -243,6 +256,7 @@ impl Parts {
             admission: self.admission,
             inflight: self.inflight.clone(),
             failures: self.failures.clone(),
+            controls: self.controls.clone(),
             order: self
                 .config
                 .order_by
@@ -265,6 +279,7 @@ impl Parts {
             window: self.window.clone(),
             dispatch: dispatch.clone(),
             stats: self.stats.clone(),
+            requests: self.controls.take_requests(),
         };
         let trimmer = config.retention().map(|policy| Trimmer {
             link: self.link(TASK_TIMEOUT),

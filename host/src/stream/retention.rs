@@ -71,12 +71,15 @@ impl TrimMemo {
 /// [`TRIM_STEP_BUDGET`] entries). `None` if the stream does not exist (yet):
 /// nothing to trim.
 ///
-/// `EVALSHA <trim-safely> 1 stream maxlen age-cutoff budget cursor counted hint`
+/// `exact` trims to the entry (`XTRIM … =`) rather than whole stream nodes.
+///
+/// `EVALSHA <trim-safely> 1 stream maxlen age-cutoff budget cursor counted hint mode`
 pub async fn trim(
     con: &mut MultiplexedConnection,
     stream: &str,
     policy: Retention,
     memo: &TrimMemo,
+    exact: bool,
 ) -> RedisResult<Option<TrimReport>> {
     let age_cutoff = policy
         .max_age
@@ -107,6 +110,7 @@ pub async fn trim(
             .arg(&cursor)
             .arg(counted)
             .arg(memo.hint())
+            .arg(if exact { "=" } else { "~" })
             .invoke_async(con)
             .await
         {

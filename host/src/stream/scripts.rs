@@ -274,6 +274,8 @@ return 1
 /// is older — found with the hint, or by counting back from the end a
 /// bounded page per call (`scanning`: call again with the returned cursor
 /// and count). `MINID` trims (the age cutoff, too) never pass the floor.
+/// `ARGV[7]` `=` trims exactly instead (an operator's one-off trim of a
+/// small stream, where whole nodes would remove nothing).
 /// Returns {trimmed, holder group or "", floor or "", "done" | "scanning",
 /// cursor, counted, hint} where a holder is named when it kept the policy
 /// from being met.
@@ -289,6 +291,7 @@ local function lt(a, b)
   if #as ~= #bs then return #as < #bs end
   return as < bs
 end
+local mode = ARGV[7] == '=' and '=' or '~'
 local floor, holder = nil, ''
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
   local f = {}
@@ -306,20 +309,20 @@ local trimmed, held = 0, false
 local state, cursor, counted, hint = 'done', '', 0, ARGV[6]
 local function to_floor()
   held = true
-  trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', floor)
+  trimmed = trimmed + redis.call('XTRIM', key, 'MINID', mode, floor)
 end
 if ARGV[1] ~= '' then
   local n, budget = tonumber(ARGV[1]), tonumber(ARGV[3])
   if redis.call('XLEN', key) > n then
     if floor == nil then
-      trimmed = trimmed + redis.call('XTRIM', key, 'MAXLEN', '~', n)
+      trimmed = trimmed + redis.call('XTRIM', key, 'MAXLEN', mode, n)
     elseif hint ~= '' and lt(floor, hint) then
       to_floor()
     else
       local k = math.min(n, budget)
       local page = redis.call('XRANGE', key, floor, '+', 'COUNT', k + 1)
       if #page <= k then
-        trimmed = trimmed + redis.call('XTRIM', key, 'MAXLEN', '~', n)
+        trimmed = trimmed + redis.call('XTRIM', key, 'MAXLEN', mode, n)
       elseif n <= budget then
         to_floor()
       else
@@ -333,7 +336,7 @@ if ARGV[1] ~= '' then
           if lt(floor, hint) then
             to_floor()
           else
-            trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', hint)
+            trimmed = trimmed + redis.call('XTRIM', key, 'MINID', mode, hint)
           end
         elseif #back == want then
           state, cursor = 'scanning', '(' .. back[#back][1]
@@ -347,7 +350,7 @@ if ARGV[2] ~= '' then
   if floor and lt(floor, target) then
     target, held = floor, true
   end
-  trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '~', target)
+  trimmed = trimmed + redis.call('XTRIM', key, 'MINID', mode, target)
 end
 if not held then holder = '' end
 return {trimmed, holder, floor or '', state, cursor, counted, hint}

@@ -47,3 +47,138 @@ pub fn get(port: u16, path: &str) -> Option<Answer> {
         body: body.to_owned(),
     })
 }
+
+/// `POST path` with `body` on 127.0.0.1:`port`, with a bearer `token` if
+/// given; panics if nothing answers.
+pub fn post(port: u16, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> Answer {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("the listener answers");
+    conn.set_read_timeout(Some(Duration::from_secs(90)))
+        .expect("a read timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("the request goes out");
+    // A server refusing a body too large answers and closes early; what
+    // it answered is still there to read.
+    let _ = conn.write_all(body);
+    let mut raw = Vec::new();
+    let _ = conn.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    Answer {
+        status,
+        body: body.to_owned(),
+    }
+}
+
+/// `POST path` with a JSON body; the answer's body parsed as JSON.
+pub fn post_json(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let answer = post(
+        port,
+        path,
+        token,
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    let json = serde_json::from_str(&answer.body).unwrap_or_else(|e| {
+        panic!(
+            "{path} answered {} with non-JSON {:?}: {e}",
+            answer.status, answer.body
+        )
+    });
+    (answer.status, json)
+}
+
+/// `GET path`, parsed as JSON (panics unless it answers 200).
+pub fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let answer = get(port, path).unwrap_or_else(|| panic!("{path} answers"));
+    assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    serde_json::from_str(&answer.body).expect("JSON")
+}
+
+/// The data of the first server-sent event named `name` on `path` that
+/// `wanted` accepts (a chunked stream, read until such an event is whole).
+pub fn first_event(
+    port: u16,
+    path: &str,
+    name: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("the listener answers");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("the request goes out");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let marker = format!("event: {name}\ndata: ");
+    loop {
+        let n = conn.read(&mut buf).expect("the event stream goes on");
+        assert!(n > 0, "the event stream ended before a {name} event");
+        raw.extend_from_slice(&buf[..n]);
+        let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&raw[..split]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let body = dechunk(&raw[split + 4..]);
+        let body = String::from_utf8_lossy(&body);
+        let mut rest = &body[..];
+        while let Some(at) = rest.find(&marker) {
+            let data = &rest[at + marker.len()..];
+            let Some(end) = data.find("\n\n") else {
+                break;
+            };
+            let event: serde_json::Value =
+                serde_json::from_str(&data[..end]).expect("the event's data is JSON");
+            if wanted(&event) {
+                return event;
+            }
+            rest = &data[end..];
+        }
+    }
+}
+
+/// The payload of a chunked body read so far (a chunk cut short is kept
+/// as far as it goes).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let Some(size) = std::str::from_utf8(&body[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+        else {
+            break;
+        };
+        let rest = &body[eol + 2..];
+        let take = size.min(rest.len());
+        out.extend_from_slice(&rest[..take]);
+        if take < size {
+            break;
+        }
+        body = rest.get(size + 2..).unwrap_or(&[]);
+    }
+    out
+}

@@ -7,12 +7,16 @@ use super::Problem;
 use super::values::type_name;
 use crate::config::HttpListen;
 
-/// `[http]`: `listen = "HOST:PORT"` (or `"PORT"`, meaning loopback).
-pub(super) fn http_listen(table: &Spanned<DeValue<'_>>) -> Result<Option<HttpListen>, Problem> {
+/// `[http]`: `listen = "HOST:PORT"` (or `"PORT"`, meaning loopback), and
+/// `admin = true` to allow the dashboard's actions (`--http-admin`).
+pub(super) fn http_listen(
+    table: &Spanned<DeValue<'_>>,
+) -> Result<(Option<HttpListen>, bool), Problem> {
     let DeValue::Table(t) = table.get_ref() else {
         unreachable!("checked in read")
     };
     let mut listen = None;
+    let mut admin = None;
     for (key, value) in t.iter() {
         match key.get_ref().as_ref() {
             "listen" => {
@@ -34,13 +38,28 @@ pub(super) fn http_listen(table: &Spanned<DeValue<'_>>) -> Result<Option<HttpLis
                     .map_err(|e| (Some(value.span()), format!("invalid `listen`: {e}")))?;
                 listen = Some(parsed);
             }
+            "admin" => match value.get_ref() {
+                DeValue::Boolean(b) => admin = Some((*b, key.span())),
+                other => {
+                    return Err((
+                        Some(value.span()),
+                        format!("`admin` must be true or false, not {}", type_name(other)),
+                    ));
+                }
+            },
             other => {
                 return Err((
                     Some(key.span()),
-                    format!("unknown key `{other}` in [http] (listen)"),
+                    format!("unknown key `{other}` in [http] (listen, admin)"),
                 ));
             }
         }
     }
-    Ok(listen)
+    match admin {
+        Some((true, span)) if listen.is_none() => Err((
+            Some(span),
+            "`admin` needs `listen` (the dashboard is served on the listener)".into(),
+        )),
+        _ => Ok((listen, admin.is_some_and(|(a, _)| a))),
+    }
 }

@@ -26,7 +26,7 @@ use self::http::http_listen;
 use self::redis::redis_config;
 use self::values::flag_values;
 use super::{Cli, RunArgs};
-use crate::config::{Config, Loader, RedisConfig, Source};
+use crate::config::{Config, HttpAdmin, Loader, RedisConfig, Source};
 
 /// A config file that cannot be used, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,9 +156,9 @@ impl<'a> File<'a> {
             Some(table) => redis_config(table, env)?,
             None => RedisConfig::from_url("redis://127.0.0.1:6379"),
         };
-        let http = match self.http {
+        let (http, admin) = match self.http {
             Some(table) => http_listen(table)?,
-            None => None,
+            None => (None, false),
         };
         let command = run_command();
         let mut pipelines = Vec::new();
@@ -179,7 +179,10 @@ impl<'a> File<'a> {
             pipelines,
             source: Some(Source::new(path.to_owned(), reload)),
             http,
-            dashboard: Default::default(),
+            dashboard: crate::config::Dashboard {
+                admin: admin.then(|| HttpAdmin::from_env(env)),
+                trickle: None,
+            },
         };
         config.validate().map_err(|e| {
             let flags = e.error.flags();
@@ -229,6 +232,9 @@ fn reserved(key: &str) -> Option<&'static str> {
         "redis" => Some("the connection is set in the [redis] table"),
         k if k.starts_with("redis-") => Some("the connection is set in the [redis] table"),
         "http" => Some("the listener is set in the [http] table (`listen`)"),
+        "http-admin" => {
+            Some("the dashboard's actions are allowed in the [http] table (`admin = true`)")
+        }
         "config" | "check" => Some("only a command-line flag"),
         _ => None,
     }

@@ -16,8 +16,9 @@ use crate::stream::retention::Retention;
 #[command(
     after_help = "Without --force the trim is the one `host run` applies: approximate \
 (XTRIM MAXLEN ~ / MINID ~, whole stream nodes), and never past the oldest entry any group has not \
-yet delivered or still has pending; the group that holds it back is named. With --force the cut is \
-exact and ignores the groups; what they lose is named on stderr.\n\n\
+yet delivered or still has pending; the group that holds it back is named. --exact cuts to the \
+entry instead of whole nodes, still never past that oldest entry. With --force the cut is exact and \
+ignores the groups; what they lose is named on stderr.\n\n\
 Exit status: 0 when the trim ran (held back or not); 64 for bad arguments, e.g. a stream that does \
 not exist; 69 when Redis cannot be reached."
 )]
@@ -38,6 +39,10 @@ pub struct TrimArgs {
     /// (pending ones become `trimmed` dead letters when a host reclaims them).
     #[arg(long)]
     pub force: bool,
+    /// Trim to exactly the bound (XTRIM MAXLEN = / MINID =) rather than whole stream nodes, still
+    /// never past an entry a group needs: for a small stream, where `~` removes nothing.
+    #[arg(long, conflicts_with = "force")]
+    pub exact: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -51,7 +56,7 @@ pub(super) async fn run(args: TrimArgs) -> anyhow::Result<ExitCode> {
         maxlen: args.maxlen,
         max_age: args.max_age,
     };
-    let out = trim::trim(&mut con, stream, policy, args.force).await?;
+    let out = trim::trim(&mut con, stream, policy, args.force, args.exact).await?;
     for lost in &out.lost {
         let shown: Vec<&str> = lost.pending.iter().take(10).map(String::as_str).collect();
         let more = lost.pending.len().saturating_sub(shown.len());

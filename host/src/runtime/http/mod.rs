@@ -6,10 +6,12 @@
 //! every answer is built from the [`Board`] and, for what Redis knows, a
 //! look at Redis bounded by [`probe::PROBE_BUDGET`].
 
+mod dashboard;
 pub mod health;
 pub mod metrics;
 pub mod probe;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,7 +29,7 @@ use self::health::{PipelineState, Verdict};
 use self::metrics::{PipelineScrape, Scrape};
 use self::probe::{RedisLook, RedisProbe};
 use super::board::{Board, PipelineView};
-use crate::config::HttpListen;
+use crate::config::{Dashboard as DashboardConfig, HttpListen};
 use crate::ops::status::{StatusOptions, StreamStatus};
 use crate::runtime::StatsSnapshot;
 
@@ -50,6 +52,7 @@ pub enum HttpError {
 pub struct HttpServer {
     listener: TcpListener,
     board: Arc<Board>,
+    dashboard: DashboardConfig,
 }
 
 /// What the handlers share.
@@ -57,18 +60,30 @@ pub struct HttpServer {
 struct App {
     board: Arc<Board>,
     probe: RedisProbe,
+    dashboard: dashboard::Dashboard,
+    /// Fires when the listener stops: long-lived answers (the event
+    /// stream) end with it.
+    stop: CancellationToken,
 }
 
 impl HttpServer {
     /// Binds `listen`; the endpoints will answer from `board`.
-    pub async fn bind(listen: &HttpListen, board: Arc<Board>) -> Result<Self, HttpError> {
+    pub async fn bind(
+        listen: &HttpListen,
+        board: Arc<Board>,
+        dashboard: DashboardConfig,
+    ) -> Result<Self, HttpError> {
         let listener = TcpListener::bind((listen.host.as_str(), listen.port))
             .await
             .map_err(|source| HttpError::Bind {
                 addr: listen.to_string(),
                 source,
             })?;
-        Ok(Self { listener, board })
+        Ok(Self {
+            listener,
+            board,
+            dashboard,
+        })
     }
 
     /// The address actually bound (port 0 picks one).
@@ -79,21 +94,39 @@ impl HttpServer {
     /// Serves until `stop` fires, then lets answers in progress finish.
     pub async fn run(self, stop: CancellationToken) {
         if let Ok(addr) = self.local_addr() {
-            tracing::info!(address = %addr, endpoints = "/metrics /healthz /readyz /api/status", "http listening");
+            tracing::info!(address = %addr, dashboard = %format!("http://{addr}/"), admin = self.dashboard.admin.is_some(),
+                endpoints = "/ /metrics /healthz /readyz /api/status /api/events", "http listening");
+            if let Some(admin) = self.dashboard.admin.as_ref().filter(|a| a.announce) {
+                // Generated, so nobody knows it yet; set the variable to
+                // keep tokens out of the log.
+                tracing::info!(link = %format!("http://{addr}/#token={}", admin.token),
+                    "dashboard actions allowed with a generated admin token (set {} to choose it)", crate::config::TOKEN_ENV);
+            }
         }
         let app = Arc::new(App {
             board: self.board,
             probe: RedisProbe::default(),
+            dashboard: dashboard::Dashboard::new(&self.dashboard),
+            stop: stop.clone(),
         });
         let router = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/api/status", get(api_status))
-            .with_state(app);
+            .merge(dashboard::routes())
+            .with_state(app.clone());
         let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future();
+        let background = dashboard::background(app, stop);
+        tokio::pin!(served, background);
+        // The background work ends only with `stop`; the listener ending
+        // first (a failure) ends the task, and the supervisor reports it.
+        let served = tokio::select! {
+            served = &mut served => served,
+            () = &mut background => served.await,
+        };
         if let Err(e) = served {
             tracing::error!(error = %e, "the http listener failed");
         }

@@ -1,0 +1,56 @@
+//! How an API request is refused: a status and `{ "error": "…" }`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::ops::OpsError;
+use crate::runtime::board::ControlError;
+
+/// A refused request.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl ApiError {
+    /// 400.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self(StatusCode::NOT_FOUND, message.into())
+    }
+
+    /// 503: Redis cannot be reached.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self(StatusCode::SERVICE_UNAVAILABLE, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> Self {
+        match e {
+            OpsError::Usage(_) | OpsError::Data(_) => Self::bad(e.to_string()),
+            OpsError::Redis(_) => Self::unavailable(e.to_string()),
+            OpsError::Config(_) => Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match e {
+            ControlError::NoSuchPipeline(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) | ControlError::Stopping => StatusCode::CONFLICT,
+            ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}

@@ -1,0 +1,145 @@
+//! The dashboard's steady producer of demo order events (`host demo`'s
+//! trickle, and "produce at a rate" on the page): appends at the asked
+//! rate in batches of at most a tenth of a second, on the dashboard's
+//! connection, until the listener stops. A failed append is logged and
+//! tried again on the next tick; nothing here can stop the process.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::super::probe::RedisProbe;
+use crate::config::{RedisConfig, Trickle};
+use crate::ops::produce::{Fields, trickle_event};
+use crate::stream::produce::add_batch;
+
+/// The highest rate the page may ask for.
+pub const MAX_RATE: u32 = 1_000;
+/// The producer's tick.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The producer as the `state` event shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProducerState {
+    /// Where it appends.
+    pub stream: String,
+    /// Events per second (0: paused).
+    pub per_second: u32,
+    /// Events appended so far.
+    pub produced: u64,
+    /// The last append's failure, if the last one failed.
+    pub error: Option<String>,
+}
+
+/// The producer.
+#[derive(Debug)]
+pub struct Producer {
+    stream: Mutex<String>,
+    per_second: AtomicU32,
+    produced: AtomicU64,
+    error: Mutex<Option<String>>,
+    changed: Notify,
+}
+
+impl Producer {
+    /// A producer starting as `trickle` says.
+    pub fn new(trickle: &Trickle) -> Self {
+        Self {
+            stream: Mutex::new(trickle.stream.clone()),
+            per_second: AtomicU32::new(trickle.per_second.min(MAX_RATE)),
+            produced: AtomicU64::new(0),
+            error: Mutex::new(None),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Sets the rate (capped at [`MAX_RATE`]) and, if given, the stream.
+    pub fn set(&self, per_second: u32, stream: Option<String>) {
+        if let Some(s) = stream {
+            *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        }
+        self.per_second
+            .store(per_second.min(MAX_RATE), Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// What it does now.
+    pub fn state(&self) -> ProducerState {
+        ProducerState {
+            stream: self
+                .stream
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            per_second: self.per_second.load(Ordering::Relaxed),
+            produced: self.produced.load(Ordering::Relaxed),
+            error: self.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Appends until `stop` on the probe's connection (reopened after a
+    /// failure).
+    pub async fn run(
+        &self,
+        redis: Option<RedisConfig>,
+        probe: &RedisProbe,
+        stop: CancellationToken,
+    ) {
+        let Some(redis) = redis else { return };
+        let mut owed = 0.0f64;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let rate = self.per_second.load(Ordering::Relaxed);
+            if rate == 0 {
+                owed = 0.0;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    () = self.changed.notified() => continue,
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            owed += f64::from(rate) * TICK.as_secs_f64();
+            let n = owed.floor() as u64;
+            if n == 0 {
+                continue;
+            }
+            owed -= n as f64;
+            let first = self.produced.load(Ordering::Relaxed);
+            let now = crate::ops::now_ms();
+            let batch: Vec<Fields> = (first..first + n).map(|i| trickle_event(i, now)).collect();
+            let stream = self.state().stream;
+            let appended = async {
+                let mut con = probe.connection(&redis).await?;
+                add_batch(&mut con, &stream, None, &batch)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let failure = match tokio::time::timeout(Duration::from_secs(2), appended).await {
+                Ok(Ok(ids)) => {
+                    self.produced.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                    None
+                }
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some("no answer within 2s".to_owned()),
+            };
+            let newly_failing = {
+                let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
+                let was_ok = error.is_none();
+                *error = failure.clone();
+                was_ok && failure.is_some()
+            };
+            if newly_failing {
+                tracing::warn!(stream = %stream, error = ?failure, "the dashboard's producer cannot append; retrying every tick");
+                probe.forget().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The `state` event: what the page draws, rebuilt every second (and at
+//! once after an action) while a page is subscribed, and the history
+//! sampler behind the charts, which runs whether or not anyone watches so a
+//! page opened later still shows the last minutes.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::super::App;
+use super::history::{History, Series};
+use super::producer::ProducerState;
+use crate::ops::produce::EVENT_TYPES;
+use crate::ops::status::{StatusOptions, StreamStatus};
+use crate::runtime::StatsSnapshot;
+use crate::runtime::board::PipelineView;
+use crate::runtime::plugin_log::PluginEvent;
+
+/// How often the history is sampled and the state sent.
+const TICK: Duration = Duration::from_secs(1);
+/// The most building one state may spend reading Redis.
+const STATE_BUDGET: Duration = Duration::from_secs(3);
+/// Pending entries listed per group (the pending-entries table).
+const PENDING_ROWS: usize = 50;
+
+/// The newest state, and the sampler's memory.
+#[derive(Debug)]
+pub struct Hub {
+    history: Mutex<History>,
+    latest: watch::Sender<Option<Arc<str>>>,
+    kick: Notify,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            history: Mutex::new(History::default()),
+            latest: watch::Sender::new(None),
+            kick: Notify::new(),
+        }
+    }
+}
+
+impl Hub {
+    /// Sends a new state now (after an action).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+}
+
+/// One pipeline in the state.
+#[derive(Debug, Serialize)]
+struct PipelineState {
+    name: String,
+    stream: String,
+    group: String,
+    consumer: String,
+    dlq: String,
+    plugin: PluginState,
+    in_flight: u64,
+    crash_next: u64,
+    crashed: u64,
+    claim_idle_ms: u64,
+    counters: StatsSnapshot,
+}
+
+#[derive(Debug, Serialize)]
+struct PluginState {
+    name: String,
+    version: String,
+    identity: String,
+    path: PathBuf,
+    watched: bool,
+}
+
+/// The `state` event's data.
+#[derive(Debug, Serialize)]
+struct DashState {
+    at_ms: u64,
+    draining: bool,
+    pipelines: Vec<PipelineState>,
+    streams: Vec<StreamStatus>,
+    redis_error: Option<String>,
+    producer: Option<ProducerState>,
+    plugin_log: Vec<PluginEvent>,
+    series: Series,
+}
+
+fn pipeline_state(p: &PipelineView) -> PipelineState {
+    let plugin = p.plugin.current();
+    PipelineState {
+        name: p.name.clone(),
+        stream: p.stream.clone(),
+        group: p.group.clone(),
+        consumer: p.config.consumer.clone(),
+        dlq: p.dlq.clone(),
+        plugin: PluginState {
+            name: plugin.name().to_owned(),
+            version: plugin.version().to_owned(),
+            identity: plugin.identity(),
+            path: p.config.plugin.clone(),
+            watched: p.config.watch,
+        },
+        in_flight: p.inflight.count() as u64,
+        crash_next: p.controls.armed(),
+        crashed: p.controls.crashed(),
+        claim_idle_ms: p.config.claim_idle.as_millis() as u64,
+        counters: p.stats.snapshot(),
+    }
+}
+
+/// Each distinct stream of `running` with what to collect of it.
+fn targets(running: &[PipelineView]) -> Vec<(String, StatusOptions)> {
+    let mut out: Vec<(String, StatusOptions)> = Vec::new();
+    for p in running {
+        if !out.iter().any(|(s, o)| *s == p.stream && o.dlq == p.dlq) {
+            let mut opts = StatusOptions::new(p.dlq.clone());
+            opts.retention = p.retention;
+            opts.oldest_pending = PENDING_ROWS;
+            opts.newest_dead_letters = 5;
+            opts.dlq_scan = 1_000;
+            out.push((p.stream.clone(), opts));
+        }
+    }
+    out
+}
+
+async fn build(app: &App) -> DashState {
+    // Everything below was read at or after this time.
+    let at_ms = crate::ops::now_ms();
+    let running = app.board.running();
+    let (streams, redis_error) = match app.board.redis() {
+        None => (Vec::new(), Some("no connection is configured".to_owned())),
+        Some(redis) => {
+            let targets = targets(&running);
+            let looked = tokio::time::timeout(STATE_BUDGET, async {
+                let mut con = app.probe.connection(&redis).await?;
+                let mut streams = Vec::with_capacity(targets.len());
+                for (stream, opts) in &targets {
+                    match crate::ops::status::collect(&mut con, stream, opts).await {
+                        Ok(s) => streams.push(s),
+                        // Not created yet: the reader makes it with MKSTREAM.
+                        Err(crate::ops::OpsError::Usage(_)) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok::<_, String>(streams)
+            })
+            .await;
+            match looked {
+                Ok(Ok(streams)) => (streams, None),
+                Ok(Err(e)) => {
+                    app.probe.forget().await;
+                    (Vec::new(), Some(e))
+                }
+                Err(_) => {
+                    app.probe.forget().await;
+                    (Vec::new(), Some("no answer within 3s".to_owned()))
+                }
+            }
+        }
+    };
+    let series = app
+        .dashboard
+        .hub
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .series()
+        .clone();
+    DashState {
+        at_ms,
+        draining: app.board.is_draining(),
+        pipelines: running.iter().map(pipeline_state).collect(),
+        streams,
+        redis_error,
+        producer: app.dashboard.producer.as_ref().map(|p| p.state()),
+        plugin_log: app.board.plugin_log().newest_first(),
+        series,
+    }
+}
+
+/// Samples every second and, while a page is subscribed, sends the state
+/// then and after every kick; until `stop`.
+pub async fn run(app: &App, stop: CancellationToken) {
+    let hub = &app.dashboard.hub;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let sample = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => true,
+            () = hub.kick.notified() => false,
+        };
+        if sample {
+            let running = app.board.running();
+            let look = app.look(&running).await;
+            hub.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sample(crate::ops::now_ms(), &running, look.as_ref());
+        }
+        if hub.latest.receiver_count() > 0 {
+            let state = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                s = build(app) => s,
+            };
+            match serde_json::to_string(&state) {
+                Ok(json) => {
+                    hub.latest.send_replace(Some(json.into()));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode the dashboard state"),
+            }
+        }
+    }
+}
+
+/// `GET /api/info`.
+pub async fn info(State(app): State<Arc<App>>) -> Response {
+    let mut streams: Vec<String> = app.board.running().into_iter().map(|p| p.stream).collect();
+    streams.dedup();
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "admin": app.dashboard.admin.enabled(),
+        "demo": app.dashboard.producer.is_some(),
+        "streams": streams,
+        "event_types": EVENT_TYPES,
+    }))
+    .into_response()
+}
+
+/// `GET /api/events`: the state now, then each new one, until the page
+/// goes or the listener stops.
+pub async fn events(
+    State(app): State<Arc<App>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut latest = app.dashboard.hub.latest.subscribe();
+    // Whatever is there is sent at once; a fresh one follows.
+    latest.mark_changed();
+    app.dashboard.hub.kick();
+    let stop = app.stop.clone();
+    let updates = stream::unfold((latest, stop), |(mut latest, stop)| async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                changed = latest.changed() => changed.ok()?,
+            }
+            let data = latest.borrow_and_update().clone();
+            if let Some(data) = data {
+                let event = Event::default().event("state").data(&*data);
+                return Some((Ok(event), (latest, stop)));
+            }
+        }
+    });
+    Sse::new(updates).keep_alive(KeepAlive::default())
+}
