@@ -137,9 +137,10 @@
   // ---- talking to the host ------------------------------------------------------
 
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, data) {
       super(message);
       this.status = status;
+      this.data = data || null;
     }
   }
 
@@ -165,7 +166,7 @@
     try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
     if (!res.ok) {
       const why = (data && data.error) || text.trim() || res.statusText;
-      throw new ApiError(res.status, `${res.status}: ${why}`);
+      throw new ApiError(res.status, `${res.status}: ${why}`, data);
     }
     return data;
   }
@@ -193,7 +194,8 @@
       toast(typeof said === 'string' ? said : said.text, typeof said === 'string' ? 'ok' : said.kind);
       return answer || {};
     } catch (e) {
-      toast(`${what} failed: ${e.message}`, 'error');
+      const restored = e.data && e.data.restored ? ' (the previous file was put back and keeps serving)' : '';
+      toast(`${what} failed: ${e.message}${restored}`, 'error');
       if (e.status === 401) {
         // A wrong or expired token: ask again rather than fail every action.
         setToken(null);
@@ -255,7 +257,11 @@
       redis.className = s.draining ? 'warn' : 'good';
     }
     const p = s.producer;
-    setText($('producer-state'), p ? `${int(p.per_second)}/s, ${int(p.produced)} produced` : 'off');
+    setText($('producer-state'), p
+      ? `${int(p.per_second)}/s, ${int(p.produced)} produced${p.error ? ` (last append failed: ${p.error})` : ''}`
+      : 'none in this process');
+    $('producer-state').className = p && p.error ? 'bad' : '';
+    $('producer-form').hidden = !p;
     const rate = $('producer-rate');
     if (p && !rate.dataset.touched && document.activeElement !== rate) rate.value = p.per_second;
   }
@@ -311,13 +317,13 @@
       h('table', { class: 'consumers-table' },
         h('caption', { class: 'sr', text: `Consumers of ${g.name}` }),
         h('thead', {}, h('tr', {},
-          ['Consumer', 'Processed', 'Pending', 'Idle', 'In flight', 'Crash next', 'Actions'].map((t) => h('th', { scope: 'col', text: t })))),
+          ['Consumer', 'Processed', 'Pending', 'Idle', 'In flight', 'Crash next', 'Actions'].map((t, i) => h('th', { scope: 'col', class: i > 0 && i < 6 ? 'num' : null, text: t })))),
         consumers),
       h('h4', {}, 'Pending entries ', h('span', { class: 'count', 'data-testid': 'pending-count', 'data-group': g.name, text: '0' })),
       h('div', { class: 'scroll pending-scroll' },
         h('table', {},
           h('caption', { class: 'sr', text: `Pending entries of ${g.name}` }),
-          h('thead', {}, h('tr', {}, ['Id', 'Consumer', 'Idle', 'Deliveries'].map((t) => h('th', { scope: 'col', text: t })))),
+          h('thead', {}, h('tr', {}, ['Id', 'Consumer', 'Idle', 'Deliveries'].map((t, i) => h('th', { scope: 'col', class: i > 1 ? 'num' : null, text: t })))),
           pending),
         h('p', { class: 'muted pending-empty', text: 'Nothing pending.' })));
   }
@@ -392,7 +398,7 @@
     const processed = p ? (num(c.acked) || 0) + deadLettered(c) : null;
     setText(f('processed'), p ? int(processed) : '–');
     setAttr(f('processed'), 'title', p
-      ? `acked ${int(c.acked)}, dead-lettered ${int(deadLettered(c))}, handled ${int(c.handled)}, retried ${int(c.retried)}, reclaimed ${int(c.reclaimed)}, crashed ${int(c.crashed)}`
+      ? `acked ${int(c.acked)}, dead-lettered ${int(deadLettered(c))}, handled ${int(c.handled)}, retried ${int(c.retried)}, reclaimed ${int(c.reclaimed)}, dropped by "crash next" ${int(p.crashed ?? c.crashed)}`
       : null);
     setText(f('pending'), r.redis ? int(r.redis.pending) : '0');
     setText(f('idle'), r.redis ? duration(r.redis.idle_ms) : '–');
@@ -534,9 +540,13 @@
       };
     });
     syncList($('chart-legend'), legend, (l) => l.name,
-      (l) => h('li', { 'data-testid': 'chart-legend-item' }, h('span', { class: 'swatch', style: `background:${colors.get(l.name)}` }),
+      (l) => h('li', { 'data-testid': 'chart-legend-item' }, h('span', { class: 'swatch' }),
         h('b', { text: l.name }), ' ', h('span', { class: 'latest' })),
-      (li, l) => setText(li.querySelector('.latest'), l.text));
+      (li, l) => {
+        // Through the CSSOM: the host's content security policy refuses style attributes.
+        li.querySelector('.swatch').style.background = colors.get(l.name);
+        setText(li.querySelector('.latest'), l.text);
+      });
     const summary = legend.map((l) => `${l.name}: ${l.text}`).join('; ') || 'no data yet';
     for (const id of ['chart-handled', 'chart-lag', 'chart-latency']) setAttr($(id), 'aria-label', `${$(id).previousElementSibling.textContent}. Now: ${summary}`);
   }
@@ -674,14 +684,14 @@
       const a = await act(send, `Uploading ${f.name} to ${p.name}`, 'POST', `/api/plugins/${enc(p.name)}`, undefined, (ans) => {
         if (ans.outcome === 'refused') return { text: `${p.name} refused ${f.name}: ${ans.error || 'no reason given'}`, kind: 'error' };
         if (ans.outcome === 'unchanged') return `${p.name}: ${f.name} is the version already running`;
-        return `${p.name} swapped to ${ans.to || f.name}`;
+        return `${p.name} swapped${ans.from ? ` from ${ans.from}` : ''} to ${ans.to || f.name}`;
       }, f);
       if (a) file.value = '';
     });
     return h('tr', { 'data-testid': 'plugin-row', 'data-pipeline': p.name },
       h('td', {}, h('b', { 'data-field': 'pipeline' }), h('br'), h('small', { class: 'muted', 'data-field': 'group' })),
       h('td', { 'data-field': 'identity', class: 'mono fill' }),
-      h('td', { class: 'action upload' }, file, send));
+      h('td', { class: 'action upload' }, file, send, h('small', { class: 'muted upload-note' })));
   }
 
   function updatePluginRow(tr, p) {
@@ -691,6 +701,11 @@
     const identity = pl.identity || (pl.name ? `${pl.name}@${(pl.version || '').slice(0, 12)}` : '–');
     setText(tr.querySelector('[data-field="identity"]'), identity);
     setAttr(tr.querySelector('[data-field="identity"]'), 'title', pl.path || null);
+    // Without a file watcher (--no-watch) an upload would never be judged.
+    const unwatched = pl.watched === false;
+    tr.querySelector('.upload').classList.toggle('action', !unwatched);
+    for (const el of tr.querySelectorAll('.upload input, .upload button')) if (unwatched) el.disabled = true;
+    setText(tr.querySelector('.upload-note'), unwatched ? 'started with --no-watch' : '');
   }
 
   // ---- replay and trim ------------------------------------------------------------------------
@@ -729,9 +744,8 @@
       : `${int(t.entries ?? rows.length)} entries`);
   }
 
-  function describeTrim(a, dry) {
-    const verb = dry ? 'would remove' : 'removed';
-    let text = `Trim ${a.stream || ''}: ${verb} ${int(a.removed)} (${int(a.before)} → ${int(a.after)})`;
+  function describeTrim(a) {
+    let text = `Trim ${a.stream || ''}: removed ${int(a.removed)} (${int(a.before)} → ${int(a.after)} entries)`;
     if (a.held_by) text += `; held back by group ${a.held_by}, which still needs entries from ${a.floor || '?'} on`;
     else if (a.floor) text += `; oldest entry a group still needs: ${a.floor}`;
     for (const l of arr(a.lost)) text += `; group ${l.group} lost ${arr(l.pending).length} pending and ${int(l.undelivered)} undelivered entries`;
@@ -747,13 +761,12 @@
       $('trim-maxlen').focus();
       return;
     }
-    const dry = $('trim-dry').checked;
-    const body = { stream: selectedStream(), dry_run: dry };
+    const body = { stream: selectedStream() };
     if (maxlen) body.maxlen = Number(maxlen);
     if (age) body.max_age_ms = Math.round(Number(age) * 1000);
-    const a = await act($('trim-btn'), 'Trim', 'POST', '/api/trim', body, (ans) => ({ text: describeTrim(ans, dry), kind: ans.held_by ? 'warn' : 'ok' }));
+    const a = await act($('trim-btn'), 'Trim', 'POST', '/api/trim', body, (ans) => ({ text: describeTrim(ans), kind: ans.held_by ? 'warn' : 'ok' }));
     if (a) {
-      setText($('trim-result'), describeTrim(a, dry));
+      setText($('trim-result'), describeTrim(a));
       $('trim-result').className = a.held_by ? 'warn' : '';
     }
   }
