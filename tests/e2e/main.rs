@@ -7,6 +7,7 @@ mod cache;
 mod claims;
 mod config_file;
 mod dashboard_api;
+mod dashboard_browser;
 mod healing;
 mod hostile_calls;
 mod hostile_emits;

@@ -486,20 +486,20 @@
 
     for (const l of lines) {
       ctx.strokeStyle = l.color;
+      ctx.fillStyle = l.color;
       ctx.lineWidth = 1.75;
       ctx.setLineDash(l.dashed ? [4, 3] : []);
-      ctx.beginPath();
-      let drawing = false;
       const n = Math.min(t.length, l.values.length);
+      const at = (i) => (t[i] >= end - WINDOW_MS ? num(l.values[i]) : null);
+      ctx.beginPath();
       for (let i = 0; i < n; i++) {
-        const v = num(l.values[i]);
-        if (v === null || t[i] < end - WINDOW_MS) {
-          drawing = false;
-          continue;
-        }
-        if (drawing) ctx.lineTo(x(t[i]), y(v));
+        const v = at(i);
+        if (v === null) continue;
+        const joined = i > 0 && at(i - 1) !== null;
+        if (joined) ctx.lineTo(x(t[i]), y(v));
         else ctx.moveTo(x(t[i]), y(v));
-        drawing = true;
+        // A sample between two gaps would draw nothing as a line: a dot shows it.
+        if (!joined && (i + 1 >= n || at(i + 1) === null)) ctx.fillRect(x(t[i]) - 1.5, y(v) - 1.5, 3, 3);
       }
       ctx.stroke();
     }
