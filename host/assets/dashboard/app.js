@@ -604,6 +604,8 @@
     for (const id of Array.from(dlq.selected)) if (!ids.has(id)) dlq.selected.delete(id);
     syncList($('dlq-rows'), dlq.records, (r) => r.id, createDlqRow, updateDlqRow);
     $('dlq-empty').hidden = dlq.records.length > 0;
+    // These rows arrive after the state's redraw: their boxes need the access check too.
+    refreshControls();
   }
 
   function createDlqRow(r) {
