@@ -630,7 +630,7 @@
     setText(f('source-id'), r.source_id || '–');
     f('kind').replaceChildren(h('span', { class: `kind kind-${r.kind}`, text: r.kind || '?' }));
     // Both groups may dead-letter one entry: the group tells the two apart.
-    f('reason').replaceChildren(h('span', { class: 'muted', text: `${r.group || '?'}: ` }), r.reason || '');
+    f('reason').replaceChildren(h('span', { class: 'clamp' }, h('span', { class: 'muted', text: `${r.group || '?'}: ` }), r.reason || ''));
     const fields = arr(r.fields).map((x) => `${x.name}=${x.value}`).join(' ');
     setAttr(f('reason'), 'title', `${r.reason || ''}\n\nrecord ${r.id}, dead-lettered ${clock(r.failed_at_ms)} by ${r.consumer || '?'} (plugin ${r.plugin || '?'} ${r.plugin_version || ''})\n${fields}`);
     setText(f('deliveries'), r.deliveries === null || r.deliveries === undefined ? '–' : int(r.deliveries));
