@@ -83,6 +83,7 @@ async fn session(page: &Page, redis: &RedisServer, addr: &str) -> Result<(), Str
 
     crash_and_reclaim(page, redis).await?;
     dead_letter_and_redrive(page, redis).await?;
+    refused_upload(page).await?;
     read_only_without_token(page, addr).await?;
 
     // The README's picture: the producer running again, charts filled.
@@ -90,6 +91,9 @@ async fn session(page: &Page, redis: &RedisServer, addr: &str) -> Result<(), Str
     page.act("#producer-set").await?;
     page.wait_toast("rate is now 5").await?;
     tokio::time::sleep(Duration::from_secs(8)).await;
+    // The picture is of the dashboard, not of the last answer over it.
+    page.js("document.querySelector('[data-testid=toast]').textContent = ''")
+        .await;
     page.shot("dashboard").await;
     Ok(())
 }
@@ -264,6 +268,51 @@ fn delivered_past(redis: &RedisServer, id: &str) -> bool {
 fn id_key(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// A file that is no WebAssembly component, uploaded for a pipeline, is
+/// refused with the reason; the log of swaps says so and the old version
+/// keeps serving.
+async fn refused_upload(page: &Page) -> Result<(), String> {
+    let pipeline = page
+        .js("const r = document.querySelector('[data-testid=plugin-row]'); return r && r.dataset.pipeline")
+        .await
+        .as_str()
+        .map(str::to_owned)
+        .ok_or("no plugin row")?;
+    let identity = page
+        .text(&format!(
+            "[data-testid=plugin-row][data-pipeline='{pipeline}'] [data-field=identity]"
+        ))
+        .await;
+    let file = tempfile::Builder::new()
+        .suffix(".wasm")
+        .tempfile()
+        .map_err(|e| e.to_string())?;
+    std::fs::write(file.path(), b"not a component").map_err(|e| e.to_string())?;
+    let row = format!("[data-testid=plugin-row][data-pipeline='{pipeline}']");
+    page.find(&format!("{row} [data-testid=plugin-file]"))
+        .await?
+        .send_keys(&file.path().display().to_string())
+        .await
+        .map_err(|e| format!("choosing the file: {e}"))?;
+    page.act(&format!("{row} [data-testid=plugin-upload]"))
+        .await?;
+    page.wait_refusal("422").await?;
+    page.wait_js(
+        "the refusal in the plugin log",
+        &format!(
+            "return !!document.querySelector(\"[data-testid=plugin-log-row][data-outcome=refused][data-pipeline='{pipeline}']\")"
+        ),
+    )
+    .await?;
+    let now = page.text(&format!("{row} [data-field=identity]")).await;
+    if now != identity {
+        return Err(format!(
+            "{pipeline} serves {now} after a refused upload, not {identity}"
+        ));
+    }
+    Ok(())
 }
 
 /// A tab without the token (sessionStorage is per tab) asks for it and
@@ -454,6 +503,17 @@ impl Page {
         }
     }
 
+    /// An element's text content.
+    async fn text(&self, css: &str) -> String {
+        self.js(&format!(
+            "return document.querySelector(\"{css}\")?.textContent ?? ''"
+        ))
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
     /// The status line's text (read from the DOM: it fades out).
     async fn toast(&self) -> String {
         self.js("return document.querySelector('[data-testid=toast]').textContent")
@@ -466,13 +526,23 @@ impl Page {
     /// Waits for the status line to report `needle`; an error shown
     /// instead ends the wait at once.
     async fn wait_toast(&self, needle: &str) -> Result<(), String> {
+        self.wait_status(needle, false).await
+    }
+
+    /// Waits for the status line to report a refusal containing `needle`.
+    async fn wait_refusal(&self, needle: &str) -> Result<(), String> {
+        self.wait_status(needle, true).await
+    }
+
+    async fn wait_status(&self, needle: &str, refused: bool) -> Result<(), String> {
         let start = Instant::now();
         loop {
             let text = self.toast().await;
-            if text.contains(needle) {
+            let failed = text.contains("failed:");
+            if text.contains(needle) && failed == refused {
                 return Ok(());
             }
-            if text.contains("failed:") || start.elapsed() > WAIT {
+            if (failed && !refused) || start.elapsed() > WAIT {
                 self.shot("toast").await;
                 return Err(format!(
                     "expected the status line to say {needle:?}, it says {text:?}"

@@ -666,7 +666,7 @@
     const signature = `${log.length}|${JSON.stringify(log[0] || null)}`;
     if (signature === pluginLogSignature) return;
     pluginLogSignature = signature;
-    $('plugin-log').replaceChildren(...log.map((e) => h('tr', { 'data-testid': 'plugin-log-row', 'data-outcome': e.outcome },
+    $('plugin-log').replaceChildren(...log.map((e) => h('tr', { 'data-testid': 'plugin-log-row', 'data-outcome': e.outcome, 'data-pipeline': e.pipeline },
       h('td', { text: clock(e.at_ms) }), h('td', { text: e.pipeline }),
       h('td', {}, h('span', { class: `kind outcome-${e.outcome}`, text: e.outcome })),
       h('td', { class: 'reason', title: e.path || '', text: e.error ? e.error : `${e.from || '–'} → ${e.to || '–'}` }))));
