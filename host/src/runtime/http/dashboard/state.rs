@@ -229,8 +229,12 @@ pub async fn run(app: &App, stop: CancellationToken) {
 
 /// `GET /api/info`.
 pub async fn info(State(app): State<Arc<App>>) -> Response {
-    let mut streams: Vec<String> = app.board.running().into_iter().map(|p| p.stream).collect();
-    streams.dedup();
+    let mut streams: Vec<String> = Vec::new();
+    for p in app.board.running() {
+        if !streams.contains(&p.stream) {
+            streams.push(p.stream);
+        }
+    }
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "admin": app.dashboard.admin.enabled(),
