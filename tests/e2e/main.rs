@@ -7,6 +7,7 @@ mod cache;
 mod claims;
 mod config_file;
 mod dashboard_api;
+mod dashboard_browser;
 mod demo;
 mod healing;
 mod hostile_calls;
