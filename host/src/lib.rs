@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod fault;
 pub mod limits;
 pub mod ops;

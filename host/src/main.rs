@@ -2,6 +2,8 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use streamhost::cli::{self, RunSource, What};
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Err(e) => usage(&e.to_string()),
         Ok(What::Check(args)) => check(&args),
         Ok(What::Ops(command)) => cli::ops::execute(*command),
+        Ok(What::Demo(args)) => demo(*args),
         Ok(What::ConfigCheck(file)) => match load_file(&file) {
             Ok(config) => print_effective(&config),
             Err(code) => code,
@@ -86,6 +89,66 @@ fn check(args: &cli::CheckArgs) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
+    with_runtime(|shutdown| async move {
+        if let Err(e) = streamhost::shutdown::install(shutdown.clone()) {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        match runtime::run(config, shutdown).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => report(e),
+        }
+    })
+}
+
+fn demo(args: cli::demo::DemoArgs) -> ExitCode {
+    with_runtime(|shutdown| async move {
+        // Installed first, so a signal while a private redis-server starts
+        // still ends the run through the drain (and stops that server).
+        let child_pid = Arc::new(AtomicU32::new(0));
+        let last_words = {
+            let child_pid = child_pid.clone();
+            move || kill_child(&child_pid)
+        };
+        if let Err(e) = streamhost::shutdown::install_with_last_words(shutdown.clone(), last_words)
+        {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        let demo = match cli::demo::start(args).await {
+            Ok(demo) => demo,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(cli::demo::exit_code(&e));
+            }
+        };
+        if let Some(pid) = demo.redis_child_pid() {
+            child_pid.store(pid, Ordering::Relaxed);
+        }
+        let result = runtime::run(demo.config.clone(), shutdown).await;
+        demo.stop();
+        match result {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => report(e),
+        }
+    })
+}
+
+/// SIGKILLs the private redis-server on the way out of a second signal,
+/// which exits without running its guard's destructor.
+fn kill_child(pid: &AtomicU32) {
+    // 0: no child (`Pid::from_raw` refuses it).
+    if let Some(pid) = rustix::process::Pid::from_raw(pid.load(Ordering::Relaxed) as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Runs `body` on a multi-threaded runtime with a fresh shutdown token.
+fn with_runtime<F, Fut>(body: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = ExitCode>,
+{
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,17 +159,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = rt.block_on(async move {
-        let shutdown = CancellationToken::new();
-        if let Err(e) = streamhost::shutdown::install(shutdown.clone()) {
-            eprintln!("error: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-        match runtime::run(config, shutdown).await {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => report(e),
-        }
-    });
+    let code = rt.block_on(body(CancellationToken::new()));
     // A compile still running in a blocking thread must not hold the exit.
     rt.shutdown_timeout(RUNTIME_EXIT);
     code

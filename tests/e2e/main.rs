@@ -8,6 +8,7 @@ mod claims;
 mod config_file;
 mod dashboard_api;
 mod dashboard_browser;
+mod demo;
 mod healing;
 mod hostile_calls;
 mod hostile_emits;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
+use super::demo::DemoArgs;
 use super::ops::Ops;
 use super::{CheckArgs, Cli, Command, ConfigCommand, LogFormat};
 use crate::config::{Config, ConfigError};
@@ -38,6 +39,8 @@ pub enum What {
     ConfigCheck(PathBuf),
     /// An operator command (`status`, `produce`, `dlq`, `trim`).
     Ops(Box<Ops>),
+    /// `host demo`.
+    Demo(Box<DemoArgs>),
 }
 
 /// Where `host run`'s pipelines come from.
@@ -62,6 +65,7 @@ pub fn invocation() -> Invocation {
         Command::Trim(a) => Ok(ops(Ops::Trim(a), &matches)),
         Command::Groups(c) => Ok(ops(Ops::Groups(c), &matches)),
         Command::Replay(a) => Ok(ops(Ops::Replay(a), &matches)),
+        Command::Demo(a) => Ok(What::Demo(a)),
         Command::Run(args) => {
             let run_matches = matches.subcommand_matches("run").expect("run was parsed");
             let check_only = args.check;

@@ -2,6 +2,7 @@
 //! configuration, from flags or from a config file whose keys are the flags'
 //! names. Nothing else in the crate knows about clap.
 
+pub mod demo;
 pub mod file;
 mod invocation;
 pub mod ops;
@@ -85,6 +86,12 @@ pub enum Command {
     /// Print a window of a stream without touching any group, or run a handler over it and
     /// report what each entry would become (ack with emits, retry, dead-letter).
     Replay(Box<ops::ReplayArgs>),
+    /// Run the orders demo with its live dashboard: two consumer groups on one stream, real
+    /// plugins, a steady trickle of events; starts a private redis-server if none is running.
+    ///
+    /// Prints the dashboard's link (http://127.0.0.1:8083/#token=…) and runs until
+    /// SIGINT/SIGTERM. The plugins are built into the binary: it works from any directory.
+    Demo(Box<demo::DemoArgs>),
 }
 
 /// `host config …`.

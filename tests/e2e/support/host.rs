@@ -12,6 +12,8 @@ use super::eventually;
 pub struct Host {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Lines printed on stdout, when captured ([`Host::spawn_capturing`]).
+    stdout: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -83,12 +85,30 @@ impl Host {
     /// Every host of one test shares a compiled-plugin cache of that test's
     /// own (a `--cache-dir` flag still wins).
     pub fn spawn_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Self {
+        Self::spawn_inner(args, env, false)
+    }
+
+    /// [`Host::spawn_env`], keeping what the process prints on stdout
+    /// ([`Host::stdout`]).
+    pub fn spawn_capturing<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Self {
+        Self::spawn_inner(args, env, true)
+    }
+
+    fn spawn_inner<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        env: &[(&str, &str)],
+        capture_stdout: bool,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
             .args(args)
             .env("STREAMHOST_LOG", "info,streamhost=debug")
             .env("STREAMHOST_CACHE_DIR", test_cache_dir())
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(if capture_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning host");
@@ -103,11 +123,26 @@ impl Host {
                 sink.lock().unwrap().push(line);
             }
         });
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            let sink = stdout.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
         Self {
             child,
             log,
+            stdout,
             reader: Some(reader),
         }
+    }
+
+    /// Lines printed on stdout so far (only for [`Host::spawn_capturing`]).
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Runs the binary to completion and returns (status, stderr).

@@ -218,7 +218,7 @@ fn merge<'a>(
 }
 
 /// `host run`'s flags, reading no environment variables: a file says it all.
-fn run_command() -> clap::Command {
+pub(crate) fn run_command() -> clap::Command {
     Cli::command()
         .find_subcommand("run")
         .expect("run is a subcommand")

@@ -1,0 +1,98 @@
+//! What `host demo` needs besides the runtime: the demo's keys and how to
+//! reset them, whether anything answers at the given Redis address, a
+//! private `redis-server` when nothing does ([`redis_child`]), and the
+//! plugins compiled into the binary ([`plugins`]). The command line that
+//! assembles them is `cli::demo`.
+
+pub mod plugins;
+pub mod redis_child;
+
+use std::io;
+use std::time::Duration;
+
+use crate::config::{Address, ConfigError, RedisConfig};
+use crate::ops::{self, OpsError};
+
+/// The stream every demo pipeline consumes and the trickle produces to.
+pub const STREAM: &str = "demo:events:orders";
+/// Its dead-letter stream (the pipelines' default, `<stream>:dlq`).
+pub const DLQ: &str = "demo:events:orders:dlq";
+/// Where the notify plugin emits notifications.
+pub const OUTBOX: &str = "notifications:outbox";
+/// Where the analytics plugin emits running totals.
+pub const TOTALS: &str = "analytics:totals";
+/// Every key the demo writes; a reset deletes these and nothing else.
+pub const KEYS: [&str; 4] = [STREAM, DLQ, OUTBOX, TOTALS];
+
+/// How long the probe of the given address may take: a local Redis answers
+/// in well under a millisecond, a remote one within a round trip.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What is at the Redis address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Something accepted a connection (whether it is a usable Redis is for
+    /// the runtime to find out, with its own errors and retries).
+    Answers,
+    /// Nothing listens there: the connection was refused (or the socket
+    /// file does not exist).
+    Nothing,
+    /// The address could not be tried (name resolution, timeout, another
+    /// network error): not proof that nothing is there.
+    Unknown(String),
+}
+
+/// Tries a connection to `redis`'s address, without speaking Redis.
+pub async fn probe(redis: &RedisConfig) -> Result<Probe, ConfigError> {
+    let endpoint = redis.endpoint()?;
+    let attempt = async {
+        match endpoint.address() {
+            Address::Tcp { host, port } => tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map(drop),
+            Address::Unix(path) => tokio::net::UnixStream::connect(path).await.map(drop),
+        }
+    };
+    Ok(match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Ok(Ok(())) => Probe::Answers,
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+            ) =>
+        {
+            Probe::Nothing
+        }
+        Ok(Err(e)) => Probe::Unknown(e.to_string()),
+        Err(_) => Probe::Unknown(format!("no answer within {PROBE_TIMEOUT:?}")),
+    })
+}
+
+/// Deletes the demo's own keys ([`KEYS`]) and nothing else; returns how
+/// many existed.
+pub async fn reset(redis: &RedisConfig) -> Result<u64, OpsError> {
+    let mut con = ops::connect(redis).await?;
+    let deleted: u64 = redis::cmd("DEL")
+        .arg(&KEYS[..])
+        .query_async(&mut con)
+        .await
+        .map_err(OpsError::from)?;
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_port_is_nothing_and_a_listener_answers() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = RedisConfig::from_url(format!("redis://127.0.0.1:{port}"));
+        assert_eq!(probe(&url).await.unwrap(), Probe::Answers);
+        drop(listener);
+        assert_eq!(probe(&url).await.unwrap(), Probe::Nothing);
+        let socket = RedisConfig::from_url("redis+unix:///nonexistent/redis.sock");
+        assert_eq!(probe(&socket).await.unwrap(), Probe::Nothing);
+    }
+}
