@@ -90,7 +90,19 @@ async fn session(page: &Page, redis: &RedisServer, addr: &str) -> Result<(), Str
     page.fill("#producer-rate", "5").await?;
     page.act("#producer-set").await?;
     page.wait_toast("rate is now 5").await?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // ... and a crashed consumer's entries waiting for the reaper.
+    let crashed = "[data-testid=consumer-row][data-group=notifications][data-pipeline]";
+    page.fill(&format!("{crashed} [data-testid=crash-count]"), "4")
+        .await?;
+    page.act(&format!("{crashed} [data-testid=crash-btn]"))
+        .await?;
+    page.wait_toast("will drop its next 4").await?;
+    page.wait_js(
+        "entries pending in notifications",
+        "return document.querySelectorAll('[data-testid=group-card][data-group=notifications] [data-testid=pending-row]').length >= 2",
+    )
+    .await?;
     // The picture is of the dashboard, not of the last answer over it.
     page.js("document.querySelector('[data-testid=toast]').textContent = ''")
         .await;
