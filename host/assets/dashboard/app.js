@@ -869,12 +869,16 @@
       act($('produce-btn'), 'Produce', 'POST', '/api/produce', { stream: selectedStream(), count, type },
         (a) => `Produced ${int(a.count ?? count)} ${type} event${count === 1 ? '' : 's'} on ${a.stream || selectedStream()} (${a.first_id || '?'} … ${a.last_id || '?'})`);
     });
-    $('producer-rate').addEventListener('input', () => { $('producer-rate').dataset.touched = '1'; });
+    // Once someone works on the rate field, the once-a-second redraw leaves it
+    // alone until the rate is set (it would otherwise undo a half-typed value).
+    for (const ev of ['focus', 'input', 'change']) {
+      $('producer-rate').addEventListener(ev, () => { $('producer-rate').dataset.touched = '1'; });
+    }
     $('producer-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       const perSecond = Number($('producer-rate').value);
       act($('producer-set'), 'Setting the producer rate', 'POST', '/api/producer', { per_second: perSecond, stream: selectedStream() },
-        (a) => `Producer rate is now ${int(a.per_second ?? perSecond)}/s`).then(() => { delete $('producer-rate').dataset.touched; });
+        (a) => `Producer rate is now ${int(a.per_second ?? perSecond)}/s`).then((a) => { if (a) delete $('producer-rate').dataset.touched; });
     });
     $('stream-select').addEventListener('change', () => {
       dlq.signature = null;
