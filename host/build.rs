@@ -185,7 +185,8 @@ fn clean_env(command: &mut Command) {
     }
 }
 
+/// Ends the build script with `message`, which cargo shows with the failure.
 fn fail(message: &str) -> ! {
     eprintln!("error: {message}");
-    panic!("{message}");
+    std::process::exit(1);
 }

@@ -31,13 +31,15 @@ with consumer analytics-1 (analytics plugin: running totals to analytics:totals)
 of order events (--rate; every 50th malformed, so the dead-letter stream fills too). Entries of a \
 crashed consumer are reclaimed after 5s idle; an entry failing 3 times is dead-lettered.
 
+If nothing listens at --redis, a private redis-server (from PATH) is started on a free loopback \
+port, with its data in a temporary directory (nothing persisted); otherwise the demo's own keys \
+are reset there first (see --no-reset).
+
 The dashboard's link carries the admin token after `#` (it never leaves the browser); set \
 STREAMHOST_HTTP_TOKEN to choose the token. SIGINT/SIGTERM drain the pipelines and exit 0 (a \
 private redis-server is stopped then, and its data removed).")]
 pub struct DemoArgs {
-    /// Where and as whom to connect to Redis. If nothing listens at --redis, a private
-    /// redis-server (from PATH) is started on a free loopback port instead, with its data in a
-    /// temporary directory, and stopped on exit.
+    /// Where and as whom to connect to Redis.
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Serve the dashboard on ADDR: `HOST:PORT`, or a bare `PORT` for 127.0.0.1:PORT.
