@@ -6,11 +6,13 @@
 //! typing in the page and checked again in Redis. Screenshots of the steps
 //! go to `target/screenshots/`; the last one is the README's.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 
 use crate::support::http::{free_port, get};
@@ -47,10 +49,16 @@ fn dashboard_runs_the_demo_in_a_real_browser() {
     let started = Instant::now();
     runtime.block_on(async {
         let page = Page::open(&driver, &browser).await;
-        let outcome = session(&page, &redis, &addr).await;
+        // The browser is closed on every way out, a panic included: killing
+        // chromedriver alone would leave chromium running.
+        let outcome = AssertUnwindSafe(session(&page, &redis, &addr))
+            .catch_unwind()
+            .await;
         page.client.clone().close().await.ok();
-        if let Err(what) = outcome {
-            panic!("{what}\nhost log:\n{}", host.log());
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(what)) => panic!("{what}\nhost log:\n{}", host.log()),
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     });
     eprintln!("browser session took {:?}", started.elapsed());
@@ -90,7 +98,19 @@ async fn session(page: &Page, redis: &RedisServer, addr: &str) -> Result<(), Str
     page.fill("#producer-rate", "5").await?;
     page.act("#producer-set").await?;
     page.wait_toast("rate is now 5").await?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // ... and a crashed consumer's entries waiting for the reaper.
+    let crashed = "[data-testid=consumer-row][data-group=notifications][data-pipeline]";
+    page.fill(&format!("{crashed} [data-testid=crash-count]"), "4")
+        .await?;
+    page.act(&format!("{crashed} [data-testid=crash-btn]"))
+        .await?;
+    page.wait_toast("will drop its next 4").await?;
+    page.wait_js(
+        "entries pending in notifications",
+        "return document.querySelectorAll('[data-testid=group-card][data-group=notifications] [data-testid=pending-row]').length >= 2",
+    )
+    .await?;
     // The picture is of the dashboard, not of the last answer over it.
     page.js("document.querySelector('[data-testid=toast]').textContent = ''")
         .await;

@@ -7,6 +7,7 @@
 (() => {
   const TOKEN_KEY = 'streamhost.token';
   const WINDOW_MS = 5 * 60 * 1000;
+  const MIN_WINDOW_MS = 60 * 1000;
   const STALE_MS = 5000;
   const PALETTE = ['#2563eb', '#d97706', '#059669', '#db2777', '#7c3aed', '#0891b2', '#65a30d', '#dc2626'];
 
@@ -440,8 +441,9 @@
     return 10 * p;
   }
 
-  // One line per series over the last five minutes, right edge = newest
-  // sample; null samples are gaps (nothing ran), not zeros.
+  // One line per series, right edge = newest sample; null samples are gaps
+  // (nothing ran), not zeros. The time axis spans the history there is, from
+  // one to five minutes, so a freshly started host shows more than a sliver.
   function drawChart(canvas, t, lines, format) {
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth;
@@ -462,7 +464,8 @@
     for (const l of lines) for (const v of l.values) if (num(v) !== null && v > max) max = v;
     max = niceMax(max);
     const end = t.length ? t[t.length - 1] : Date.now();
-    const x = (ms) => left + ((ms - (end - WINDOW_MS)) / WINDOW_MS) * (right - left);
+    const span = Math.min(WINDOW_MS, Math.max(MIN_WINDOW_MS, t.length ? end - t[0] : 0));
+    const x = (ms) => left + ((ms - (end - span)) / span) * (right - left);
     const y = (v) => bottom - (v / max) * (bottom - top);
 
     ctx.font = '11px system-ui, sans-serif';
@@ -480,7 +483,7 @@
     }
     ctx.textBaseline = 'alphabetic';
     ctx.textAlign = 'left';
-    ctx.fillText('−5 min', left, hgt - 3);
+    ctx.fillText(span >= 120000 ? `−${Math.round(span / 60000)} min` : `−${Math.round(span / 1000)} s`, left, hgt - 3);
     ctx.textAlign = 'right';
     ctx.fillText('now', right, hgt - 3);
 
@@ -490,7 +493,7 @@
       ctx.lineWidth = 1.75;
       ctx.setLineDash(l.dashed ? [4, 3] : []);
       const n = Math.min(t.length, l.values.length);
-      const at = (i) => (t[i] >= end - WINDOW_MS ? num(l.values[i]) : null);
+      const at = (i) => (t[i] >= end - span ? num(l.values[i]) : null);
       ctx.beginPath();
       for (let i = 0; i < n; i++) {
         const v = at(i);
@@ -866,12 +869,16 @@
       act($('produce-btn'), 'Produce', 'POST', '/api/produce', { stream: selectedStream(), count, type },
         (a) => `Produced ${int(a.count ?? count)} ${type} event${count === 1 ? '' : 's'} on ${a.stream || selectedStream()} (${a.first_id || '?'} … ${a.last_id || '?'})`);
     });
-    $('producer-rate').addEventListener('input', () => { $('producer-rate').dataset.touched = '1'; });
+    // Once someone works on the rate field, the once-a-second redraw leaves it
+    // alone until the rate is set (it would otherwise undo a half-typed value).
+    for (const ev of ['focus', 'input', 'change']) {
+      $('producer-rate').addEventListener(ev, () => { $('producer-rate').dataset.touched = '1'; });
+    }
     $('producer-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       const perSecond = Number($('producer-rate').value);
       act($('producer-set'), 'Setting the producer rate', 'POST', '/api/producer', { per_second: perSecond, stream: selectedStream() },
-        (a) => `Producer rate is now ${int(a.per_second ?? perSecond)}/s`).then(() => { delete $('producer-rate').dataset.touched; });
+        (a) => `Producer rate is now ${int(a.per_second ?? perSecond)}/s`).then((a) => { if (a) delete $('producer-rate').dataset.touched; });
     });
     $('stream-select').addEventListener('change', () => {
       dlq.signature = null;
