@@ -265,11 +265,8 @@ impl Process {
         // A pipeline that could not start is left out, so that the next
         // reload sees it as new and tries again.
         new.pipelines.retain(|p| !failed.contains(&p.name));
-        self.board.declare(
-            declared(&new),
-            new.pipelines.first().map(|p| p.redis.clone()),
-        );
         self.config = new;
+        self.redeclare();
     }
 
     /// Drains what goes and starts what comes; returns the pipelines that
@@ -388,10 +385,7 @@ impl Process {
         // Kept in the configuration so that names stay unique; a reload of
         // the config file removes it (it is not in the file).
         self.config = next;
-        self.board.declare(
-            declared(&self.config),
-            self.config.pipelines.first().map(|p| p.redis.clone()),
-        );
+        self.redeclare();
         Ok(())
     }
 
@@ -417,11 +411,16 @@ impl Process {
         tracing::info!(pipeline = %name, action = "removing", "consumer removed from the dashboard: draining it");
         self.drain(&[name.to_owned()]).await;
         self.config.pipelines.retain(|p| p.name != name);
+        self.redeclare();
+        Ok(())
+    }
+
+    /// Tells the board what the configuration now declares.
+    fn redeclare(&self) {
         self.board.declare(
             declared(&self.config),
             self.config.pipelines.first().map(|p| p.redis.clone()),
         );
-        Ok(())
     }
 
     async fn drain_all(&mut self) {

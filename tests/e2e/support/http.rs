@@ -34,6 +34,11 @@ pub fn get(port: u16, path: &str) -> Option<Answer> {
     .ok()?;
     let mut raw = String::new();
     conn.read_to_string(&mut raw).ok()?;
+    answer(&raw)
+}
+
+/// A whole answer read off a connection (`None` if it is not HTTP).
+fn answer(raw: &str) -> Option<Answer> {
     let (head, body) = raw.split_once("\r\n\r\n")?;
     assert!(
         !head
@@ -70,17 +75,7 @@ pub fn post(port: u16, path: &str, token: Option<&str>, content_type: &str, body
     let _ = conn.write_all(body);
     let mut raw = Vec::new();
     let _ = conn.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    Answer {
-        status,
-        body: body.to_owned(),
-    }
+    answer(&String::from_utf8_lossy(&raw)).expect("an HTTP answer with a status")
 }
 
 /// `POST path` with a JSON body; the answer's body parsed as JSON.

@@ -29,7 +29,7 @@ use self::health::{PipelineState, Verdict};
 use self::metrics::{PipelineScrape, Scrape};
 use self::probe::{RedisLook, RedisProbe};
 use super::board::{Board, PipelineView};
-use crate::config::{Dashboard as DashboardConfig, HttpListen};
+use crate::config::{Dashboard as DashboardConfig, HttpListen, RedisConfig};
 use crate::ops::status::{StatusOptions, StreamStatus};
 use crate::runtime::StatsSnapshot;
 
@@ -255,42 +255,68 @@ async fn api_status(State(app): State<Arc<App>>) -> Response {
     let Some(redis) = app.board.redis() else {
         return unavailable("no connection is configured".into());
     };
+    let targets = status_targets(&running, |_| {});
+    match app.collect_statuses(&redis, &targets, false).await {
+        Ok(streams) => Json(ApiStatus { pipelines, streams }).into_response(),
+        Err(e) => unavailable(format!("redis: {e}")),
+    }
+}
+
+/// Each distinct stream (with its DLQ) of `running`, with the options to
+/// collect it with: its retention, then whatever `shape` sets.
+fn status_targets(
+    running: &[PipelineView],
+    shape: impl Fn(&mut StatusOptions),
+) -> Vec<(String, StatusOptions)> {
     let mut targets: Vec<(String, StatusOptions)> = Vec::new();
-    for p in &running {
+    for p in running {
         if !targets
             .iter()
             .any(|(s, o)| *s == p.stream && o.dlq == p.dlq)
         {
             let mut opts = StatusOptions::new(p.dlq.clone());
             opts.retention = p.retention;
+            shape(&mut opts);
             targets.push((p.stream.clone(), opts));
         }
     }
-    let looked = tokio::time::timeout(STATUS_BUDGET, async {
-        let mut con = app.probe.connection(&redis).await?;
-        let mut streams = Vec::with_capacity(targets.len());
-        for (stream, opts) in &targets {
-            let status = crate::ops::status::collect(&mut con, stream, opts)
-                .await
-                .map_err(|e| e.to_string())?;
-            streams.push(status);
-        }
-        Ok::<_, String>(streams)
-    })
-    .await;
-    match looked {
-        Ok(Ok(streams)) => Json(ApiStatus { pipelines, streams }).into_response(),
-        Ok(Err(e)) => {
-            app.probe.forget().await;
-            unavailable(format!("redis: {e}"))
-        }
-        Err(_) => {
-            app.probe.forget().await;
-            unavailable(format!(
-                "redis: no answer within {}",
+    targets
+}
+
+impl App {
+    /// What `host status --json` shows of each target, read on the probe's
+    /// connection within [`STATUS_BUDGET`]. A stream that does not exist is
+    /// an error unless `skip_missing`. After a failure the connection is
+    /// forgotten, so the next look reopens it.
+    async fn collect_statuses(
+        &self,
+        redis: &RedisConfig,
+        targets: &[(String, StatusOptions)],
+        skip_missing: bool,
+    ) -> Result<Vec<StreamStatus>, String> {
+        let looked = tokio::time::timeout(STATUS_BUDGET, async {
+            let mut con = self.probe.connection(redis).await?;
+            let mut streams = Vec::with_capacity(targets.len());
+            for (stream, opts) in targets {
+                match crate::ops::status::collect(&mut con, stream, opts).await {
+                    Ok(status) => streams.push(status),
+                    Err(crate::ops::OpsError::Usage(_)) if skip_missing => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(streams)
+        })
+        .await;
+        let failure = match looked {
+            Ok(Ok(streams)) => return Ok(streams),
+            Ok(Err(e)) => e,
+            Err(_) => format!(
+                "no answer within {}",
                 humantime::format_duration(STATUS_BUDGET)
-            ))
-        }
+            ),
+        };
+        self.probe.forget().await;
+        Err(failure)
     }
 }
 

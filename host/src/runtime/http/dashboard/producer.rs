@@ -67,6 +67,14 @@ impl Producer {
         self.changed.notify_one();
     }
 
+    /// Where it appends now.
+    fn stream(&self) -> String {
+        self.stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// What it does now.
     pub fn state(&self) -> ProducerState {
         ProducerState {
@@ -115,7 +123,7 @@ impl Producer {
             let first = self.produced.load(Ordering::Relaxed);
             let now = crate::ops::now_ms();
             let batch: Vec<Fields> = (first..first + n).map(|i| trickle_event(i, now)).collect();
-            let stream = self.state().stream;
+            let stream = self.stream();
             let appended = async {
                 let mut con = probe.connection(&redis).await?;
                 add_batch(&mut con, &stream, None, &batch)

@@ -17,19 +17,17 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::super::App;
+use super::super::{App, status_targets};
 use super::history::{History, Series};
 use super::producer::ProducerState;
 use crate::ops::produce::EVENT_TYPES;
-use crate::ops::status::{StatusOptions, StreamStatus};
+use crate::ops::status::StreamStatus;
 use crate::runtime::StatsSnapshot;
 use crate::runtime::board::PipelineView;
 use crate::runtime::plugin_log::PluginEvent;
 
 /// How often the history is sampled and the state sent.
 const TICK: Duration = Duration::from_secs(1);
-/// The most building one state may spend reading Redis.
-const STATE_BUDGET: Duration = Duration::from_secs(3);
 /// Pending entries listed per group (the pending-entries table).
 const PENDING_ROWS: usize = 50;
 
@@ -119,22 +117,6 @@ fn pipeline_state(p: &PipelineView) -> PipelineState {
     }
 }
 
-/// Each distinct stream of `running` with what to collect of it.
-fn targets(running: &[PipelineView]) -> Vec<(String, StatusOptions)> {
-    let mut out: Vec<(String, StatusOptions)> = Vec::new();
-    for p in running {
-        if !out.iter().any(|(s, o)| *s == p.stream && o.dlq == p.dlq) {
-            let mut opts = StatusOptions::new(p.dlq.clone());
-            opts.retention = p.retention;
-            opts.oldest_pending = PENDING_ROWS;
-            opts.newest_dead_letters = 5;
-            opts.dlq_scan = 1_000;
-            out.push((p.stream.clone(), opts));
-        }
-    }
-    out
-}
-
 async fn build(app: &App) -> DashState {
     // Everything below was read at or after this time.
     let at_ms = crate::ops::now_ms();
@@ -142,31 +124,16 @@ async fn build(app: &App) -> DashState {
     let (streams, redis_error) = match app.board.redis() {
         None => (Vec::new(), Some("no connection is configured".to_owned())),
         Some(redis) => {
-            let targets = targets(&running);
-            let looked = tokio::time::timeout(STATE_BUDGET, async {
-                let mut con = app.probe.connection(&redis).await?;
-                let mut streams = Vec::with_capacity(targets.len());
-                for (stream, opts) in &targets {
-                    match crate::ops::status::collect(&mut con, stream, opts).await {
-                        Ok(s) => streams.push(s),
-                        // Not created yet: the reader makes it with MKSTREAM.
-                        Err(crate::ops::OpsError::Usage(_)) => {}
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-                Ok::<_, String>(streams)
-            })
-            .await;
-            match looked {
-                Ok(Ok(streams)) => (streams, None),
-                Ok(Err(e)) => {
-                    app.probe.forget().await;
-                    (Vec::new(), Some(e))
-                }
-                Err(_) => {
-                    app.probe.forget().await;
-                    (Vec::new(), Some("no answer within 3s".to_owned()))
-                }
+            let targets = status_targets(&running, |opts| {
+                opts.oldest_pending = PENDING_ROWS;
+                opts.newest_dead_letters = 5;
+                opts.dlq_scan = 1_000;
+            });
+            // A stream not created yet (the reader makes it with MKSTREAM)
+            // is left out.
+            match app.collect_statuses(&redis, &targets, true).await {
+                Ok(streams) => (streams, None),
+                Err(e) => (Vec::new(), Some(e)),
             }
         }
     };
