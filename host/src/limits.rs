@@ -22,6 +22,11 @@ pub const EMIT_OVERHEAD: usize = 64;
 /// ceiling of `--max-fields`, which emitted entries obey too.
 pub const MAX_FIELDS_CEILING: usize = 3_900;
 
+/// Ceiling of `--max-emit-bytes`: a call's emits reach Redis packed into one
+/// argument, and Redis refuses one over `proto-max-bulk-len` (512 MB by
+/// default); half of it leaves room for the packing and the batch.
+pub const MAX_EMIT_BYTES_CEILING: u64 = 256 << 20;
+
 /// Failure reasons remembered per entry in flight (for `max-deliveries`
 /// records): entries released for a retry are no longer in flight but still
 /// worth a reason when they come back.

@@ -319,3 +319,56 @@ fn reads_over_a_unix_socket() {
             .then_some(())
     });
 }
+
+#[test]
+fn forwarded_emits_keep_binary_and_large_values_byte_for_byte() {
+    // Values at each size where the packed commit changes its length
+    // header, with bytes that would break a text protocol.
+    let redis = RedisServer::start();
+    let stream = key("fanout-bytes");
+    let mut sent = Vec::new();
+    for (i, size) in [0usize, 1, 31, 32, 255, 256, 65_535, 65_536, 300_000]
+        .into_iter()
+        .enumerate()
+    {
+        let value: Vec<u8> = (0..size)
+            .map(|b| [0u8, 0xff, b'\r', b'\n', b'$'][b % 5])
+            .collect();
+        let fields = vec![
+            (b"n".to_vec(), i.to_string().into_bytes()),
+            (b"value".to_vec(), value),
+            ("naïve".as_bytes().to_vec(), vec![0xc3, 0x28]),
+        ];
+        let id = redis.add_raw(&stream, &fields);
+        sent.push((id, fields));
+    }
+    let outputs = ["fan:a", "fan:b", "fan:c"];
+    let _host = Host::run(
+        &redis.url(),
+        &stream,
+        "fan",
+        &plugin("fanout"),
+        &[
+            "--plugin-config",
+            &format!("outputs={}", outputs.join(",")),
+            "--max-emit-bytes",
+            "2MiB",
+        ],
+    );
+    eventually(WAIT, "every event read and acked", || {
+        (redis.entries_read(&stream, "fan") == Some(sent.len() as u64)
+            && redis.pending(&stream, "fan") == 0)
+            .then_some(())
+    });
+    for out in outputs {
+        let got = redis.range_raw(out);
+        assert_eq!(got.len(), sent.len(), "{out}: one entry per event");
+        for ((_, fields), (id, original)) in got.iter().zip(&sent) {
+            let mut want = original.clone();
+            want.push((b"source_id".to_vec(), id.as_bytes().to_vec()));
+            assert!(fields == &want, "{out}: entry {id} arrived changed");
+        }
+    }
+    assert_eq!(redis.pending(&stream, "fan"), 0);
+    assert!(redis.range(&format!("{stream}:dlq")).is_empty());
+}

@@ -32,7 +32,7 @@ struct Args {
     #[arg(long)]
     redis: Option<String>,
     /// Entries pre-filled for the throughput runs (the slow scenarios use a
-    /// fraction: guide loop 1/10, Python 1/4, JavaScript 1/10).
+    /// fraction: guide loop 1/10, emit ×5 1/2, Python 1/4, JavaScript 1/10).
     #[arg(long, default_value_t = 200_000)]
     entries: usize,
     /// Interleaved rounds of all throughput scenarios; medians are reported.
@@ -40,7 +40,7 @@ struct Args {
     rounds: usize,
     /// Throughput scenarios to run (default: all). Names: native, guide-rust,
     /// guide-node, guide-python, noop, noop-fresh, noop-ordered, noop-x2, notify, analytics,
-    /// python, js.
+    /// emit-x5, python, js.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Fixed arrival rates for the latency runs (entries/s); `0` skips them.
@@ -55,8 +55,8 @@ struct Args {
     /// Arrival rate during the swap run (entries/s).
     #[arg(long, default_value_t = 5000)]
     swap_rate: u64,
-    /// Directory with the built plugins (noop, notify, analytics, probe,
-    /// fraud, enrich .wasm).
+    /// Directory with the built plugins (noop, notify, analytics, fanout,
+    /// probe, fraud, enrich .wasm).
     #[arg(long, default_value = "plugins/dist")]
     plugins: PathBuf,
     /// Extra flag for every `host run` (repeatable), e.g. `--host-arg=--concurrency=4`.
@@ -199,6 +199,17 @@ fn plans() -> Vec<Plan> {
                 cleanup: &["bench:totals"],
             },
             divisor: 1,
+        },
+        Plan {
+            name: "emit-x5",
+            what: "host run, fanout plugin (Rust, forwards each event to 5 streams: 5 emits per event)",
+            kind: Kind::Host {
+                plugin: "fanout.wasm",
+                args: &["--plugin-config=outputs=bench:f1,bench:f2,bench:f3,bench:f4,bench:f5"],
+                processes: 1,
+                cleanup: &["bench:f1", "bench:f2", "bench:f3", "bench:f4", "bench:f5"],
+            },
+            divisor: 2,
         },
         Plan {
             name: "python",

@@ -252,7 +252,7 @@ pub struct RunArgs {
         help_heading = "Limits"
     )]
     pub max_emits: usize,
-    /// Bytes one handler call may emit (stream names, names and values, plus 48 bytes per field and 64 per entry); more fails the call permanently.
+    /// Bytes one handler call may emit (stream names, names and values, plus 48 bytes per field and 64 per entry); more fails the call permanently. At most 256MiB.
     #[arg(
         long,
         env = "STREAMHOST_MAX_EMIT_BYTES",

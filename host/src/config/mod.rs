@@ -19,7 +19,7 @@ pub use self::http::{Dashboard, HttpAdmin, HttpListen, TOKEN_ENV, Trickle};
 pub use self::process::{Config, Loader, PipelineError, Source};
 pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
 pub use self::tls::{TlsError, TlsFile, TlsMaterial};
-use crate::limits::{Limits, MAX_FIELDS_CEILING};
+use crate::limits::{Limits, MAX_EMIT_BYTES_CEILING, MAX_FIELDS_CEILING};
 use crate::stream::retention::Retention;
 use crate::units::ByteSize;
 
@@ -280,8 +280,11 @@ impl RunConfig {
         if self.max_emits == 0 || self.max_emits > 1_000_000 {
             return Err(invalid("max-emits", "must be between 1 and 1000000"));
         }
-        if self.max_emit_bytes.0 < 1024 {
-            return Err(invalid("max-emit-bytes", "must be at least 1KiB"));
+        if self.max_emit_bytes.0 < 1024 || self.max_emit_bytes.0 > MAX_EMIT_BYTES_CEILING {
+            return Err(invalid(
+                "max-emit-bytes",
+                "must be between 1KiB and 256MiB (a call's emits reach Redis as one argument, and Redis takes at most 512MB in one)",
+            ));
         }
         if self.max_message_size.0 < 64 || self.max_message_size.0 > 1 << 20 {
             return Err(invalid("max-message-size", "must be between 64B and 1MiB"));
@@ -371,11 +374,14 @@ mod tests {
     #[test]
     fn rejects_out_of_range_values() {
         type Breaker = fn(&mut RunConfig);
-        let cases: [(&str, Breaker); 14] = [
+        let cases: [(&str, Breaker); 15] = [
             ("--max-fields", |c| c.max_fields = 0),
             ("--max-fields", |c| c.max_fields = 3_901),
             ("--max-emits", |c| c.max_emits = 0),
             ("--max-emit-bytes", |c| c.max_emit_bytes = ByteSize(10)),
+            ("--max-emit-bytes", |c| {
+                c.max_emit_bytes = ByteSize(257 << 20)
+            }),
             ("--max-message-size", |c| c.max_message_size = ByteSize(1)),
             ("--dlq-maxlen", |c| c.dlq_maxlen = Some(0)),
             ("--batch", |c| c.batch = 0),

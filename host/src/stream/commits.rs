@@ -12,6 +12,7 @@ use super::claims::DeadLetters;
 use super::commands::GroupRef;
 use super::entry::{Payload, id_parts};
 use super::link::{ErrorClass, classify};
+use super::msgpack::ArrayPacker;
 use super::scripts::{ACK_WITH_EMITS, CLAIM, DEAD_LETTER, DELETE_CONSUMER_IF_EMPTY};
 use crate::outcome::Emit;
 
@@ -20,6 +21,10 @@ use crate::outcome::Emit;
 const EMIT_CALL_ENTRIES: usize = 128;
 /// Most emitted values in one script call, for the same reason.
 const EMIT_CALL_VALUES: usize = 16_384;
+/// Most emitted bytes in one script call: a call's emits travel as one Redis
+/// argument, which must stay well under `proto-max-bulk-len` (512 MB by
+/// default); an entry alone may carry up to `--max-emit-bytes`.
+const EMIT_CALL_BYTES: usize = 32 << 20;
 
 /// What a fenced write did for one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +70,13 @@ pub const fn range_rows(entries: usize) -> usize {
 }
 
 /// Fills ack-with-emits calls only up to a size that keeps Redis responsive:
-/// at most `EMIT_CALL_ENTRIES` entries and about `EMIT_CALL_VALUES` argument
-/// values per call.
+/// at most `EMIT_CALL_ENTRIES` entries, about `EMIT_CALL_VALUES` packed
+/// values and `EMIT_CALL_BYTES` bytes per call.
 #[derive(Debug, Default)]
 pub struct EmitCallSize {
     entries: usize,
     values: usize,
+    bytes: usize,
 }
 
 impl EmitCallSize {
@@ -80,15 +86,34 @@ impl EmitCallSize {
     pub fn admit(&mut self, emits: &[Emit]) -> bool {
         // Per emit: target index and field count, then the name/value pairs.
         let values: usize = emits.iter().map(|e| 2 + 2 * e.fields.len()).sum();
+        let bytes = packed_bytes(emits);
         let fits = self.entries == 0
-            || (self.entries < EMIT_CALL_ENTRIES && self.values + values <= EMIT_CALL_VALUES);
+            || (self.entries < EMIT_CALL_ENTRIES
+                && self.values + values <= EMIT_CALL_VALUES
+                && self.bytes + bytes <= EMIT_CALL_BYTES);
         if !fits {
             *self = Self::default();
         }
         self.entries += 1;
         self.values += values;
+        self.bytes += bytes;
         fits
     }
+}
+
+/// About what `emits` take packed: their names and values, and a header of
+/// at most 5 bytes for each of those and of the counts.
+fn packed_bytes(emits: &[Emit]) -> usize {
+    emits
+        .iter()
+        .map(|e| {
+            15 + e
+                .fields
+                .iter()
+                .map(|(k, v)| 10 + k.len() + v.len())
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 /// One commit round trip: every write is a command of one pipeline with a
@@ -145,7 +170,8 @@ impl CommitRound {
 
     /// Adds one [`ACK_WITH_EMITS`] call for `batch`.
     ///
-    /// `EVALSHA <ack-with-emits> k stream targets… group consumer lowest highest rows (id m (key n fields…)…)…`
+    /// `EVALSHA <ack-with-emits> k stream targets… group consumer lowest highest rows packed`,
+    /// `packed` = `[id, m, (key, n, fields…)…, …]`
     pub fn ack_with_emits(&mut self, g: &GroupRef, batch: &[EmitCommit<'_>]) {
         let mut keys: Vec<&str> = vec![&g.stream];
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -156,8 +182,21 @@ impl CommitRound {
             });
         }
         let (lowest, highest) = id_range(batch.iter().map(|c| c.id));
-        let cmd = self
-            .pipe
+        let size: usize = batch.iter().map(|c| 32 + packed_bytes(c.emits)).sum();
+        let mut packed = ArrayPacker::with_capacity(size);
+        for c in batch {
+            packed.str(c.id.as_bytes());
+            packed.uint(c.emits.len() as u64);
+            for e in c.emits {
+                packed.uint(index[e.stream.as_str()] as u64);
+                packed.uint(e.fields.len() as u64);
+                for (k, v) in &e.fields {
+                    packed.str(k.as_bytes());
+                    packed.str(v);
+                }
+            }
+        }
+        self.pipe
             .cmd("EVALSHA")
             .arg(ACK_WITH_EMITS.get_hash())
             .arg(keys.len())
@@ -166,16 +205,8 @@ impl CommitRound {
             .arg(&g.consumer)
             .arg(lowest)
             .arg(highest)
-            .arg(range_rows(batch.len()));
-        for c in batch {
-            cmd.arg(c.id).arg(c.emits.len());
-            for e in c.emits {
-                cmd.arg(index[e.stream.as_str()]).arg(e.fields.len());
-                for (k, v) in &e.fields {
-                    cmd.arg(k).arg(v);
-                }
-            }
-        }
+            .arg(range_rows(batch.len()))
+            .arg(packed.finish());
         self.writes.push(Write::Emits(batch.len()));
     }
 
@@ -344,6 +375,20 @@ mod tests {
         assert!(size.admit(&wide), "alone it always fits");
         assert!(!size.admit(&wide), "two would exceed the values");
         assert!(!size.admit(&[emit(EMIT_CALL_VALUES)]));
+        let big = |bytes: usize| Emit {
+            stream: "out".into(),
+            fields: vec![("k".into(), vec![0; bytes])],
+        };
+        let mut size = EmitCallSize::default();
+        assert!(size.admit(&[big(EMIT_CALL_BYTES / 2)]));
+        assert!(
+            !size.admit(&[big(EMIT_CALL_BYTES / 2)]),
+            "two would exceed the bytes"
+        );
+        assert!(
+            !size.admit(&[big(EMIT_CALL_BYTES * 2)]),
+            "an entry over the budget gets a call of its own"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod entry;
 pub mod groups;
 pub mod inspect;
 pub mod link;
+pub mod msgpack;
 pub mod payloads;
 pub mod produce;
 pub mod redrive;

@@ -11,6 +11,7 @@ const PACKAGES: &[&str] = &[
     "notify-plugin",
     "analytics-plugin",
     "misbehave-plugin",
+    "fanout-plugin",
     "wrong-world-fixture",
 ];
 

@@ -1,0 +1,150 @@
+//! The MessagePack subset Redis's Lua reads back with `cmsgpack.unpack`: one
+//! array of unsigned integers and strings. The ack-with-emits script takes a
+//! whole batch's layout and fields as one such value instead of one argument
+//! per field: Redis then parses one bulk string rather than a dozen per
+//! entry, and Lua gets its counts as numbers without `tonumber` (which costs
+//! a `strtod` each). Measured with callgrind on redis-server 7.0, this cut
+//! the script's instructions per entry by about a third.
+//!
+//! Strings are binary-safe: Redis's cmsgpack has no `bin` types, but its
+//! `str` types carry any bytes into a Lua string.
+
+/// Largest string one packed value may hold (the `str 32` length field).
+pub const MAX_STR: usize = u32::MAX as usize;
+
+/// Builds one top-level array, element by element.
+#[derive(Debug)]
+pub struct ArrayPacker {
+    buf: Vec<u8>,
+    items: u32,
+}
+
+impl Default for ArrayPacker {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl ArrayPacker {
+    /// An empty array, with room for `bytes` of elements.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(5 + bytes);
+        // `array 32`, its count patched in by `finish`: the count is not
+        // known up front, and one fixed-size header keeps that a copy-free
+        // overwrite.
+        buf.extend_from_slice(&[0xdd, 0, 0, 0, 0]);
+        Self { buf, items: 0 }
+    }
+
+    /// Appends an unsigned integer.
+    pub fn uint(&mut self, v: u64) {
+        self.items += 1;
+        match v {
+            0..=0x7f => self.buf.push(v as u8),
+            0x80..=0xff => self.buf.extend_from_slice(&[0xcc, v as u8]),
+            0x100..=0xffff => {
+                self.buf.push(0xcd);
+                self.buf.extend_from_slice(&(v as u16).to_be_bytes());
+            }
+            0x1_0000..=0xffff_ffff => {
+                self.buf.push(0xce);
+                self.buf.extend_from_slice(&(v as u32).to_be_bytes());
+            }
+            _ => {
+                self.buf.push(0xcf);
+                self.buf.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+
+    /// Appends a string of any bytes.
+    ///
+    /// # Panics
+    /// If `s` is longer than [`MAX_STR`]; callers bound what they pack far
+    /// below it.
+    pub fn str(&mut self, s: &[u8]) {
+        assert!(s.len() <= MAX_STR, "a packed string of {} bytes", s.len());
+        self.items += 1;
+        let n = s.len();
+        match n {
+            0..=31 => self.buf.push(0xa0 | n as u8),
+            32..=0xff => self.buf.extend_from_slice(&[0xd9, n as u8]),
+            0x100..=0xffff => {
+                self.buf.push(0xda);
+                self.buf.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                self.buf.push(0xdb);
+                self.buf.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+        self.buf.extend_from_slice(s);
+    }
+
+    /// Elements appended so far.
+    pub fn len(&self) -> usize {
+        self.items as usize
+    }
+
+    /// Whether nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.items == 0
+    }
+
+    /// The packed array.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[1..5].copy_from_slice(&self.items.to_be_bytes());
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_take_the_smallest_form() {
+        let mut p = ArrayPacker::default();
+        for v in [0, 127, 128, 255, 256, 65_535, 65_536, 1 << 32] {
+            p.uint(v);
+        }
+        assert_eq!(p.len(), 8);
+        let mut want = vec![0xdd, 0, 0, 0, 8, 0x00, 0x7f, 0xcc, 0x80, 0xcc, 0xff];
+        want.extend_from_slice(&[0xcd, 0x01, 0x00, 0xcd, 0xff, 0xff]);
+        want.extend_from_slice(&[0xce, 0, 1, 0, 0]);
+        want.extend_from_slice(&[0xcf, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(p.finish(), want);
+    }
+
+    #[test]
+    fn strings_carry_any_bytes_with_the_smallest_header() {
+        let mut p = ArrayPacker::default();
+        p.str(b"");
+        p.str(&[0, 0xff, b'\r', b'\n']);
+        p.str(&[b'x'; 32]);
+        p.str(&[b'y'; 256]);
+        p.str(&[b'z'; 65_536]);
+        let out = p.finish();
+        assert_eq!(&out[..5], &[0xdd, 0, 0, 0, 5]);
+        let mut at = 5;
+        let mut next = |header: &[u8], body: &[u8]| {
+            assert_eq!(&out[at..at + header.len()], header);
+            at += header.len();
+            assert_eq!(&out[at..at + body.len()], body);
+            at += body.len();
+        };
+        next(&[0xa0], b"");
+        next(&[0xa4], &[0, 0xff, b'\r', b'\n']);
+        next(&[0xd9, 32], &[b'x'; 32]);
+        next(&[0xda, 0x01, 0x00], &[b'y'; 256]);
+        next(&[0xdb, 0, 1, 0, 0], &[b'z'; 65_536]);
+        assert_eq!(at, out.len());
+    }
+
+    #[test]
+    fn an_empty_array_is_a_header_only() {
+        let p = ArrayPacker::default();
+        assert!(p.is_empty());
+        assert_eq!(p.finish(), [0xdd, 0, 0, 0, 0]);
+    }
+}
