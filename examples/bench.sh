@@ -19,4 +19,5 @@ plugins/build.sh >&2
 plugins/python-fraud/build.sh >&2
 plugins/js-enrich/build.sh >&2
 examples/bench/peers/setup.sh >&2
-exec target/release/streamhost-bench "$@"
+# cargo honours CARGO_TARGET_DIR (e.g. a shared build directory); so does this.
+exec "${CARGO_TARGET_DIR:-target}/release/streamhost-bench" "$@"

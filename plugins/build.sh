@@ -7,10 +7,12 @@ cd "$root"
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
-cargo build --quiet --target wasm32-wasip2 --profile plugin --target-dir target/plugins \
+# Under CARGO_TARGET_DIR when it is set, like every other build of the workspace.
+out="${CARGO_TARGET_DIR:-target}/plugins"
+cargo build --quiet --target wasm32-wasip2 --profile plugin --target-dir "$out" \
   -p notify-plugin -p analytics-plugin -p noop-plugin -p misbehave-plugin -p probe-plugin -p fanout-plugin
 mkdir -p plugins/dist
 for name in notify analytics noop misbehave probe fanout; do
-  cp "target/plugins/wasm32-wasip2/plugin/$name.wasm" "plugins/dist/$name.wasm"
+  cp "$out/wasm32-wasip2/plugin/$name.wasm" "plugins/dist/$name.wasm"
 done
 echo "built: $(cd plugins/dist && ls *.wasm | tr '\n' ' ')"

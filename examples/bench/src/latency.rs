@@ -2,7 +2,9 @@
 //! entries stamped with `sent_ns` on a steady schedule; the consumer under
 //! test records, for each entry, how long after the XADD it was handed to
 //! its handler (the native loop: when decoded; the host: when the probe
-//! plugin's handler started, emitted to a samples stream).
+//! plugin's handler started, emitted to a samples stream). Before the
+//! producer starts, the consumer's process is also measured sitting idle on
+//! the empty stream: what waiting costs when nothing arrives.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,9 @@ pub struct LatencyStats {
     pub p999_us: f64,
     /// Worst sample.
     pub max_us: f64,
+    /// CPU the consumer's process used while it waited on the empty stream,
+    /// in percent of one core (`None` where it was not measured).
+    pub idle_cpu_percent: Option<f64>,
 }
 
 /// Percentiles of `latencies_ns` (sorted in place).
@@ -51,7 +56,20 @@ pub fn stats(rate: u64, achieved_rate: f64, latencies_ns: &mut [u64]) -> Latency
         p99_us: pick(0.99),
         p999_us: pick(0.999),
         max_us: pick(1.0),
+        idle_cpu_percent: None,
     }
+}
+
+/// How long a consumer is watched sitting idle on the empty stream.
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
+/// CPU used by `pid` over the next `window`, in percent of one core.
+async fn idle_cpu(pid: u32, window: Duration) -> Option<f64> {
+    let before = crate::procstat::cpu_ns(pid)?;
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let used = crate::procstat::cpu_ns(pid)?.saturating_sub(before);
+    Some(used as f64 / started.elapsed().as_nanos() as f64 * 100.0)
 }
 
 /// A producer thread adding `rate` entries/s to `stream` for `duration`.
@@ -131,19 +149,26 @@ pub async fn run(
     let total = warmup + duration;
     let expected = (rate as f64 * total.as_secs_f64()) as u64;
     let warmup_ns = warmup.as_nanos() as u64;
-    let (samples, achieved, cutoff) = match consumer {
+    let (samples, achieved, cutoff, idle) = match consumer {
         Consumer::Native => {
+            let mut own = server.connect_blocking().await?;
+            // On this (single-threaded) runtime: while the idle window's
+            // sleep runs, the loop waiting in XREADGROUP is all this process
+            // does — the producer thread starts after it.
+            let consuming = tokio::spawn(async move {
+                crate::native::consume_live(&mut own, stream, group, expected as usize).await
+            });
+            let idle = idle_cpu(std::process::id(), IDLE_WINDOW).await;
             let producer = Producer::start(&server.url, stream, rate, total)?;
             let cutoff = producer.started_ns + warmup_ns;
-            let mut own = server.connect().await?;
-            let samples =
-                crate::native::consume_live(&mut own, stream, group, expected as usize).await?;
+            let samples = consuming.await.context("native loop")??;
             let (_, achieved) = producer.finish()?;
-            (samples, achieved, cutoff)
+            (samples, achieved, cutoff, idle)
         }
         Consumer::Host(spec) => {
             let mut host = HostProc::start(spec, stream, group, "bench-0")?;
             wait_for_consumer(&mut con, &mut host, stream, group).await?;
+            let idle = idle_cpu(host.pid(), IDLE_WINDOW).await;
             let producer = Producer::start(&server.url, stream, rate, total)?;
             let cutoff = producer.started_ns + warmup_ns;
             let (sent, achieved) = tokio::task::spawn_blocking(move || producer.finish())
@@ -159,6 +184,7 @@ pub async fn run(
                     .collect(),
                 achieved,
                 cutoff,
+                idle,
             )
         }
     };
@@ -171,7 +197,10 @@ pub async fn run(
         .map(|(_, latency)| latency)
         .collect();
     server::delete(&mut con, &[stream, samples_key]).await?;
-    Ok(stats(rate, achieved, &mut measured))
+    Ok(LatencyStats {
+        idle_cpu_percent: idle,
+        ..stats(rate, achieved, &mut measured)
+    })
 }
 
 /// Waits until the host has registered its consumer (it is reading).

@@ -421,7 +421,7 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("latency of {name} at {rate}/s"))?;
             println!(
-                "latency {:>6}/s  {:<13} p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs  max {:>7.0} µs  ({} samples, {:.0}/s achieved)",
+                "latency {:>6}/s  {:<13} p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs  max {:>7.0} µs  ({} samples, {:.0}/s achieved)  idle cpu {}%",
                 rate,
                 name,
                 stats.p50_us,
@@ -429,7 +429,10 @@ async fn main() -> Result<()> {
                 stats.p999_us,
                 stats.max_us,
                 stats.samples,
-                stats.achieved_rate
+                stats.achieved_rate,
+                stats
+                    .idle_cpu_percent
+                    .map_or("n/a".into(), |p| format!("{p:.2}"))
             );
             latency.push(LatencyRow {
                 consumer: name.into(),

@@ -219,19 +219,29 @@ impl Report {
             let _ = writeln!(
                 s,
                 "\nEnd-to-end latency, XADD → handler call, at fixed arrival rates (a producer \
-                 thread XADDs every millisecond; the first second is warm-up):\n"
+                 thread XADDs every millisecond; the first second is warm-up). Idle CPU: the \
+                 consumer's process, waiting on the empty stream for 3 s before the producer \
+                 starts, in % of one core (the native loop's process is the benchmark runner, \
+                 doing nothing else meanwhile):\n"
             );
             let _ = writeln!(
                 s,
-                "| rate/s | consumer | samples | p50 µs | p99 µs | p99.9 µs | max µs |"
+                "| rate/s | consumer | samples | p50 µs | p99 µs | p99.9 µs | max µs | idle CPU % |"
             );
-            let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|");
             for row in &self.latency {
                 let l = &row.stats;
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                    l.rate, row.consumer, l.samples, l.p50_us, l.p99_us, l.p999_us, l.max_us
+                    "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+                    l.rate,
+                    row.consumer,
+                    l.samples,
+                    l.p50_us,
+                    l.p99_us,
+                    l.p999_us,
+                    l.max_us,
+                    opt(l.idle_cpu_percent, 2)
                 );
             }
         }

@@ -91,6 +91,16 @@ impl Server {
             .get_multiplexed_async_connection()
             .await?)
     }
+
+    /// A connection for blocking reads: the client's default response
+    /// timeout (500 ms) would cut off an `XREADGROUP … BLOCK` waiting on an
+    /// idle stream.
+    pub async fn connect_blocking(&self) -> Result<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        Ok(redis::Client::open(self.url.as_str())?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
 }
 
 /// Order kinds cycled through by the generated events.
