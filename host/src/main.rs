@@ -30,6 +30,9 @@ const RUNTIME_EXIT: Duration = Duration::from_millis(200);
 fn main() -> ExitCode {
     let invocation = cli::invocation();
     streamhost::telemetry::init(&invocation.log, invocation.log_format);
+    if invocation.perf_map {
+        streamhost::plugin::write_perf_map();
+    }
     match invocation.what {
         Err(e) => usage(&e.to_string()),
         Ok(What::Check(args)) => check(&args),

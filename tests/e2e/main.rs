@@ -27,6 +27,7 @@ mod ops_status;
 mod ops_trim;
 mod ordering;
 mod outcomes;
+mod profiling;
 mod recovery;
 mod refusal;
 mod retention;

@@ -19,6 +19,8 @@ pub struct Invocation {
     pub log: String,
     /// `--log-format`.
     pub log_format: LogFormat,
+    /// `--perf-map`.
+    pub perf_map: bool,
     /// The subcommand, or why its flags cannot work.
     pub what: Result<What, ConfigError>,
 }
@@ -100,6 +102,7 @@ pub fn invocation() -> Invocation {
     Invocation {
         log: cli.log,
         log_format: cli.log_format,
+        perf_map: cli.perf_map,
         what,
     }
 }

@@ -38,6 +38,16 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, env = "STREAMHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,
+    /// Write a perf map (`/tmp/perf-<pid>.map`) naming the compiled plugin code, so `perf
+    /// record`/`perf report` show a plugin's functions instead of raw JIT addresses. Off by
+    /// default: the file grows with every plugin version loaded and is never removed.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMHOST_PERF_MAP",
+        help_heading = "Profiling"
+    )]
+    pub perf_map: bool,
 }
 
 /// How log lines are written to stderr.

@@ -180,18 +180,13 @@ impl ArtifactCache {
         }
     }
 
-    /// Stores the compiled form of `bytes`; failures are logged, not returned.
-    pub fn store(&self, engine: &Engine, bytes: &[u8], component: &Component) {
+    /// Stores `artifact`, the serialized compiled form of `bytes`; failures
+    /// are logged, not returned.
+    pub fn store(&self, engine: &Engine, bytes: &[u8], artifact: &[u8]) {
         let id = Self::identity(engine, bytes);
         let path = self.entry(&id);
-        let result = component
-            .serialize()
-            .map_err(|e| format!("{e:#}"))
-            .and_then(|artifact| {
-                let tag = self.tag(&id, &artifact).finalize().into_bytes();
-                write_private(&path, &[&tag, &artifact]).map_err(|e| e.to_string())
-            });
-        if let Err(e) = result {
+        let tag = self.tag(&id, artifact).finalize().into_bytes();
+        if let Err(e) = write_private(&path, &[&tag, artifact]) {
             tracing::debug!(path = %path.display(), error = %e, "could not cache the compiled plugin");
         }
     }
