@@ -11,12 +11,6 @@ use streamhost::config::{self, Config};
 use streamhost::runtime::{self, RunError};
 use tokio_util::sync::CancellationToken;
 
-// Every call lifts each field and emitted field out of the guest into an
-// allocation of its own, and the commit path frees them again: with glibc's
-// allocator that was about a quarter of the host's CPU on emitting handlers.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit status for configuration errors (BSD `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
 /// Exit status for a refused plugin (BSD `EX_DATAERR`).

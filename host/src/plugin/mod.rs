@@ -390,13 +390,6 @@ fn release_freed_heap() {
             libc::malloc_trim(0);
         }
     }
-    // The `host` binary allocates through mimalloc, which frees its emptied
-    // pages lazily; a forced collect returns the compile's heap now.
-    // SAFETY: mi_collect takes no pointers and is thread-safe.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-    }
 }
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
