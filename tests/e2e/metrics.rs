@@ -190,6 +190,60 @@ fn metrics_count_what_happened_to_each_entry() {
     );
 }
 
+/// The sum and count of histogram `metric` for pipeline `g`.
+fn histogram_sum_count(samples: &[Sample], metric: &str) -> (f64, f64) {
+    let me = [("pipeline", "g")];
+    let sum = value(samples, &format!("{metric}_sum"), &me).expect("a _sum");
+    let count = value(samples, &format!("{metric}_count"), &me).expect("a _count");
+    (sum, count)
+}
+
+/// Four entries that each keep a worker busy for 300 ms, read in one batch.
+/// With one worker the second waits for the first call, the third for two,
+/// the fourth for three: at least 1.8 s of waiting in all. With four workers
+/// they all start at once, and the waits stay well under one call's time.
+#[test]
+fn handler_wait_counts_the_time_entries_queue_for_a_worker() {
+    let waited = |concurrency: &str| {
+        let redis = RedisServer::start();
+        let stream = key("metrics-wait");
+        for _ in 0..4 {
+            redis.add(&stream, &[("action", "sleep"), ("ms", "300")]);
+        }
+        let port = free_port();
+        let listen = http_flag(port);
+        let _host = Host::misbehave(
+            &redis,
+            &stream,
+            &fast(&["--concurrency", concurrency, "--http", &listen]),
+        );
+        // The counters are bumped once Redis took each ack.
+        let samples = eventually(WAIT, "all four acked", || {
+            get(port, "/metrics").filter(|a| a.status == 200)?;
+            let s = scrape(port);
+            (value(&s, "streamhost_entries_acked_total", &[("pipeline", "g")]) == Some(4.0))
+                .then_some(s)
+        });
+        assert_eq!(xinfo_group(&redis, &stream, "g"), (Some(0), 0));
+        let calls = histogram_sum_count(&samples, "streamhost_handler_duration_seconds");
+        assert_eq!(calls.1, 4.0);
+        assert!(calls.0 >= 1.2, "four calls of 300 ms: {calls:?}");
+        histogram_sum_count(&samples, "streamhost_handler_wait_seconds")
+    };
+    let (queued, count) = waited("1");
+    assert_eq!(count, 4.0, "one wait per call");
+    assert!(
+        queued >= 1.8,
+        "one worker: waits of at least 0, 0.3, 0.6 and 0.9 s, got {queued} s in all"
+    );
+    let (parallel, count) = waited("4");
+    assert_eq!(count, 4.0);
+    assert!(
+        parallel < 0.9,
+        "four workers: nobody waits for another's call, got {parallel} s in all"
+    );
+}
+
 #[test]
 fn group_gauges_agree_with_xinfo_and_xpending() {
     let redis = RedisServer::start();

@@ -1,6 +1,7 @@
-//! How long handler calls take: a fixed-bucket histogram of atomics, so a
-//! worker records a call with one bucket search and three relaxed adds (no
-//! lock), and a scrape reads it at any time.
+//! How long handler calls take, and how long entries wait for one: a
+//! fixed-bucket histogram of atomics, so a worker records a duration with
+//! one bucket search and three relaxed adds (no lock), and a scrape reads it
+//! at any time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -42,7 +43,7 @@ pub const BOUNDS: [f64; 20] = {
     s
 };
 
-/// A histogram of handler call durations.
+/// A histogram of durations (handler calls, or waits for one).
 #[derive(Debug, Default)]
 pub struct CallTimes {
     /// Calls per bucket (not cumulative); the last is above every bound.

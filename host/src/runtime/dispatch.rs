@@ -3,6 +3,7 @@
 //! too many deliveries, not representable).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -23,6 +24,10 @@ pub struct Job {
     pub entry: Entry,
     /// Released when the entry is settled.
     pub permit: OwnedSemaphorePermit,
+    /// When it was routed to the workers (after a read, a reclaim or a
+    /// retry's backoff): its wait for a worker, and with `--order-by` for
+    /// the earlier entries of its key, counts from here.
+    pub queued: Instant,
 }
 
 /// An entry with its decided outcome, on its way to the committer.
@@ -203,7 +208,11 @@ impl Dispatcher {
                 })
                 .is_ok(),
             None => {
-                let job = Job { entry, permit };
+                let job = Job {
+                    entry,
+                    permit,
+                    queued: Instant::now(),
+                };
                 match &self.order {
                     Some(order) => order
                         .admit(job)

@@ -148,6 +148,7 @@ mod tests {
                 delivery_count: 1,
             },
             permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+            queued: std::time::Instant::now(),
         }
     }
 

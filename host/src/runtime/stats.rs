@@ -35,6 +35,7 @@ pub struct Stats {
     traps: AtomicU64,
     timeouts: AtomicU64,
     call_times: CallTimes,
+    wait_times: CallTimes,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -200,6 +201,11 @@ impl Stats {
     /// How long handler calls take.
     pub fn call_times(&self) -> &CallTimes {
         &self.call_times
+    }
+    /// How long entries wait for their handler call once routed to the
+    /// workers.
+    pub fn wait_times(&self) -> &CallTimes {
+        &self.wait_times
     }
 
     /// Copies the counters.

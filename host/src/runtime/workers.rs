@@ -78,7 +78,12 @@ impl WorkerSet {
             fields: Vec::new(),
             delivery_count: 0,
         };
-        while let Ok(Job { mut entry, permit }) = self.jobs.recv() {
+        while let Ok(Job {
+            mut entry,
+            permit,
+            queued,
+        }) = self.jobs.recv()
+        {
             if self.abandon.load(Ordering::Relaxed) {
                 continue;
             }
@@ -95,6 +100,9 @@ impl WorkerSet {
                     event.fields = fields;
                     event.delivery_count = entry.delivery_count;
                     let started = Instant::now();
+                    self.stats
+                        .wait_times()
+                        .record(started.saturating_duration_since(queued));
                     let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         crate::fault::panic_once("worker-panic");
                         instance.call_on(&rt, &event)

@@ -26,6 +26,8 @@ pub struct PipelineScrape {
     pub stats: StatsSnapshot,
     /// Handler call durations.
     pub call_times: CallTimesSnapshot,
+    /// How long entries waited for their handler call.
+    pub wait_times: CallTimesSnapshot,
     /// Entries held now.
     pub in_flight: u64,
     /// The plugin version in service (`name@hash`).
@@ -210,14 +212,30 @@ impl Scrape {
     }
 
     fn call_times(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut metric = encoder.encode_descriptor(
+        self.histogram(
+            encoder,
             "streamhost_handler_duration_seconds",
             "How long handler calls take (instantiation of a fresh instance included).",
-            None,
-            MetricType::Histogram,
+            |p| &p.call_times,
         )?;
+        self.histogram(
+            encoder,
+            "streamhost_handler_wait_seconds",
+            "How long entries wait in the host between being routed to the workers (after a read, a reclaim or a retry's backoff) and the start of their handler call: behind busy workers, and with --order-by behind earlier entries of their key.",
+            |p| &p.wait_times,
+        )
+    }
+
+    fn histogram(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        of: impl Fn(&PipelineScrape) -> &CallTimesSnapshot,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
         for p in &self.pipelines {
-            let t = &p.call_times;
+            let t = of(p);
             metric
                 .encode_family(&labels(p))?
                 .encode_histogram::<NoLabelSet>(t.sum_seconds, t.count, &t.buckets, None)?;
@@ -311,6 +329,9 @@ mod tests {
     fn pipeline() -> PipelineScrape {
         let times = CallTimes::default();
         times.record(Duration::from_millis(3));
+        let waits = CallTimes::default();
+        waits.record(Duration::from_millis(40));
+        waits.record(Duration::from_micros(20));
         PipelineScrape {
             name: "orders".into(),
             stream: "s\"1".into(),
@@ -322,6 +343,7 @@ mod tests {
                 ..StatsSnapshot::default()
             },
             call_times: times.snapshot(),
+            wait_times: waits.snapshot(),
             in_flight: 1,
             plugin: "misbehave@0123456789ab".into(),
         }
@@ -353,6 +375,9 @@ mod tests {
             format!("streamhost_entries_dead_lettered_total{{{l},kind=\"trimmed\"}} 0"),
             format!("streamhost_handler_duration_seconds_bucket{{{l},le=\"0.005\"}} 1"),
             format!("streamhost_handler_duration_seconds_count{{{l}}} 1"),
+            format!("streamhost_handler_wait_seconds_bucket{{{l},le=\"0.025\"}} 1"),
+            format!("streamhost_handler_wait_seconds_bucket{{{l},le=\"0.05\"}} 2"),
+            format!("streamhost_handler_wait_seconds_count{{{l}}} 2"),
             format!("streamhost_entries_in_flight{{{l}}} 1"),
             format!("streamhost_group_lag{{{l}}} 3"),
             format!("streamhost_group_oldest_pending_age_seconds{{{l}}} 1.5"),

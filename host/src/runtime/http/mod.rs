@@ -157,6 +157,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             group: p.group.clone(),
             stats: p.stats.snapshot(),
             call_times: p.stats.call_times().snapshot(),
+            wait_times: p.stats.wait_times().snapshot(),
             in_flight: p.inflight.count() as u64,
             plugin: p.plugin.current().identity(),
         })
