@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 // allocation of its own, made on one thread and freed on another (reader,
 // worker, committer). With glibc's allocator that was ~20% of the host's CPU
 // for a handler that emits; jemalloc's thread caches cut the host's CPU per
-// entry by 12–15% (`noop` and `analytics`, same bench run) for 6–8 MiB more
-// RSS. (mimalloc, tried before, doubled the RSS.)
+// entry by 12–20% (`noop`, `analytics`, `emit-x5`, one interleaved bench
+// run) for 4–10 MiB more RSS. (mimalloc, tried before, doubled the RSS.)
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
