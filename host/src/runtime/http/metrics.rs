@@ -154,7 +154,7 @@ impl Collector for Scrape {
             }
         }
         self.dead_letters(&mut encoder)?;
-        self.call_times(&mut encoder)?;
+        self.handler_histograms(&mut encoder)?;
         let per =
             |f: fn(&PipelineScrape) -> u64| self.pipelines.iter().map(move |p| (labels(p), f(p)));
         gauge(
@@ -211,7 +211,7 @@ impl Scrape {
         Ok(())
     }
 
-    fn call_times(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn handler_histograms(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.histogram(
             encoder,
             "streamhost_handler_duration_seconds",
