@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::stream::msgpack::PackedFields;
+
 /// The decision for one entry; only the committer acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -30,8 +32,9 @@ pub enum Outcome {
 pub struct Emit {
     /// Target stream key.
     pub stream: String,
-    /// Field/value pairs, in order.
-    pub fields: Vec<(String, Vec<u8>)>,
+    /// Field/value pairs, in order, packed for the commit script. Names
+    /// are UTF-8: they were checked when the guest's strings were read.
+    pub fields: PackedFields,
 }
 
 /// Why an entry was dead-lettered; written to the DLQ record's `kind` field.

@@ -478,7 +478,7 @@ fn ack_with_emits_script_checks_entries_the_ranged_ownership_read_missed() {
         .map(|id| {
             [Emit {
                 stream: "out".into(),
-                fields: vec![("source_id".into(), id.as_bytes().to_vec())],
+                fields: [("source_id", id.as_bytes())].into_iter().collect(),
             }]
         })
         .collect();

@@ -144,6 +144,50 @@ fn a_flood_of_wide_emits_stays_within_the_host_memory_bound() {
     let _ = after;
 }
 
+/// Peak RSS of a host that handles one `emit-many` entry of one emit of
+/// `n` empty fields, once it is dead-lettered.
+fn peak_rss_for_one_emit_of(n: usize) -> u64 {
+    let redis = RedisServer::start();
+    let stream = key("emit-width");
+    let n = n.to_string();
+    let id = redis.add(
+        &stream,
+        &[
+            ("action", "emit-many"),
+            ("count", "1"),
+            ("n", &n),
+            ("emit_to", "out"),
+        ],
+    );
+    let host = Host::misbehave(
+        &redis,
+        &stream,
+        &["--concurrency", "1", "--max-memory", "64MiB"],
+    );
+    let dead = eventually(WAIT, "the wide emit dead-lettered", || {
+        dead_letters(&redis, &stream).remove(&id)
+    });
+    assert!(dead["reason"].contains("--max-fields"), "{dead:?}");
+    host.peak_rss()
+}
+
+#[test]
+fn an_emit_over_max_fields_is_refused_before_the_host_copies_it() {
+    // A million fields take the guest ~40 MB to build; lifting them into
+    // host strings cost the host another ~50 MB before the refusal. Now
+    // the host reads only the list's length: all a million-field emit may
+    // add to a host with one just over the limit is the guest's own
+    // memory, which its cap bounds.
+    let narrow = peak_rss_for_one_emit_of(1_001);
+    let wide = peak_rss_for_one_emit_of(1_000_000);
+    assert!(
+        wide < narrow + (64 << 20),
+        "a refused million-field emit raised the host's peak RSS from {} to {} MiB, more than the guest's 64 MiB cap",
+        narrow >> 20,
+        wide >> 20
+    );
+}
+
 /// One entry per case, each with its own host flags; returns the DLQ
 /// records and the source ids that reached `out`.
 fn emit_case(

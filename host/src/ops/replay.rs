@@ -186,8 +186,8 @@ pub fn judge(
                     .map(|e| {
                         let raw: Vec<(Vec<u8>, Vec<u8>)> = e
                             .fields
-                            .into_iter()
-                            .map(|(k, v)| (k.into_bytes(), v))
+                            .iter()
+                            .map(|(k, v)| (k.to_vec(), v.to_vec()))
                             .collect();
                         EmitView {
                             stream: e.stream,

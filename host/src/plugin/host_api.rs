@@ -7,16 +7,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList, WasmStr};
+use wasmtime::{AsContext, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::Level;
-use super::bindings::streamhost::plugin::{host, types};
+use super::bindings::streamhost::plugin::types;
 use super::limits::MemoryLimiter;
 use super::output::{self, LogGate};
 use super::stdio::{LogStream, StdioKind};
 use crate::limits::{EMIT_OVERHEAD, Limits, field_cost};
 use crate::outcome::Emit;
+use crate::stream::msgpack::PackedFields;
 
 /// The rule a plugin broke; ends its call as a permanent failure.
 #[derive(Debug, thiserror::Error)]
@@ -193,8 +195,9 @@ impl CallState {
         self.emit_bytes = 0;
     }
 
-    /// Checks one emit against the rules and the call's budget.
-    fn admit(&self, stream: &str, fields: &[(String, Vec<u8>)]) -> Result<usize, RuleBroken> {
+    /// Checks the shape of one emit — its target, its number of fields, the
+    /// call's count of emits — before its fields are read.
+    fn admit_shape(&self, stream: &str, fields: usize) -> Result<(), RuleBroken> {
         let rules = &self.meta.rules;
         let broken = |rule, detail| Err(RuleBroken { rule, detail });
         if stream.is_empty() {
@@ -203,19 +206,18 @@ impl CallState {
                 "plugin emitted an entry to an empty stream name".into(),
             );
         }
-        if fields.is_empty() {
+        if fields == 0 {
             return broken(
                 "emit",
                 format!("plugin emitted an entry with no fields to {stream:?}"),
             );
         }
-        if fields.len() > rules.max_fields {
+        if fields > rules.max_fields {
             return broken(
                 "--max-fields",
                 format!(
                     "plugin emitted an entry of {} fields to {stream:?}, over the limit of {}",
-                    fields.len(),
-                    rules.max_fields
+                    fields, rules.max_fields
                 ),
             );
         }
@@ -228,12 +230,20 @@ impl CallState {
                 ),
             );
         }
-        let cost = stream.len()
-            + EMIT_OVERHEAD
-            + fields
-                .iter()
-                .map(|(k, v)| field_cost(k.len(), v.len()))
-                .sum::<usize>();
+        Ok(())
+    }
+
+    /// Checks one emit, its fields of these name and value sizes, against
+    /// the call's byte budget and the target rules; returns what it costs.
+    fn admit_size(
+        &self,
+        stream: &str,
+        sizes: impl Iterator<Item = (usize, usize)>,
+    ) -> Result<usize, RuleBroken> {
+        let rules = &self.meta.rules;
+        let broken = |rule, detail| Err(RuleBroken { rule, detail });
+        let cost =
+            stream.len() + EMIT_OVERHEAD + sizes.map(|(k, v)| field_cost(k, v)).sum::<usize>();
         if self.emit_bytes + cost > rules.max_emit_bytes {
             return broken(
                 "--max-emit-bytes",
@@ -259,8 +269,91 @@ impl WasiView for CallState {
 
 impl types::Host for CallState {}
 
-impl host::Host for CallState {
-    fn log(&mut self, level: Level, message: String) {
+/// The instance name of the `host` interface in `wit/handler.wit`.
+const HOST_INTERFACE: &str = "streamhost:plugin/host@0.1.0";
+
+/// Links the `types` and `host` interfaces for guests. `host` is linked by
+/// hand rather than through `bindgen!`: `emit` takes its arguments as views
+/// of the guest's memory, so an emitted entry is checked against the call's
+/// budget before anything is copied, and then copied once, packed, instead
+/// of into a `String` and a `Vec` per field.
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    let mut host = linker.instance(HOST_INTERFACE)?;
+    host.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, CallState>, (level, message): (Level, String)| {
+            store.data_mut().log(level, &message);
+            Ok(())
+        },
+    )?;
+    host.func_wrap(
+        "emit",
+        |store: StoreContextMut<'_, CallState>, (stream, fields): (WasmStr, GuestFields)| {
+            emit(store, &stream, &fields)
+        },
+    )?;
+    host.func_wrap(
+        "config",
+        |store: StoreContextMut<'_, CallState>, (key,): (String,)| {
+            Ok((store.data().meta.config.get(&key).cloned(),))
+        },
+    )?;
+    Ok(())
+}
+
+/// `list<tuple<string, list<u8>>>` as it lies in the guest's memory.
+type GuestFields = WasmList<(WasmStr, WasmList<u8>)>;
+
+/// `emit`: checks the entry against the rules and the call's budget, then
+/// keeps it, packed; the first entry that breaks a rule traps the call.
+/// Its shape (target, field count) is checked before the field list is
+/// read, and its size before anything is copied, so an emit of millions of
+/// fields or megabytes costs the host nothing but the refusal.
+fn emit(
+    mut store: StoreContextMut<'_, CallState>,
+    stream: &WasmStr,
+    fields: &GuestFields,
+) -> wasmtime::Result<()> {
+    {
+        let store = store.as_context();
+        let stream = stream.to_str(&store)?;
+        store.data().admit_shape(&stream, fields.len())?;
+    }
+    // Sized up front: collecting `Result`s would grow the vectors step by step.
+    let mut views = Vec::with_capacity(fields.len());
+    for view in fields.iter(&mut store)? {
+        views.push(view?);
+    }
+    let (emit, cost) = {
+        let store = store.as_context();
+        let stream = stream.to_str(&store)?;
+        let mut pairs = Vec::with_capacity(views.len());
+        for (k, v) in &views {
+            pairs.push((k.to_str(&store)?, v.as_le_slice(&store)));
+        }
+        let sizes = pairs.iter().map(|(k, v)| (k.len(), v.len()));
+        let cost = store.data().admit_size(&stream, sizes)?;
+        // Each name and value takes a header of at most 5 bytes.
+        let room = pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+        let mut packed = PackedFields::with_capacity(room);
+        for (k, v) in &pairs {
+            packed.push(k.as_bytes(), v);
+        }
+        let emit = Emit {
+            stream: stream.into_owned(),
+            fields: packed,
+        };
+        (emit, cost)
+    };
+    let state = store.data_mut();
+    state.emit_bytes += cost;
+    state.emits.push(emit);
+    Ok(())
+}
+
+impl CallState {
+    fn log(&mut self, level: Level, message: &str) {
         let (plugin, version, entry) = (&*self.meta.name, &self.meta.version, &self.entry_id);
         let rules = &self.meta.rules;
         // Lines the log filter drops anyway cost nothing and count against
@@ -276,7 +369,7 @@ impl host::Host for CallState {
             return;
         }
         rules.gate.log(plugin, || {
-            let message = output::for_log(&message, rules.max_message_size);
+            let message = output::for_log(message, rules.max_message_size);
             match level {
                 Level::Trace => {
                     tracing::trace!(target: "plugin", plugin = %plugin, version = %version, entry = %entry, "{message}")
@@ -295,17 +388,6 @@ impl host::Host for CallState {
                 }
             }
         });
-    }
-
-    fn emit(&mut self, stream: String, fields: Vec<(String, Vec<u8>)>) -> wasmtime::Result<()> {
-        let cost = self.admit(&stream, &fields).map_err(wasmtime::Error::new)?;
-        self.emit_bytes += cost;
-        self.emits.push(Emit { stream, fields });
-        Ok(())
-    }
-
-    fn config(&mut self, key: String) -> Option<String> {
-        self.meta.config.get(&key).cloned()
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
 };
@@ -186,8 +186,7 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(engine_err)?;
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-        bindings::Handler::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
-            .map_err(engine_err)?;
+        host_api::add_to_linker(&mut linker).map_err(engine_err)?;
         Ok(Self {
             _ticker: Arc::new(limits::EpochTicker::start(engine.clone())),
             engine,

@@ -101,19 +101,10 @@ impl EmitCallSize {
     }
 }
 
-/// About what `emits` take packed: their names and values, and a header of
-/// at most 5 bytes for each of those and of the counts.
+/// About what `emits` take packed: their fields as they are, and at most
+/// 5 bytes for each of the target index and the field count.
 fn packed_bytes(emits: &[Emit]) -> usize {
-    emits
-        .iter()
-        .map(|e| {
-            15 + e
-                .fields
-                .iter()
-                .map(|(k, v)| 10 + k.len() + v.len())
-                .sum::<usize>()
-        })
-        .sum()
+    emits.iter().map(|e| 10 + e.fields.packed_len()).sum()
 }
 
 /// One commit round trip: every write is a command of one pipeline with a
@@ -190,10 +181,7 @@ impl CommitRound {
             for e in c.emits {
                 packed.uint(index[e.stream.as_str()] as u64);
                 packed.uint(e.fields.len() as u64);
-                for (k, v) in &e.fields {
-                    packed.str(k.as_bytes());
-                    packed.str(v);
-                }
+                packed.fields(&e.fields);
             }
         }
         self.pipe
@@ -365,7 +353,7 @@ mod tests {
     fn a_call_fills_up_to_its_entry_and_value_limits() {
         let emit = |fields: usize| Emit {
             stream: "out".into(),
-            fields: vec![("k".into(), Vec::new()); fields],
+            fields: (0..fields).map(|_| ("k", "")).collect(),
         };
         let mut size = EmitCallSize::default();
         assert!((0..EMIT_CALL_ENTRIES).all(|_| size.admit(&[])));
@@ -377,7 +365,7 @@ mod tests {
         assert!(!size.admit(&[emit(EMIT_CALL_VALUES)]));
         let big = |bytes: usize| Emit {
             stream: "out".into(),
-            fields: vec![("k".into(), vec![0; bytes])],
+            fields: [("k", vec![0; bytes])].into_iter().collect(),
         };
         let mut size = EmitCallSize::default();
         assert!(size.admit(&[big(EMIT_CALL_BYTES / 2)]));

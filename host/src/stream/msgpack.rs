@@ -63,22 +63,14 @@ impl ArrayPacker {
     /// If `s` is longer than [`MAX_STR`]; callers bound what they pack far
     /// below it.
     pub fn str(&mut self, s: &[u8]) {
-        assert!(s.len() <= MAX_STR, "a packed string of {} bytes", s.len());
         self.items += 1;
-        let n = s.len();
-        match n {
-            0..=31 => self.buf.push(0xa0 | n as u8),
-            32..=0xff => self.buf.extend_from_slice(&[0xd9, n as u8]),
-            0x100..=0xffff => {
-                self.buf.push(0xda);
-                self.buf.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            _ => {
-                self.buf.push(0xdb);
-                self.buf.extend_from_slice(&(n as u32).to_be_bytes());
-            }
-        }
-        self.buf.extend_from_slice(s);
+        put_str(&mut self.buf, s);
+    }
+
+    /// Appends the name/value pairs of `fields`, already packed.
+    pub fn fields(&mut self, fields: &PackedFields) {
+        self.items += 2 * fields.count;
+        self.buf.extend_from_slice(&fields.buf);
     }
 
     /// Elements appended so far.
@@ -96,6 +88,111 @@ impl ArrayPacker {
         self.buf[1..5].copy_from_slice(&self.items.to_be_bytes());
         self.buf
     }
+}
+
+/// Appends `s` as one MessagePack string, with the smallest header.
+///
+/// # Panics
+/// If `s` is longer than [`MAX_STR`].
+fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
+    assert!(s.len() <= MAX_STR, "a packed string of {} bytes", s.len());
+    let n = s.len();
+    match n {
+        0..=31 => buf.push(0xa0 | n as u8),
+        32..=0xff => buf.extend_from_slice(&[0xd9, n as u8]),
+        0x100..=0xffff => {
+            buf.push(0xda);
+            buf.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            buf.push(0xdb);
+            buf.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    buf.extend_from_slice(s);
+}
+
+/// The name/value pairs of one emitted entry, packed as they are copied out
+/// of the guest's memory: the committer appends them to its batch with one
+/// copy, and nothing is allocated per field on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackedFields {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl PackedFields {
+    /// No fields yet, with room for `bytes` of names, values and headers.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// Appends one pair.
+    ///
+    /// # Panics
+    /// If either part is longer than [`MAX_STR`]; emits are bounded far below it.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        put_str(&mut self.buf, name);
+        put_str(&mut self.buf, value);
+        self.count += 1;
+    }
+
+    /// How many pairs.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes packed, headers included.
+    pub fn packed_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest = self.buf.as_slice();
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let name = take_str(&mut rest);
+            let value = take_str(&mut rest);
+            Some((name, value))
+        })
+    }
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(K, V)> for PackedFields {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let mut fields = Self::default();
+        for (k, v) in pairs {
+            fields.push(k.as_ref(), v.as_ref());
+        }
+        fields
+    }
+}
+
+/// Splits the first string off `rest`, which [`put_str`] wrote.
+fn take_str<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    let (head, len) = match rest[0] {
+        b @ 0xa0..=0xbf => (1, usize::from(b & 0x1f)),
+        0xd9 => (2, usize::from(rest[1])),
+        0xda => (3, usize::from(u16::from_be_bytes([rest[1], rest[2]]))),
+        _ => (
+            5,
+            u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize,
+        ),
+    };
+    let (s, tail) = rest[head..].split_at(len);
+    *rest = tail;
+    s
 }
 
 #[cfg(test)]
@@ -139,6 +236,32 @@ mod tests {
         next(&[0xda, 0x01, 0x00], &[b'y'; 256]);
         next(&[0xdb, 0, 1, 0, 0], &[b'z'; 65_536]);
         assert_eq!(at, out.len());
+    }
+
+    #[test]
+    fn packed_fields_read_back_as_written_and_append_as_their_pairs() {
+        let values: [&[u8]; 4] = [b"", &[0, 0xff], &[b'v'; 300], &[b'w'; 70_000]];
+        let fields: PackedFields = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("k{i}"), *v))
+            .collect();
+        assert_eq!(fields.len(), 4);
+        let back: Vec<(&[u8], &[u8])> = fields.iter().collect();
+        assert_eq!(back.len(), 4);
+        for (i, (k, v)) in back.into_iter().enumerate() {
+            assert_eq!(k, format!("k{i}").as_bytes());
+            assert_eq!(v, values[i]);
+        }
+        let mut one_by_one = ArrayPacker::default();
+        for (i, v) in values.iter().enumerate() {
+            one_by_one.str(format!("k{i}").as_bytes());
+            one_by_one.str(v);
+        }
+        let mut whole = ArrayPacker::default();
+        whole.fields(&fields);
+        assert_eq!(whole.len(), 8);
+        assert_eq!(whole.finish(), one_by_one.finish());
     }
 
     #[test]
