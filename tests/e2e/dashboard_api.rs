@@ -271,8 +271,12 @@ fn the_state_event_shows_groups_consumers_and_counters_as_redis_has_them() {
             .filter_map(Value::as_f64)
             .sum();
         let times = series["t_ms"].as_array()?.len();
-        let aligned = series["groups"]["notifications"]["lag"].as_array()?.len() == times;
-        (handled > 0.0 && aligned).then_some(())
+        let group = &series["groups"]["notifications"];
+        let aligned = group["lag"].as_array()?.len() == times
+            && group["wait_p99_us"].as_array()?.len() == times;
+        // Every call waited some time, if only microseconds, for a worker.
+        let waited = group["wait_p99_us"].as_array()?.iter().any(Value::is_u64);
+        (handled > 0.0 && aligned && waited).then_some(())
     });
 }
 

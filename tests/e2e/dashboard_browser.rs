@@ -99,6 +99,12 @@ async fn session(page: &Page, redis: &RedisServer, addr: &str) -> Result<(), Str
     page.act("#producer-set").await?;
     page.wait_toast("rate is now 5").await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // The latency legend names the wait for a worker next to the call times.
+    page.wait_js(
+        "the latency legend shows the p99 wait for a worker",
+        "return [...document.querySelectorAll('[data-testid=chart-legend-item]')].some((li) => /· wait p99 [0-9.]+ ms/.test(li.textContent))",
+    )
+    .await?;
     // ... and a crashed consumer's entries waiting for the reaper.
     let crashed = "[data-testid=consumer-row][data-group=notifications][data-pipeline]";
     page.fill(&format!("{crashed} [data-testid=crash-count]"), "4")

@@ -491,7 +491,7 @@
       ctx.strokeStyle = l.color;
       ctx.fillStyle = l.color;
       ctx.lineWidth = 1.75;
-      ctx.setLineDash(l.dashed ? [4, 3] : []);
+      ctx.setLineDash(l.dotted ? [1, 3] : l.dashed ? [4, 3] : []);
       const n = Math.min(t.length, l.values.length);
       const at = (i) => (t[i] >= end - span ? num(l.values[i]) : null);
       ctx.beginPath();
@@ -531,15 +531,18 @@
     drawChart($('chart-lag'), t, pick('lag'), fmtCount);
     const p50 = pick('p50_us', msOfUs);
     const p99 = pick('p99_us', msOfUs).map((l) => ({ ...l, dashed: true }));
-    drawChart($('chart-latency'), t, [...p50, ...p99], fmtMsAxis);
+    const wait = pick('wait_p99_us', msOfUs).map((l) => ({ ...l, dotted: true }));
+    drawChart($('chart-latency'), t, [...p50, ...p99, ...wait], fmtMsAxis);
 
     const legend = names.slice().sort().map((n) => {
       const g = groups[n] || {};
       const p50v = msOfUs(lastOf(g.p50_us));
       const p99v = msOfUs(lastOf(g.p99_us));
+      const waitv = msOfUs(lastOf(g.wait_p99_us));
+      const ms = (v) => (v === null ? '–' : `${fmtMsAxis(v)} ms`);
       return {
         name: n,
-        text: `${int(lastOf(g.handled_per_s))}/s · lag ${int(lastOf(g.lag))} · p50 ${p50v === null ? '–' : `${fmtMsAxis(p50v)} ms`} · p99 ${p99v === null ? '–' : `${fmtMsAxis(p99v)} ms`}`,
+        text: `${int(lastOf(g.handled_per_s))}/s · lag ${int(lastOf(g.lag))} · p50 ${ms(p50v)} · p99 ${ms(p99v)} · wait p99 ${ms(waitv)}`,
       };
     });
     syncList($('chart-legend'), legend, (l) => l.name,

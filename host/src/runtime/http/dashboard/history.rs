@@ -1,6 +1,7 @@
 //! The dashboard's charts: one sample per second of each group's
 //! throughput (entries settled: acked or dead-lettered), lag, pending
-//! entries and handler latency quantiles, over the last five minutes.
+//! entries, handler latency quantiles and how long entries waited for a
+//! worker, over the last five minutes.
 //! Counters come from the pipelines' own atomics; lag and pending from the
 //! probe's look at Redis.
 
@@ -41,6 +42,10 @@ pub struct GroupSeries {
     pub p50_us: VecDeque<Option<u64>>,
     /// 99th percentile handler call time over the second, in µs.
     pub p99_us: VecDeque<Option<u64>>,
+    /// 99th percentile wait of the second's calls between being routed to
+    /// the workers and their start, in µs: high with short calls means
+    /// `--concurrency` is too low, not that the plugin is slow.
+    pub wait_p99_us: VecDeque<Option<u64>>,
 }
 
 /// What a pipeline had done at the previous sample.
@@ -50,6 +55,7 @@ struct Seen {
     stats: Arc<Stats>,
     settled: u64,
     calls: CallTimesSnapshot,
+    waits: CallTimesSnapshot,
 }
 
 /// The sampler's memory.
@@ -87,6 +93,7 @@ impl History {
         struct Sum {
             settled: u64,
             buckets: Vec<(f64, u64)>,
+            waits: Vec<(f64, u64)>,
             stream: String,
             group: String,
         }
@@ -96,11 +103,12 @@ impl History {
             let snap = p.stats.snapshot();
             let settled = snap.acked + snap.dead_lettered();
             let calls = p.stats.call_times().snapshot();
+            let waits = p.stats.wait_times().snapshot();
             let (before, before_calls) = match self.seen.remove(&p.name) {
-                Some(s) if Arc::ptr_eq(&s.stats, &p.stats) => (s.settled, Some(s.calls)),
+                Some(s) if Arc::ptr_eq(&s.stats, &p.stats) => (s.settled, Some((s.calls, s.waits))),
                 // Not here at the previous sample: it started since, from
                 // zero, so all it did falls in this interval.
-                _ if self.series.t_ms.back().is_some() => (0, Some(zero(&calls))),
+                _ if self.series.t_ms.back().is_some() => (0, Some((zero(&calls), zero(&waits)))),
                 // The first sample: no interval to put anything in.
                 _ => (settled, None),
             };
@@ -108,8 +116,9 @@ impl History {
             sum.stream.clone_from(&p.stream);
             sum.group.clone_from(&p.group);
             sum.settled += settled.saturating_sub(before);
-            if let Some(prev) = before_calls {
-                add_delta(&mut sum.buckets, &calls, &prev);
+            if let Some((prev_calls, prev_waits)) = before_calls {
+                add_delta(&mut sum.buckets, &calls, &prev_calls);
+                add_delta(&mut sum.waits, &waits, &prev_waits);
             }
             seen.insert(
                 p.name.clone(),
@@ -117,6 +126,7 @@ impl History {
                     stats: p.stats.clone(),
                     settled,
                     calls,
+                    waits,
                 },
             );
         }
@@ -143,6 +153,7 @@ impl History {
             g.pending.push_back(redis.map(|r| r.pending));
             g.p50_us.push_back(quantile_us(&sum.buckets, 0.50));
             g.p99_us.push_back(quantile_us(&sum.buckets, 0.99));
+            g.wait_p99_us.push_back(quantile_us(&sum.waits, 0.99));
         }
         // Groups no longer running keep their history, with gaps.
         for g in self.series.groups.values_mut() {
@@ -159,6 +170,7 @@ impl GroupSeries {
         self.pending.pop_front();
         self.p50_us.pop_front();
         self.p99_us.pop_front();
+        self.wait_p99_us.pop_front();
     }
 
     fn pad_to(&mut self, len: usize) {
@@ -168,6 +180,7 @@ impl GroupSeries {
             self.pending.push_back(None);
             self.p50_us.push_back(None);
             self.p99_us.push_back(None);
+            self.wait_p99_us.push_back(None);
         }
     }
 
