@@ -200,8 +200,11 @@ fn histogram_sum_count(samples: &[Sample], metric: &str) -> (f64, f64) {
 
 /// Four entries that each keep a worker busy for 300 ms, read in one batch.
 /// With one worker the second waits for the first call, the third for two,
-/// the fourth for three: at least 1.8 s of waiting in all. With four workers
-/// they all start at once, and the waits stay well under one call's time.
+/// the fourth for three: 1.8 s of waiting in all, less the time between
+/// routing the first and the last (a wait starts when its entry is routed,
+/// and on a loaded machine the first call can take the CPU from the reader
+/// between two of them; 50 ms of that is allowed). With four workers they
+/// all start at once, and the waits stay well under one call's time.
 #[test]
 fn handler_wait_counts_the_time_entries_queue_for_a_worker() {
     let waited = |concurrency: &str| {
@@ -233,8 +236,8 @@ fn handler_wait_counts_the_time_entries_queue_for_a_worker() {
     let (queued, count) = waited("1");
     assert_eq!(count, 4.0, "one wait per call");
     assert!(
-        queued >= 1.8,
-        "one worker: waits of at least 0, 0.3, 0.6 and 0.9 s, got {queued} s in all"
+        queued >= 1.8 - 3.0 * 0.05,
+        "one worker: waits of about 0, 0.3, 0.6 and 0.9 s, got {queued} s in all"
     );
     let (parallel, count) = waited("4");
     assert_eq!(count, 4.0);
