@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use crate::hostproc::{HostProc, HostSpec};
-use crate::native::AckStyle;
+use crate::native::{AckStyle, Emits};
 use crate::report::{LatencyRow, Machine, Report, Scenario};
 
 /// Benchmark `host run` against native consumer loops on the same Redis.
@@ -32,14 +32,16 @@ struct Args {
     #[arg(long)]
     redis: Option<String>,
     /// Entries pre-filled for the throughput runs (the slow scenarios use a
-    /// fraction: guide loop 1/10, emit ×5 1/2, Python 1/4, JavaScript 1/10).
+    /// fraction: guide loop 1/10, emit ×5 (host and native) 1/2, Python 1/4,
+    /// JavaScript 1/10).
     #[arg(long, default_value_t = 200_000)]
     entries: usize,
     /// Interleaved rounds of all throughput scenarios; medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Throughput scenarios to run (default: all). Names: native, guide-rust,
-    /// guide-node, guide-python, noop, noop-fresh, noop-ordered, noop-x2, notify, analytics,
+    /// Throughput scenarios to run (default: all; `native` always runs).
+    /// Names: native, guide-rust, guide-node, guide-python, noop, noop-fresh,
+    /// noop-ordered, noop-x2, notify, native-emit, analytics, native-emit-x5,
     /// emit-x5, python, js.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -190,6 +192,15 @@ fn plans() -> Vec<Plan> {
             divisor: 1,
         },
         Plan {
+            name: "native-emit",
+            what: "the native loop with the analytics plugin's handler in Rust: per entry one XADD of running totals, atomic with the batch's XACK (MULTI/EXEC)",
+            kind: Kind::Baseline(
+                500,
+                AckStyle::Emitting(Emits::Totals("bench:native-totals")),
+            ),
+            divisor: 1,
+        },
+        Plan {
             name: "analytics",
             what: "host run, analytics plugin (Rust, one emit per event)",
             kind: Kind::Host {
@@ -199,6 +210,21 @@ fn plans() -> Vec<Plan> {
                 cleanup: &["bench:totals"],
             },
             divisor: 1,
+        },
+        Plan {
+            name: "native-emit-x5",
+            what: "the native loop with the fanout plugin's handler in Rust: per entry five XADDs, atomic with the batch's XACK (MULTI/EXEC)",
+            kind: Kind::Baseline(
+                500,
+                AckStyle::Emitting(Emits::Forward(&[
+                    "bench:native-f1",
+                    "bench:native-f2",
+                    "bench:native-f3",
+                    "bench:native-f4",
+                    "bench:native-f5",
+                ])),
+            ),
+            divisor: 2,
         },
         Plan {
             name: "emit-x5",

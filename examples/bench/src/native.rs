@@ -1,7 +1,10 @@
 //! The baselines, in-process on their own connection: the fastest plain
-//! consumer loop we know how to write, and the loop the reference guides
-//! teach (COUNT 10, one awaited XACK per entry).
+//! consumer loop we know how to write, the same loop with a handler that
+//! appends to other streams (what a hand-written enrich-and-forward consumer
+//! pays Redis for its emits), and the loop the reference guides teach
+//! (COUNT 10, one awaited XACK per entry).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -18,6 +21,77 @@ pub enum AckStyle {
     Pipelined,
     /// One awaited XACK per entry, as the guides' workers do.
     PerEntry,
+    /// Like `Pipelined`, with a handler that appends: the batch's appends
+    /// and its XACK in one MULTI/EXEC (emits atomic with the ack, as the
+    /// host's are), pipelined with the next XREADGROUP.
+    Emitting(Emits),
+}
+
+/// What an emitting baseline appends per entry, shaped like the host
+/// scenario it is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emits {
+    /// Running totals by the entry's `type`, five fields, to one stream (the
+    /// `analytics` plugin).
+    Totals(&'static str),
+    /// The entry's fields plus `source_id` to each stream (the `fanout`
+    /// plugin).
+    Forward(&'static [&'static str]),
+}
+
+impl Emits {
+    /// The streams it appends to.
+    pub fn targets(self) -> Vec<&'static str> {
+        match self {
+            Emits::Totals(target) => vec![target],
+            Emits::Forward(targets) => targets.to_vec(),
+        }
+    }
+}
+
+/// One append: target stream and field/value pairs.
+type Append = (&'static str, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// What a batch leaves to write with the next read.
+#[derive(Default)]
+struct Commit {
+    acks: Vec<String>,
+    appends: Vec<Append>,
+}
+
+/// The `analytics` plugin's state, natively.
+#[derive(Default)]
+struct Totals {
+    instance: Vec<u8>,
+    events: u64,
+    by_type: HashMap<Vec<u8>, u64>,
+}
+
+impl Totals {
+    fn count(&mut self, id: &str, fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        if self.instance.is_empty() {
+            self.instance = id.as_bytes().to_vec();
+        }
+        self.events += 1;
+        let kind = fields
+            .iter()
+            .find(|(k, _)| k == b"type")
+            .map_or(&b""[..], |(_, v)| v);
+        let count = match self.by_type.get_mut(kind) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => *self.by_type.entry(kind.to_vec()).or_insert(1),
+        };
+        vec![
+            (b"instance".to_vec(), self.instance.clone()),
+            (b"type".to_vec(), kind.to_vec()),
+            (b"count".to_vec(), count.to_string().into_bytes()),
+            (b"events".to_vec(), self.events.to_string().into_bytes()),
+            (b"source_id".to_vec(), id.as_bytes().to_vec()),
+        ]
+    }
 }
 
 /// Reads `group` from the start with a no-op handler until the stream is
@@ -34,9 +108,10 @@ pub async fn drain_limit(
 ) -> Result<(usize, Duration)> {
     let start = Instant::now();
     let mut total = 0;
-    let mut to_ack: Vec<String> = Vec::new();
+    let mut commit = Commit::default();
+    let mut totals = Totals::default();
     loop {
-        let entries = ack_and_read(con, stream, group, &mut to_ack, count, None).await?;
+        let entries = ack_and_read(con, stream, group, &mut commit, count, None).await?;
         if entries.is_empty() || total >= limit {
             break;
         }
@@ -44,7 +119,7 @@ pub async fn drain_limit(
         for (id, fields) in entries {
             std::hint::black_box(&fields);
             match style {
-                AckStyle::Pipelined => to_ack.push(id),
+                AckStyle::Pipelined => commit.acks.push(id),
                 AckStyle::PerEntry => {
                     let _: () = redis::cmd("XACK")
                         .arg(stream)
@@ -52,6 +127,18 @@ pub async fn drain_limit(
                         .arg(&id)
                         .query_async(con)
                         .await?;
+                }
+                AckStyle::Emitting(Emits::Totals(target)) => {
+                    commit.appends.push((target, totals.count(&id, &fields)));
+                    commit.acks.push(id);
+                }
+                AckStyle::Emitting(Emits::Forward(targets)) => {
+                    let mut forwarded = fields;
+                    forwarded.push((b"source_id".to_vec(), id.as_bytes().to_vec()));
+                    for target in targets {
+                        commit.appends.push((target, forwarded.clone()));
+                    }
+                    commit.acks.push(id);
                 }
             }
         }
@@ -69,10 +156,10 @@ pub async fn consume_live(
     expected: usize,
 ) -> Result<Vec<(u64, u64)>> {
     let mut samples = Vec::with_capacity(expected);
-    let mut to_ack: Vec<String> = Vec::new();
+    let mut commit = Commit::default();
     let mut seen = 0;
     while seen < expected {
-        for (id, fields) in ack_and_read(con, stream, group, &mut to_ack, 500, Some(1000)).await? {
+        for (id, fields) in ack_and_read(con, stream, group, &mut commit, 500, Some(1000)).await? {
             let now = crate::now_ns();
             seen += 1;
             if let Some(sent) = fields
@@ -82,41 +169,55 @@ pub async fn consume_live(
             {
                 samples.push((sent, now.saturating_sub(sent)));
             }
-            to_ack.push(id);
+            commit.acks.push(id);
         }
     }
-    if !to_ack.is_empty() {
+    if !commit.acks.is_empty() {
         let _: () = redis::cmd("XACK")
             .arg(stream)
             .arg(group)
-            .arg(&to_ack)
+            .arg(&commit.acks)
             .query_async(con)
             .await?;
     }
     Ok(samples)
 }
 
-/// One round trip: XACK of the previous batch (if any) pipelined with the
-/// next XREADGROUP; `to_ack` is emptied.
+/// One round trip: the previous batch's XACK (with its appends, in one
+/// MULTI/EXEC) pipelined with the next XREADGROUP; `commit` is emptied.
 async fn ack_and_read(
     con: &mut MultiplexedConnection,
     stream: &str,
     group: &str,
-    to_ack: &mut Vec<String>,
+    commit: &mut Commit,
     count: usize,
     block_ms: Option<u64>,
 ) -> Result<Vec<RawEntry>> {
     let mut pipe = redis::pipe();
-    if !to_ack.is_empty() {
+    let atomic = !commit.appends.is_empty();
+    if atomic {
+        pipe.cmd("MULTI").ignore();
+    }
+    for (target, fields) in commit.appends.drain(..) {
+        let xadd = pipe.cmd("XADD").arg(target).arg("*");
+        for (k, v) in fields {
+            xadd.arg(k).arg(v);
+        }
+        xadd.ignore();
+    }
+    if !commit.acks.is_empty() {
         pipe.cmd("XACK")
             .arg(stream)
             .arg(group)
-            .arg(&*to_ack)
+            .arg(&commit.acks)
             .ignore();
+    }
+    if atomic {
+        pipe.cmd("EXEC").ignore();
     }
     read_cmd(&mut pipe, stream, group, count, block_ms);
     let (reply,): (Value,) = pipe.query_async(con).await?;
-    to_ack.clear();
+    commit.acks.clear();
     Ok(decode(reply))
 }
 
@@ -173,4 +274,30 @@ pub fn decode(reply: Value) -> Vec<RawEntry> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        vec![(b"type".to_vec(), kind.as_bytes().to_vec())]
+    }
+
+    #[test]
+    fn totals_count_by_type_like_the_analytics_plugin() {
+        let mut t = Totals::default();
+        t.count("1-0", &entry("order"));
+        t.count("2-0", &entry("refund"));
+        let last = t.count("3-0", &entry("order"));
+        let get = |name: &str| {
+            let (_, v) = last.iter().find(|(k, _)| k == name.as_bytes()).unwrap();
+            String::from_utf8(v.clone()).unwrap()
+        };
+        assert_eq!(get("instance"), "1-0");
+        assert_eq!(get("type"), "order");
+        assert_eq!(get("count"), "2");
+        assert_eq!(get("events"), "3");
+        assert_eq!(get("source_id"), "3-0");
+    }
 }

@@ -47,6 +47,20 @@ pub async fn baseline(
     let consumer_cpu = meter.elapsed();
     let redis_cpu = redis_meter.elapsed();
     server::destroy_group(&mut con, stream, group).await?;
+    if let AckStyle::Emitting(emits) = style {
+        // A baseline that lost appends would flatter itself: every target
+        // must hold one entry per entry handled.
+        for target in emits.targets() {
+            let appended: usize = redis::cmd("XLEN").arg(target).query_async(&mut con).await?;
+            if appended != entries {
+                bail!("{target} holds {appended} entries after {entries} were handled");
+            }
+        }
+        let _: () = redis::cmd("DEL")
+            .arg(emits.targets())
+            .query_async(&mut con)
+            .await?;
+    }
     Ok(Measurement {
         entries: entries as u64,
         seconds: took.as_secs_f64(),
