@@ -129,6 +129,8 @@ impl Producer {
 pub enum Consumer<'a> {
     /// The native loop, in this process.
     Native,
+    /// The native loop handing entries to a pool of this many threads.
+    NativePool(usize),
     /// `host run` with the probe plugin.
     Host(&'a HostSpec),
 }
@@ -150,13 +152,27 @@ pub async fn run(
     let expected = (rate as f64 * total.as_secs_f64()) as u64;
     let warmup_ns = warmup.as_nanos() as u64;
     let (samples, achieved, cutoff, idle) = match consumer {
-        Consumer::Native => {
+        Consumer::Native | Consumer::NativePool(_) => {
             let mut own = server.connect_blocking().await?;
             // On this (single-threaded) runtime: while the idle window's
             // sleep runs, the loop waiting in XREADGROUP is all this process
-            // does — the producer thread starts after it.
+            // does — the producer thread starts after it (the pool's
+            // threads sleep on their queue meanwhile).
+            let expected = expected as usize;
+            let pool = match consumer {
+                Consumer::NativePool(workers) => Some(workers),
+                _ => None,
+            };
             let consuming = tokio::spawn(async move {
-                crate::native::consume_live(&mut own, stream, group, expected as usize).await
+                match pool {
+                    Some(workers) => {
+                        crate::native::consume_live_pooled(
+                            &mut own, stream, group, expected, workers,
+                        )
+                        .await
+                    }
+                    None => crate::native::consume_live(&mut own, stream, group, expected).await,
+                }
             });
             let idle = idle_cpu(std::process::id(), IDLE_WINDOW).await;
             let producer = Producer::start(&server.url, stream, rate, total)?;

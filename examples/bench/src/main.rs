@@ -441,13 +441,18 @@ async fn main() -> Result<()> {
         probe_spec.redis = server.url.clone();
         for (name, consumer) in [
             ("native loop", latency::Consumer::Native),
+            // As many threads as the host's default --concurrency.
+            (
+                "native loop + pool",
+                latency::Consumer::NativePool(machine.cores),
+            ),
             ("host + probe", latency::Consumer::Host(&probe_spec)),
         ] {
             let stats = latency::run(&server, consumer, rate, warmup, measured)
                 .await
                 .with_context(|| format!("latency of {name} at {rate}/s"))?;
             println!(
-                "latency {:>6}/s  {:<13} p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs  max {:>7.0} µs  ({} samples, {:.0}/s achieved)  idle cpu {}%",
+                "latency {:>6}/s  {:<18} p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs  max {:>7.0} µs  ({} samples, {:.0}/s achieved)  idle cpu {}%",
                 rate,
                 name,
                 stats.p50_us,

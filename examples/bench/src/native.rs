@@ -156,19 +156,80 @@ pub async fn consume_live(
     expected: usize,
 ) -> Result<Vec<(u64, u64)>> {
     let mut samples = Vec::with_capacity(expected);
+    read_live(con, stream, group, expected, |sent| {
+        if let Some(sent) = sent {
+            samples.push((sent, crate::now_ns().saturating_sub(sent)));
+        }
+    })
+    .await?;
+    Ok(samples)
+}
+
+/// Like [`consume_live`], but the loop hands each entry to a pool of
+/// `workers` threads through one queue, as any consumer does that keeps its
+/// handlers off the reading thread (the host must: a handler may run until
+/// its deadline); the sample is taken when a worker has the entry.
+pub async fn consume_live_pooled(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    expected: usize,
+    workers: usize,
+) -> Result<Vec<(u64, u64)>> {
+    let (jobs, queue) = flume::unbounded::<Option<u64>>();
+    let pool: Vec<_> = (0..workers.max(1))
+        .map(|_| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut samples = Vec::new();
+                while let Ok(sent) = queue.recv() {
+                    if let Some(sent) = sent {
+                        samples.push((sent, crate::now_ns().saturating_sub(sent)));
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    drop(queue);
+    let read = read_live(con, stream, group, expected, |sent| {
+        // The workers outlive the sender; a send cannot fail here.
+        let _ = jobs.send(sent);
+    })
+    .await;
+    drop(jobs);
+    let mut samples = Vec::with_capacity(expected);
+    for worker in pool {
+        samples.extend(
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a pool worker panicked"))?,
+        );
+    }
+    read?;
+    Ok(samples)
+}
+
+/// Reads live entries until `expected` were seen, handing each entry's
+/// `sent_ns` (if it has one) to `handle` as soon as it is decoded.
+async fn read_live(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    expected: usize,
+    mut handle: impl FnMut(Option<u64>),
+) -> Result<()> {
     let mut commit = Commit::default();
     let mut seen = 0;
     while seen < expected {
         for (id, fields) in ack_and_read(con, stream, group, &mut commit, 500, Some(1000)).await? {
-            let now = crate::now_ns();
             seen += 1;
-            if let Some(sent) = fields
-                .iter()
-                .find(|(k, _)| k == b"sent_ns")
-                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-            {
-                samples.push((sent, now.saturating_sub(sent)));
-            }
+            handle(
+                fields
+                    .iter()
+                    .find(|(k, _)| k == b"sent_ns")
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok()),
+            );
             commit.acks.push(id);
         }
     }
@@ -180,7 +241,7 @@ pub async fn consume_live(
             .query_async(con)
             .await?;
     }
-    Ok(samples)
+    Ok(())
 }
 
 /// One round trip: the previous batch's XACK (with its appends, in one

@@ -235,10 +235,14 @@ impl Report {
             let _ = writeln!(
                 s,
                 "\nEnd-to-end latency, XADD → handler call, at fixed arrival rates (a producer \
-                 thread XADDs every millisecond; the first second is warm-up). Idle CPU: the \
-                 consumer's process, waiting on the empty stream for 3 s before the producer \
-                 starts, in % of one core (the native loop's process is the benchmark runner, \
-                 doing nothing else meanwhile):\n"
+                 thread XADDs every millisecond; the first second is warm-up). The native loop's \
+                 handler call is the moment it has decoded the entry; `native loop + pool` hands \
+                 each decoded entry through one queue to a pool of {} threads (the host's default \
+                 `--concurrency`) and is timed when a thread has it. Idle CPU: the consumer's \
+                 process, waiting on the empty stream for 3 s before the producer starts, in % of \
+                 one core (the native loops' process is the benchmark runner, doing nothing else \
+                 meanwhile):\n",
+                self.machine.cores
             );
             let _ = writeln!(
                 s,
