@@ -334,9 +334,7 @@ fn emit(
         }
         let sizes = pairs.iter().map(|(k, v)| (k.len(), v.len()));
         let cost = store.data().admit_size(&stream, sizes)?;
-        // Each name and value takes a header of at most 5 bytes.
-        let room = pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
-        let mut packed = PackedFields::with_capacity(room);
+        let mut packed = PackedFields::with_room_for(pairs.iter().map(|(k, v)| (k.len(), v.len())));
         for (k, v) in &pairs {
             packed.push(k.as_bytes(), v);
         }

@@ -90,6 +90,16 @@ impl ArrayPacker {
     }
 }
 
+/// The size of the header [`put_str`] writes for a string of `n` bytes.
+fn str_header_len(n: usize) -> usize {
+    match n {
+        0..=31 => 1,
+        32..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
 /// Appends `s` as one MessagePack string, with the smallest header.
 ///
 /// # Panics
@@ -122,10 +132,11 @@ pub struct PackedFields {
 }
 
 impl PackedFields {
-    /// No fields yet, with room for `bytes` of names, values and headers.
-    pub fn with_capacity(bytes: usize) -> Self {
+    /// No fields yet, with room for exactly the pairs of these name and
+    /// value sizes, headers included.
+    pub fn with_room_for(sizes: impl IntoIterator<Item = (usize, usize)>) -> Self {
         Self {
-            buf: Vec::with_capacity(bytes),
+            buf: Vec::with_capacity(packed_size(sizes)),
             count: 0,
         }
     }
@@ -177,6 +188,14 @@ impl<K: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(K, V)> for PackedFields {
         }
         fields
     }
+}
+
+/// What pairs of these name and value sizes take packed.
+fn packed_size(sizes: impl IntoIterator<Item = (usize, usize)>) -> usize {
+    sizes
+        .into_iter()
+        .map(|(k, v)| str_header_len(k) + k + str_header_len(v) + v)
+        .sum()
 }
 
 /// Splits the first string off `rest`, which [`put_str`] wrote.
@@ -247,6 +266,8 @@ mod tests {
             .map(|(i, v)| (format!("k{i}"), *v))
             .collect();
         assert_eq!(fields.len(), 4);
+        let sizes = values.iter().map(|v| (2, v.len()));
+        assert_eq!(fields.packed_len(), packed_size(sizes));
         let back: Vec<(&[u8], &[u8])> = fields.iter().collect();
         assert_eq!(back.len(), 4);
         for (i, (k, v)) in back.into_iter().enumerate() {
