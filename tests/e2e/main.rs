@@ -17,6 +17,7 @@ mod hostile_output;
 mod hotswap;
 mod in_process;
 mod languages;
+mod large_streams;
 mod least_privilege;
 mod lifecycle;
 mod metrics;

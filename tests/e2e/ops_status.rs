@@ -8,6 +8,8 @@ use std::time::Duration;
 use redis::Value;
 use serde_json::Value as Json;
 
+use streamhost::ops::status::CONSUMERS_LISTED;
+
 use crate::support::{Host, RedisServer, key};
 
 /// Runs `host ARGS --redis URL`; returns (exit code, stdout, stderr).
@@ -529,4 +531,61 @@ fn status_watch_refreshes_until_interrupted() {
     assert!(child.try_wait().unwrap().is_none(), "still watching");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn status_lists_consumers_up_to_the_cap_and_counts_them_all() {
+    let redis = RedisServer::start();
+    let stream = key("ops-consumers");
+    redis.add(&stream, &[("n", "1")]);
+    redis.read_as(&stream, "g", "c000", 1);
+    let add = |from: usize, to: usize| {
+        let mut pipe = redis::pipe();
+        for i in from..to {
+            pipe.cmd("XGROUP")
+                .arg("CREATECONSUMER")
+                .arg(&stream)
+                .arg("g")
+                .arg(format!("c{i:03}"));
+        }
+        let _: Vec<Value> = pipe.query(&mut redis.conn()).unwrap();
+    };
+    let names = |g: &Json| -> Vec<String> {
+        g["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Exactly the cap: all listed, no marker.
+    add(1, CONSUMERS_LISTED);
+    let g = &json(&redis, &["status", "--stream", &stream, "--json"])[0]["groups"][0];
+    assert_eq!(g["consumers_total"], CONSUMERS_LISTED);
+    assert_eq!(names(g).len(), CONSUMERS_LISTED);
+    assert_eq!(g["consumers"][0]["pending"], 1, "c000 holds the entry");
+    let (code, out, err) = host(&redis, &["status", "--stream", &stream]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("consumers of g:"), "{out}");
+    // One more: the first ones by name are listed, and the total is told.
+    add(CONSUMERS_LISTED, CONSUMERS_LISTED + 1);
+    let g = &json(&redis, &["status", "--stream", &stream, "--json"])[0]["groups"][0];
+    assert_eq!(g["consumers_total"], CONSUMERS_LISTED + 1);
+    let expected: Vec<String> = (0..CONSUMERS_LISTED).map(|i| format!("c{i:03}")).collect();
+    assert_eq!(names(g), expected);
+    let (code, out, err) = host(&redis, &["status", "--stream", &stream]);
+    assert_eq!(code, 0, "{err}");
+    let total = CONSUMERS_LISTED + 1;
+    assert!(
+        out.contains(&format!(
+            "consumers of g (the first {CONSUMERS_LISTED} of {total}):"
+        )),
+        "{out}"
+    );
+    let line = out.lines().find(|l| l.starts_with("g ")).unwrap();
+    assert_eq!(
+        line.split_whitespace().last(),
+        Some(total.to_string().as_str()),
+        "{out}"
+    );
 }

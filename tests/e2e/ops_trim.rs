@@ -70,7 +70,17 @@ fn trim_refuses_unsafe_cuts_unless_forced() {
     );
     let report: Json = serde_json::from_str(&out).unwrap();
     assert_eq!(report["after"], 10);
-    assert_eq!(report["lost"][0]["undelivered"], 60);
+    let lost = &report["lost"][0];
+    assert_eq!(
+        (&lost["undelivered"], &lost["undelivered_exact"]),
+        (&Json::from(60), &Json::from(true))
+    );
+    // Fewer pending ids than the listing cap: every one is listed.
+    assert_eq!(
+        (&lost["pending_count"], &lost["pending_exact"]),
+        (&Json::from(10), &Json::from(true))
+    );
+    assert_eq!(lost["pending"], Json::from(all[20..30].to_vec()));
 
     // Once the group has caught up, the cap applies without --force.
     redis.read_as(&stream, "lagging", "slow", 1000);

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::status::StreamStatus;
 use super::{OpsError, now_ms};
-use crate::stream::inspect;
+use crate::stream::{count, inspect};
 
 /// The thresholds of `status --check`.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +57,12 @@ pub async fn check(
         {
             breach(
                 "max-lag",
-                format!("group {} lags {} entries (> {max})", g.name, g.lag),
+                format!(
+                    "group {} lags {}{} entries (> {max})",
+                    g.name,
+                    if g.lag_exact { "" } else { "at least " },
+                    g.lag
+                ),
             );
         }
         if let Some(max) = t.max_pending_age {
@@ -80,21 +85,23 @@ pub async fn check(
     }
     if let Some(max) = t.max_dlq_growth {
         let since = now_ms().saturating_sub(t.window.as_millis() as u64);
-        let cap = usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1);
-        let added = inspect::range(con, &status.dlq.key, &format!("{since}-0"), "+", cap)
-            .await?
-            .len() as u64;
+        // One more than the threshold is all it takes to cross it.
+        let added = count::count(
+            con,
+            &status.dlq.key,
+            &format!("{since}-0"),
+            "+",
+            max.saturating_add(1),
+        )
+        .await?;
+        let (added, exact) = (added.count, added.exact);
         if added > max {
             breach(
                 "max-dlq-growth",
                 format!(
                     "{} got {}{added} dead letters in the last {} (> {max})",
                     status.dlq.key,
-                    if added as usize >= cap {
-                        "at least "
-                    } else {
-                        ""
-                    },
+                    if !exact { "at least " } else { "" },
                     humantime::format_duration(t.window)
                 ),
             );

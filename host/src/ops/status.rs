@@ -2,6 +2,11 @@
 //! group's position, lag, pending entries and consumers, the dead letters,
 //! and whether retention is held back — plus the threshold checks of
 //! `status --check`. [`collect`] is what an HTTP status API serves.
+//!
+//! Its cost does not grow with the data: entries are counted inside Redis
+//! ([`crate::stream::count`]) up to [`StatusOptions::count_cap`], consumers
+//! and pending entries are listed up to a number, and a figure cut short by
+//! a cap is marked (`*_exact: false`: "at least").
 
 use std::collections::BTreeMap;
 
@@ -10,14 +15,26 @@ use serde::Serialize;
 
 use super::dlq::DeadLetter;
 use super::{OpsError, id_ms, no_such_stream, now_ms};
+use crate::stream::count;
 use crate::stream::entry::id_parts;
 use crate::stream::inspect::{self, GroupInfo};
 use crate::stream::retention::Retention;
 
 pub use super::checks::{Breach, Thresholds, check};
 
-/// Entries counted at most when Redis cannot tell a group's lag.
-pub const LAG_COUNT_CAP: usize = 10_000;
+/// Entries counted at most for one figure (a lag Redis cannot tell, the
+/// entries retention must keep): each count reads its range inside Redis a
+/// few entries at a time, about 2 µs per entry of Redis time, and holds
+/// nothing of it.
+pub const COUNT_CAP: u64 = 1_000_000;
+
+/// [`COUNT_CAP`] of views refreshed often (`/api/status`, the dashboard's
+/// state every second): their counts stop sooner, and say so.
+pub const LIVE_COUNT_CAP: u64 = 10_000;
+
+/// Consumers listed at most per group (the group's `consumers_total` says
+/// how many there are).
+pub const CONSUMERS_LISTED: usize = 100;
 
 /// What to collect besides the basics.
 #[derive(Debug, Clone)]
@@ -32,6 +49,10 @@ pub struct StatusOptions {
     pub dlq_scan: usize,
     /// The retention policy, when known, to tell whether it is held back.
     pub retention: Option<Retention>,
+    /// Entries counted at most for one figure.
+    pub count_cap: u64,
+    /// Consumers listed at most per group.
+    pub consumers_listed: usize,
 }
 
 impl StatusOptions {
@@ -43,6 +64,8 @@ impl StatusOptions {
             newest_dead_letters: 5,
             dlq_scan: 10_000,
             retention: None,
+            count_cap: COUNT_CAP,
+            consumers_listed: CONSUMERS_LISTED,
         }
     }
 }
@@ -77,15 +100,17 @@ pub struct GroupStatus {
     pub name: String,
     /// Last id delivered.
     pub last_delivered_id: String,
-    /// Entries not yet delivered.
+    /// Entries not yet delivered: Redis's own figure, or else counted.
     pub lag: u64,
-    /// Whether `lag` is Redis's own figure (else counted, at most
-    /// [`LAG_COUNT_CAP`]).
+    /// Whether `lag` is exact; `false`: the count stopped at the cap, and
+    /// the lag is at least `lag`.
     pub lag_exact: bool,
     /// Entries delivered and not yet acked.
     pub pending: u64,
-    /// Consumers.
+    /// The first consumers by name, at most [`StatusOptions::consumers_listed`].
     pub consumers: Vec<ConsumerStatus>,
+    /// Consumers in the group (all of them, listed or not).
+    pub consumers_total: u64,
     /// The oldest pending entries, by id.
     pub oldest_pending: Vec<PendingStatus>,
 }
@@ -155,7 +180,8 @@ pub struct RetentionStatus {
     pub maxlen: Option<u64>,
     /// `--max-age` of the policy in ms, when known.
     pub max_age_ms: Option<u64>,
-    /// Whether the floor keeps the policy from being met (`None`: no policy known).
+    /// Whether the floor keeps the policy from being met (`None`: no policy
+    /// known, or more entries to count than the count cap to tell).
     pub held_back: Option<bool>,
     /// The group holding it back.
     pub held_by: Option<String>,
@@ -171,25 +197,25 @@ pub async fn collect(
         .await?
         .ok_or_else(|| no_such_stream(stream))?;
     let mut groups = Vec::new();
-    let mut floor: Option<(String, String)> = None;
+    let mut floor: Option<Floor> = None;
     for g in inspect::groups(con, stream).await? {
         let (status, oldest) = group_status(con, stream, &g, opts).await?;
         let need = match oldest {
             Some(id) => Some(id),
-            None => inspect::range(con, stream, &format!("({}", g.last_delivered_id), "+", 1)
-                .await?
-                .pop()
-                .map(|(id, _)| id),
+            None => count::next_id(con, stream, &g.last_delivered_id).await?,
         };
         if let Some(need) = need
-            && floor.as_ref().is_none_or(|(f, _)| id_lt(&need, f))
+            && floor.as_ref().is_none_or(|f| id_lt(&need, &f.id))
         {
-            floor = Some((need, g.name.clone()));
+            floor = Some(Floor {
+                id: need,
+                group: groups.len(),
+            });
         }
         groups.push(status);
     }
     let dlq = dlq_status(con, opts).await?;
-    let retention = retention_status(con, stream, &info, floor, opts.retention).await?;
+    let retention = retention_status(con, stream, &info, &groups, floor, opts).await?;
     Ok(StreamStatus {
         stream: stream.to_owned(),
         collected_at_ms: now_ms(),
@@ -201,6 +227,14 @@ pub async fn collect(
         dlq,
         retention,
     })
+}
+
+/// The retention floor: the oldest entry a group still needs, and which
+/// group (an index into the collected groups) needs it.
+#[derive(Debug)]
+struct Floor {
+    id: String,
+    group: usize,
 }
 
 fn id_lt(a: &str, b: &str) -> bool {
@@ -216,11 +250,12 @@ async fn group_status(
     let (lag, lag_exact) = match g.lag {
         Some(lag) => (lag, true),
         None => {
-            let n = inspect::count_after(con, stream, &g.last_delivered_id, LAG_COUNT_CAP).await?;
-            (n, false)
+            let after = format!("({}", g.last_delivered_id);
+            let n = count::count(con, stream, &after, "+", opts.count_cap).await?;
+            (n.count, n.exact)
         }
     };
-    let consumers = inspect::consumers(con, stream, &g.name)
+    let consumers = inspect::first_consumers(con, stream, &g.name, opts.consumers_listed)
         .await?
         .into_iter()
         .map(|c| ConsumerStatus {
@@ -249,6 +284,7 @@ async fn group_status(
         lag_exact,
         pending: g.pending,
         consumers,
+        consumers_total: g.consumers,
         oldest_pending,
     };
     Ok((status, oldest))
@@ -294,12 +330,14 @@ async fn retention_status(
     con: &mut MultiplexedConnection,
     stream: &str,
     info: &inspect::StreamInfo,
-    floor: Option<(String, String)>,
-    policy: Option<Retention>,
+    groups: &[GroupStatus],
+    floor: Option<Floor>,
+    opts: &StatusOptions,
 ) -> Result<RetentionStatus, OpsError> {
-    let (floor, floor_group) = floor.unzip();
+    let policy = opts.retention;
+    let floor_group = floor.as_ref().map(|f| groups[f.group].name.clone());
     let mut status = RetentionStatus {
-        floor: floor.clone(),
+        floor: floor.as_ref().map(|f| f.id.clone()),
         floor_group: floor_group.clone(),
         maxlen: policy.and_then(|p| p.maxlen),
         max_age_ms: policy.and_then(|p| p.max_age).map(|d| d.as_millis() as u64),
@@ -309,25 +347,55 @@ async fn retention_status(
     let Some(policy) = policy else {
         return Ok(status);
     };
-    let mut held = false;
+    let mut held = Some(false);
     if let (Some(floor), Some(first)) = (&floor, &info.first_id) {
         if let Some(maxlen) = policy.maxlen
             && info.length > maxlen
         {
-            // The policy wants the `excess` oldest entries gone: held back
-            // if fewer than that lie before the floor.
-            let excess = (info.length - maxlen) as usize;
-            let before = inspect::range(con, stream, "-", &format!("({floor}"), excess).await?;
-            held |= before.len() < excess;
+            let limit = maxlen.saturating_add(1).min(opts.count_cap);
+            let (kept, exact) = kept_from(con, stream, floor, &groups[floor.group], limit).await?;
+            held = match (kept > maxlen, exact) {
+                (true, _) => Some(true),
+                (false, true) => held,
+                (false, false) => None,
+            };
         }
         if let Some(age) = policy.max_age {
             let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
             let first_old = id_ms(first).is_some_and(|ms| ms < cutoff);
-            let floor_old = id_ms(floor).is_some_and(|ms| ms < cutoff);
-            held |= first_old && floor_old;
+            let floor_old = id_ms(&floor.id).is_some_and(|ms| ms < cutoff);
+            if first_old && floor_old {
+                held = Some(true);
+            }
         }
     }
-    status.held_back = Some(held);
-    status.held_by = if held { floor_group } else { None };
+    status.held_back = held;
+    status.held_by = if held == Some(true) {
+        floor_group
+    } else {
+        None
+    };
     Ok(status)
+}
+
+/// Entries from the floor on — what retention must keep — counted up to
+/// `limit`, and whether that is all of them. The floor group's lag already
+/// counts those after its last delivered id, so only the span from the
+/// floor to there (its pending entries, usually few) is counted here.
+async fn kept_from(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    floor: &Floor,
+    group: &GroupStatus,
+    limit: u64,
+) -> Result<(u64, bool), OpsError> {
+    if !id_lt(&group.last_delivered_id, &floor.id) {
+        let span = count::count(con, stream, &floor.id, &group.last_delivered_id, limit).await?;
+        return Ok((
+            span.count.saturating_add(group.lag),
+            span.exact && group.lag_exact,
+        ));
+    }
+    // The floor is the first undelivered entry: all it keeps is the lag.
+    Ok((group.lag, group.lag_exact))
 }

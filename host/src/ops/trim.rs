@@ -1,12 +1,23 @@
 //! `host trim`: the group-safe retention of `run`
 //! ([`crate::stream::retention::trim`], the same script) applied once, or a
-//! forced cut that first names what it will take from the groups.
+//! forced cut that first names what it will take from the groups — counted
+//! inside Redis and listed up to a cap, so the report costs the same for a
+//! cut of ten entries or ten million.
 
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
+use super::status::COUNT_CAP;
 use super::{OpsError, no_such_stream, now_ms};
-use crate::stream::inspect;
+use crate::stream::{count, inspect};
+
+/// Pending ids a forced trim lists per group (`pending_count` says how many
+/// it removed).
+pub const LOST_IDS_LISTED: usize = 100;
+
+/// Pending entries read per `XPENDING` call while counting those a forced
+/// trim removes.
+const PENDING_PAGE: usize = 1_000;
 use crate::stream::retention::{self, Retention, TrimMemo};
 
 /// What a trim did.
@@ -35,10 +46,18 @@ pub struct TrimOutcome {
 pub struct Lost {
     /// Group.
     pub group: String,
-    /// Pending entries removed (they become `trimmed` dead letters when reclaimed).
+    /// The oldest pending entries removed, at most [`LOST_IDS_LISTED`]
+    /// (they become `trimmed` dead letters when reclaimed).
     pub pending: Vec<String>,
+    /// Pending entries removed.
+    pub pending_count: u64,
+    /// Whether `pending_count` is exact (else at least that many: the count
+    /// stopped at [`COUNT_CAP`]).
+    pub pending_exact: bool,
     /// Entries removed before the group delivered them.
     pub undelivered: u64,
+    /// Whether `undelivered` is exact (else at least that many).
+    pub undelivered_exact: bool,
 }
 
 /// Applies `policy` to `stream` once: group-safe (approximate unless
@@ -102,10 +121,11 @@ async fn cut_point(
         if len > n {
             cut = Some(match n {
                 0 => "+".to_owned(),
-                n => {
-                    let kept = inspect::rev_range(con, stream, "+", "-", n as usize).await?;
-                    kept.last().map(|(id, _)| id.clone()).unwrap_or_default()
-                }
+                // The n-th newest entry is the oldest one kept.
+                n => count::count_back(con, stream, "+", "-", n)
+                    .await?
+                    .last
+                    .unwrap_or_default(),
             });
         }
     }
@@ -124,8 +144,8 @@ async fn cut_point(
     }
     if cut.as_deref() == Some("+") {
         // Everything goes: the cut is just past the newest entry.
-        let last = inspect::rev_range(con, stream, "+", "-", 1).await?;
-        cut = last.first().map(|(id, _)| next_id(id));
+        let last = count::count_back(con, stream, "+", "-", 1).await?.last;
+        cut = last.as_deref().map(next_id);
     }
     Ok(cut)
 }
@@ -145,34 +165,50 @@ async fn losses(
     cut: &str,
 ) -> Result<Vec<Lost>, OpsError> {
     let mut out = Vec::new();
+    let before_cut = format!("({cut}");
     for g in inspect::groups(con, stream).await? {
-        let pending: Vec<String> = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(&g.name)
-            .arg("-")
-            .arg(format!("({cut}"))
-            .arg(100_000)
-            .query_async::<Vec<(String, String, u64, u64)>>(con)
-            .await?
-            .into_iter()
-            .map(|(id, ..)| id)
-            .collect();
-        let undelivered = inspect::range(
-            con,
-            stream,
-            &format!("({}", g.last_delivered_id),
-            &format!("({cut}"),
-            usize::MAX >> 1,
-        )
-        .await?
-        .len() as u64;
-        if !pending.is_empty() || undelivered > 0 {
+        let (pending, pending_count, pending_exact) =
+            pending_before(con, stream, &g.name, &before_cut).await?;
+        let after = format!("({}", g.last_delivered_id);
+        let undelivered = count::count(con, stream, &after, &before_cut, COUNT_CAP).await?;
+        if pending_count > 0 || undelivered.count > 0 {
             out.push(Lost {
                 group: g.name,
                 pending,
-                undelivered,
+                pending_count,
+                pending_exact,
+                undelivered: undelivered.count,
+                undelivered_exact: undelivered.exact,
             });
         }
     }
     Ok(out)
+}
+
+/// The group's pending entries before `end` (an `XPENDING` bound): the
+/// oldest [`LOST_IDS_LISTED`] ids, how many there are (read a page at a
+/// time, up to [`COUNT_CAP`]), and whether that count is exact.
+async fn pending_before(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    end: &str,
+) -> Result<(Vec<String>, u64, bool), OpsError> {
+    let (mut listed, mut counted) = (Vec::new(), 0u64);
+    let mut start = "-".to_owned();
+    while counted < COUNT_CAP {
+        let page =
+            inspect::pending_between(con, stream, group, None, (&start, end), PENDING_PAGE).await?;
+        counted += page.len() as u64;
+        let full = page.len() == PENDING_PAGE;
+        if let Some(last) = page.last() {
+            start = format!("({}", last.id);
+        }
+        let room = LOST_IDS_LISTED - listed.len();
+        listed.extend(page.into_iter().take(room).map(|p| p.id));
+        if !full {
+            return Ok((listed, counted, true));
+        }
+    }
+    Ok((listed, counted, false))
 }

@@ -1,13 +1,16 @@
 //! Read-only views of a stream for operators (the `status`, `dlq`, `trim`
 //! commands, metrics and health): `PING`, `XINFO STREAM`, `XINFO GROUPS`,
-//! `XINFO CONSUMERS`, `XPENDING` (summary and pages) and binary-safe
-//! `XRANGE` / `XREVRANGE`, each decoded into a typed struct. Nothing here
-//! writes; every wrapper documents its command.
+//! `XINFO CONSUMERS` (all, or the first few), `XPENDING` (summary and pages)
+//! and binary-safe `XRANGE` / `XREVRANGE`, each decoded into a typed struct.
+//! Nothing here writes; every wrapper documents its command. Counting
+//! entries is [`super::count`]'s: nothing here loads a range to count it.
 
 use std::collections::HashMap;
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
+
+use super::scripts::FIRST_CONSUMERS;
 
 /// One entry as raw bytes: id and field/value pairs in stream order.
 pub type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
@@ -252,6 +255,28 @@ pub async fn consumers(
         .arg(group)
         .query_async(con)
         .await?;
+    parse_consumers(rows)
+}
+
+/// The first `max` rows of `XINFO CONSUMERS key group` (in name order),
+/// however many consumers the group has:
+/// `EVALSHA <first-consumers> 1 key group max`.
+pub async fn first_consumers(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+    max: usize,
+) -> RedisResult<Vec<ConsumerInfo>> {
+    let rows: Vec<Value> = FIRST_CONSUMERS
+        .key(key)
+        .arg(group)
+        .arg(max)
+        .invoke_async(con)
+        .await?;
+    parse_consumers(rows)
+}
+
+fn parse_consumers(rows: Vec<Value>) -> RedisResult<Vec<ConsumerInfo>> {
     rows.into_iter()
         .map(|row| {
             let m = fields(row)?;
@@ -273,13 +298,28 @@ pub async fn pending(
     min_idle_ms: Option<u64>,
     count: usize,
 ) -> RedisResult<Vec<PendingInfo>> {
+    pending_between(con, key, group, min_idle_ms, ("-", "+"), count).await
+}
+
+/// `XPENDING key group [IDLE min_idle_ms] start end count`: the oldest
+/// pending entries with ids in `(start, end)` (`XRANGE` bounds: `(id`
+/// excludes), optionally only those idle at least `min_idle_ms`. Resume a
+/// listing from `(last id`.
+pub async fn pending_between(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+    min_idle_ms: Option<u64>,
+    (start, end): (&str, &str),
+    count: usize,
+) -> RedisResult<Vec<PendingInfo>> {
     let mut cmd = redis::cmd("XPENDING");
     cmd.arg(key).arg(group);
     if let Some(idle) = min_idle_ms {
         cmd.arg("IDLE").arg(idle);
     }
     let rows: Vec<(String, String, u64, u64)> =
-        cmd.arg("-").arg("+").arg(count).query_async(con).await?;
+        cmd.arg(start).arg(end).arg(count).query_async(con).await?;
     Ok(rows
         .into_iter()
         .map(|(id, consumer, idle_ms, deliveries)| PendingInfo {
@@ -345,18 +385,6 @@ pub async fn rev_range(
 /// `XLEN key` (0 for a missing key).
 pub async fn len(con: &mut MultiplexedConnection, key: &str) -> RedisResult<u64> {
     redis::cmd("XLEN").arg(key).query_async(con).await
-}
-
-/// Entries after `after` (exclusive), counted up to `cap`:
-/// `XRANGE key (after + COUNT cap` — the lag when Redis cannot tell it.
-pub async fn count_after(
-    con: &mut MultiplexedConnection,
-    key: &str,
-    after: &str,
-    cap: usize,
-) -> RedisResult<u64> {
-    let ids = range(con, key, &format!("({after}"), "+", cap).await?;
-    Ok(ids.len() as u64)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod commands;
 pub mod commits;
+pub mod count;
 pub mod dlq;
 pub mod entry;
 pub mod groups;

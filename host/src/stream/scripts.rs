@@ -3,9 +3,10 @@
 //! gone), consumer deletion and safe retention. Each script checks the
 //! pending list before it writes, so a commit retried after a lost reply, or
 //! a peer that took an entry over meanwhile, never causes a second write.
+//! One more only reads: counting a range without sending it ([`COUNT_RANGE`]).
 //! Their argument layouts are owned by the typed wrappers in
-//! [`super::claims`], [`super::commits`] and [`super::retention`]; nothing
-//! else builds these calls.
+//! [`super::claims`], [`super::commits`], [`super::retention`] and
+//! [`super::count`]; nothing else builds these calls.
 //!
 //! Redis's Lua passes at most about 8,000 arguments to one command, so no
 //! script ever appends an entry of more than [`MAX_INLINE_FIELDS`] fields in
@@ -408,4 +409,63 @@ return {{1, id}}
         prefix = FIELD_PREFIX,
         packed = PACKED_FIELDS,
     ))
+});
+
+/// Counts the entries of a range without sending them: walks it with
+/// `XRANGE` (or `XREVRANGE`) in pages of a few entries, keeping only the
+/// count and the last id, so neither the reply nor Lua's heap ever holds
+/// more than one small page however large the range or its entries are.
+/// Flagged `no-writes`: it runs on a replica and while Redis is out of memory.
+/// KEYS[1] = stream. ARGV[1] = where the walk starts, ARGV[2] = where it
+/// ends (`XRANGE` syntax: an id, `(id` exclusive, `-` or `+`; from the end
+/// backwards, ARGV[1] is the newer bound), ARGV[3] = `rev` to walk from the
+/// newest end back, ARGV[4] = most entries to count in this call (at least
+/// 1), ARGV[5] = entries per page.
+/// Returns `{counted, last id or "", "done" | "more"}`: `more` when the
+/// budget ran out and at least one entry follows the last one counted (a
+/// peek of one id); a walk goes on from `(last`, with the other bound as it was.
+pub static COUNT_RANGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"#!lua flags=no-writes
+local key, from, to = KEYS[1], ARGV[1], ARGV[2]
+local rev = ARGV[3] == 'rev'
+local budget, page = tonumber(ARGV[4]), tonumber(ARGV[5])
+local top = '18446744073709551615-18446744073709551615'
+local function read(n)
+  if rev then return redis.call('XREVRANGE', key, from, to, 'COUNT', n) end
+  return redis.call('XRANGE', key, from, to, 'COUNT', n)
+end
+local counted, last = 0, ''
+while counted < budget do
+  local want = math.min(page, budget - counted)
+  local rows = read(want)
+  local n = #rows
+  if n > 0 then
+    counted = counted + n
+    last = rows[n][1]
+  end
+  -- No id follows the largest one: an exclusive bound past it is an error.
+  if n < want or (not rev and last == top) then return {counted, last, 'done'} end
+  from = '(' .. last
+end
+if #read(1) == 0 then return {counted, last, 'done'} end
+return {counted, last, 'more'}
+"#,
+    )
+});
+
+/// The first consumers of a group (`XINFO CONSUMERS`, in name order), at
+/// most a given number: a group with a hostile number of consumers costs the
+/// caller no more than that many rows.
+/// KEYS[1] = stream. ARGV[1] = group, ARGV[2] = most rows returned.
+/// Returns the rows as `XINFO CONSUMERS` gives them (flat name/value lists).
+pub static FIRST_CONSUMERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"#!lua flags=no-writes
+local rows = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+local out = {}
+for i = 1, math.min(#rows, tonumber(ARGV[2])) do out[i] = rows[i] end
+return out
+"#,
+    )
 });

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::{Connect, StreamArgs, resolve, usage};
+use crate::ops::status::COUNT_CAP;
 use crate::ops::{self, OpsError, parse_position, require_stream};
 use crate::stream::entry::id_parts;
-use crate::stream::{groups, inspect};
+use crate::stream::{count, groups, inspect};
 
 /// `host groups …`.
 #[derive(Debug, Subcommand)]
@@ -130,30 +131,12 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
             require_stream(&mut con, &stream).await?;
             let info = find(&mut con, &stream, &g.group).await?;
             let id = position(&a.id)?;
-            let end = if id == "$" {
-                "+".to_owned()
-            } else {
-                id.clone()
-            };
-            let skipped = if id == "0"
-                || id_parts(&end).is_some_and(|p| Some(p) <= id_parts(&info.last_delivered_id))
-            {
-                0
-            } else {
-                inspect::range(
-                    &mut con,
-                    &stream,
-                    &format!("({}", info.last_delivered_id),
-                    &end,
-                    usize::MAX >> 1,
-                )
-                .await?
-                .len()
-            };
-            if skipped > 0 && !g.force {
+            let skipped = skipped_by(&mut con, &stream, &info, &id).await?;
+            if skipped.count > 0 && !g.force {
                 return Err(usage(format!(
-                    "moving group {} to {id} would skip {skipped} entries it has not delivered yet: add --force to skip them",
-                    g.group
+                    "moving group {} to {id} would skip {} entries it has not delivered yet: add --force to skip them",
+                    g.group,
+                    at_least(&skipped)
                 )));
             }
             groups::set_id(&mut con, &stream, &g.group, &id)
@@ -163,8 +146,8 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
                 "group {} of {stream}: last delivered {} -> {id}{}",
                 g.group,
                 info.last_delivered_id,
-                if skipped > 0 {
-                    format!(" ({skipped} undelivered entries skipped)")
+                if skipped.count > 0 {
+                    format!(" ({} undelivered entries skipped)", at_least(&skipped))
                 } else {
                     String::new()
                 }
@@ -172,6 +155,40 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The entries a move of the group to `id` (`$`: the end) skips: those
+/// after its last delivered id up to `id`, counted inside Redis up to
+/// [`COUNT_CAP`].
+async fn skipped_by(
+    con: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    info: &inspect::GroupInfo,
+    id: &str,
+) -> anyhow::Result<count::Counted> {
+    let end = if id == "$" { "+" } else { id };
+    let backwards =
+        id == "0" || id_parts(end).is_some_and(|p| Some(p) <= id_parts(&info.last_delivered_id));
+    if backwards {
+        return Ok(count::Counted {
+            count: 0,
+            exact: true,
+            last: None,
+        });
+    }
+    let after = format!("({}", info.last_delivered_id);
+    Ok(count::count(con, stream, &after, end, COUNT_CAP)
+        .await
+        .map_err(OpsError::from)?)
+}
+
+/// A count as text: "at least N" when it stopped at its cap.
+fn at_least(c: &count::Counted) -> String {
+    if c.exact {
+        c.count.to_string()
+    } else {
+        format!("at least {}", c.count)
+    }
 }
 
 async fn find(

@@ -10,7 +10,9 @@ use clap::Args;
 use super::output::{age, duration, print_json, table};
 use super::{Connect, StreamArgs, resolve};
 use crate::ops::dlq::show_bytes;
-use crate::ops::status::{self, Breach, StatusOptions, StreamStatus, Thresholds};
+use crate::ops::status::{
+    self, Breach, GroupStatus, RetentionStatus, StatusOptions, StreamStatus, Thresholds,
+};
 use crate::ops::{self, id_ms, now_ms};
 use crate::stream::retention::Retention;
 
@@ -123,9 +125,9 @@ fn opt(id: &Option<String>) -> String {
     id.clone().unwrap_or_else(|| "-".into())
 }
 
-/// `stream`'s status as text: a header, then a table per part.
+/// `stream`'s status as text: a header, then a table per part. A figure
+/// marked `+` is a lower bound (its count stopped at the cap).
 pub fn render(s: &StreamStatus) -> String {
-    let now = now_ms();
     let mut out = String::new();
     let added = s
         .entries_added
@@ -139,77 +141,105 @@ pub fn render(s: &StreamStatus) -> String {
         opt(&s.first_id),
         opt(&s.last_id)
     );
-    if s.groups.is_empty() {
+    render_groups(&mut out, &s.groups);
+    for g in &s.groups {
+        render_group(&mut out, g);
+    }
+    render_dlq(&mut out, s);
+    render_retention(&mut out, &s.retention);
+    out
+}
+
+fn render_groups(out: &mut String, groups: &[GroupStatus]) {
+    if groups.is_empty() {
         let _ = writeln!(out, "\nno consumer groups");
+        return;
+    }
+    let rows = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.last_delivered_id.clone(),
+                at_least(g.lag, g.lag_exact),
+                g.pending.to_string(),
+                g.consumers_total.to_string(),
+            ]
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n{}",
+        table(
+            &["GROUP", "LAST DELIVERED", "LAG", "PENDING", "CONSUMERS"],
+            rows
+        )
+    );
+    if groups.iter().any(|g| !g.lag_exact) {
+        let _ = writeln!(
+            out,
+            "(+ at least: Redis cannot tell this group's lag, and counting it stopped at the cap)"
+        );
+    }
+}
+
+/// `n`, or `n+` when it is only a lower bound.
+fn at_least(n: u64, exact: bool) -> String {
+    if exact {
+        n.to_string()
     } else {
-        let rows = s
-            .groups
+        format!("{n}+")
+    }
+}
+
+fn render_group(out: &mut String, g: &GroupStatus) {
+    let now = now_ms();
+    if !g.consumers.is_empty() {
+        let rows = g
+            .consumers
             .iter()
-            .map(|g| {
+            .map(|c| vec![c.name.clone(), c.pending.to_string(), age(c.idle_ms)])
+            .collect();
+        let listed = g.consumers.len() as u64;
+        let some = if g.consumers_total > listed {
+            format!(" (the first {listed} of {})", g.consumers_total)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "\nconsumers of {}{some}:\n{}",
+            g.name,
+            table(&["CONSUMER", "PENDING", "IDLE"], rows)
+        );
+    }
+    if !g.oldest_pending.is_empty() {
+        let rows = g
+            .oldest_pending
+            .iter()
+            .map(|p| {
+                let waited = id_ms(&p.id)
+                    .map(|ms| age(now.saturating_sub(ms)))
+                    .unwrap_or_default();
                 vec![
-                    g.name.clone(),
-                    g.last_delivered_id.clone(),
-                    if g.lag_exact {
-                        g.lag.to_string()
-                    } else {
-                        format!("{}*", g.lag)
-                    },
-                    g.pending.to_string(),
-                    g.consumers.len().to_string(),
+                    p.id.clone(),
+                    p.consumer.clone(),
+                    age(p.idle_ms),
+                    p.deliveries.to_string(),
+                    waited,
                 ]
             })
             .collect();
         let _ = writeln!(
             out,
-            "\n{}",
-            table(
-                &["GROUP", "LAST DELIVERED", "LAG", "PENDING", "CONSUMERS"],
-                rows
-            )
+            "\noldest pending of {}:\n{}",
+            g.name,
+            table(&["ID", "CONSUMER", "IDLE", "DELIVERIES", "AGE"], rows)
         );
-        if s.groups.iter().any(|g| !g.lag_exact) {
-            let _ = writeln!(out, "(* counted: Redis cannot tell this group's lag)");
-        }
     }
-    for g in &s.groups {
-        if !g.consumers.is_empty() {
-            let rows = g
-                .consumers
-                .iter()
-                .map(|c| vec![c.name.clone(), c.pending.to_string(), age(c.idle_ms)])
-                .collect();
-            let _ = writeln!(
-                out,
-                "\nconsumers of {}:\n{}",
-                g.name,
-                table(&["CONSUMER", "PENDING", "IDLE"], rows)
-            );
-        }
-        if !g.oldest_pending.is_empty() {
-            let rows = g
-                .oldest_pending
-                .iter()
-                .map(|p| {
-                    let waited = id_ms(&p.id)
-                        .map(|ms| age(now.saturating_sub(ms)))
-                        .unwrap_or_default();
-                    vec![
-                        p.id.clone(),
-                        p.consumer.clone(),
-                        age(p.idle_ms),
-                        p.deliveries.to_string(),
-                        waited,
-                    ]
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "\noldest pending of {}:\n{}",
-                g.name,
-                table(&["ID", "CONSUMER", "IDLE", "DELIVERIES", "AGE"], rows)
-            );
-        }
-    }
+}
+
+fn render_dlq(out: &mut String, s: &StreamStatus) {
     let kinds: Vec<String> = s
         .dlq
         .kinds
@@ -252,29 +282,32 @@ pub fn render(s: &StreamStatus) -> String {
             table(&["ID", "KIND", "SOURCE ID", "REASON"], rows)
         );
     }
-    let r = &s.retention;
+}
+
+fn render_retention(out: &mut String, r: &RetentionStatus) {
     let floor = match (&r.floor, &r.floor_group) {
         (Some(f), Some(g)) => format!("groups need entries from {f} on (group {g})"),
         _ => "no group needs any entry".into(),
     };
-    let policy = match (r.maxlen, r.max_age_ms) {
-        (None, None) => String::new(),
-        (m, a) => {
-            let mut p = Vec::new();
-            if let Some(m) = m {
-                p.push(format!("maxlen {m}"));
-            }
-            if let Some(a) = a {
-                p.push(format!("max-age {}", duration(Duration::from_millis(a))));
-            }
-            format!(" [{}]", p.join(", "))
-        }
+    let mut policy = Vec::new();
+    if let Some(m) = r.maxlen {
+        policy.push(format!("maxlen {m}"));
+    }
+    if let Some(a) = r.max_age_ms {
+        policy.push(format!("max-age {}", duration(Duration::from_millis(a))));
+    }
+    let policy = if policy.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", policy.join(", "))
     };
     let held = match (&r.held_back, &r.held_by) {
         (Some(true), Some(g)) => format!("; retention{policy} HELD BACK by group {g}"),
         (Some(false), _) => format!("; retention{policy} not held back"),
+        (None, _) if !policy.is_empty() => format!(
+            "; retention{policy} cannot be judged: more entries to count from the floor on than the count cap"
+        ),
         _ => String::new(),
     };
     let _ = write!(out, "\nretention: {floor}{held}");
-    out
 }

@@ -58,24 +58,7 @@ pub(super) async fn run(args: TrimArgs) -> anyhow::Result<ExitCode> {
     };
     let out = trim::trim(&mut con, stream, policy, args.force, args.exact).await?;
     for lost in &out.lost {
-        let shown: Vec<&str> = lost.pending.iter().take(10).map(String::as_str).collect();
-        let more = lost.pending.len().saturating_sub(shown.len());
-        eprintln!(
-            "warning: --force removed entries group {} still needed: {} pending{}{} and {} not yet delivered",
-            lost.group,
-            lost.pending.len(),
-            if shown.is_empty() {
-                String::new()
-            } else {
-                format!(" ({}", shown.join(", ")) + if more > 0 { ", …)" } else { ")" }
-            },
-            if more > 0 {
-                format!(" [{more} more]")
-            } else {
-                String::new()
-            },
-            lost.undelivered
-        );
+        warn_lost(lost);
     }
     if args.json {
         print_json(&out)?;
@@ -100,4 +83,25 @@ pub(super) async fn run(args: TrimArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names on stderr what a forced cut took from one group; `+` marks a count
+/// that stopped at its cap.
+fn warn_lost(lost: &trim::Lost) {
+    let shown: Vec<&str> = lost.pending.iter().take(10).map(String::as_str).collect();
+    let more = lost.pending_count.saturating_sub(shown.len() as u64);
+    let ids = match (shown.is_empty(), more) {
+        (true, _) => String::new(),
+        (false, 0) => format!(" ({})", shown.join(", ")),
+        (false, more) => format!(" ({}, … [{more} more])", shown.join(", ")),
+    };
+    let plus = |exact: bool| if exact { "" } else { "+" };
+    eprintln!(
+        "warning: --force removed entries group {} still needed: {}{} pending{ids} and {}{} not yet delivered",
+        lost.group,
+        lost.pending_count,
+        plus(lost.pending_exact),
+        lost.undelivered,
+        plus(lost.undelivered_exact),
+    );
 }

@@ -30,7 +30,7 @@ use self::metrics::{PipelineScrape, Scrape};
 use self::probe::{RedisLook, RedisProbe};
 use super::board::{Board, PipelineView};
 use crate::config::{Dashboard as DashboardConfig, HttpListen, RedisConfig};
-use crate::ops::status::{StatusOptions, StreamStatus};
+use crate::ops::status::{LIVE_COUNT_CAP, StatusOptions, StreamStatus};
 use crate::runtime::StatsSnapshot;
 
 /// Why the HTTP side cannot start.
@@ -256,7 +256,7 @@ async fn api_status(State(app): State<Arc<App>>) -> Response {
     let Some(redis) = app.board.redis() else {
         return unavailable("no connection is configured".into());
     };
-    let targets = status_targets(&running, |_| {});
+    let targets = status_targets(&running, |opts| opts.count_cap = LIVE_COUNT_CAP);
     match app.collect_statuses(&redis, &targets, false).await {
         Ok(streams) => Json(ApiStatus { pipelines, streams }).into_response(),
         Err(e) => unavailable(format!("redis: {e}")),

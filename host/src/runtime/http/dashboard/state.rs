@@ -21,7 +21,7 @@ use super::super::{App, status_targets};
 use super::history::{History, Series};
 use super::producer::ProducerState;
 use crate::ops::produce::EVENT_TYPES;
-use crate::ops::status::StreamStatus;
+use crate::ops::status::{LIVE_COUNT_CAP, StreamStatus};
 use crate::runtime::StatsSnapshot;
 use crate::runtime::board::PipelineView;
 use crate::runtime::plugin_log::PluginEvent;
@@ -128,6 +128,7 @@ async fn build(app: &App) -> DashState {
                 opts.oldest_pending = PENDING_ROWS;
                 opts.newest_dead_letters = 5;
                 opts.dlq_scan = 1_000;
+                opts.count_cap = LIVE_COUNT_CAP;
             });
             // A stream not created yet (the reader makes it with MKSTREAM)
             // is left out.
