@@ -23,6 +23,9 @@ use crate::config::{Config, RunConfig};
 
 /// How often the config file is stat'ed when notifications are missed.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
+/// How long the config file must stay unchanged before it is read again:
+/// a file written in several steps is applied whole, not half-written.
+const CONFIG_SETTLE: Duration = Duration::from_secs(1);
 /// How long the http listener gets to finish answers after the drain.
 const HTTP_STOP: Duration = Duration::from_secs(1);
 
@@ -40,6 +43,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     board.take_controls(controls_tx);
     let mut process = Process {
         running: BTreeMap::new(),
+        draining: JoinSet::new(),
         config: config.clone(),
         root: shutdown.clone(),
         failures: failures_tx,
@@ -74,10 +78,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         ProcessTasks::stop(http).await;
         return Err(e);
     }
-    let mut reloads = config
-        .source
-        .as_ref()
-        .map(|s| FileWatch::new(s.path(), true, CONFIG_POLL, "config file"));
+    let mut reloads = config.source.as_ref().map(|s| {
+        FileWatch::new(s.path(), true, CONFIG_POLL, "config file").settle_for(CONFIG_SETTLE)
+    });
     let failure = loop {
         let reload = async {
             match reloads.as_mut() {
@@ -181,9 +184,15 @@ async fn prepare_all(pipelines: Vec<RunConfig>) -> Result<Vec<(RunConfig, Prepar
     Ok(out)
 }
 
+/// A pipeline's name and how its drain ended.
+type Drained = (String, Result<PipelineReport, Failure>);
+
 /// The running pipelines and what they came from.
 struct Process {
     running: BTreeMap<String, PipelineHandle>,
+    /// Drains under way: a reload's or a removal's, until they end or the
+    /// shutdown drain takes them over.
+    draining: JoinSet<Drained>,
     config: Config,
     root: CancellationToken,
     failures: mpsc::UnboundedSender<Failure>,
@@ -292,7 +301,10 @@ impl Process {
             .cloned()
             .chain(changed.iter().map(|(c, _)| c.name.clone()))
             .collect();
-        self.drain(&stopping).await;
+        if !self.drain(&stopping).await {
+            tracing::info!("shutdown requested during the reload: nothing new is started");
+            return Vec::new();
+        }
         let mut failed = Vec::new();
         for (config, prepared) in prepared {
             let action = if changed.iter().any(|(c, _)| c.name == config.name) {
@@ -309,29 +321,49 @@ impl Process {
         failed
     }
 
-    /// Drains the named pipelines side by side; a panic found meanwhile is
-    /// reported as a failure like any other, on the failures channel.
-    async fn drain(&mut self, names: &[String]) {
-        let mut drains = JoinSet::new();
+    /// Drains the named pipelines side by side, while the process runs:
+    /// `false` if a shutdown came first. Their drains then go on, and the
+    /// shutdown drain waits for them beside the others' — one bound for the
+    /// whole shutdown, not a reload's drain and then the shutdown's.
+    async fn drain(&mut self, names: &[String]) -> bool {
+        self.start_draining(names);
+        loop {
+            let done = tokio::select! {
+                biased;
+                _ = self.root.cancelled() => return false,
+                done = self.draining.join_next() => done,
+            };
+            match done {
+                Some(done) => self.drained(done),
+                None => return true,
+            }
+        }
+    }
+
+    fn start_draining(&mut self, names: &[String]) {
         for name in names {
             if let Some(handle) = self.running.remove(name) {
                 self.board.stopping(name);
                 let name = name.clone();
-                drains.spawn(async move { (name, handle.drain().await) });
+                self.draining
+                    .spawn(async move { (name, handle.drain().await) });
             }
         }
-        while let Some(done) = drains.join_next().await {
-            match done {
-                Ok((name, Ok(report))) => {
-                    tracing::info!(pipeline = %name, action = "stopped", "pipeline stopped");
-                    self.record(name, report);
-                }
-                Ok((_, Err(f))) => {
-                    let _ = self.failures.send(f);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "a pipeline's drain ended abnormally");
-                }
+    }
+
+    /// Records a finished drain; a panic found meanwhile is reported as a
+    /// failure like any other, on the failures channel.
+    fn drained(&mut self, done: Result<Drained, tokio::task::JoinError>) {
+        match done {
+            Ok((name, Ok(report))) => {
+                tracing::info!(pipeline = %name, action = "stopped", "pipeline stopped");
+                self.record(name, report);
+            }
+            Ok((_, Err(f))) => {
+                let _ = self.failures.send(f);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a pipeline's drain ended abnormally");
             }
         }
     }
@@ -409,10 +441,14 @@ impl Process {
             )));
         }
         tracing::info!(pipeline = %name, action = "removing", "consumer removed from the dashboard: draining it");
-        self.drain(&[name.to_owned()]).await;
+        let drained = self.drain(&[name.to_owned()]).await;
         self.config.pipelines.retain(|p| p.name != name);
         self.redeclare();
-        Ok(())
+        if drained {
+            Ok(())
+        } else {
+            Err(ControlError::Stopping)
+        }
     }
 
     /// Tells the board what the configuration now declares.
@@ -423,9 +459,13 @@ impl Process {
         );
     }
 
+    /// Drains every pipeline, with the drains already under way.
     async fn drain_all(&mut self) {
         let names: Vec<String> = self.running.keys().cloned().collect();
-        self.drain(&names).await;
+        self.start_draining(&names);
+        while let Some(done) = self.draining.join_next().await {
+            self.drained(done);
+        }
     }
 
     fn record(&mut self, name: String, report: PipelineReport) {
