@@ -39,7 +39,8 @@ are reset there first (see --no-reset).
 
 The dashboard's link carries the admin token after `#` (it never leaves the browser); set \
 STREAMHOST_HTTP_TOKEN to choose the token. SIGINT/SIGTERM drain the pipelines and exit 0 (a \
-private redis-server is stopped then, and its data removed).")]
+private redis-server is stopped then, and its data removed); a second signal exits 130 at once, \
+after the same clean-up and the removal of the plugins' temporary directory.")]
 pub struct DemoArgs {
     /// Where and as whom to connect to Redis.
     #[command(flatten)]

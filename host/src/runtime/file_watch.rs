@@ -57,6 +57,19 @@ fn snapshot(path: &Path) -> Snapshot {
     Some((before, hasher.finish()))
 }
 
+/// What a file was when it settled. A reader compares it with
+/// [`Version::of`] the file after reading it: a difference means a new
+/// write began meanwhile, and the watch will report it once it settles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(Snapshot);
+
+impl Version {
+    /// What `path` is now (it is read whole).
+    pub fn of(path: &Path) -> Self {
+        Self(snapshot(path))
+    }
+}
+
 /// One watched file.
 #[derive(Debug)]
 pub struct FileWatch {
@@ -68,6 +81,8 @@ pub struct FileWatch {
     seen: Option<Fingerprint>,
     /// How long the file must stay unchanged before a change is reported.
     settle: Duration,
+    /// What the file was when the last change was reported.
+    version: Version,
 }
 
 impl FileWatch {
@@ -95,6 +110,7 @@ impl FileWatch {
             hangup,
             seen: fingerprint(path),
             settle: DEBOUNCE,
+            version: Version(None),
         }
     }
 
@@ -129,16 +145,23 @@ impl FileWatch {
                 }
             }
         };
-        self.settled().await;
-        self.seen = fingerprint(&self.path);
+        self.version = Version(self.settled().await);
+        // From the settled version, not a new stat: a write that began
+        // since is then a change for the poll too.
+        self.seen = self.version.0.map(|(f, _)| f);
         trigger
+    }
+
+    /// What the file was when [`FileWatch::next`] last returned.
+    pub fn version(&self) -> &Version {
+        &self.version
     }
 
     /// Waits until the file has stayed the same — no notification, same
     /// fingerprint and contents — for the settle period. Comparing contents
     /// too catches a change that notifications missed and a coarse mtime
     /// hid.
-    async fn settled(&mut self) {
+    async fn settled(&mut self) -> Snapshot {
         let mut last = self.snapshot().await;
         loop {
             loop {
@@ -149,7 +172,7 @@ impl FileWatch {
             }
             let now = self.snapshot().await;
             if now == last {
-                return;
+                return now;
             }
             last = now;
         }
@@ -254,6 +277,9 @@ mod tests {
             "first part, second part",
             "reported while half-written"
         );
+        assert_eq!(watch.version(), &Version::of(&path));
+        std::fs::write(&path, "first part, second part, third").unwrap();
+        assert_ne!(watch.version(), &Version::of(&path), "a write since");
         assert!(started.elapsed() >= pause + settle);
         writer.await.unwrap();
     }

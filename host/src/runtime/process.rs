@@ -12,14 +12,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::board::{Board, Control, ControlError};
-use super::file_watch::{FileWatch, Trigger};
+use super::file_watch::{FileWatch, Trigger, Version};
 use super::http::HttpServer;
 use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport};
 use super::prepare::{Prepared, prepare};
 use super::reload::{self, Plan};
 use super::supervise::{Supervisor, Task};
 use super::{RunError, RunReport};
-use crate::config::{Config, RunConfig};
+use crate::config::{Config, RunConfig, Source};
 
 /// How often the config file is stat'ed when notifications are missed.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
@@ -84,7 +84,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     let failure = loop {
         let reload = async {
             match reloads.as_mut() {
-                Some(w) => w.next().await,
+                Some(w) => {
+                    let trigger = w.next().await;
+                    (trigger, w.version().clone())
+                }
                 None => std::future::pending().await,
             }
         };
@@ -99,7 +102,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
             _ = shutdown.cancelled() => break None,
             Some(failure) = failures.recv() => break Some(Err(failure)),
             end = process_task_end => break Some(Ok(end)),
-            trigger = reload => process.reload(trigger).await,
+            (trigger, version) = reload => process.reload(trigger, version).await,
             Some(control) = controls.recv() => process.control(control).await,
         }
     };
@@ -184,6 +187,23 @@ async fn prepare_all(pipelines: Vec<RunConfig>) -> Result<Vec<(RunConfig, Prepar
     Ok(out)
 }
 
+/// The config file as it settled, or `None` (logged) if it does not load
+/// or a new write began while it was read — that one is reported once it
+/// settles, so a half-written file is never applied.
+fn load_settled(source: &Source, version: &Version) -> Option<Config> {
+    let loaded = source.load();
+    if Version::of(source.path()) != *version {
+        tracing::info!(file = %source.path().display(),
+            "the config file changed while it was read; it is read again once it settles");
+        return None;
+    }
+    loaded
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "configuration reload refused; the running configuration keeps serving");
+        })
+        .ok()
+}
+
 /// A pipeline's name and how its drain ended.
 type Drained = (String, Result<PipelineReport, Failure>);
 
@@ -222,21 +242,18 @@ impl Process {
         Ok(())
     }
 
-    /// Reads the config file again and applies what changed; a file that
-    /// does not parse, validate or compile changes nothing.
-    async fn reload(&mut self, trigger: Trigger) {
+    /// Reads the config file again (as it settled: `version`) and applies
+    /// what changed; a file that does not parse, validate or compile
+    /// changes nothing.
+    async fn reload(&mut self, trigger: Trigger, version: Version) {
         let Some(source) = self.config.source.clone() else {
             return;
         };
         if trigger == Trigger::Hangup {
             tracing::info!(file = %source.path().display(), "SIGHUP: reloading the configuration");
         }
-        let mut new = match source.load() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "configuration reload refused; the running configuration keeps serving");
-                return;
-            }
+        let Some(mut new) = load_settled(&source, &version) else {
+            return;
         };
         if new.http != self.config.http {
             tracing::warn!(
