@@ -2,12 +2,11 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use streamhost::cli::{self, RunSource, What};
 use streamhost::config::{self, Config};
+use streamhost::demo::leftovers::Leftovers;
 use streamhost::runtime::{self, RunError};
 use tokio_util::sync::CancellationToken;
 
@@ -115,28 +114,34 @@ fn run(config: Config) -> ExitCode {
 
 fn demo(args: cli::demo::DemoArgs) -> ExitCode {
     with_runtime(|shutdown| async move {
-        // Installed first, so a signal while a private redis-server starts
-        // still ends the run through the drain (and stops that server).
-        let child_pid = Arc::new(AtomicU32::new(0));
+        // Installed first: a second signal at any moment removes whatever
+        // the demo has made so far (its exit runs no destructors).
+        let leftovers = Leftovers::new();
         let last_words = {
-            let child_pid = child_pid.clone();
-            move || kill_child(&child_pid)
+            let leftovers = leftovers.clone();
+            move || leftovers.clean_up()
         };
         if let Err(e) = streamhost::shutdown::install_with_last_words(shutdown.clone(), last_words)
         {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        let demo = match cli::demo::start(args).await {
+        // A signal during start-up drops what was started so far.
+        let started = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                eprintln!("stopped while starting");
+                return ExitCode::SUCCESS;
+            }
+            started = cli::demo::start(args, &leftovers) => started,
+        };
+        let demo = match started {
             Ok(demo) => demo,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 return ExitCode::from(cli::demo::exit_code(&e));
             }
         };
-        if let Some(pid) = demo.redis_child_pid() {
-            child_pid.store(pid, Ordering::Relaxed);
-        }
         let result = runtime::run(demo.config.clone(), shutdown).await;
         demo.stop();
         match result {
@@ -144,15 +149,6 @@ fn demo(args: cli::demo::DemoArgs) -> ExitCode {
             Err(e) => report(e),
         }
     })
-}
-
-/// SIGKILLs the private redis-server on the way out of a second signal,
-/// which exits without running its guard's destructor.
-fn kill_child(pid: &AtomicU32) {
-    // 0: no child (`Pid::from_raw` refuses it).
-    if let Some(pid) = rustix::process::Pid::from_raw(pid.load(Ordering::Relaxed) as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
 }
 
 /// Runs `body` on a multi-threaded runtime with a fresh shutdown token.

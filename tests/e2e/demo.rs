@@ -17,11 +17,20 @@ const TOKEN: &str = "demo-test-token";
 /// `host demo` against `redis_url`, its dashboard on a free port (returned),
 /// a known token, and `extra` flags; once it has printed the dashboard's link.
 fn demo(redis_url: &str, extra: &[&str]) -> (Host, u16) {
+    demo_env(redis_url, extra, &[])
+}
+
+/// [`demo`] with extra environment variables.
+fn demo_env(redis_url: &str, extra: &[&str], env: &[(&str, &str)]) -> (Host, u16) {
     let port = free_port();
     let http = format!("127.0.0.1:{port}");
     let mut args = vec!["demo", "--redis", redis_url, "--http", &http];
     args.extend(extra);
-    let host = Host::spawn_capturing(&args, &[("STREAMHOST_HTTP_TOKEN", TOKEN)]);
+    let env: Vec<(&str, &str)> = [("STREAMHOST_HTTP_TOKEN", TOKEN)]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    let host = Host::spawn_capturing(&args, &env);
     let link = format!("dashboard: http://{http}/#token={TOKEN}");
     eventually(
         Duration::from_secs(60),
@@ -50,13 +59,11 @@ fn trickled(con: &mut Connection, n: usize) -> Vec<String> {
     )
 }
 
-/// The `redis: URL …` line the demo printed.
+/// The `redis: URL …` line the demo printed (after the dashboard's).
 fn printed_redis(host: &Host) -> String {
-    let line = host
-        .stdout()
-        .into_iter()
-        .find(|l| l.starts_with("redis: "))
-        .expect("a redis: line");
+    let line = eventually(Duration::from_secs(10), "a redis: line", || {
+        host.stdout().into_iter().find(|l| l.starts_with("redis: "))
+    });
     line["redis: ".len()..]
         .split_whitespace()
         .next()
@@ -280,5 +287,156 @@ fn without_redis_server_on_path_the_demo_says_how_to_install_it() {
         start.elapsed() < Duration::from_secs(10),
         "took {:?}",
         start.elapsed()
+    );
+}
+
+/// The processes whose parent is `parent` and whose name is `name` (/proc).
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid …; comm may hold spaces and parentheses.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                return false;
+            };
+            let ppid = stat[close + 1..].split_whitespace().nth(1);
+            &stat[open + 1..close] == name && ppid == Some(&parent.to_string())
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        !matches!(state, Some("Z" | "X"))
+    })
+}
+
+/// What is in `dir`.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Sends SIGINT and waits until the host has taken it (so that a second
+/// one is a second, not merged with the first by the kernel or tokio).
+fn interrupt(host: &Host) {
+    let before = host.count_log("shutdown requested");
+    host.signal(libc::SIGINT);
+    eventually(Duration::from_secs(10), "the host took the SIGINT", || {
+        (host.count_log("shutdown requested") > before).then_some(())
+    });
+}
+
+#[test]
+fn a_second_ctrl_c_leaves_no_temporary_directory_and_no_redis_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().display().to_string();
+    let nothing = format!("redis://127.0.0.1:{}", free_port());
+    let (mut host, _) = demo_env(&nothing, &["--rate", "20"], &[("TMPDIR", &tmpdir)]);
+    let private = printed_redis(&host);
+    let pid = children_named(host.pid(), "redis-server");
+    assert_eq!(pid.len(), 1, "one private redis-server: {pid:?}");
+    let mut con = conn(&private);
+    trickled(&mut con, 5);
+    assert_eq!(
+        listing(tmp.path()).len(),
+        2,
+        "its data and plugin directories"
+    );
+    // Redis holds every command for a while, so the drain the first signal
+    // starts is still going when the second one lands.
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .arg("ALL")
+        .query(&mut con)
+        .unwrap();
+    interrupt(&host);
+    host.signal(libc::SIGINT);
+    let status = host.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "{}", host.log());
+    assert!(
+        listing(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        listing(tmp.path())
+    );
+    assert!(
+        !alive(pid[0]),
+        "the private redis-server (pid {}) is still running",
+        pid[0]
+    );
+}
+
+#[test]
+fn a_signal_while_the_private_redis_server_starts_leaves_no_redis_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().display().to_string();
+    // A redis-server that takes a second to start listening: the window in
+    // which the demo has spawned it but not yet seen it answer.
+    let bin = tempfile::tempdir().unwrap();
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v redis-server"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let slow = bin.path().join("redis-server");
+    std::fs::write(
+        &slow,
+        format!("#!/bin/sh\nsleep 1\nexec {} \"$@\"\n", real.trim()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let nothing = format!("redis://127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut host = Host::spawn_capturing(
+        &["demo", "--redis", &nothing, "--http", &http],
+        &[("TMPDIR", &tmpdir), ("PATH", &path)],
+    );
+    let child = eventually(Duration::from_secs(30), "the redis-server child", || {
+        children_named(host.pid(), "redis-server").first().copied()
+    });
+    interrupt(&host);
+    // The first signal may have ended the start-up (0) before this one
+    // lands (130): either way nothing may be left.
+    host.signal(libc::SIGINT);
+    let status = host.wait_exit(Duration::from_secs(30));
+    assert!(
+        matches!(status.code(), Some(0 | 130)),
+        "{status:?}: {}",
+        host.log()
+    );
+    assert!(
+        host.stdout().is_empty(),
+        "it never started: {:?}",
+        host.stdout()
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the redis-server child gone",
+        || (!alive(child)).then_some(()),
+    );
+    assert!(
+        listing(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        listing(tmp.path())
     );
 }

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use super::{RedisArgs, RunArgs, http_listen};
 use crate::config::{
     Config, ConfigError, Dashboard, HttpAdmin, HttpListen, RedisConfig, RunConfig, Trickle,
 };
+use crate::demo::leftovers::Leftovers;
 use crate::demo::plugins::PluginFiles;
 use crate::demo::redis_child::{RedisChild, RedisChildError};
 use crate::demo::{self, Probe};
@@ -37,7 +39,8 @@ are reset there first (see --no-reset).
 
 The dashboard's link carries the admin token after `#` (it never leaves the browser); set \
 STREAMHOST_HTTP_TOKEN to choose the token. SIGINT/SIGTERM drain the pipelines and exit 0 (a \
-private redis-server is stopped then, and its data removed).")]
+private redis-server is stopped then, and its data removed); a second signal exits 130 at once, \
+after the same clean-up and the removal of the plugins' temporary directory.")]
 pub struct DemoArgs {
     /// Where and as whom to connect to Redis.
     #[command(flatten)]
@@ -85,11 +88,6 @@ pub struct Demo {
 }
 
 impl Demo {
-    /// The private redis-server's process id, if one was started.
-    pub fn redis_child_pid(&self) -> Option<u32> {
-        self.redis_child.as_ref().map(RedisChild::pid)
-    }
-
     /// Stops what the demo started besides the runtime: the private redis-server.
     pub fn stop(self) {
         if let Some(child) = self.redis_child {
@@ -113,11 +111,13 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// Finds or starts the Redis, resets the demo's keys unless told not to,
 /// writes the plugins out and builds the configuration; prints the
-/// dashboard's link on stdout.
-pub async fn start(args: DemoArgs) -> anyhow::Result<Demo> {
+/// dashboard's link on stdout. What it starts and writes is registered in
+/// `leftovers` as it is made, and removed when the returned [`Demo`] (or
+/// this future, dropped half-way) is dropped.
+pub async fn start(args: DemoArgs, leftovers: &Arc<Leftovers>) -> anyhow::Result<Demo> {
     let given = args.redis.redis_config(&|name| std::env::var(name).ok())?;
     let redis_child = match demo::probe(&given).await? {
-        Probe::Nothing => Some(RedisChild::start(&given.redacted_url()).await?),
+        Probe::Nothing => Some(RedisChild::start(&given.redacted_url(), leftovers).await?),
         Probe::Answers => None,
         Probe::Unknown(why) => {
             tracing::warn!(redis = %given.redacted_url(), error = %why,
@@ -140,8 +140,8 @@ pub async fn start(args: DemoArgs) -> anyhow::Result<Demo> {
             );
         }
     }
-    let plugins =
-        PluginFiles::write().context("writing the demo plugins to a temporary directory")?;
+    let plugins = PluginFiles::write(leftovers)
+        .context("writing the demo plugins to a temporary directory")?;
     // The demo prints the link itself, on stdout; the listener need not log it.
     let admin = HttpAdmin {
         announce: false,
@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn the_pipelines_are_the_reference_scenario_with_run_defaults() {
-        let plugins = PluginFiles::write().unwrap();
+        let plugins = PluginFiles::write(&Leftovers::new()).unwrap();
         let redis = RedisConfig::from_url("redis://127.0.0.1:1");
         let ps = pipelines(&redis, &plugins, None).unwrap();
         let names: Vec<_> = ps

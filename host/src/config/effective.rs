@@ -15,9 +15,7 @@ pub fn render(config: &Config) -> String {
     if let Some(first) = config.pipelines.first() {
         doc.insert("redis".into(), Value::Table(redis_table(&first.redis)));
     }
-    if let Some(listen) = &config.http {
-        let mut http = Table::new();
-        http.insert("listen".into(), listen.to_string().into());
+    if let Some(http) = http_table(config) {
         doc.insert("http".into(), Value::Table(http));
     }
     let pipelines = config
@@ -27,6 +25,16 @@ pub fn render(config: &Config) -> String {
         .collect();
     doc.insert("pipeline".into(), Value::Array(pipelines));
     toml::to_string(&doc).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+}
+
+/// `[http]` in full; the admin token is never shown (it is read from
+/// `STREAMHOST_HTTP_TOKEN`, not from the file).
+fn http_table(config: &Config) -> Option<Table> {
+    let listen = config.http.as_ref()?;
+    let mut t = Table::new();
+    t.insert("listen".into(), listen.to_string().into());
+    t.insert("admin".into(), config.dashboard.admin.is_some().into());
+    Some(t)
 }
 
 fn redis_table(r: &RedisConfig) -> Table {

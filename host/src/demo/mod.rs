@@ -1,9 +1,11 @@
 //! What `host demo` needs besides the runtime: the demo's keys and how to
 //! reset them, whether anything answers at the given Redis address, a
-//! private `redis-server` when nothing does ([`redis_child`]), and the
-//! plugins compiled into the binary ([`plugins`]). The command line that
+//! private `redis-server` when nothing does ([`redis_child`]), the
+//! plugins compiled into the binary ([`plugins`]), and the registry of what
+//! must not outlive the demo ([`leftovers`]). The command line that
 //! assembles them is `cli::demo`.
 
+pub mod leftovers;
 pub mod plugins;
 pub mod redis_child;
 

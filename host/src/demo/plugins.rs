@@ -5,6 +5,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::leftovers::{LeftoverDir, Leftovers};
 
 /// `plugins/notify` built for wasm32-wasip2.
 pub const NOTIFY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/notify.wasm"));
@@ -14,15 +17,14 @@ pub const ANALYTICS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/analytics
 /// The embedded plugins as files, removed on drop.
 #[derive(Debug)]
 pub struct PluginFiles {
-    dir: tempfile::TempDir,
+    dir: LeftoverDir,
 }
 
 impl PluginFiles {
-    /// Writes `notify.wasm` and `analytics.wasm` to a new temporary directory.
-    pub fn write() -> io::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("streamhost-demo-plugins-")
-            .tempdir()?;
+    /// Writes `notify.wasm` and `analytics.wasm` to a new temporary
+    /// directory, registered in `leftovers`.
+    pub fn write(leftovers: &Arc<Leftovers>) -> io::Result<Self> {
+        let dir = leftovers.tempdir("streamhost-demo-plugins-")?;
         std::fs::write(dir.path().join("notify.wasm"), NOTIFY)?;
         std::fs::write(dir.path().join("analytics.wasm"), ANALYTICS)?;
         Ok(Self { dir })
@@ -50,7 +52,7 @@ mod tests {
 
     #[test]
     fn the_embedded_plugins_are_valid_handler_components() {
-        let files = PluginFiles::write().unwrap();
+        let files = PluginFiles::write(&Leftovers::new()).unwrap();
         for (path, name) in [(files.notify(), "notify"), (files.analytics(), "analytics")] {
             let report = crate::check::check(&path)
                 .unwrap_or_else(|e| panic!("{} is refused: {e}", path.display()));

@@ -1,6 +1,8 @@
 //! A private `redis-server` for `host demo` when nothing answers at the given
 //! address: a child process on a free loopback port, with its data (none is
-//! persisted) and log in a temporary directory, killed on drop.
+//! persisted) and log in a temporary directory, killed on drop — or by the
+//! demo's [`Leftovers`] on a second signal, where it is registered as it is
+//! spawned.
 //!
 //! A `std` child, not tokio's: killing it is one signal and a wait of
 //! milliseconds, and it keeps tokio's `process` feature (and a rebuild of
@@ -11,7 +13,10 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::leftovers::{LeftoverDir, Leftovers};
 
 /// How long a starting server gets to answer PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,28 +54,37 @@ pub enum RedisChildError {
 #[derive(Debug)]
 pub struct RedisChild {
     port: u16,
-    /// Dropped after the child: holds its working directory.
-    dir: tempfile::TempDir,
+    /// Its working directory (removed once the child is killed, on drop).
+    dir: LeftoverDir,
     child: Child,
+    /// Where the child is registered.
+    leftovers: Arc<Leftovers>,
 }
 
 impl RedisChild {
     /// Starts `redis-server` from PATH on a free loopback port and waits
     /// until it answers. `at` names the address that refused, for the
-    /// message when redis-server is missing.
-    pub async fn start(at: &str) -> Result<Self, RedisChildError> {
+    /// message when redis-server is missing. The child and its directory
+    /// are registered in `leftovers`.
+    pub async fn start(at: &str, leftovers: &Arc<Leftovers>) -> Result<Self, RedisChildError> {
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let dir = tempfile::Builder::new()
-                .prefix("streamhost-demo-redis-")
-                .tempdir()
+            let dir = leftovers
+                .tempdir("streamhost-demo-redis-")
                 .map_err(RedisChildError::Spawn)?;
             let port = free_port().map_err(RedisChildError::Spawn)?;
-            let child = spawn(port, dir.path()).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => RedisChildError::NotInstalled { at: at.to_owned() },
-                _ => RedisChildError::Spawn(e),
-            })?;
-            let mut server = Self { port, dir, child };
+            let child = leftovers
+                .spawn(&mut command(port, dir.path()))
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => RedisChildError::NotInstalled { at: at.to_owned() },
+                    _ => RedisChildError::Spawn(e),
+                })?;
+            let mut server = Self {
+                port,
+                dir,
+                child,
+                leftovers: leftovers.clone(),
+            };
             match server.ready().await {
                 Ok(()) => return Ok(server),
                 Err(e) => last = Some(e),
@@ -101,7 +115,7 @@ impl RedisChild {
     }
 
     fn kill(&mut self) {
-        if let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop)) {
+        if let Err(e) = self.leftovers.end_child(&mut self.child) {
             tracing::warn!(error = %e, pid = self.child.id(), "cannot stop the private redis-server");
         }
     }
@@ -141,8 +155,9 @@ impl RedisChild {
     }
 }
 
-fn spawn(port: u16, dir: &Path) -> io::Result<Child> {
-    Command::new("redis-server")
+fn command(port: u16, dir: &Path) -> Command {
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         // A throwaway: no snapshots, no append-only file.
         .args(["--save", "", "--appendonly", "no"])
@@ -155,16 +170,15 @@ fn spawn(port: u16, dir: &Path) -> io::Result<Child> {
         .stderr(Stdio::null())
         // Its own process group: Ctrl-C in the terminal reaches only the
         // host, which drains against this server before stopping it.
-        .process_group(0)
-        .spawn()
+        .process_group(0);
+    command
 }
 
 impl Drop for RedisChild {
     fn drop(&mut self) {
-        // Already reaped (stopped, or exited at start): nothing to kill.
-        if let Ok(None) = self.child.try_wait() {
-            self.kill();
-        }
+        // Already reaped (stopped, or exited at start): nothing to kill,
+        // but it is forgotten by the registry all the same.
+        self.kill();
     }
 }
 

@@ -1,8 +1,14 @@
 //! Watching one file for a new version: filesystem notifications on its
 //! directory (editors and deploy tools replace files by rename, which a watch
 //! on the file itself misses), a periodic stat as fallback, and SIGHUP.
-//! Bursts of writes are debounced so the file is read once, whole.
+//! A change is reported once the file has settled — unchanged in size,
+//! mtime and contents over a quiet period — so a file written in several
+//! steps is read once, whole (a writer that pauses longer than that can
+//! still be caught half-way: writing a new file and renaming it over the
+//! old one is the safe way to update).
 
+use std::hash::Hasher;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +17,8 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
-/// Quiet time after the last change before reloading.
+/// How long a file must stay unchanged before it is read, unless
+/// [`FileWatch::settle_for`] says otherwise.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Why a watched file should be read again.
@@ -31,6 +38,38 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
     Some((m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
 }
 
+/// What a file is at one moment: its fingerprint and a hash of its
+/// contents (`None`: it cannot be read).
+type Snapshot = Option<(Fingerprint, u64)>;
+
+/// Reads `path` to fingerprint and hash it, a chunk at a time.
+fn snapshot(path: &Path) -> Snapshot {
+    let before = fingerprint(path)?;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    let mut chunk = vec![0; 64 << 10];
+    loop {
+        match file.read(&mut chunk).ok()? {
+            0 => break,
+            n => hasher.write(&chunk[..n]),
+        }
+    }
+    Some((before, hasher.finish()))
+}
+
+/// What a file was when it settled. A reader compares it with
+/// [`Version::of`] the file after reading it: a difference means a new
+/// write began meanwhile, and the watch will report it once it settles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(Snapshot);
+
+impl Version {
+    /// What `path` is now (it is read whole).
+    pub fn of(path: &Path) -> Self {
+        Self(snapshot(path))
+    }
+}
+
 /// One watched file.
 #[derive(Debug)]
 pub struct FileWatch {
@@ -40,6 +79,10 @@ pub struct FileWatch {
     poll: Duration,
     hangup: Option<Signal>,
     seen: Option<Fingerprint>,
+    /// How long the file must stay unchanged before a change is reported.
+    settle: Duration,
+    /// What the file was when the last change was reported.
+    version: Version,
 }
 
 impl FileWatch {
@@ -66,7 +109,15 @@ impl FileWatch {
             poll: if watch { poll } else { Duration::ZERO },
             hangup,
             seen: fingerprint(path),
+            settle: DEBOUNCE,
+            version: Version(None),
         }
+    }
+
+    /// Reports a change only once the file has been unchanged for `settle`.
+    pub fn settle_for(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     /// Waits for the next reason to read the file again.
@@ -94,15 +145,46 @@ impl FileWatch {
                 }
             }
         };
-        // Let a burst of writes settle before the file is read.
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(DEBOUNCE) => break,
-                Some(()) = self.changes.recv() => {}
-            }
-        }
-        self.seen = fingerprint(&self.path);
+        self.version = Version(self.settled().await);
+        // From the settled version, not a new stat: a write that began
+        // since is then a change for the poll too.
+        self.seen = self.version.0.map(|(f, _)| f);
         trigger
+    }
+
+    /// What the file was when [`FileWatch::next`] last returned.
+    pub fn version(&self) -> &Version {
+        &self.version
+    }
+
+    /// Waits until the file has stayed the same — no notification, same
+    /// fingerprint and contents — for the settle period. Comparing contents
+    /// too catches a change that notifications missed and a coarse mtime
+    /// hid.
+    async fn settled(&mut self) -> Snapshot {
+        let mut last = self.snapshot().await;
+        loop {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.settle) => break,
+                    Some(()) = self.changes.recv() => {}
+                }
+            }
+            let now = self.snapshot().await;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// [`snapshot`] off the async runtime: a plugin file may be large.
+    async fn snapshot(&self) -> Snapshot {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || snapshot(&path))
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -164,5 +246,72 @@ mod tests {
         // Nothing changed since: the next poll finds nothing.
         let quiet = tokio::time::timeout(Duration::from_secs(7), watch.next()).await;
         assert!(quiet.is_err(), "an unchanged file is no change");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_written_in_two_steps_is_reported_once_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, "a").unwrap();
+        let settle = Duration::from_secs(1);
+        let mut watch =
+            FileWatch::new(&path, false, Duration::ZERO, "test file").settle_for(settle);
+        watch.poll = Duration::from_secs(2);
+        std::fs::write(&path, "first part").unwrap();
+        let pause = Duration::from_secs(2) + Duration::from_millis(600);
+        let writer = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(pause).await;
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                std::io::Write::write_all(&mut file, b", second part").unwrap();
+            })
+        };
+        let started = tokio::time::Instant::now();
+        assert_eq!(watch.next().await, Trigger::Changed);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "first part, second part",
+            "reported while half-written"
+        );
+        assert_eq!(watch.version(), &Version::of(&path));
+        std::fs::write(&path, "first part, second part, third").unwrap();
+        assert_ne!(watch.version(), &Version::of(&path), "a write since");
+        assert!(started.elapsed() >= pause + settle);
+        writer.await.unwrap();
+    }
+
+    /// The other side of the settle period: a writer pausing longer than it
+    /// is seen half-way (hence: write elsewhere, then rename).
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_pausing_longer_than_the_settle_period_is_seen_half_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, "a").unwrap();
+        let settle = Duration::from_secs(1);
+        let mut watch =
+            FileWatch::new(&path, false, Duration::ZERO, "test file").settle_for(settle);
+        watch.poll = Duration::from_secs(2);
+        std::fs::write(&path, "first part").unwrap();
+        let pause = Duration::from_secs(2) + settle + Duration::from_millis(500);
+        let writer = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(pause).await;
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                std::io::Write::write_all(&mut file, b", second part").unwrap();
+            })
+        };
+        let started = tokio::time::Instant::now();
+        assert_eq!(watch.next().await, Trigger::Changed);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first part");
+        assert!(started.elapsed() < pause);
+        writer.await.unwrap();
     }
 }

@@ -12,17 +12,20 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::board::{Board, Control, ControlError};
-use super::file_watch::{FileWatch, Trigger};
+use super::file_watch::{FileWatch, Trigger, Version};
 use super::http::HttpServer;
 use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport};
 use super::prepare::{Prepared, prepare};
 use super::reload::{self, Plan};
 use super::supervise::{Supervisor, Task};
 use super::{RunError, RunReport};
-use crate::config::{Config, RunConfig};
+use crate::config::{Config, RunConfig, Source};
 
 /// How often the config file is stat'ed when notifications are missed.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
+/// How long the config file must stay unchanged before it is read again:
+/// a file written in several steps is applied whole, not half-written.
+const CONFIG_SETTLE: Duration = Duration::from_secs(1);
 /// How long the http listener gets to finish answers after the drain.
 const HTTP_STOP: Duration = Duration::from_secs(1);
 
@@ -40,6 +43,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     board.take_controls(controls_tx);
     let mut process = Process {
         running: BTreeMap::new(),
+        draining: JoinSet::new(),
         config: config.clone(),
         root: shutdown.clone(),
         failures: failures_tx,
@@ -74,14 +78,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         ProcessTasks::stop(http).await;
         return Err(e);
     }
-    let mut reloads = config
-        .source
-        .as_ref()
-        .map(|s| FileWatch::new(s.path(), true, CONFIG_POLL, "config file"));
+    let mut reloads = config.source.as_ref().map(|s| {
+        FileWatch::new(s.path(), true, CONFIG_POLL, "config file").settle_for(CONFIG_SETTLE)
+    });
     let failure = loop {
         let reload = async {
             match reloads.as_mut() {
-                Some(w) => w.next().await,
+                Some(w) => {
+                    let trigger = w.next().await;
+                    (trigger, w.version().clone())
+                }
                 None => std::future::pending().await,
             }
         };
@@ -96,7 +102,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
             _ = shutdown.cancelled() => break None,
             Some(failure) = failures.recv() => break Some(Err(failure)),
             end = process_task_end => break Some(Ok(end)),
-            trigger = reload => process.reload(trigger).await,
+            (trigger, version) = reload => process.reload(trigger, version).await,
             Some(control) = controls.recv() => process.control(control).await,
         }
     };
@@ -181,9 +187,32 @@ async fn prepare_all(pipelines: Vec<RunConfig>) -> Result<Vec<(RunConfig, Prepar
     Ok(out)
 }
 
+/// The config file as it settled, or `None` (logged) if it does not load
+/// or a new write began while it was read — that one is reported once it
+/// settles, so a half-written file is never applied.
+fn load_settled(source: &Source, version: &Version) -> Option<Config> {
+    let loaded = source.load();
+    if Version::of(source.path()) != *version {
+        tracing::info!(file = %source.path().display(),
+            "the config file changed while it was read; it is read again once it settles");
+        return None;
+    }
+    loaded
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "configuration reload refused; the running configuration keeps serving");
+        })
+        .ok()
+}
+
+/// A pipeline's name and how its drain ended.
+type Drained = (String, Result<PipelineReport, Failure>);
+
 /// The running pipelines and what they came from.
 struct Process {
     running: BTreeMap<String, PipelineHandle>,
+    /// Drains under way: a reload's or a removal's, until they end or the
+    /// shutdown drain takes them over.
+    draining: JoinSet<Drained>,
     config: Config,
     root: CancellationToken,
     failures: mpsc::UnboundedSender<Failure>,
@@ -213,21 +242,18 @@ impl Process {
         Ok(())
     }
 
-    /// Reads the config file again and applies what changed; a file that
-    /// does not parse, validate or compile changes nothing.
-    async fn reload(&mut self, trigger: Trigger) {
+    /// Reads the config file again (as it settled: `version`) and applies
+    /// what changed; a file that does not parse, validate or compile
+    /// changes nothing.
+    async fn reload(&mut self, trigger: Trigger, version: Version) {
         let Some(source) = self.config.source.clone() else {
             return;
         };
         if trigger == Trigger::Hangup {
             tracing::info!(file = %source.path().display(), "SIGHUP: reloading the configuration");
         }
-        let mut new = match source.load() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "configuration reload refused; the running configuration keeps serving");
-                return;
-            }
+        let Some(mut new) = load_settled(&source, &version) else {
+            return;
         };
         if new.http != self.config.http {
             tracing::warn!(
@@ -292,7 +318,10 @@ impl Process {
             .cloned()
             .chain(changed.iter().map(|(c, _)| c.name.clone()))
             .collect();
-        self.drain(&stopping).await;
+        if !self.drain(&stopping).await {
+            tracing::info!("shutdown requested during the reload: nothing new is started");
+            return Vec::new();
+        }
         let mut failed = Vec::new();
         for (config, prepared) in prepared {
             let action = if changed.iter().any(|(c, _)| c.name == config.name) {
@@ -309,29 +338,49 @@ impl Process {
         failed
     }
 
-    /// Drains the named pipelines side by side; a panic found meanwhile is
-    /// reported as a failure like any other, on the failures channel.
-    async fn drain(&mut self, names: &[String]) {
-        let mut drains = JoinSet::new();
+    /// Drains the named pipelines side by side, while the process runs:
+    /// `false` if a shutdown came first. Their drains then go on, and the
+    /// shutdown drain waits for them beside the others' — one bound for the
+    /// whole shutdown, not a reload's drain and then the shutdown's.
+    async fn drain(&mut self, names: &[String]) -> bool {
+        self.start_draining(names);
+        loop {
+            let done = tokio::select! {
+                biased;
+                _ = self.root.cancelled() => return false,
+                done = self.draining.join_next() => done,
+            };
+            match done {
+                Some(done) => self.drained(done),
+                None => return true,
+            }
+        }
+    }
+
+    fn start_draining(&mut self, names: &[String]) {
         for name in names {
             if let Some(handle) = self.running.remove(name) {
                 self.board.stopping(name);
                 let name = name.clone();
-                drains.spawn(async move { (name, handle.drain().await) });
+                self.draining
+                    .spawn(async move { (name, handle.drain().await) });
             }
         }
-        while let Some(done) = drains.join_next().await {
-            match done {
-                Ok((name, Ok(report))) => {
-                    tracing::info!(pipeline = %name, action = "stopped", "pipeline stopped");
-                    self.record(name, report);
-                }
-                Ok((_, Err(f))) => {
-                    let _ = self.failures.send(f);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "a pipeline's drain ended abnormally");
-                }
+    }
+
+    /// Records a finished drain; a panic found meanwhile is reported as a
+    /// failure like any other, on the failures channel.
+    fn drained(&mut self, done: Result<Drained, tokio::task::JoinError>) {
+        match done {
+            Ok((name, Ok(report))) => {
+                tracing::info!(pipeline = %name, action = "stopped", "pipeline stopped");
+                self.record(name, report);
+            }
+            Ok((_, Err(f))) => {
+                let _ = self.failures.send(f);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a pipeline's drain ended abnormally");
             }
         }
     }
@@ -409,10 +458,14 @@ impl Process {
             )));
         }
         tracing::info!(pipeline = %name, action = "removing", "consumer removed from the dashboard: draining it");
-        self.drain(&[name.to_owned()]).await;
+        let drained = self.drain(&[name.to_owned()]).await;
         self.config.pipelines.retain(|p| p.name != name);
         self.redeclare();
-        Ok(())
+        if drained {
+            Ok(())
+        } else {
+            Err(ControlError::Stopping)
+        }
     }
 
     /// Tells the board what the configuration now declares.
@@ -423,9 +476,13 @@ impl Process {
         );
     }
 
+    /// Drains every pipeline, with the drains already under way.
     async fn drain_all(&mut self) {
         let names: Vec<String> = self.running.keys().cloned().collect();
-        self.drain(&names).await;
+        self.start_draining(&names);
+        while let Some(done) = self.draining.join_next().await {
+            self.drained(done);
+        }
     }
 
     fn record(&mut self, name: String, report: PipelineReport) {

@@ -42,7 +42,7 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
         } else if let Some(r) = rest.strip_prefix("${") {
             let end = r
                 .find('}')
-                .ok_or_else(|| format!("unclosed ${{ in {s:?} (write $$ for a literal $)"))?;
+                .ok_or("unclosed ${ (write $$ for a literal $)")?;
             let (name, default) = match r[..end].split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (&r[..end], None),
@@ -50,7 +50,10 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(format!("${{{name}}} is not an environment variable name"));
+                // Not quoted: it may be a piece of a secret.
+                return Err(
+                    "`${…}` must hold an environment variable name (letters, digits, _)".into(),
+                );
             }
             match (env(name), default) {
                 (Some(v), _) => out.push_str(&v),

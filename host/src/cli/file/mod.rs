@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 mod expand;
 mod http;
+mod redact;
 mod redis;
 mod values;
 
@@ -23,6 +24,7 @@ use toml::de::{DeTable, DeValue};
 
 use self::expand::expand;
 use self::http::http_listen;
+use self::redact::Secrets;
 use self::redis::redis_config;
 use self::values::flag_values;
 use super::{Cli, RunArgs};
@@ -62,15 +64,27 @@ pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, FileError> {
-    let at = |span: Option<Range<usize>>, message: String| locate(path, text, span, message);
-    let doc = DeTable::parse(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
+    let at = |secrets: &Secrets, span: Option<Range<usize>>, message: String| {
+        locate(path, text, secrets, span, message)
+    };
+    let mut secrets = Secrets::of_urls(text);
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            secrets.add_lines(text);
+            return Err(at(&secrets, e.span(), e.message().to_owned()));
+        }
+    };
     let mut root = doc.into_inner();
+    secrets.add_tree(&root);
     for (_, value) in root.iter_mut() {
-        expand(value, env).map_err(|(span, m)| at(Some(span), m))?;
+        expand(value, env).map_err(|(span, m)| at(&secrets, Some(span), m))?;
     }
+    // Expanded values may carry secrets from the environment.
+    secrets.add_tree(&root);
     File::read(&root)
         .and_then(|file| file.into_config(path, env))
-        .map_err(|(span, m)| at(span, m))
+        .map_err(|(span, m)| at(&secrets, span, m))
 }
 
 type Problem = (Option<Range<usize>>, String);
@@ -324,8 +338,15 @@ fn similar(a: &str, b: &str) -> bool {
     row[b.len()] <= 3
 }
 
-/// An error at `span` of `text`, with line, column and the line shown.
-fn locate(path: &Path, text: &str, span: Option<Range<usize>>, message: String) -> FileError {
+/// An error at `span` of `text`, with line, column and the line shown,
+/// `secrets` masked in the line and the message.
+fn locate(
+    path: &Path,
+    text: &str,
+    secrets: &Secrets,
+    span: Option<Range<usize>>,
+    message: String,
+) -> FileError {
     let start = span.as_ref().map_or(0, |s| s.start.min(text.len()));
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
@@ -333,18 +354,15 @@ fn locate(path: &Path, text: &str, span: Option<Range<usize>>, message: String) 
     let column = text[line_start..start].chars().count() + 1;
     let snippet = match &span {
         Some(s) => {
-            let shown = &text[line_start..line_end];
-            let width = text[start..s.end.clamp(start, line_end)]
-                .chars()
-                .count()
-                .max(1);
+            let shown = secrets.line(text, line_start..line_end, start..s.end);
             let gutter = line.to_string().len();
             format!(
-                "\n{:gutter$} |\n{line} | {shown}\n{:gutter$} | {}{}",
+                "\n{:gutter$} |\n{line} | {}\n{:gutter$} | {}{}",
                 "",
+                shown.text,
                 "",
-                " ".repeat(column - 1),
-                "^".repeat(width)
+                " ".repeat(shown.column),
+                "^".repeat(shown.width)
             )
         }
         None => String::new(),
@@ -353,7 +371,7 @@ fn locate(path: &Path, text: &str, span: Option<Range<usize>>, message: String) 
         path: path.to_owned(),
         line,
         column,
-        message,
+        message: secrets.scrub(&message),
         snippet,
     }
 }

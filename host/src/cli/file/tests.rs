@@ -261,3 +261,161 @@ fn the_http_listener_is_a_process_level_table() {
     let e = refusal(&format!("{P}http = \"9090\"\n"));
     assert!(e.message.contains("[http] table"), "{e}");
 }
+
+#[test]
+fn the_effective_http_table_keeps_admin_and_never_the_token() {
+    const P: &str = "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\n";
+    let with_token = |name: &str| match name {
+        crate::config::TOKEN_ENV => Some("tok-hunter2".to_owned()),
+        _ => None,
+    };
+    let path = Path::new("streamhost.toml");
+    for admin in [true, false] {
+        let text = format!("[http]\nlisten = \"9090\"\nadmin = {admin}\n{P}");
+        let c = parse(path, &text, &with_token).unwrap();
+        let shown = render(&c);
+        assert!(shown.contains(&format!("admin = {admin}")), "{shown}");
+        assert!(!shown.contains("tok-hunter2"), "{shown}");
+        let again = parse(path, &shown, &with_token).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        assert_eq!(again.http, c.http, "{shown}");
+        assert_eq!(
+            again.dashboard.admin.is_some(),
+            admin,
+            "the effective file keeps admin = {admin}: {shown}"
+        );
+    }
+}
+
+/// Where a refusal points, what it says, and the secret that must not show.
+struct SecretCase {
+    what: &'static str,
+    text: String,
+    at: (usize, usize),
+    says: &'static str,
+    secret: &'static str,
+}
+
+fn secret_cases() -> Vec<SecretCase> {
+    const P: &str = "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\n";
+    let case = |what, text: String, at, says, secret| SecretCase {
+        what,
+        text,
+        at,
+        says,
+        secret,
+    };
+    vec![
+        case(
+            "a password in a URL with a bad port",
+            format!("[redis]\nurl = \"redis://app:hunter2@db:notaport\"\n{P}"),
+            (2, 7),
+            "is not a Redis URL",
+            "hunter2",
+        ),
+        case(
+            "a password in a URL with a bad variable",
+            format!("[redis]\nurl = \"redis://app:hunter2@${{HOST\"\n{P}"),
+            (2, 7),
+            "unclosed ${",
+            "hunter2",
+        ),
+        case(
+            "a password in a URL that came from a variable",
+            format!("[redis]\nurl = \"${{BAD_URL}}\"\n{P}"),
+            (2, 7),
+            "is not a Redis URL",
+            "pa55word",
+        ),
+        case(
+            "an inline password",
+            format!("[redis]\npassword = \"hunter2\"\n{P}"),
+            (2, 1),
+            "a password is never written in the config file",
+            "hunter2",
+        ),
+        case(
+            "a password where the variable's name belongs",
+            format!("[redis]\npassword-env = \"hunter2\"\n{P}"),
+            (2, 16),
+            "(the Redis password) is not set",
+            "hunter2",
+        ),
+        case(
+            "a secret-named key of the wrong type",
+            format!("{P}[pipeline.plugin-config]\napi-token = [\"hunter2\"]\n"),
+            (6, 13),
+            "plugin-config values are strings, numbers or booleans, not an array",
+            "hunter2",
+        ),
+        case(
+            "a secret-named unknown key",
+            format!("{P}client-secret = \"hunter2\"\n"),
+            (5, 1),
+            "unknown key `client-secret`",
+            "hunter2",
+        ),
+        case(
+            "a secret in an inline table",
+            format!("{P}plugin-config = {{ user = \"u\", token = \"hunter2\", n = [1] }}\n"),
+            (5, 54),
+            "not an array",
+            "hunter2",
+        ),
+        case(
+            "a syntax error on a secret's line",
+            format!("{P}[pipeline.plugin-config]\npassword = \"hunter2\n"),
+            (6, 20),
+            "",
+            "hunter2",
+        ),
+        case(
+            "a syntax error after a password in a URL",
+            format!("[redis]\nurl = \"redis://app:hunter2@db\" x\n{P}"),
+            (2, 32),
+            "",
+            "hunter2",
+        ),
+    ]
+}
+
+#[test]
+fn refusals_point_at_a_secrets_line_without_showing_the_secret() {
+    let env = |name: &str| match name {
+        "BAD_URL" => Some("redis://app:pa55word@db:notaport".to_owned()),
+        _ => None,
+    };
+    let mut wrong = Vec::new();
+    for SecretCase {
+        what,
+        text,
+        at,
+        says,
+        secret,
+    } in secret_cases()
+    {
+        let e = parse(Path::new("streamhost.toml"), &text, &env).expect_err(what);
+        let shown = e.to_string();
+        let checks = [
+            ((e.line, e.column) == at, "points elsewhere"),
+            (e.message.contains(says), "says something else"),
+            (
+                shown.starts_with(&format!("streamhost.toml:{}:{}: ", at.0, at.1)),
+                "does not start with the place",
+            ),
+            (
+                !shown.contains(secret) && !e.one_line().contains(secret),
+                "shows the secret",
+            ),
+            (
+                shown.contains(&format!("\n{} | ", at.0)) && shown.contains('^'),
+                "does not show the line",
+            ),
+        ];
+        for (ok, problem) in checks {
+            if !ok {
+                wrong.push(format!("{what}: {problem}:\n{shown}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
