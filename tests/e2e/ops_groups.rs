@@ -328,7 +328,7 @@ fn hosts_restoring_a_vanished_group_at_once_never_move_it_back_nor_steal_rows() 
     rt.block_on(async {
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
         // Host a knew delivery up to ids[2] and holds ids[1] at delivery 3.
-        let a = restore(&mut con, &host("a"), &ids[2], &[held("a", &ids[1], 3)])
+        let a = restore(&mut con, &host("a"), &ids[2], "0", &[held("a", &ids[1], 3)])
             .await
             .unwrap();
         assert_eq!((a.how, a.rows), (Regroup::Created, 1));
@@ -338,6 +338,7 @@ fn hosts_restoring_a_vanished_group_at_once_never_move_it_back_nor_steal_rows() 
             &mut con,
             &host("b"),
             &ids[4],
+            "0",
             &[held("b", &ids[4], 1), held("b", &ids[1], 1)],
         )
         .await
@@ -352,7 +353,9 @@ fn hosts_restoring_a_vanished_group_at_once_never_move_it_back_nor_steal_rows() 
             )
         );
         // Host c, behind both, moves nothing back.
-        let c = restore(&mut con, &host("c"), &ids[0], &[]).await.unwrap();
+        let c = restore(&mut con, &host("c"), &ids[0], "0", &[])
+            .await
+            .unwrap();
         assert_eq!((c.how, c.rows), (Regroup::Kept { at: ids[4].clone() }, 0));
     });
     assert_eq!(last_delivered(&redis, &stream, "g"), Some(ids[4].clone()));
@@ -362,4 +365,15 @@ fn hosts_restoring_a_vanished_group_at_once_never_move_it_back_nor_steal_rows() 
     for consumer in ["a", "b", "c"] {
         assert!(redis.consumers(&stream, "g").contains(&consumer.to_owned()));
     }
+    // The key itself deleted: nothing of it can be delivered again, so the
+    // group starts over at the fresh-start position.
+    let _: u64 = redis::cmd("DEL").arg(&stream).query(&mut c).unwrap();
+    let fresh = rt.block_on(async {
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        restore(&mut con, &host("a"), &ids[5], "0", &[held("a", &ids[5], 1)])
+            .await
+            .unwrap()
+    });
+    assert_eq!((fresh.how, fresh.rows), (Regroup::Fresh, 0));
+    assert_eq!(last_delivered(&redis, &stream, "g").as_deref(), Some("0-0"));
 }

@@ -88,8 +88,9 @@ impl Reader {
     /// Puts the group back after it vanished (destroyed, or the stream key
     /// deleted): at the newest id this process knows it delivered, so what
     /// was handled is not handled again, with the pending rows of every
-    /// entry held here restored (their commits are fenced on them). Only
-    /// if nothing was ever known delivered does it fall back to --start-id.
+    /// entry held here restored (their commits are fenced on them). If
+    /// nothing was ever known delivered, or the stream key itself is gone
+    /// (nothing of it can be delivered again), at --start-id.
     async fn regroup(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let (g, holdings) = (&self.group, &self.holdings);
         let start_id = self.config.start_id.as_str();
@@ -98,7 +99,7 @@ impl Reader {
             // Read again on every attempt: what is held changes meanwhile.
             let newest = holdings.newest();
             let at = newest.clone().unwrap_or_else(|| start_id.to_owned());
-            let restored = groups::restore(&mut con, g, &at, &holdings.held()).await?;
+            let restored = groups::restore(&mut con, g, &at, start_id, &holdings.held()).await?;
             Ok((at, newest.is_some(), restored))
         })
         .await?;
@@ -109,6 +110,11 @@ impl Reader {
             "the group vanished (NOGROUP) before anything was known delivered: --start-id"
         };
         match restored.how {
+            Regroup::Fresh => {
+                tracing::warn!(%stream, %group, id = %start_id, restored_rows = rows,
+                    reason = "the stream key vanished, and every entry with it: --start-id",
+                    "recreated the stream and its consumer group");
+            }
             Regroup::Created => {
                 tracing::warn!(%stream, %group, id = %at, restored_rows = rows, reason, "recreated the consumer group where it had got to");
             }

@@ -78,6 +78,9 @@ pub struct HeldEntry {
 pub enum Regroup {
     /// It was gone: created at the position asked for.
     Created,
+    /// The stream key itself was gone (and every entry with it): created
+    /// with the stream, at the fresh-start position.
+    Fresh,
     /// Someone had recreated it behind the position (at `from`): moved forward.
     Raised {
         /// Where it was.
@@ -111,9 +114,13 @@ pub struct Restored {
 /// deleted) where it had got to, in one atomic step, so that neither a
 /// read nor a commit sees it half done. KEYS[1] = stream; ARGV[1] = group,
 /// ARGV[2] = the position (an id; anything else is only used to create),
-/// ARGV[3] = this consumer, then per held entry its id, consumer and delivery.
+/// ARGV[3] = this consumer, ARGV[4] = where to start if the stream key is
+/// gone, then per held entry its id, consumer and delivery.
 ///
-/// Creates the group at the position (`MKSTREAM`); if it exists already (a
+/// If the stream key is gone, nothing it held can be delivered again: the
+/// group is created with the stream at the fresh-start position (`TYPE`,
+/// then `XGROUP CREATE … MKSTREAM`). Otherwise it creates the group at the
+/// position; if it exists already (a
 /// peer recreated it first) and is behind the position, moves it forward
 /// (`SETID`; a refusal of it is reported, not fatal), never back.
 /// Registers the consumer. Then every held entry with
@@ -126,7 +133,7 @@ pub struct Restored {
 static RESTORE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local stream, group, at, me = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local stream, group, at, me, fresh = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local function older(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
@@ -139,6 +146,9 @@ local function older(a, b)
   return as < bs
 end
 local how, seen, why = 'created', '', ''
+if redis.call('TYPE', stream)['ok'] == 'none' then
+  how, at = 'fresh', fresh
+end
 local made = redis.pcall('XGROUP', 'CREATE', stream, group, at, 'MKSTREAM')
 if type(made) == 'table' and made.err then
   if string.sub(made.err, 1, 9) ~= 'BUSYGROUP' then return redis.error_reply(made.err) end
@@ -161,7 +171,7 @@ if type(made) == 'table' and made.err then
 end
 redis.call('XGROUP', 'CREATECONSUMER', stream, group, me)
 local rows = 0
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local id = ARGV[i]
   if #redis.call('XPENDING', stream, group, id, id, 1) == 0 then
     rows = rows + #redis.call('XCLAIM', stream, group, ARGV[i + 1], 0, id,
@@ -173,24 +183,26 @@ return {how, seen, rows, why}
     )
 });
 
-/// Runs [`RESTORE`] for `g` at position `at` with the entries `held`
-/// here.
+/// Runs [`RESTORE`] for `g` at position `at` (`fresh` if the stream key
+/// is gone) with the entries `held` here.
 ///
-/// `EVALSHA <restore> 1 stream group at consumer (id consumer deliveries)…`
+/// `EVALSHA <restore> 1 stream group at consumer fresh (id consumer deliveries)…`
 pub async fn restore(
     con: &mut MultiplexedConnection,
     g: &GroupRef,
     at: &str,
+    fresh: &str,
     held: &[HeldEntry],
 ) -> RedisResult<Restored> {
     let mut call = RESTORE.key(&g.stream);
-    call.arg(&g.group).arg(at).arg(&g.consumer);
+    call.arg(&g.group).arg(at).arg(&g.consumer).arg(fresh);
     for h in held {
         call.arg(&h.id).arg(&h.consumer).arg(h.deliveries);
     }
     let (how, seen, rows, why): (String, String, u64, String) = call.invoke_async(con).await?;
     let how = match how.as_str() {
         "created" => Regroup::Created,
+        "fresh" => Regroup::Fresh,
         "raised" => Regroup::Raised { from: seen },
         "kept" => Regroup::Kept { at: seen },
         "behind" => Regroup::Behind { at: seen, why },
