@@ -19,7 +19,7 @@ use super::holdings::GroupHoldings;
 use super::stats::Stats;
 use crate::config::RunConfig;
 use crate::stream::commands::{self, GroupRef};
-use crate::stream::groups::{self, Regroup};
+use crate::stream::groups::{self, Regroup, Restored};
 use crate::stream::inspect;
 use crate::stream::{Cancelled, ClaimSpec, ErrorClass, LinkError, PayloadReader, RedisLink};
 
@@ -103,34 +103,7 @@ impl Reader {
             Ok((at, newest.is_some(), restored))
         })
         .await?;
-        let (stream, group, rows) = (&g.stream, &g.group, restored.rows);
-        let reason = if known {
-            "the group vanished (NOGROUP): entries up to the newest id it delivered count as handled"
-        } else {
-            "the group vanished (NOGROUP) before anything was known delivered: --start-id"
-        };
-        match restored.how {
-            Regroup::Fresh => {
-                tracing::warn!(%stream, %group, id = %start_id, restored_rows = rows,
-                    reason = "the stream key vanished, and every entry with it: --start-id",
-                    "recreated the stream and its consumer group");
-            }
-            Regroup::Created => {
-                tracing::warn!(%stream, %group, id = %at, restored_rows = rows, reason, "recreated the consumer group where it had got to");
-            }
-            Regroup::Raised { from } => {
-                tracing::warn!(%stream, %group, id = %at, from = %from, restored_rows = rows, reason,
-                    "the consumer group had been recreated behind what was delivered here: moved it forward");
-            }
-            Regroup::Behind { at: found, why } => {
-                tracing::warn!(%stream, %group, id = %found, delivered_here = %at, restored_rows = rows, reason, error = %why,
-                    "the consumer group had been recreated behind what was delivered here and could not be moved forward: entries after it are delivered again");
-            }
-            Regroup::Kept { at: found } => {
-                tracing::warn!(%stream, %group, id = %found, delivered_here = %at, restored_rows = rows, reason,
-                    "the consumer group had already been recreated; left it where it is");
-            }
-        }
+        report_regroup(g, &at, start_id, known, restored);
         Ok(())
     }
 
@@ -294,6 +267,39 @@ async fn refused(
         LinkError::Refused(e) => {
             tracing::error!(error = %e, stream = %g.stream, group = %g.group, "{what} failed");
             link.pause(cancel).await
+        }
+    }
+}
+
+/// Says what putting a vanished group back did, and why (`at`: the
+/// position asked for; `known`: whether it was a delivered id).
+fn report_regroup(g: &GroupRef, at: &str, start_id: &str, known: bool, restored: Restored) {
+    let (stream, group, rows) = (&g.stream, &g.group, restored.rows);
+    let reason = if known {
+        "the group vanished (NOGROUP): entries up to the newest id it delivered count as handled"
+    } else {
+        "the group vanished (NOGROUP) before anything was known delivered: --start-id"
+    };
+    match restored.how {
+        Regroup::Fresh => {
+            tracing::warn!(%stream, %group, id = %start_id, restored_rows = rows,
+                reason = "the stream key vanished, and every entry with it: --start-id",
+                "recreated the stream and its consumer group");
+        }
+        Regroup::Created => {
+            tracing::warn!(%stream, %group, id = %at, restored_rows = rows, reason, "recreated the consumer group where it had got to");
+        }
+        Regroup::Raised { from } => {
+            tracing::warn!(%stream, %group, id = %at, from = %from, restored_rows = rows, reason,
+                "the consumer group had been recreated behind what was delivered here: moved it forward");
+        }
+        Regroup::Behind { at: found, why } => {
+            tracing::warn!(%stream, %group, id = %found, delivered_here = %at, restored_rows = rows, reason, error = %why,
+                "the consumer group had been recreated behind what was delivered here and could not be moved forward: entries after it are delivered again");
+        }
+        Regroup::Kept { at: found } => {
+            tracing::warn!(%stream, %group, id = %found, delivered_here = %at, restored_rows = rows, reason,
+                "the consumer group had already been recreated; left it where it is");
         }
     }
 }
