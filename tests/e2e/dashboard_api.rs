@@ -610,3 +610,81 @@ fn an_uploaded_plugin_swaps_live_and_a_bad_one_is_refused_and_put_back() {
     assert_eq!(std::fs::read(&f.notify).unwrap(), noop);
     assert!(f.host.log().contains("plugin swapped"));
 }
+
+/// `(id, consumer, idle ms, deliveries)` of every pending entry of `group`.
+fn pending_with_idle(
+    redis: &RedisServer,
+    stream: &str,
+    group: &str,
+) -> Vec<(String, String, u64, u64)> {
+    redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+#[test]
+fn reclaim_now_never_takes_what_a_sibling_pipeline_holds_in_a_retry_backoff() {
+    let redis = RedisServer::start();
+    let stream = key("dash-reclaim-siblings");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pipeline = |name: &str| {
+        format!(
+            "[[pipeline]]\nname = \"{name}\"\ngroup = \"g\"\nconsumer = \"{name}\"\nplugin = \"{}\"\n",
+            plugin("misbehave").display()
+        )
+    };
+    // Retries wait a minute here: long enough for the request to find
+    // them idle, held by their pipeline.
+    let text = format!(
+        "[redis]\nurl = \"{url}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nadmin = true\n\
+         [defaults]\nstream = \"{stream}\"\nblock = \"200ms\"\nclaim-idle = \"30s\"\nclaim-interval = \"200ms\"\n\
+         retry-backoff = \"60s\"\nstats-interval = \"0s\"\n\n{}{}",
+        pipeline("p-1"),
+        pipeline("p-2"),
+        url = redis.url(),
+    );
+    let file = dir.path().join("host.toml");
+    std::fs::write(&file, text).unwrap();
+    let _host = Host::spawn_env(
+        &["run", "--config", file.to_str().unwrap()],
+        &[("STREAMHOST_HTTP_TOKEN", TOKEN)],
+    );
+    eventually(WAIT, "every pipeline serves", || {
+        (get(port, "/readyz")?.status == 200).then_some(())
+    });
+    for _ in 0..40 {
+        redis.add(&stream, &[("action", "retryable")]);
+    }
+    let before = eventually(WAIT, "every entry failed once and waits, idle", || {
+        let rows = pending_with_idle(&redis, &stream, "g");
+        (rows.len() == 40 && rows.iter().all(|(_, _, idle, n)| *n == 1 && *idle >= 500))
+            .then_some(rows)
+    });
+    // Ask the sibling of a pipeline that holds entries (both, usually).
+    let holder = before[0].1.clone();
+    let sibling = if holder == "p-1" { "p-2" } else { "p-1" };
+    let (status, answer) = post_json(
+        port,
+        &format!("/api/consumers/{sibling}/reclaim"),
+        Some(TOKEN),
+        &json!({"min_idle_ms": 100}),
+    );
+    assert_eq!((status, &answer["claimed"]), (200, &json!(0)), "{answer}");
+    let after = pending_with_idle(&redis, &stream, "g");
+    let owners = |rows: &[(String, String, u64, u64)]| -> Vec<(String, String, u64)> {
+        rows.iter()
+            .map(|(id, c, _, n)| (id.clone(), c.clone(), *n))
+            .collect()
+    };
+    assert_eq!(
+        owners(&after),
+        owners(&before),
+        "same owners, no delivery counted"
+    );
+}

@@ -1,10 +1,11 @@
-//! The operator toolkit's library side: what `host status`, `produce`,
+//! The operator toolkit's library side: what `host status`, `produce`, `groups`,
 //! `dlq` and `trim` compute, as plain data (`Serialize`) that the command
 //! line prints as tables or JSON and that an HTTP status API can serve.
 //! Redis is reached only through the typed wrappers of [`crate::stream`].
 
 pub mod checks;
 pub mod dlq;
+pub mod groups;
 pub mod produce;
 pub mod replay;
 pub mod status;

@@ -22,7 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -36,7 +36,7 @@ use super::dispatch::WeakDispatcher;
 use super::inflight::InFlight;
 use super::stats::Stats;
 use crate::config::MAX_RETRY_BACKOFF;
-use crate::stream::{ClaimSpec, Entry, RedisLink};
+use crate::stream::{ClaimSpec, Entry, LinkError, RedisLink};
 
 /// Most ids per claim call.
 const CLAIM_CHUNK: usize = 1_000;
@@ -142,9 +142,11 @@ impl Holder {
                             if w.entry.is_some() { here.push(w) } else { release.push(w) }
                         }
                     }
-                    self.release(release).await;
-                    for mut w in self.retry_here(here).await {
-                        // Redis did not answer: try again a backoff step later.
+                    let kept = self.release(release).await;
+                    for mut w in kept.into_iter().chain(self.retry_here(here).await) {
+                        // Redis did not answer, or the group is gone (the
+                        // reader puts it back, with the rows of what we
+                        // hold): try again a backoff step later.
                         w.due = Instant::now() + self.base;
                         waiting.push(Reverse(w));
                     }
@@ -153,7 +155,7 @@ impl Holder {
             }
         }
         let rest: Vec<Waiting> = waiting.into_iter().map(|Reverse(w)| w).collect();
-        self.release(rest).await;
+        self.release_or_let_go(rest).await;
     }
 
     /// Re-claims held entries older than `age`.
@@ -240,7 +242,7 @@ impl Holder {
             };
             match (counts.get(&w.id), &dispatch) {
                 (Some(&deliveries), Some(dispatch)) => {
-                    self.inflight.renewed([w.id.as_str()]);
+                    self.inflight.redelivered(&w.id, deliveries);
                     entry.delivery_count = deliveries;
                     dispatch.route(entry, permit);
                 }
@@ -255,20 +257,29 @@ impl Holder {
         }
         // Claimed just as the pipeline stopped reading: released with the
         // delivery counted, for the next owner.
-        self.release(stopped).await;
+        self.release_or_let_go(stopped).await;
         Vec::new()
     }
 
+    /// [`Holder::release`] when nothing will try again (the pipeline is
+    /// stopping): what could not be released is let go all the same.
+    async fn release_or_let_go(&mut self, entries: Vec<Waiting>) {
+        let kept = self.release(entries).await;
+        self.inflight.drop_all(kept.iter().map(|w| w.id.as_str()));
+    }
+
     /// Sets the idle time of entries still ours to `claim_idle` and lets go
-    /// of them (and of their window slots).
-    async fn release(&mut self, entries: Vec<Waiting>) {
+    /// of them (and of their window slots). Returns, still held, those
+    /// whose group had vanished: the reader puts it back with a pending row
+    /// for each entry held here, and they are released then.
+    async fn release(&mut self, entries: Vec<Waiting>) -> Vec<Waiting> {
         if entries.is_empty() {
-            return;
+            return entries;
         }
-        // Let go first: once the idle time is set a reaper may claim the
-        // entry at any moment, and ours must not skip it as still held.
-        self.inflight
-            .drop_all(entries.iter().map(|w| w.id.as_str()));
+        // Let go only after the release: a group put back meanwhile gets
+        // the rows of what is still held. Our reaper may skip a released
+        // entry once in between; the next sweep (or a peer's) takes it.
+        let mut vanished: HashSet<&str> = HashSet::new();
         // A short try: if Redis stays unreachable the entries simply age
         // into reclaimability on their own, no longer renewed.
         let budget = super::cancel_after(RELEASE_BUDGET);
@@ -290,11 +301,19 @@ impl Holder {
                 .await;
             match released {
                 Ok(c) => self.stats.released(c.claimed.len() as u64),
+                Err(LinkError::Refused(e)) if e.code() == Some("NOGROUP") => {
+                    vanished.extend(chunk.iter().map(|(id, _)| *id));
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, entries = chunk.len(), "could not release entries for retry; they will be reclaimed once idle");
                 }
             }
         }
+        let vanished: HashSet<String> = vanished.into_iter().map(str::to_owned).collect();
+        let (kept, gone): (Vec<Waiting>, Vec<Waiting>) =
+            entries.into_iter().partition(|w| vanished.contains(&w.id));
+        self.inflight.drop_all(gone.iter().map(|w| w.id.as_str()));
+        kept
     }
 }
 

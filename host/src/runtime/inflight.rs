@@ -1,20 +1,32 @@
 //! The entries this process holds right now — queued, being handled, or
-//! waiting out a retry backoff — with when each was last claimed. Keep-alive
-//! re-claims the old ones so a peer's reaper never steals work in progress,
-//! and our own reaper skips them.
+//! waiting out a retry backoff — with when each was last claimed and the
+//! delivery it is at. Keep-alive re-claims the old ones so a peer's reaper
+//! never steals work in progress; every reaper of this process skips what
+//! any pipeline of it holds on the same group
+//! ([`super::holdings::Holdings`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Ids held by this process and when Redis last saw us claim each.
+/// One held entry.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    /// When Redis last saw us claim it.
+    since: Instant,
+    /// The delivery it is at (what its pending row says).
+    deliveries: u32,
+}
+
+/// Ids held by one pipeline, when Redis last saw us claim each, and the
+/// delivery each is at.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    held: Mutex<HashMap<String, Instant>>,
+    held: Mutex<HashMap<String, Hold>>,
 }
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hold>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -32,7 +44,10 @@ impl InFlight {
                     || match held.entry(e.id.clone()) {
                         std::collections::hash_map::Entry::Occupied(_) => false,
                         std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(now);
+                            v.insert(Hold {
+                                since: now,
+                                deliveries: e.delivery_count,
+                            });
                             true
                         }
                     }
@@ -58,6 +73,20 @@ impl InFlight {
         self.lock().contains_key(id)
     }
 
+    /// Keeps the `rows` whose id is not held, under one lock.
+    pub(super) fn retain_not_held<T>(&self, rows: &mut Vec<T>, id: &impl Fn(&T) -> &str) {
+        let held = self.lock();
+        rows.retain(|r| !held.contains_key(id(r)));
+    }
+
+    /// Every held id with the delivery it is at.
+    pub(super) fn snapshot(&self) -> Vec<(String, u32)> {
+        self.lock()
+            .iter()
+            .map(|(id, h)| (id.clone(), h.deliveries))
+            .collect()
+    }
+
     /// Ids last claimed more than `age` ago. They are not marked: a renewal
     /// counts only once Redis has taken it ([`InFlight::renewed`]), so a
     /// failed round is tried again at the next tick.
@@ -65,7 +94,7 @@ impl InFlight {
         let now = Instant::now();
         self.lock()
             .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= age)
+            .filter(|(_, h)| now.duration_since(h.since) >= age)
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -75,9 +104,20 @@ impl InFlight {
         let now = Instant::now();
         let mut held = self.lock();
         for id in ids {
-            if let Some(since) = held.get_mut(id) {
-                *since = now;
+            if let Some(h) = held.get_mut(id) {
+                h.since = now;
             }
+        }
+    }
+
+    /// Marks `id` (if still held) as claimed just now for delivery
+    /// `deliveries`: an entry claimed again for its retry here.
+    pub fn redelivered(&self, id: &str, deliveries: u32) {
+        if let Some(h) = self.lock().get_mut(id) {
+            *h = Hold {
+                since: Instant::now(),
+                deliveries,
+            };
         }
     }
 }

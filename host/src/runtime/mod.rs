@@ -11,6 +11,7 @@ mod controls;
 mod dispatch;
 mod file_watch;
 mod holder;
+mod holdings;
 mod http;
 mod hygiene;
 mod inflight;

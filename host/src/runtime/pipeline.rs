@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::board::{PipelineHealth, PipelineView};
 use super::claiming::DlqTarget;
+use super::holdings::Holdings;
 use super::plugin_log::PluginLog;
 use super::prepare::Prepared;
 use super::stats::{Stats, StatsSnapshot};
@@ -83,20 +84,22 @@ pub struct Pipeline;
 
 impl Pipeline {
     /// Starts `config`'s tasks under `token`. The first task to end before
-    /// `token` is cancelled (or any panic) is sent to `failures`.
+    /// `token` is cancelled (or any panic) is sent to `failures`. It joins
+    /// `holdings`, the process's view of what its pipelines hold.
     pub fn start(
         config: RunConfig,
         prepared: Prepared,
         token: CancellationToken,
         failures: mpsc::UnboundedSender<Failure>,
         plugin_log: Arc<PluginLog>,
+        holdings: &Holdings,
     ) -> Result<PipelineHandle, RunError> {
         let Prepared {
             engine,
             settings,
             plugin,
         } = prepared;
-        let mut parts = Parts::new(config, plugin, token, plugin_log)?;
+        let mut parts = Parts::new(config, plugin, token, plugin_log, holdings)?;
         let (work_tx, work_rx) = flume::unbounded();
         let (settled_tx, settled_rx) = mpsc::unbounded_channel();
         let dispatcher = parts.dispatcher(work_tx, settled_tx.clone());

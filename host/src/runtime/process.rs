@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::board::{Board, Control, ControlError};
 use super::file_watch::{FileWatch, Trigger, Version};
+use super::holdings::Holdings;
 use super::http::HttpServer;
 use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport};
 use super::prepare::{Prepared, prepare};
@@ -49,6 +50,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         failures: failures_tx,
         report: RunReport::default(),
         board: board.clone(),
+        holdings: Holdings::default(),
     };
     // Bound before the (slow) plugin compiles: a taken address is a
     // start-up error, and the endpoints answer (not ready) meanwhile.
@@ -219,6 +221,8 @@ struct Process {
     report: RunReport,
     /// What the http side sees.
     board: Arc<Board>,
+    /// What every pipeline holds, by group: reapers skip all of it.
+    holdings: Holdings,
 }
 
 impl Process {
@@ -235,6 +239,7 @@ impl Process {
             self.root.child_token(),
             self.failures.clone(),
             self.board.plugin_log(),
+            &self.holdings,
         )?;
         tracing::info!(pipeline = %name, action, "pipeline {action}");
         self.board.started(handle.view());

@@ -1,6 +1,8 @@
 //! The reader: makes sure the group exists, recovers this consumer's own
 //! pending entries once, then reads new entries with a blocking XREADGROUP on
-//! its own connection, never holding more than the in-flight window.
+//! its own connection, never holding more than the in-flight window. It
+//! remembers the newest id the group delivered, so that a group destroyed
+//! under it is put back where it had got to, not replayed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,9 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::claiming::{DlqTarget, claim_entries};
 use super::dispatch::{Dispatcher, window_slots};
+use super::holdings::GroupHoldings;
 use super::stats::Stats;
 use crate::config::RunConfig;
 use crate::stream::commands::{self, GroupRef};
+use crate::stream::groups::{self, Regroup, Restored};
+use crate::stream::inspect;
 use crate::stream::{Cancelled, ClaimSpec, ErrorClass, LinkError, PayloadReader, RedisLink};
 
 /// Slack on top of BLOCK before a read is given up as lost, and the limit
@@ -41,6 +46,8 @@ pub struct Reader {
     pub payloads: PayloadReader,
     /// Where `trimmed` records of recovered entries go.
     pub dlq: DlqTarget,
+    /// What this process holds of the group, and the newest id it delivered.
+    pub holdings: Arc<GroupHoldings>,
 }
 
 impl Reader {
@@ -58,15 +65,45 @@ impl Reader {
     async fn ensure_group(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let (g, start_id) = (&self.group, self.config.start_id.as_str());
         let what = "creating the consumer group";
-        let created = insist(&mut self.link, g, cancel, what, |mut con| async move {
-            let created = commands::ensure_group(&mut con, g, start_id).await?;
+        let (created, position) = insist(&mut self.link, g, cancel, what, |mut con| async move {
+            let created = groups::create(&mut con, &g.stream, &g.group, start_id, true).await?;
             commands::register_consumer(&mut con, g).await?;
-            Ok(created)
+            let position = inspect::groups(&mut con, &g.stream)
+                .await?
+                .into_iter()
+                .find(|info| info.name == g.group)
+                .map(|info| info.last_delivered_id);
+            Ok((created, position))
         })
         .await?;
         if created {
             tracing::info!(stream = %g.stream, group = %g.group, start_id = %start_id, "created consumer group");
         }
+        if let Some(id) = position {
+            self.holdings.delivered(&id);
+        }
+        Ok(())
+    }
+
+    /// Puts the group back after it vanished (destroyed, or the stream key
+    /// deleted): at the newest id this process knows it delivered, so what
+    /// was handled is not handled again, with the pending rows of every
+    /// entry held here restored (their commits are fenced on them). If
+    /// nothing was ever known delivered, or the stream key itself is gone
+    /// (nothing of it can be delivered again), at --start-id.
+    async fn regroup(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+        let (g, holdings) = (&self.group, &self.holdings);
+        let start_id = self.config.start_id.as_str();
+        let what = "recreating the vanished consumer group";
+        let (at, known, restored) = insist(&mut self.link, g, cancel, what, |mut con| async move {
+            // Read again on every attempt: what is held changes meanwhile.
+            let newest = holdings.newest();
+            let at = newest.clone().unwrap_or_else(|| start_id.to_owned());
+            let restored = groups::restore(&mut con, g, &at, start_id, &holdings.held()).await?;
+            Ok((at, newest.is_some(), restored))
+        })
+        .await?;
+        report_regroup(g, &at, start_id, known, restored);
         Ok(())
     }
 
@@ -91,7 +128,12 @@ impl Reader {
             let page = insist(&mut self.link, g, cancel, what, |mut con| async move {
                 let attempt = attempts.fetch_add(1, Ordering::Relaxed);
                 let me = Some(g.consumer.as_str());
-                let rows = commands::pending_page(&mut con, g, from, batch, me).await?;
+                let rows = match commands::pending_page(&mut con, g, from, batch, me).await {
+                    // Gone, and our pending rows with it: the read loop
+                    // puts the group back.
+                    Err(e) if e.code() == Some("NOGROUP") => return Ok(None),
+                    rows => rows?,
+                };
                 let Some(last) = rows.last() else {
                     return Ok(None);
                 };
@@ -163,9 +205,7 @@ impl Reader {
             let entries = match read {
                 Ok(entries) => entries,
                 Err(e) if e.code() == Some("NOGROUP") => {
-                    tracing::warn!(stream = %self.group.stream, group = %self.group.group, start_id = %self.config.start_id,
-                        "the stream or consumer group vanished; recreating the group at --start-id");
-                    self.ensure_group(cancel).await?;
+                    self.regroup(cancel).await?;
                     continue;
                 }
                 Err(e) => {
@@ -179,6 +219,9 @@ impl Reader {
                 }
             };
             self.link.succeeded();
+            if let Some(last) = entries.last() {
+                self.holdings.delivered(&last.id);
+            }
             self.stats.read(entries.len() as u64);
             if !self.dispatch.dispatch(entries, &mut permits) {
                 return Err(Cancelled);
@@ -224,6 +267,39 @@ async fn refused(
         LinkError::Refused(e) => {
             tracing::error!(error = %e, stream = %g.stream, group = %g.group, "{what} failed");
             link.pause(cancel).await
+        }
+    }
+}
+
+/// Says what putting a vanished group back did, and why (`at`: the
+/// position asked for; `known`: whether it was a delivered id).
+fn report_regroup(g: &GroupRef, at: &str, start_id: &str, known: bool, restored: Restored) {
+    let (stream, group, rows) = (&g.stream, &g.group, restored.rows);
+    let reason = if known {
+        "the group vanished (NOGROUP): entries up to the newest id it delivered count as handled"
+    } else {
+        "the group vanished (NOGROUP) before anything was known delivered: --start-id"
+    };
+    match restored.how {
+        Regroup::Fresh => {
+            tracing::warn!(%stream, %group, id = %start_id, restored_rows = rows,
+                reason = "the stream key vanished, and every entry with it: --start-id",
+                "recreated the stream and its consumer group");
+        }
+        Regroup::Created => {
+            tracing::warn!(%stream, %group, id = %at, restored_rows = rows, reason, "recreated the consumer group where it had got to");
+        }
+        Regroup::Raised { from } => {
+            tracing::warn!(%stream, %group, id = %at, from = %from, restored_rows = rows, reason,
+                "the consumer group had been recreated behind what was delivered here: moved it forward");
+        }
+        Regroup::Behind { at: found, why } => {
+            tracing::warn!(%stream, %group, id = %found, delivered_here = %at, restored_rows = rows, reason, error = %why,
+                "the consumer group had been recreated behind what was delivered here and could not be moved forward: entries after it are delivered again");
+        }
+        Regroup::Kept { at: found } => {
+            tracing::warn!(%stream, %group, id = %found, delivered_here = %at, restored_rows = rows, reason,
+                "the consumer group had already been recreated; left it where it is");
         }
     }
 }

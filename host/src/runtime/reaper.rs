@@ -1,7 +1,7 @@
 //! The reaper: every `--claim-interval`, page through the group's pending
 //! list (`XPENDING`, one bounded page at a time) and claim to self every
-//! entry idle for `--claim-idle` that this process does not hold — a crashed
-//! or stopped peer's, or one released after a retry backoff. The claim is
+//! entry idle for `--claim-idle` that no pipeline of this process holds — a
+//! crashed or stopped peer's, or one released after a retry backoff. The claim is
 //! fenced (an entry a peer took meanwhile is skipped) and counts the
 //! delivery durably; claimed entries are dispatched like new ones (the
 //! delivery limit is checked first); entries found without payload get
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::claiming::{DlqTarget, claim_entries};
 use super::controls::ReclaimNow;
 use super::dispatch::{Dispatcher, window_slots};
+use super::holdings::GroupHoldings;
 use super::stats::Stats;
 use crate::stream::commands;
 use crate::stream::{Cancelled, ClaimSpec, LinkError, PayloadReader, RedisLink};
@@ -45,6 +46,9 @@ pub struct Reaper {
     pub stats: Arc<Stats>,
     /// The dashboard's "reclaim now" (`None`: taken by an earlier reaper).
     pub requests: Option<mpsc::UnboundedReceiver<ReclaimNow>>,
+    /// What every pipeline of this process holds of the group: never
+    /// claimed, whatever idle time a sweep asks for.
+    pub holdings: Arc<GroupHoldings>,
 }
 
 impl Reaper {
@@ -59,13 +63,12 @@ impl Reaper {
                     None => std::future::pending().await,
                 }
             };
+            // A request first: a sweep can take longer than the interval
+            // (it waits for window slots), and the timer, always due by
+            // then, would otherwise keep an operator's request waiting.
             let (min_idle, reply) = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(next) => {
-                    next = tokio::time::Instant::now() + self.interval;
-                    (self.claim_idle, None)
-                }
                 asked = asked => match asked {
                     Some(ReclaimNow { min_idle, reply }) => (min_idle, Some(reply)),
                     None => {
@@ -73,6 +76,10 @@ impl Reaper {
                         continue;
                     }
                 },
+                _ = tokio::time::sleep_until(next) => {
+                    next = tokio::time::Instant::now() + self.interval;
+                    (self.claim_idle, None)
+                }
             };
             match self.sweep(min_idle, &cancel).await {
                 Ok(claimed) => {
@@ -113,10 +120,8 @@ impl Reaper {
             after = last.id.clone();
             let full_page = rows.len() == batch;
             let idle_ms = min_idle.as_millis() as u64;
-            let candidates: Vec<_> = rows
-                .into_iter()
-                .filter(|r| r.idle_ms >= idle_ms && !self.dispatch.inflight.contains(&r.id))
-                .collect();
+            let idle: Vec<_> = rows.into_iter().filter(|r| r.idle_ms >= idle_ms).collect();
+            let candidates = self.holdings.not_held(idle, |r| r.id.as_str());
             if !candidates.is_empty() {
                 let (payloads, dlq, stats) = (&self.payloads, &self.dlq, &self.stats);
                 let (spec, candidates) = (ClaimSpec::reap(&g.consumer, min_idle), &candidates);

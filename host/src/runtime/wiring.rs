@@ -17,6 +17,7 @@ use super::committer::Committer;
 use super::controls::Controls;
 use super::dispatch::{Admission, Dispatcher, Job, Settled, WeakDispatcher};
 use super::holder::{Holder, Retry};
+use super::holdings::{GroupHoldings, Holdings};
 use super::inflight::{InFlight, LastFailures};
 use super::ordering::KeyOrder;
 use super::plugin_log::PluginLog;
@@ -57,6 +58,8 @@ pub struct Parts {
     health: Arc<LinkHealth>,
     window: Arc<Semaphore>,
     inflight: Arc<InFlight>,
+    /// What every pipeline of this process holds of the same group.
+    holdings: Arc<GroupHoldings>,
     failures: Arc<LastFailures>,
     admission: Admission,
     slot: Arc<PluginSlot>,
@@ -90,6 +93,7 @@ impl Parts {
         plugin: Arc<LoadedPlugin>,
         token: CancellationToken,
         plugin_log: Arc<PluginLog>,
+        holdings: &Holdings,
     ) -> Result<Self, RunError> {
         let endpoint = Arc::new(config.redis.endpoint()?);
         let target = endpoint.target().to_owned();
@@ -111,6 +115,8 @@ impl Parts {
             log_limits(&config);
         });
         let slot = PluginSlot::new(plugin);
+        let inflight = Arc::new(InFlight::default());
+        let holdings = holdings.join(&group.stream, &group.group, &group.consumer, &inflight);
         Ok(Self {
             supervisor: Supervisor::new(config.name.clone(), span),
             stats: Arc::new(Stats::default()),
@@ -123,7 +129,8 @@ impl Parts {
                 plugin: slot.clone(),
             },
             window: Arc::new(Semaphore::new(config.max_in_flight)),
-            inflight: Arc::new(InFlight::default()),
+            inflight,
+            holdings,
             failures: Arc::new(LastFailures::new(config.limits().remembered_failures())),
             admission: Admission {
                 max_deliveries: config.max_deliveries,
@@ -280,6 +287,7 @@ impl Parts {
             dispatch: dispatch.clone(),
             stats: self.stats.clone(),
             requests: self.controls.take_requests(),
+            holdings: self.holdings.clone(),
         };
         let trimmer = config.retention().map(|policy| Trimmer {
             link: self.link(TASK_TIMEOUT),
@@ -297,6 +305,7 @@ impl Parts {
             stats: self.stats.clone(),
             payloads: self.payloads(reader::READ_TIMEOUT_SLACK),
             dlq: self.dlq.clone(),
+            holdings: self.holdings.clone(),
         };
         let (s, token) = (&self.supervisor, &self.token);
         ReadSide {

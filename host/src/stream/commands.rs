@@ -25,28 +25,6 @@ fn shape_error(e: ReplyError) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Parse, "unexpected reply", e.to_string()))
 }
 
-/// `XGROUP CREATE stream group start_id MKSTREAM` — `true` if created,
-/// `false` if it already existed (BUSYGROUP).
-pub async fn ensure_group(
-    con: &mut MultiplexedConnection,
-    g: &GroupRef,
-    start_id: &str,
-) -> RedisResult<bool> {
-    let res: RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&g.stream)
-        .arg(&g.group)
-        .arg(start_id)
-        .arg("MKSTREAM")
-        .query_async(con)
-        .await;
-    match res {
-        Ok(()) => Ok(true),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// `XGROUP CREATECONSUMER stream group consumer` — makes this consumer
 /// visible to peers and operators before it has read anything (Redis 7.0
 /// only registers a consumer once a read returns entries).

@@ -2,11 +2,13 @@
 //! defaults.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
 use super::{Connect, StreamArgs, resolve, usage};
 use crate::ops::status::COUNT_CAP;
+use crate::ops::groups::DestroyPolicy;
 use crate::ops::{self, OpsError, parse_position, require_stream};
 use crate::stream::entry::id_parts;
 use crate::stream::{count, groups, inspect};
@@ -17,9 +19,10 @@ pub enum GroupsCommand {
     /// Create a consumer group. It starts at new entries (`$`) unless --start says otherwise,
     /// and the stream must exist unless --mkstream.
     Create(Box<CreateArgs>),
-    /// Destroy a consumer group; refused while it has pending entries unless --force
-    /// (their deliveries are forgotten).
-    Destroy(Box<GroupArgs>),
+    /// Destroy a consumer group; refused while a consumer was active within --claim-idle (a
+    /// running host would recreate it) or entries are pending, unless --force (their
+    /// deliveries are forgotten).
+    Destroy(Box<DestroyArgs>),
     /// Move a group's last-delivered id. Moving it back redelivers entries; moving it past
     /// entries not yet delivered skips them, which needs --force.
     Setid(Box<SetidArgs>),
@@ -29,7 +32,7 @@ impl GroupsCommand {
     pub(super) fn connect_mut(&mut self) -> &mut Connect {
         match self {
             GroupsCommand::Create(a) => &mut a.group.connect,
-            GroupsCommand::Destroy(a) => &mut a.connect,
+            GroupsCommand::Destroy(a) => &mut a.group.connect,
             GroupsCommand::Setid(a) => &mut a.group.connect,
         }
     }
@@ -47,7 +50,8 @@ pub struct GroupArgs {
     /// The consumer group.
     #[arg(long, value_name = "NAME")]
     pub group: String,
-    /// destroy: even with pending entries; setid: even past undelivered entries.
+    /// destroy: even with pending entries or active consumers; setid: even past undelivered
+    /// entries.
     #[arg(long)]
     pub force: bool,
 }
@@ -64,6 +68,17 @@ pub struct CreateArgs {
     /// Create the stream if it does not exist.
     #[arg(long)]
     pub mkstream: bool,
+}
+
+/// Flags of `groups destroy`.
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The group.
+    #[command(flatten)]
+    pub group: GroupArgs,
+    /// A consumer idle for less than this counts as running (use the hosts' `run --claim-idle`).
+    #[arg(long, env = "STREAMHOST_CLAIM_IDLE", default_value = "30s", value_parser = crate::cli::duration)]
+    pub claim_idle: Duration,
 }
 
 /// Flags of `groups setid`.
@@ -87,7 +102,7 @@ fn position(text: &str) -> anyhow::Result<String> {
 pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
     let g = match &cmd {
         GroupsCommand::Create(a) => &a.group,
-        GroupsCommand::Destroy(a) => a,
+        GroupsCommand::Destroy(a) => &a.group,
         GroupsCommand::Setid(a) => &a.group,
     };
     let (redis, targets) = resolve(&g.connect, &g.target, false)?;
@@ -110,21 +125,19 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
             }
             println!("created group {} of {stream} at {start}", g.group);
         }
-        GroupsCommand::Destroy(_) => {
-            require_stream(&mut con, &stream).await?;
-            let info = find(&mut con, &stream, &g.group).await?;
-            if info.pending > 0 && !g.force {
-                return Err(usage(format!(
-                    "group {} has {} pending entries (delivered, not acked): refusing to destroy it without --force",
-                    g.group, info.pending
-                )));
-            }
-            groups::destroy(&mut con, &stream, &g.group)
-                .await
-                .map_err(OpsError::from)?;
+        GroupsCommand::Destroy(a) => {
+            let policy = DestroyPolicy {
+                claim_idle: a.claim_idle,
+                force: g.force,
+            };
+            let done = ops::groups::destroy(&mut con, &stream, &g.group, policy).await?;
+            let active = match done.active.len() {
+                0 => String::new(),
+                n => format!("; {n} consumers were still active"),
+            };
             println!(
-                "destroyed group {} of {stream} ({} pending entries dropped)",
-                g.group, info.pending
+                "destroyed group {} of {stream} ({} pending entries dropped{active})",
+                done.group, done.pending
             );
         }
         GroupsCommand::Setid(a) => {
