@@ -18,6 +18,13 @@ pub fn render(config: &Config) -> String {
     if let Some(listen) = &config.http {
         let mut http = Table::new();
         http.insert("listen".into(), listen.to_string().into());
+        if !config.dashboard.allowed_hosts.is_empty() {
+            let names = config.dashboard.allowed_hosts.iter().cloned();
+            http.insert(
+                "allowed-hosts".into(),
+                Value::Array(names.map(Value::from).collect()),
+            );
+        }
         doc.insert("http".into(), Value::Table(http));
     }
     let pipelines = config
