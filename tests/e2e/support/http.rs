@@ -24,17 +24,40 @@ pub struct Answer {
 
 /// `GET path` on 127.0.0.1:`port`; `None` if nothing listens there (yet).
 pub fn get(port: u16, path: &str) -> Option<Answer> {
+    get_with(port, path, &[("Host", "127.0.0.1")])
+}
+
+/// `GET path` with exactly these header lines besides `Connection: close`
+/// (a `Host` only if given); `None` if nothing listens or answers.
+pub fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Answer> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let lines: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\n{lines}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = String::new();
     conn.read_to_string(&mut raw).ok()?;
     answer(&raw)
+}
+
+/// `GET path` with a bearer `token`, parsed as JSON: `(status, body)`.
+pub fn get_json_as(port: u16, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Host", "127.0.0.1")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    let answer = get_with(port, path, &headers).unwrap_or_else(|| panic!("{path} answers"));
+    let json = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|e| panic!("{path}: non-JSON {:?}: {e}", answer.body));
+    (answer.status, json)
 }
 
 /// A whole answer read off a connection (`None` if it is not HTTP).
@@ -56,6 +79,18 @@ fn answer(raw: &str) -> Option<Answer> {
 /// `POST path` with `body` on 127.0.0.1:`port`, with a bearer `token` if
 /// given; panics if nothing answers.
 pub fn post(port: u16, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> Answer {
+    post_from(port, "127.0.0.1", path, token, content_type, body)
+}
+
+/// [`post`] naming `host` in the `Host` header.
+pub fn post_from(
+    port: u16,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> Answer {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut conn =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("the listener answers");
@@ -66,7 +101,7 @@ pub fn post(port: u16, path: &str, token: Option<&str>, content_type: &str, body
         .unwrap_or_default();
     write!(
         conn,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .expect("the request goes out");
