@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use streamhost::plugin::content_hash;
+use streamhost::runtime::http_limits::ACTION_TIMEOUT;
 
 use crate::dashboard_api::{Fixture, TOKEN, WAIT, pipeline};
 use crate::support::http::{free_port, get, get_with, post, post_json};
@@ -54,6 +55,54 @@ fn a_produce_while_redis_is_slow_appends_once_and_says_so() {
     let (status, answer) = f.act("/api/trim", json!({"maxlen": 5000}));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["removed"], 0, "{answer}");
+}
+
+#[test]
+fn a_produce_redis_does_not_answer_in_time_says_what_may_have_been_appended() {
+    let f = Fixture::start("dash-produce-timeout", true, "30s");
+    // The actions' connection is open before Redis stops answering.
+    let (status, _) = f.act("/api/produce", json!({"count": 1, "type": "order.paid"}));
+    assert_eq!(status, 200);
+    // Redis would answer BUSY after 5 s of a script; here it stays silent.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg(60_000)
+        .query(&mut f.redis.conn())
+        .unwrap();
+    let mut spinner = make_redis_slow(&f.redis, ACTION_TIMEOUT + Duration::from_millis(1500));
+    let (status, answer) = f.act(
+        "/api/produce",
+        json!({"count": 10_000, "type": "order.paid"}),
+    );
+    assert_eq!(status, 503, "{answer}");
+    let (count, unconfirmed) = (
+        answer["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no count: {answer}")),
+        answer["unconfirmed"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{answer}")),
+    );
+    assert!(unconfirmed > 0, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("may or may not")),
+        "{answer}"
+    );
+    // Once the script is done, the stream holds what was said: the count
+    // for sure, and at most the unconfirmed ones besides.
+    spinner
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reply = [0u8; 16];
+    spinner.read(&mut reply).expect("the script ends");
+    let appended = f.xlen(&f.stream) as u64 - 1;
+    assert!(
+        (count..=count + unconfirmed).contains(&appended),
+        "answered {count} appended and {unconfirmed} unconfirmed; the stream got {appended}"
+    );
 }
 
 /// `POST /api/plugins/{pipeline}` with `bytes`: `(status, answer)`.

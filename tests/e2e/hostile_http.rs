@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use streamhost::runtime::http_limits::{
-    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_JSON_BODY, MAX_SUBSCRIBERS,
+    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD, MAX_JSON_BODY, MAX_SUBSCRIBERS,
 };
 
 use crate::dashboard_api::{Fixture, TOKEN, WAIT};
@@ -344,6 +344,43 @@ fn half_sent_requests_are_capped_and_timed_out_while_healthz_answers() {
     });
     // A complete request is served as before.
     assert_eq!(get(f.port, "/healthz").expect("answers").status, 200);
+}
+
+#[test]
+fn requests_completed_within_the_header_timeout_are_served() {
+    let f = Fixture::start("http-slow-but-timely", false, "30s");
+    let mut slow: Vec<TcpStream> = (0..20)
+        .map(|_| half_sent(f.port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"))
+        .collect();
+    // The clients are slow on purpose: half the allowed time between the
+    // two halves of their heads.
+    std::thread::sleep(HEADER_READ_TIMEOUT / 2);
+    for conn in &mut slow {
+        conn.write_all(b"Connection: close\r\n\r\n")
+            .expect("the rest of the head goes out");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
+
+#[test]
+fn request_heads_up_to_the_cap_are_served_and_larger_ones_refused() {
+    let f = Fixture::start("http-head-cap", false, "30s");
+    let padded = |size: usize| {
+        let pad = "a".repeat(size);
+        get_with(
+            f.port,
+            "/healthz",
+            &[("Host", "127.0.0.1"), ("X-Pad", &pad)],
+        )
+        .expect("an answer")
+        .status
+    };
+    assert_eq!(padded(MAX_HEAD - 1024), 200);
+    assert_eq!(padded(MAX_HEAD), 431);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The listener's connections, served one by one with hyper because
-//! `axum::serve` offers neither of the limits a hostile client needs: a
-//! request head must arrive within [`HEADER_READ_TIMEOUT`], and at most
-//! [`MAX_CONNECTIONS`] are open — at the cap, the connection that has
+//! `axum::serve` offers none of the limits a hostile client needs: a
+//! request head must arrive within [`HEADER_READ_TIMEOUT`] and fit in
+//! [`MAX_HEAD`], and at most [`MAX_CONNECTIONS`] are open — at the cap, the connection that has
 //! waited longest without a complete request gives its place to the
 //! newcomer, so half-sent requests can neither exhaust the process's files
 //! nor lock probes out. At stop no connection is taken any more, idle ones
@@ -31,6 +31,9 @@ use tokio_util::task::TaskTracker;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most connections open at once.
 pub const MAX_CONNECTIONS: usize = 128;
+/// The largest request head (request line and headers); a larger one is
+/// answered `431`. It also bounds what one connection buffers.
+pub const MAX_HEAD: usize = 64 << 10;
 /// How long accepting pauses after it failed (out of files, say), so a
 /// failing accept does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -42,7 +45,8 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
     let tasks = TaskTracker::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
     loop {
         let stream = tokio::select! {
             biased;

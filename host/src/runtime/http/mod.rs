@@ -40,7 +40,7 @@ use crate::runtime::StatsSnapshot;
 
 /// The HTTP side's limits, as the README and `docs/dashboard.md` list them.
 pub mod limits {
-    pub use super::connections::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+    pub use super::connections::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD};
     pub use super::dashboard::{
         ACTION_BUDGET, ACTION_TIMEOUT, MAX_JSON_BODY, MAX_SUBSCRIBERS, MAX_UPLOAD,
     };
