@@ -96,8 +96,9 @@ fn a_produce_redis_does_not_answer_in_time_says_what_may_have_been_appended() {
     spinner
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut reply = [0u8; 16];
-    spinner.read(&mut reply).expect("the script ends");
+    let mut reply = [0u8; 4];
+    spinner.read_exact(&mut reply).expect("the script ends");
+    assert_eq!(&reply, b":1\r\n");
     let appended = f.xlen(&f.stream) as u64 - 1;
     assert!(
         (count..=count + unconfirmed).contains(&appended),
