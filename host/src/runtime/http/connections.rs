@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -147,8 +147,10 @@ impl Conn {
 /// The open connections.
 #[derive(Debug, Default)]
 struct Open {
+    /// By id.
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
-    next: std::sync::atomic::AtomicU64,
+    /// The next id.
+    next: AtomicU64,
 }
 
 impl Open {
@@ -217,7 +219,9 @@ impl Drop for Answering {
 /// hyper has sent it all (or dropped it), so a long answer such as an event
 /// stream is never taken for a connection waiting for a request.
 struct Tracked {
+    /// The response body, passed through.
     body: Body,
+    /// Dropped with the body.
     _answering: Answering,
 }
 

@@ -29,6 +29,7 @@ const UPLOAD_VERDICT: Duration = Duration::from_secs(60);
 /// The uploads in progress: one turn per plugin file.
 #[derive(Debug, Default)]
 pub struct Uploads {
+    /// One lock per plugin file, held by the upload whose turn it is.
     turns: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     /// Numbers the staging files.
     staged: AtomicU64,
