@@ -4,8 +4,8 @@
 //! streams and oversized JSON. Each property is checked from the answers,
 //! the host's RSS and open files, and Redis.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -15,68 +15,10 @@ use streamhost::runtime::http_limits::{
 
 use crate::dashboard_api::{Fixture, TOKEN, WAIT};
 use crate::support::eventually;
-use crate::support::http::{get, get_json_as, get_with, post, post_from, post_json};
-
-/// Files the process `pid` has open now.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("reading /proc/<pid>/fd")
-        .count()
-}
-
-/// A connection to the listener that sent `head` and nothing more.
-fn half_sent(port: u16, head: &str) -> TcpStream {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connects");
-    conn.write_all(head.as_bytes()).expect("the head goes out");
-    conn
-}
-
-/// Whether the server closed `conn` before `deadline` (end of stream or a
-/// reset; anything it answered first is read and ignored).
-fn closed_before(conn: &mut TcpStream, deadline: Instant) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        conn.set_read_timeout(Some(left)).expect("a read timeout");
-        match conn.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false;
-            }
-            Err(_) => return true,
-        }
-    }
-}
-
-/// An event-stream subscription: the status of its answer, and the
-/// connection kept open (`None` once the answer was not a stream).
-fn subscribe(port: u16) -> (u16, Option<TcpStream>) {
-    let mut conn = half_sent(
-        port,
-        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
-    );
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("a read timeout");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n") {
-        let n = conn.read(&mut byte).expect("an answer");
-        assert_eq!(n, 1, "the connection closed before a status line");
-        head.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not a status line: {line:?}"));
-    (status, (status == 200).then_some(conn))
-}
+use crate::support::http::{
+    closed_before, get, get_json_as, get_with, half_sent, open_fds, post, post_from, post_json,
+    subscribe,
+};
 
 #[test]
 fn uploads_without_a_token_are_refused_before_their_bodies_are_read() {
