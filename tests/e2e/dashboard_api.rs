@@ -12,25 +12,34 @@ use serde_json::{Value, json};
 use crate::support::http::{first_event, free_port, get, get_json, post, post_json};
 use crate::support::{Host, RedisServer, eventually, key, plugin};
 
-const WAIT: Duration = Duration::from_secs(60);
-const TOKEN: &str = "test-admin-token";
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const TOKEN: &str = "test-admin-token";
 
 /// A process serving a notifications group of two consumers and an
 /// analytics group of one, with the dashboard on its own port.
-struct Fixture {
-    redis: RedisServer,
-    stream: String,
-    dlq: String,
-    outbox: String,
-    port: u16,
+pub(crate) struct Fixture {
+    pub redis: RedisServer,
+    pub stream: String,
+    pub dlq: String,
+    pub outbox: String,
+    pub port: u16,
     /// The plugin files the pipelines watch (copies: uploads replace them).
-    notify: PathBuf,
+    pub notify: PathBuf,
+    /// The config file the host runs.
+    pub file: PathBuf,
+    /// Everything after the `[http]` table.
+    rest: String,
     _dir: tempfile::TempDir,
-    host: Host,
+    pub host: Host,
 }
 
 impl Fixture {
-    fn start(test: &str, admin: bool, claim_idle: &str) -> Self {
+    pub fn start(test: &str, admin: bool, claim_idle: &str) -> Self {
+        Self::start_with(test, &format!("admin = {admin}"), claim_idle)
+    }
+
+    /// With `http` as the `[http]` table's keys besides `listen`.
+    pub fn start_with(test: &str, http: &str, claim_idle: &str) -> Self {
         let redis = RedisServer::start();
         let stream = key(test);
         let dlq = format!("{stream}:dlq");
@@ -47,8 +56,8 @@ impl Fixture {
                 plugin.display()
             )
         };
-        let text = format!(
-            "[redis]\nurl = \"{url}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nadmin = {admin}\n\
+        let rest = format!(
+            "[redis]\nurl = \"{url}\"\n\
              [defaults]\nstream = \"{stream}\"\nblock = \"200ms\"\nclaim-idle = \"{claim_idle}\"\nclaim-interval = \"200ms\"\n\
              handler-timeout = \"150ms\"\nmax-deliveries = 3\nstats-interval = \"0s\"\nwatch-interval = \"200ms\"\n\n{}{}{}",
             pipeline(
@@ -72,7 +81,8 @@ impl Fixture {
             url = redis.url(),
         );
         let file = dir.path().join("host.toml");
-        std::fs::write(&file, text).unwrap();
+        let fixture_text = text(port, http, &rest);
+        std::fs::write(&file, fixture_text).unwrap();
         let host = Host::spawn_env(
             &["run", "--config", file.to_str().unwrap()],
             &[("STREAMHOST_HTTP_TOKEN", TOKEN)],
@@ -84,6 +94,8 @@ impl Fixture {
             outbox,
             port,
             notify,
+            file,
+            rest,
             _dir: dir,
             host,
         };
@@ -94,12 +106,20 @@ impl Fixture {
         fixture
     }
 
-    fn act(&self, path: &str, body: Value) -> (u16, Value) {
+    /// Rewrites the config file (write, then rename) with `http` as the
+    /// `[http]` table's keys besides `listen`, on `port`.
+    pub fn rewrite_http(&self, port: u16, http: &str) {
+        let staged = self.file.with_extension("new");
+        std::fs::write(&staged, text(port, http, &self.rest)).unwrap();
+        std::fs::rename(&staged, &self.file).unwrap();
+    }
+
+    pub fn act(&self, path: &str, body: Value) -> (u16, Value) {
         post_json(self.port, path, Some(TOKEN), &body)
     }
 
     /// The first state built after this call.
-    fn state(&self) -> Value {
+    pub fn state(&self) -> Value {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -109,18 +129,24 @@ impl Fixture {
         })
     }
 
-    fn xlen(&self, key: &str) -> usize {
+    pub fn xlen(&self, key: &str) -> usize {
         self.redis.conn().xlen(key).unwrap()
     }
 
-    fn settled(&self) {
+    pub fn settled(&self) {
         for group in ["notifications", "analytics"] {
             self.redis.wait_until_settled(&self.stream, group, WAIT);
         }
     }
 }
 
-fn pipeline<'a>(state: &'a Value, name: &str) -> Option<&'a Value> {
+/// The config file: `[http]` on `port` with `http`'s keys, then `rest`.
+fn text(port: u16, http: &str, rest: &str) -> String {
+    format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n{rest}")
+}
+
+/// The pipeline named `name` in a `state` event.
+pub(crate) fn pipeline<'a>(state: &'a Value, name: &str) -> Option<&'a Value> {
     state["pipelines"]
         .as_array()?
         .iter()

@@ -217,6 +217,14 @@ async fn dead_letter_and_redrive(page: &Page, redis: &RedisServer) -> Result<(),
         ),
     )
     .await?;
+    page.wait_js(
+        "the dead letters' fields shown with the token",
+        &format!(
+            "return document.querySelector('[data-testid=dlq-fields-note]').hidden \
+             && document.querySelector(\"{rows} td[data-field=reason]\").title.includes('type=')"
+        ),
+    )
+    .await?;
     page.shot("04-dead-letter").await;
     let last_before = redis.range(STREAM).last().map(|(id, _)| id.clone());
 
@@ -341,8 +349,9 @@ async fn refused_upload(page: &Page) -> Result<(), String> {
     Ok(())
 }
 
-/// A tab without the token (sessionStorage is per tab) asks for it and
-/// keeps every action disabled until it is given.
+/// A tab without the token (sessionStorage is per tab) asks for it, keeps
+/// every action disabled until it is given, and lists the dead letters
+/// without their entries' fields.
 async fn read_only_without_token(page: &Page, addr: &str) -> Result<(), String> {
     let main = page.client.window().await.map_err(|e| e.to_string())?;
     let tab = page
@@ -363,6 +372,14 @@ async fn read_only_without_token(page: &Page, addr: &str) -> Result<(), String> 
         "return !document.getElementById('token-form').hidden \
          && document.getElementById('produce-btn').disabled \
          && document.querySelector('[data-testid=crash-btn]')?.disabled === true",
+    )
+    .await?;
+    page.wait_js(
+        "the dead letters listed without their entries' fields",
+        "return document.querySelectorAll('[data-testid=dlq-row]').length > 0 \
+         && !document.querySelector('[data-testid=dlq-fields-note]').hidden \
+         && [...document.querySelectorAll('[data-testid=dlq-row] td[data-field=reason]')] \
+              .every((td) => td.title.includes('need the admin token') && !td.title.includes('type='))",
     )
     .await?;
     page.shot("06-no-token").await;

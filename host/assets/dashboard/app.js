@@ -18,7 +18,7 @@
   let token = takeToken();
   let lastStateAt = 0;
   let connected = false;
-  const dlq = { stream: null, signature: null, records: [], selected: new Set(), loading: false, again: false };
+  const dlq = { stream: null, signature: null, records: [], fieldsShown: false, selected: new Set(), loading: false, again: false };
   let pluginLogSignature = null;
 
   // ---- small DOM helpers -------------------------------------------------
@@ -112,6 +112,8 @@
       if (token) sessionStorage.setItem(TOKEN_KEY, token);
       else sessionStorage.removeItem(TOKEN_KEY);
     } catch (_) { /* storage off */ }
+    // The dead letters' fields come only with the token: read them again.
+    dlq.signature = null;
     applyAccess();
   }
 
@@ -592,10 +594,16 @@
       const data = await api('GET', `/api/dlq?stream=${enc(name)}&limit=100`);
       dlq.stream = name;
       dlq.records = Array.isArray(data) ? data : arr(data && (data.records || data.rows));
+      dlq.fieldsShown = Boolean(data && data.fields_shown);
       renderDlqRows();
     } catch (e) {
       toast(`Reading the dead letters failed: ${e.message}`, 'error');
       dlq.signature = null;
+      if (e.status === 401) {
+        // A wrong or expired token: ask again; read without it meanwhile.
+        setToken(null);
+        $('token-input').focus();
+      }
     } finally {
       dlq.loading = false;
       if (dlq.again) {
@@ -610,6 +618,7 @@
     for (const id of Array.from(dlq.selected)) if (!ids.has(id)) dlq.selected.delete(id);
     syncList($('dlq-rows'), dlq.records, (r) => r.id, createDlqRow, updateDlqRow);
     $('dlq-empty').hidden = dlq.records.length > 0;
+    $('dlq-fields-note').hidden = dlq.fieldsShown || dlq.records.length === 0;
     // These rows arrive after the state's redraw: their boxes need the access check too.
     refreshControls();
   }
@@ -637,7 +646,9 @@
     f('kind').replaceChildren(h('span', { class: `kind kind-${r.kind}`, text: r.kind || '?' }));
     // Both groups may dead-letter one entry: the group tells the two apart.
     f('reason').replaceChildren(h('span', { class: 'clamp' }, h('span', { class: 'muted', text: `${r.group || '?'}: ` }), r.reason || ''));
-    const fields = arr(r.fields).map((x) => `${x.name}=${x.value}`).join(' ');
+    const fields = dlq.fieldsShown
+      ? arr(r.fields).map((x) => `${x.name}=${x.value}`).join(' ')
+      : '(the entry\'s fields need the admin token)';
     setAttr(f('reason'), 'title', `${r.reason || ''}\n\nrecord ${r.id}, dead-lettered ${clock(r.failed_at_ms)} by ${r.consumer || '?'} (plugin ${r.plugin || '?'} ${r.plugin_version || ''})\n${fields}`);
     setText(f('deliveries'), r.deliveries === null || r.deliveries === undefined ? '–' : int(r.deliveries));
   }

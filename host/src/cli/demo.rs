@@ -154,6 +154,7 @@ pub async fn start(args: DemoArgs, leftovers: &Arc<Leftovers>) -> anyhow::Result
         http: Some(args.http.clone()),
         dashboard: Dashboard {
             admin: Some(admin),
+            allowed_hosts: Vec::new(),
             trickle: Some(Trickle {
                 stream: demo::STREAM.into(),
                 per_second: args.rate,

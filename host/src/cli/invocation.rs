@@ -82,6 +82,7 @@ pub fn invocation() -> Invocation {
                         admin: args.http_admin.then(|| {
                             crate::config::HttpAdmin::from_env(&|n| std::env::var(n).ok())
                         }),
+                        allowed_hosts: args.http_allowed_hosts.clone(),
                         trickle: None,
                     };
                     args.redis

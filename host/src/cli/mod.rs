@@ -173,6 +173,20 @@ pub struct RunArgs {
     /// `[http]` `admin = true`.
     #[arg(long, requires = "http", help_heading = "Metrics and health")]
     pub http_admin: bool,
+    /// A host name the listener answers to besides IP addresses, `localhost` and the --http host;
+    /// requests naming any other host are refused (421), so a site that points its own name at
+    /// this address gets nothing (DNS rebinding). Repeatable; comma-separated in the variable. In
+    /// a config file: `[http]` `allowed-hosts = ["NAME", …]`.
+    #[arg(
+        long = "http-allowed-host",
+        env = "STREAMHOST_HTTP_ALLOWED_HOSTS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        value_parser = crate::config::allowed_host,
+        requires = "http",
+        help_heading = "Metrics and health"
+    )]
+    pub http_allowed_hosts: Vec<String>,
     /// Pipeline name in logs [default: the group].
     #[arg(long, env = "STREAMHOST_NAME")]
     pub name: Option<String>,

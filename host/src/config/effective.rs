@@ -34,6 +34,13 @@ fn http_table(config: &Config) -> Option<Table> {
     let mut t = Table::new();
     t.insert("listen".into(), listen.to_string().into());
     t.insert("admin".into(), config.dashboard.admin.is_some().into());
+    if !config.dashboard.allowed_hosts.is_empty() {
+        let names = config.dashboard.allowed_hosts.iter().cloned();
+        t.insert(
+            "allowed-hosts".into(),
+            Value::Array(names.map(Value::from).collect()),
+        );
+    }
     Some(t)
 }
 

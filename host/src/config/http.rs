@@ -66,15 +66,62 @@ impl fmt::Display for HttpListen {
     }
 }
 
-/// What the dashboard served on the listener may do besides showing.
+/// Whom the listener answers and what the dashboard served on it may do
+/// besides showing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dashboard {
     /// Actions (produce, crash, reclaim, redrive, trim, upload, consumers)
-    /// are allowed to requests bearing this token; `None`: read-only.
+    /// and entry payloads are allowed to requests bearing this token;
+    /// `None`: read-only, and payloads are never shown.
     pub admin: Option<HttpAdmin>,
+    /// Host names requests may name besides IP addresses, `localhost` and
+    /// the listen address (`--http-allowed-host`, `[http] allowed-hosts`),
+    /// lowercase, without a trailing dot.
+    pub allowed_hosts: Vec<String>,
     /// A steady producer of demo order events started with the process
     /// (`host demo`); the dashboard can change its rate.
     pub trickle: Option<Trickle>,
+}
+
+impl Dashboard {
+    /// What a reload that reads `new` leaves in force: the admin switch and
+    /// the allowed names as `new` says, the token of the running process
+    /// while admin stays on (it comes from the environment, which a reload
+    /// does not change, or was generated and announced at start), and the
+    /// producer of the process (a config file has none).
+    pub fn reloaded(&self, new: Self) -> Self {
+        let admin = match (&self.admin, new.admin) {
+            (Some(running), Some(_)) => Some(running.clone()),
+            (_, new) => new,
+        };
+        Self {
+            admin,
+            allowed_hosts: new.allowed_hosts,
+            trickle: self.trickle.clone(),
+        }
+    }
+}
+
+/// A name for `--http-allowed-host` / `allowed-hosts`: a DNS name (letters,
+/// digits, `-` and `.`), without port; returned lowercase without a
+/// trailing dot, as requests are compared.
+pub fn allowed_host(name: &str) -> Result<String, String> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .split('.')
+            .all(|label| !label.is_empty() && label.len() <= 63)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!(
+            "{name:?} is not a host name (letters, digits, '-' and '.', no port: e.g. dash.example.com)"
+        ))
+    }
 }
 
 /// The dashboard's admin access (`--http-admin`).
@@ -136,6 +183,50 @@ mod tests {
 
     fn listen(s: &str) -> Result<String, String> {
         s.parse::<HttpListen>().map(|l| l.to_string())
+    }
+
+    #[test]
+    fn allowed_host_names_are_dns_names_compared_in_lowercase() {
+        assert_eq!(
+            allowed_host("Dash.Example.com."),
+            Ok("dash.example.com".into())
+        );
+        assert_eq!(
+            allowed_host(" ops-1.internal "),
+            Ok("ops-1.internal".into())
+        );
+        for bad in ["", ".", "a..b", "host:80", "a b", "*.example.com", "[::1]"] {
+            assert!(allowed_host(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_running_token_while_admin_stays_on() {
+        let admin = |token: &str| HttpAdmin {
+            token: token.into(),
+            announce: true,
+        };
+        let running = Dashboard {
+            admin: Some(admin("first")),
+            allowed_hosts: vec!["a.example".into()],
+            trickle: Some(Trickle {
+                stream: "s".into(),
+                per_second: 2,
+            }),
+        };
+        let read = |admin: Option<HttpAdmin>| Dashboard {
+            admin,
+            allowed_hosts: vec!["b.example".into()],
+            trickle: None,
+        };
+        let kept = running.reloaded(read(Some(admin("regenerated"))));
+        assert_eq!(kept.admin.as_ref().map(|a| a.token.as_str()), Some("first"));
+        assert_eq!(kept.allowed_hosts, ["b.example"]);
+        assert_eq!(kept.trickle, running.trickle);
+        let off = running.reloaded(read(None));
+        assert_eq!(off.admin, None);
+        let on = off.reloaded(read(Some(admin("new"))));
+        assert_eq!(on.admin.as_ref().map(|a| a.token.as_str()), Some("new"));
     }
 
     #[test]

@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::controls::Controls;
 use super::inflight::InFlight;
 use super::plugin_log::PluginLog;
 use super::stats::Stats;
 use super::supervise::TaskEnd;
-use crate::config::{RedisConfig, RunConfig};
+use crate::config::{Dashboard, RedisConfig, RunConfig};
 use crate::plugin::PluginSlot;
 use crate::stream::retention::Retention;
 
@@ -33,6 +33,9 @@ pub struct Board {
     plugin_log: Arc<PluginLog>,
     /// The process's inbox for consumers added and removed at run time.
     control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
+    /// Whom the listener answers and what the dashboard may do: set when
+    /// it binds, replaced by a reload.
+    http: watch::Sender<Arc<Dashboard>>,
 }
 
 /// A change to the running pipelines asked for by the dashboard.
@@ -183,6 +186,27 @@ impl Board {
             return Err(ControlError::Stopping);
         }
         answer.await.unwrap_or(Err(ControlError::Stopping))
+    }
+
+    /// Puts `access` in force on the listener, from its next request on.
+    pub fn set_http(&self, access: Dashboard) {
+        self.http.send_if_modified(|now| {
+            let changed = **now != access;
+            if changed {
+                *now = Arc::new(access);
+            }
+            changed
+        });
+    }
+
+    /// Whom the listener answers and what the dashboard may do, now.
+    pub fn http(&self) -> Arc<Dashboard> {
+        self.http.borrow().clone()
+    }
+
+    /// Notified whenever [`Board::set_http`] changes something.
+    pub fn watch_http(&self) -> watch::Receiver<Arc<Dashboard>> {
+        self.http.subscribe()
     }
 
     /// Plugin reloads of every pipeline.

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use dispatch::Admission;
 pub use http::HttpError;
+pub use http::limits as http_limits;
 pub use pipeline::{DRAIN_AFTER_GRACE, PipelineReport};
 pub use prepare::{Prepared, prepare};
 pub use process::run;

@@ -35,6 +35,9 @@ pub struct PluginEvent {
     pub path: PathBuf,
     /// What happened.
     pub outcome: ReloadOutcome,
+    /// The content hash of the file judged (`None`: it could not be read),
+    /// so that an upload knows the verdict is on its own bytes.
+    pub judged: Option<String>,
     /// The version serving before.
     pub from: String,
     /// The version serving now, if it changed.
@@ -121,6 +124,7 @@ mod tests {
             pipeline: pipeline.into(),
             path: "p.wasm".into(),
             outcome: ReloadOutcome::Swapped,
+            judged: None,
             from: "a".into(),
             to: Some("b".into()),
             error: None,

@@ -264,10 +264,12 @@ impl Process {
             tracing::warn!(
                 listening = %self.config.http.as_ref().map_or("nowhere".into(), ToString::to_string),
                 configured = %new.http.as_ref().map_or("nowhere".into(), ToString::to_string),
-                "the http listener is process-level: a reload does not move it; restart the process to apply [http]"
+                "the http listener is process-level: a reload does not move it; restart the process to listen on the configured address (the rest of [http] is applied now)"
             );
             new.http = self.config.http.clone();
         }
+        new.dashboard = self.config.dashboard.reloaded(new.dashboard);
+        self.board.set_http(new.dashboard.clone());
         let plan = reload::diff(&self.config, &new);
         if plan.is_empty() {
             tracing::info!(file = %source.path().display(), "configuration reloaded: no pipeline changed");

@@ -69,6 +69,7 @@ impl PluginWatcher {
             Err(e) => {
                 self.refused(
                     &current.identity(),
+                    None,
                     format!("cannot read the plugin file: {e}"),
                 );
                 tracing::error!(path = %self.path.display(), error = %e, serving = %current.identity(),
@@ -76,7 +77,8 @@ impl PluginWatcher {
                 return;
             }
         };
-        if content_hash(&bytes) == current.version() {
+        let judged = content_hash(&bytes);
+        if judged == current.version() {
             tracing::debug!(plugin = %current.identity(), "plugin file unchanged");
             return;
         }
@@ -100,6 +102,7 @@ impl PluginWatcher {
                     pipeline: self.pipeline.clone(),
                     path: self.path.clone(),
                     outcome: ReloadOutcome::Swapped,
+                    judged: Some(judged),
                     from: old.identity(),
                     to: Some(new.identity()),
                     error: None,
@@ -108,18 +111,22 @@ impl PluginWatcher {
                     took_ms = started.elapsed().as_millis() as u64, "plugin swapped: new calls use the new version");
             }
             Ok(Err(e)) => {
-                self.refused(&current.identity(), e.to_string());
+                self.refused(&current.identity(), Some(judged), e.to_string());
                 tracing::error!(error = %e, serving = %current.identity(), "plugin reload refused; the previous version keeps serving");
             }
             Err(e) => {
-                self.refused(&current.identity(), format!("the compile crashed: {e}"));
+                self.refused(
+                    &current.identity(),
+                    Some(judged),
+                    format!("the compile crashed: {e}"),
+                );
                 tracing::error!(error = %e, serving = %current.identity(), "plugin reload crashed; the previous version keeps serving");
             }
         }
     }
 
-    /// Counts and records a refused file.
-    fn refused(&self, serving: &str, error: String) {
+    /// Counts and records a refused file (`judged`: its content hash).
+    fn refused(&self, serving: &str, judged: Option<String>, error: String) {
         self.stats.reload_failed();
         self.log.record(PluginEvent {
             seq: 0,
@@ -127,6 +134,7 @@ impl PluginWatcher {
             pipeline: self.pipeline.clone(),
             path: self.path.clone(),
             outcome: ReloadOutcome::Refused,
+            judged,
             from: serving.to_owned(),
             to: None,
             error: Some(error),

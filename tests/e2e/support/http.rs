@@ -1,9 +1,11 @@
 //! A minimal HTTP/1.1 client for the host's metrics and health endpoints
-//! (one request per connection, `Connection: close`), and free ports.
+//! (one request per connection, `Connection: close`), the pieces of a
+//! misbehaving one (half-sent requests, event streams kept open), the host's
+//! open files, and free ports.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -24,17 +26,40 @@ pub struct Answer {
 
 /// `GET path` on 127.0.0.1:`port`; `None` if nothing listens there (yet).
 pub fn get(port: u16, path: &str) -> Option<Answer> {
+    get_with(port, path, &[("Host", "127.0.0.1")])
+}
+
+/// `GET path` with exactly these header lines besides `Connection: close`
+/// (a `Host` only if given); `None` if nothing listens or answers.
+pub fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Answer> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let lines: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\n{lines}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = String::new();
     conn.read_to_string(&mut raw).ok()?;
     answer(&raw)
+}
+
+/// `GET path` with a bearer `token`, parsed as JSON: `(status, body)`.
+pub fn get_json_as(port: u16, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Host", "127.0.0.1")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    let answer = get_with(port, path, &headers).unwrap_or_else(|| panic!("{path} answers"));
+    let json = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|e| panic!("{path}: non-JSON {:?}: {e}", answer.body));
+    (answer.status, json)
 }
 
 /// A whole answer read off a connection (`None` if it is not HTTP).
@@ -56,6 +81,18 @@ fn answer(raw: &str) -> Option<Answer> {
 /// `POST path` with `body` on 127.0.0.1:`port`, with a bearer `token` if
 /// given; panics if nothing answers.
 pub fn post(port: u16, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> Answer {
+    post_from(port, "127.0.0.1", path, token, content_type, body)
+}
+
+/// [`post`] naming `host` in the `Host` header.
+pub fn post_from(
+    port: u16,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> Answer {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut conn =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("the listener answers");
@@ -66,7 +103,7 @@ pub fn post(port: u16, path: &str, token: Option<&str>, content_type: &str, body
         .unwrap_or_default();
     write!(
         conn,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .expect("the request goes out");
@@ -176,4 +213,65 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
         body = rest.get(size + 2..).unwrap_or(&[]);
     }
     out
+}
+
+/// Files the process `pid` has open now.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("reading /proc/<pid>/fd")
+        .count()
+}
+
+/// A connection to the listener that sent `head` and nothing more.
+pub fn half_sent(port: u16, head: &str) -> TcpStream {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connects");
+    conn.write_all(head.as_bytes()).expect("the head goes out");
+    conn
+}
+
+/// Whether the server closed `conn` before `deadline` (end of stream or a
+/// reset; anything it answered first is read and ignored).
+pub fn closed_before(conn: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        conn.set_read_timeout(Some(left)).expect("a read timeout");
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// An event-stream subscription: the status of its answer, and the
+/// connection kept open (`None` once the answer was not a stream).
+pub fn subscribe(port: u16) -> (u16, Option<TcpStream>) {
+    let mut conn = half_sent(
+        port,
+        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+    );
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        let n = conn.read(&mut byte).expect("an answer");
+        assert_eq!(n, 1, "the connection closed before a status line");
+        head.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line: {line:?}"));
+    (status, (status == 200).then_some(conn))
 }

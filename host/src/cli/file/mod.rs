@@ -23,7 +23,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use self::expand::expand;
-use self::http::http_listen;
+use self::http::http_table;
 use self::redact::Secrets;
 use self::redis::redis_config;
 use self::values::flag_values;
@@ -170,9 +170,9 @@ impl<'a> File<'a> {
             Some(table) => redis_config(table, env)?,
             None => RedisConfig::from_url("redis://127.0.0.1:6379"),
         };
-        let (http, admin) = match self.http {
-            Some(table) => http_listen(table)?,
-            None => (None, false),
+        let http = match self.http {
+            Some(table) => http_table(table)?,
+            None => Default::default(),
         };
         let command = run_command();
         let mut pipelines = Vec::new();
@@ -192,9 +192,10 @@ impl<'a> File<'a> {
         let config = Config {
             pipelines,
             source: Some(Source::new(path.to_owned(), reload)),
-            http,
+            http: http.listen,
             dashboard: crate::config::Dashboard {
-                admin: admin.then(|| HttpAdmin::from_env(env)),
+                admin: http.admin.then(|| HttpAdmin::from_env(env)),
+                allowed_hosts: http.allowed_hosts,
                 trickle: None,
             },
         };
@@ -248,6 +249,9 @@ fn reserved(key: &str) -> Option<&'static str> {
         "http" => Some("the listener is set in the [http] table (`listen`)"),
         "http-admin" => {
             Some("the dashboard's actions are allowed in the [http] table (`admin = true`)")
+        }
+        "http-allowed-host" => {
+            Some("the names the listener answers to are set in the [http] table (`allowed-hosts`)")
         }
         "config" | "check" => Some("only a command-line flag"),
         _ => None,

@@ -419,3 +419,27 @@ fn refusals_point_at_a_secrets_line_without_showing_the_secret() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
+
+#[test]
+fn allowed_hosts_are_names_of_the_http_table() {
+    const P: &str = "[[pipeline]]\nstream = \"s\"\ngroup = \"g\"\nplugin = \"p\"\n";
+    let c = load(&format!(
+        "[http]\nlisten = \"9090\"\nallowed-hosts = [\"Dash.Example.com\", \"ops.internal.\"]\n{P}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.dashboard.allowed_hosts,
+        ["dash.example.com", "ops.internal"]
+    );
+    let again = load(&render(&c)).unwrap();
+    assert_eq!(again.dashboard.allowed_hosts, c.dashboard.allowed_hosts);
+    let e = refusal(&format!(
+        "[http]\nlisten = \"9090\"\nallowed-hosts = [\"ok.example\", \"evil:80\"]\n{P}"
+    ));
+    assert_eq!((e.line, e.column), (3, 32), "{e}");
+    assert!(e.message.contains("not a host name"), "{e}");
+    let e = refusal(&format!("[http]\nallowed-hosts = [\"a.example\"]\n{P}"));
+    assert!(e.message.contains("needs `listen`"), "{e}");
+    let e = refusal(&format!("{P}http-allowed-host = [\"a.example\"]\n"));
+    assert!(e.message.contains("allowed-hosts"), "{e}");
+}

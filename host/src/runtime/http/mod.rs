@@ -4,21 +4,26 @@
 //! process-level task, bound before any plugin is compiled (so a taken
 //! address is a start-up error), serving until the pipelines have drained;
 //! every answer is built from the [`Board`] and, for what Redis knows, a
-//! look at Redis bounded by [`probe::PROBE_BUDGET`].
+//! look at Redis bounded by [`probe::PROBE_BUDGET`]. Hostile by default:
+//! connections are capped and timed out ([`connections`]), every request
+//! but the health probes must name this listener ([`access`]), and the
+//! dashboard's actions and entry payloads need the admin token.
 
+mod access;
+mod connections;
 mod dashboard;
 pub mod health;
 pub mod metrics;
 pub mod probe;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -27,11 +32,19 @@ use tokio_util::sync::CancellationToken;
 
 use self::health::{PipelineState, Verdict};
 use self::metrics::{PipelineScrape, Scrape};
-use self::probe::{RedisLook, RedisProbe};
+use self::probe::{CachedConnection, RedisLook, RedisProbe};
 use super::board::{Board, PipelineView};
 use crate::config::{Dashboard as DashboardConfig, HttpListen, RedisConfig};
 use crate::ops::status::{LIVE_COUNT_CAP, StatusOptions, StreamStatus};
 use crate::runtime::StatsSnapshot;
+
+/// The HTTP side's limits, as the README and `docs/dashboard.md` list them.
+pub mod limits {
+    pub use super::connections::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD};
+    pub use super::dashboard::{
+        ACTION_BUDGET, ACTION_TIMEOUT, MAX_JSON_BODY, MAX_SUBSCRIBERS, MAX_UPLOAD,
+    };
+}
 
 /// Why the HTTP side cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +64,8 @@ pub enum HttpError {
 #[derive(Debug)]
 pub struct HttpServer {
     listener: TcpListener,
+    /// The host of `--http` as configured: requests may name it.
+    listen_host: String,
     board: Arc<Board>,
     dashboard: DashboardConfig,
 }
@@ -59,7 +74,13 @@ pub struct HttpServer {
 #[derive(Debug)]
 struct App {
     board: Arc<Board>,
+    /// The host of `--http` as configured.
+    listen_host: String,
     probe: RedisProbe,
+    /// The dashboard's actions' connection: they write, so they wait
+    /// longer for an answer than a look does (a timed-out write may still
+    /// have happened, and a retry would repeat it).
+    actions: CachedConnection,
     dashboard: dashboard::Dashboard,
     /// Fires when the listener stops: long-lived answers (the event
     /// stream) end with it.
@@ -67,7 +88,8 @@ struct App {
 }
 
 impl HttpServer {
-    /// Binds `listen`; the endpoints will answer from `board`.
+    /// Binds `listen`; the endpoints will answer from `board`, and as
+    /// `dashboard` allows until a reload says otherwise.
     pub async fn bind(
         listen: &HttpListen,
         board: Arc<Board>,
@@ -79,8 +101,10 @@ impl HttpServer {
                 addr: listen.to_string(),
                 source,
             })?;
+        board.set_http(dashboard.clone());
         Ok(Self {
             listener,
+            listen_host: listen.host.to_ascii_lowercase(),
             board,
             dashboard,
         })
@@ -93,7 +117,8 @@ impl HttpServer {
 
     /// Serves until `stop` fires, then lets answers in progress finish.
     pub async fn run(self, stop: CancellationToken) {
-        if let Ok(addr) = self.local_addr() {
+        let address = self.local_addr().ok();
+        if let Some(addr) = address {
             tracing::info!(address = %addr, dashboard = %format!("http://{addr}/"), admin = self.dashboard.admin.is_some(),
                 endpoints = "/ /metrics /healthz /readyz /api/status /api/events", "http listening");
             if let Some(admin) = self.dashboard.admin.as_ref().filter(|a| a.announce) {
@@ -105,32 +130,36 @@ impl HttpServer {
         }
         let app = Arc::new(App {
             board: self.board,
+            listen_host: self.listen_host,
             probe: RedisProbe::default(),
+            actions: CachedConnection::new(dashboard::ACTION_TIMEOUT),
             dashboard: dashboard::Dashboard::new(&self.dashboard),
             stop: stop.clone(),
         });
-        let router = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .route("/api/status", get(api_status))
-            .merge(dashboard::routes())
-            .with_state(app.clone());
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future();
-        let background = dashboard::background(app, stop);
-        tokio::pin!(served, background);
-        // The background work ends only with `stop`; the listener ending
-        // first (a failure) ends the task, and the supervisor reports it.
-        let served = tokio::select! {
-            served = &mut served => served,
-            () = &mut background => served.await,
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the http listener failed");
-        }
+        let router = routes(app.clone());
+        // Each ends only with `stop`.
+        tokio::join!(
+            connections::serve(self.listener, router, stop.clone()),
+            dashboard::background(app.clone(), stop.clone()),
+            access::announce_changes(app, address, stop),
+        );
     }
+}
+
+/// Every route: the health probes as they are; the rest behind the Host
+/// check, with small bodies (the upload route reads its own).
+fn routes(app: Arc<App>) -> Router {
+    let checked = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/status", get(api_status))
+        .merge(dashboard::routes(app.clone()))
+        .layer(DefaultBodyLimit::max(dashboard::MAX_JSON_BODY))
+        .layer(from_fn_with_state(app.clone(), access::check_host));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(checked)
+        .with_state(app)
 }
 
 impl App {

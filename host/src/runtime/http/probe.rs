@@ -1,7 +1,8 @@
 //! The Redis side of a scrape or a readiness check: PING, then each
 //! pipeline's group (`XINFO GROUPS`, the summary form of `XPENDING`), on a
 //! connection of its own, all within a short time budget so that an answer
-//! comes quickly even while Redis is down.
+//! comes quickly even while Redis is down; and the cached connections the
+//! HTTP side keeps, each with the timeouts of what it is used for.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,10 +38,18 @@ pub struct GroupLook {
     pub oldest_pending_age: Option<Duration>,
 }
 
-/// A cached connection, reopened after any failure or a change of settings.
-#[derive(Debug, Default)]
+/// The probe: a cached connection with [`PROBE_TIMEOUT`].
+#[derive(Debug)]
 pub struct RedisProbe {
-    conn: Mutex<Option<(RedisConfig, MultiplexedConnection)>>,
+    conn: CachedConnection,
+}
+
+impl Default for RedisProbe {
+    fn default() -> Self {
+        Self {
+            conn: CachedConnection::new(PROBE_TIMEOUT),
+        }
+    }
 }
 
 impl RedisProbe {
@@ -74,35 +83,61 @@ impl RedisProbe {
             groups: BTreeMap::new(),
         }
     }
+
+    /// The probe's connection (see [`CachedConnection::connection`]).
+    pub async fn connection(&self, redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
+        self.conn.connection(redis).await
+    }
+
+    /// Forgets the connection after a failure, so the next look reopens it.
+    pub async fn forget(&self) {
+        self.conn.forget().await;
+    }
 }
 
-impl RedisProbe {
-    /// The probe's connection: the cached one, or a new one for new
-    /// settings or after [`Self::forget`].
+/// A connection kept between requests, with a connect and response timeout
+/// of its own, reopened after a failure or a change of settings.
+#[derive(Debug)]
+pub struct CachedConnection {
+    timeout: Duration,
+    conn: Mutex<Option<(RedisConfig, MultiplexedConnection)>>,
+}
+
+impl CachedConnection {
+    /// None open yet; connections wait `timeout` to connect and for each answer.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The cached connection, or a new one for new settings or after
+    /// [`Self::forget`].
     pub async fn connection(&self, redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
         let mut cached = self.conn.lock().await;
         match cached.as_ref() {
             Some((settings, con)) if settings == redis => Ok(con.clone()),
             _ => {
-                let con = connect(redis).await?;
+                let con = connect(redis, self.timeout).await?;
                 *cached = Some((redis.clone(), con.clone()));
                 Ok(con)
             }
         }
     }
 
-    /// Forgets the connection after a failure, so the next look reopens it.
+    /// Forgets the connection after a failure, so the next use reopens it.
     pub async fn forget(&self) {
         *self.conn.lock().await = None;
     }
 }
 
-async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
+async fn connect(redis: &RedisConfig, timeout: Duration) -> Result<MultiplexedConnection, String> {
     let endpoint = redis.endpoint().map_err(|e| e.to_string())?;
     let config = endpoint
         .connection_config()
-        .set_connection_timeout(Some(PROBE_TIMEOUT))
-        .set_response_timeout(Some(PROBE_TIMEOUT));
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
     endpoint
         .client()
         .get_multiplexed_async_connection_with_config(&config)

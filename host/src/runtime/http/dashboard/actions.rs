@@ -1,36 +1,37 @@
-//! The dashboard's actions (`docs/dashboard.md`): each checks the admin
-//! token, does one thing through the same code as the operator commands
-//! (`crate::ops`) or the pipeline's own controls, answers what it did, and
-//! kicks the state so the page shows the effect at once.
+//! The dashboard's actions on streams (`docs/dashboard.md`) — produce, the
+//! producer's rate, replay, trim, redrive — and its dead-letter list: each
+//! does one thing through the same code as the operator commands
+//! (`crate::ops`), answers what it did, and kicks the state so the page
+//! shows the effect at once. The admin token is checked before any of them
+//! runs ([`super::auth`]); the list shows entries' fields only with it.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 
 use super::super::App;
+use super::ACTION_BUDGET;
+use super::auth;
 use super::error::ApiError;
 use super::producer::MAX_RATE;
 use crate::ops::dlq::{self, DeadLetter};
 use crate::ops::produce::{EVENT_TYPES, Fields, demo_event};
 use crate::ops::{replay, trim as ops_trim};
-use crate::plugin::content_hash;
 use crate::runtime::Admission;
-use crate::runtime::board::{Control, PipelineView};
-use crate::runtime::plugin_log::ReloadOutcome;
+use crate::runtime::board::PipelineView;
 use crate::stream::inspect;
 use crate::stream::produce::add_batch;
 use crate::stream::retention::Retention;
 
-type Answer = Result<Response, ApiError>;
+/// What an action answers: done, or refused.
+pub(super) type Answer = Result<Response, ApiError>;
 
 /// The most events one produce request may append.
 const MAX_PRODUCE: u64 = 10_000;
@@ -38,22 +39,13 @@ const MAX_PRODUCE: u64 = 10_000;
 const MAX_REPLAY: usize = 1_000;
 /// The most dead letters listed or redriven by id at once.
 const MAX_RECORDS: usize = 1_000;
-/// How long an upload waits for the watcher's verdict (a large component
-/// compiles for seconds).
-const UPLOAD_VERDICT: Duration = Duration::from_secs(60);
-/// How long "reclaim now" waits for the reaper's sweep.
-const RECLAIM_WAIT: Duration = Duration::from_secs(15);
 
 fn ok(body: serde_json::Value) -> Answer {
     Ok(Json(body).into_response())
 }
 
 impl App {
-    fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.dashboard.admin.check(headers)
-    }
-
-    fn pipeline(&self, name: &str) -> Result<PipelineView, ApiError> {
+    pub(super) fn pipeline(&self, name: &str) -> Result<PipelineView, ApiError> {
         self.board
             .running()
             .into_iter()
@@ -82,21 +74,19 @@ impl App {
         Ok((stream, on))
     }
 
-    async fn redis(&self) -> Result<MultiplexedConnection, ApiError> {
+    /// The actions' connection (see [`App::actions`]).
+    pub(super) async fn redis(&self) -> Result<MultiplexedConnection, ApiError> {
         let redis = self
             .board
             .redis()
             .ok_or_else(|| ApiError::unavailable("no connection is configured"))?;
-        match self.probe.connection(&redis).await {
-            Ok(con) => Ok(con),
-            Err(e) => {
-                self.probe.forget().await;
-                Err(ApiError::unavailable(format!("redis: {e}")))
-            }
-        }
+        self.actions
+            .connection(&redis)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("redis: {e}")))
     }
 
-    fn done(&self, answer: serde_json::Value) -> Answer {
+    pub(super) fn done(&self, answer: serde_json::Value) -> Answer {
         self.dashboard.hub.kick();
         ok(answer)
     }
@@ -112,12 +102,7 @@ pub struct ProduceBody {
 }
 
 /// `POST /api/produce`.
-pub async fn produce(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(body): Json<ProduceBody>,
-) -> Answer {
-    app.admin(&headers)?;
+pub async fn produce(State(app): State<Arc<App>>, Json(body): Json<ProduceBody>) -> Answer {
     if !(1..=MAX_PRODUCE).contains(&body.count) {
         return Err(ApiError::bad(format!("count must be 1 to {MAX_PRODUCE}")));
     }
@@ -130,11 +115,17 @@ pub async fn produce(
     }
     let (stream, _) = app.serving(body.stream.as_deref())?;
     let mut con = app.redis().await?;
-    let (mut first_id, mut last_id) = (None, None);
-    let mut left = body.count;
-    while left > 0 {
-        let n = left.min(500);
-        left -= n;
+    let mut done = Produced::default();
+    let deadline = tokio::time::Instant::now() + ACTION_BUDGET;
+    while done.count < body.count {
+        if tokio::time::Instant::now() >= deadline {
+            let why = format!(
+                "the action's budget of {} ran out",
+                humantime::format_duration(ACTION_BUDGET)
+            );
+            return Ok(done.partial(StatusCode::GATEWAY_TIMEOUT, &stream, body.count, 0, &why));
+        }
+        let n = (body.count - done.count).min(PRODUCE_BATCH);
         let now = crate::ops::now_ms();
         let batch: Vec<Fields> = (0..n)
             .map(|_| {
@@ -146,15 +137,72 @@ pub async fn produce(
                 demo_event(kind, seq, now).unwrap_or_default()
             })
             .collect();
-        let ids = add_batch(&mut con, &stream, None, &batch)
-            .await
-            .map_err(|e| ApiError::unavailable(format!("redis: {e}")))?;
-        first_id = first_id.or_else(|| ids.first().cloned());
-        last_id = ids.last().cloned().or(last_id);
+        match add_batch(&mut con, &stream, None, &batch).await {
+            Ok(ids) => done.add(n, &ids),
+            Err(e) => {
+                app.actions.forget().await;
+                let why = format!("redis: {e}");
+                return Ok(done.partial(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &stream,
+                    body.count,
+                    n,
+                    &why,
+                ));
+            }
+        }
     }
     app.done(serde_json::json!({
-        "stream": stream, "count": body.count, "first_id": first_id, "last_id": last_id,
+        "stream": stream, "count": done.count, "first_id": done.first_id, "last_id": done.last_id,
     }))
+}
+
+/// Entries one produce request appends per pipeline of XADDs.
+const PRODUCE_BATCH: u64 = 500;
+
+/// What a produce has appended so far.
+#[derive(Debug, Default)]
+struct Produced {
+    count: u64,
+    first_id: Option<String>,
+    last_id: Option<String>,
+}
+
+impl Produced {
+    fn add(&mut self, n: u64, ids: &[String]) {
+        self.count += n;
+        self.first_id = self.first_id.take().or_else(|| ids.first().cloned());
+        self.last_id = ids.last().cloned().or(self.last_id.take());
+    }
+
+    /// The refusal of a produce that stopped after part of its work: what
+    /// was appended, and how many of the last batch may or may not have
+    /// been (Redis got them, its answer did not come), so that nobody
+    /// produces the whole count again.
+    fn partial(
+        &self,
+        status: StatusCode,
+        stream: &str,
+        requested: u64,
+        unconfirmed: u64,
+        why: &str,
+    ) -> Response {
+        let mut message = format!("{why}: appended {} of {requested} to {stream}", self.count);
+        if unconfirmed > 0 {
+            message.push_str(&format!(
+                "; the next {unconfirmed} may or may not have been appended (look at the stream before producing again)"
+            ));
+        }
+        ApiError::with(
+            status,
+            message,
+            serde_json::json!({
+                "stream": stream, "requested": requested, "count": self.count,
+                "unconfirmed": unconfirmed, "first_id": self.first_id, "last_id": self.last_id,
+            }),
+        )
+        .into_response()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,12 +213,7 @@ pub struct ProducerBody {
 }
 
 /// `POST /api/producer`.
-pub async fn producer(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(body): Json<ProducerBody>,
-) -> Answer {
-    app.admin(&headers)?;
+pub async fn producer(State(app): State<Arc<App>>, Json(body): Json<ProducerBody>) -> Answer {
     let Some(producer) = &app.dashboard.producer else {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -190,141 +233,6 @@ pub async fn producer(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AddBody {
-    group: String,
-    stream: Option<String>,
-}
-
-/// `POST /api/consumers`: another consumer of a group, a copy of its first
-/// pipeline under a consumer name neither this process nor Redis knows.
-pub async fn add_consumer(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(body): Json<AddBody>,
-) -> Answer {
-    app.admin(&headers)?;
-    let running = app.board.running();
-    let template = running
-        .iter()
-        .filter(|p| p.group == body.group && body.stream.as_ref().is_none_or(|s| *s == p.stream))
-        .min_by(|a, b| a.name.cmp(&b.name))
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no running pipeline consumes as group {:?}",
-                body.group
-            ))
-        })?;
-    let mut con = app.redis().await?;
-    let mut taken: BTreeSet<String> = running
-        .iter()
-        .flat_map(|p| [p.name.clone(), p.config.consumer.clone()])
-        .collect();
-    let known = inspect::consumers(&mut con, &template.stream, &template.group)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("redis: {e}")))?;
-    taken.extend(known.into_iter().map(|c| c.name));
-    let base = base_name(&template.config.consumer);
-    let name = (1..)
-        .map(|k| format!("{base}-{k}"))
-        .find(|n| !taken.contains(n))
-        .unwrap_or_default();
-    let like = template.name.clone();
-    let (pipeline, consumer) = (name.clone(), name.clone());
-    app.board
-        .control(|reply| Control::Add {
-            like,
-            name: pipeline,
-            consumer,
-            reply,
-        })
-        .await?;
-    app.done(serde_json::json!({ "pipeline": name, "consumer": name }))
-}
-
-/// `notifications-2` → `notifications`: new consumers are numbered after
-/// the family they join.
-fn base_name(consumer: &str) -> &str {
-    match consumer.rsplit_once('-') {
-        Some((base, n))
-            if !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            base
-        }
-        _ => consumer,
-    }
-}
-
-/// `POST /api/consumers/{pipeline}/remove`.
-pub async fn remove_consumer(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Answer {
-    app.admin(&headers)?;
-    let pipeline = name.clone();
-    app.board
-        .control(|reply| Control::Remove {
-            name: pipeline,
-            reply,
-        })
-        .await?;
-    app.done(serde_json::json!({ "pipeline": name }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrashBody {
-    count: u64,
-}
-
-/// `POST /api/consumers/{pipeline}/crash`.
-pub async fn crash(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Json(body): Json<CrashBody>,
-) -> Answer {
-    app.admin(&headers)?;
-    let max = crate::runtime::controls::MAX_CRASH;
-    if !(1..=max).contains(&body.count) {
-        return Err(ApiError::bad(format!("count must be 1 to {max}")));
-    }
-    let p = app.pipeline(&name)?;
-    let armed = p.controls.crash_next(body.count);
-    tracing::info!(pipeline = %name, armed, "crash next N: deliveries will be dropped unacked");
-    app.done(serde_json::json!({ "pipeline": name, "crash_next": armed }))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReclaimBody {
-    min_idle_ms: Option<u64>,
-}
-
-/// `POST /api/consumers/{pipeline}/reclaim`.
-pub async fn reclaim(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Option<Json<ReclaimBody>>,
-) -> Answer {
-    app.admin(&headers)?;
-    let min_idle = Duration::from_millis(body.unwrap_or_default().0.min_idle_ms.unwrap_or(1_000));
-    let p = app.pipeline(&name)?;
-    let claimed = tokio::time::timeout(RECLAIM_WAIT, p.controls.reclaim_now(min_idle))
-        .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the reaper did not finish its sweep within 15s".into(),
-            )
-        })?
-        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
-    app.done(serde_json::json!({ "pipeline": name, "claimed": claimed }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReplayBody {
     stream: Option<String>,
     from: Option<String>,
@@ -335,12 +243,7 @@ pub struct ReplayBody {
 
 /// `POST /api/replay`: a window of the stream, and with `pipeline` what
 /// its plugin would do with each entry (a dry run).
-pub async fn replay(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(body): Json<ReplayBody>,
-) -> Answer {
-    app.admin(&headers)?;
+pub async fn replay(State(app): State<Arc<App>>, Json(body): Json<ReplayBody>) -> Answer {
     let count = body.count.unwrap_or(100);
     if !(1..=MAX_REPLAY).contains(&count) {
         return Err(ApiError::bad(format!("count must be 1 to {MAX_REPLAY}")));
@@ -387,12 +290,7 @@ pub struct TrimBody {
 }
 
 /// `POST /api/trim`: group-safe, as `host trim` without `--force`.
-pub async fn trim(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(body): Json<TrimBody>,
-) -> Answer {
-    app.admin(&headers)?;
+pub async fn trim(State(app): State<Arc<App>>, Json(body): Json<TrimBody>) -> Answer {
     let policy = Retention::of(body.maxlen, body.max_age_ms.map(Duration::from_millis))
         .ok_or_else(|| ApiError::bad("give maxlen, max_age_ms or both"))?;
     let (stream, _) = app.serving(body.stream.as_deref())?;
@@ -414,8 +312,14 @@ fn dlq_of(on: &[PipelineView]) -> String {
     on.first().map(|p| p.dlq.clone()).unwrap_or_default()
 }
 
-/// `GET /api/dlq`: the newest dead letters (read-only: no token needed).
-pub async fn dlq_list(State(app): State<Arc<App>>, Query(q): Query<DlqQuery>) -> Answer {
+/// `GET /api/dlq`: the newest dead letters; their entries' fields only
+/// with the admin token.
+pub async fn dlq_list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<DlqQuery>,
+) -> Answer {
+    let reveal = auth::reveals(app.board.http().admin.as_ref(), &headers)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_RECORDS).contains(&limit) {
         return Err(ApiError::bad(format!("limit must be 1 to {MAX_RECORDS}")));
@@ -431,7 +335,23 @@ pub async fn dlq_list(State(app): State<Arc<App>>, Query(q): Query<DlqQuery>) ->
         .filter_map(|r| DeadLetter::decode(r).ok())
         .filter(|d| q.kind.as_ref().is_none_or(|k| *k == d.kind))
         .collect();
-    ok(serde_json::json!({ "dlq": key, "records": records }))
+    ok(
+        serde_json::json!({ "dlq": key, "fields_shown": reveal, "records": shown(&records, reveal) }),
+    )
+}
+
+/// `records` as JSON, without their entries' fields unless `reveal`.
+fn shown(records: &[DeadLetter], reveal: bool) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut record = serde_json::to_value(r).unwrap_or_default();
+            if let (false, Some(map)) = (reveal, record.as_object_mut()) {
+                map.remove("fields");
+            }
+            record
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,12 +365,7 @@ pub struct RedriveBody {
 
 /// `POST /api/dlq/redrive`: each record back onto its source stream, one
 /// atomic step each (as `host dlq redrive`).
-pub async fn redrive(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(body): Json<RedriveBody>,
-) -> Answer {
-    app.admin(&headers)?;
+pub async fn redrive(State(app): State<Arc<App>>, Json(body): Json<RedriveBody>) -> Answer {
     let (_, on) = app.serving(body.stream.as_deref())?;
     let key = dlq_of(&on);
     let mut con = app.redis().await?;
@@ -471,100 +386,4 @@ pub async fn redrive(
     };
     let rows = dlq::redrive(&mut con, &key, &records, None, false, &mut |_| {}).await?;
     app.done(serde_json::json!({ "dlq": key, "rows": rows }))
-}
-
-/// `POST /api/plugins/{pipeline}`: writes the uploaded file over the
-/// pipeline's plugin file (atomically: a rename) and answers what the
-/// watcher made of it. Every pipeline using that file swaps.
-pub async fn upload(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> Answer {
-    app.admin(&headers)?;
-    let p = app.pipeline(&name)?;
-    if !p.config.watch {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!(
-                "pipeline {name:?} does not watch its plugin file (--no-watch); replace the file and send SIGHUP"
-            ),
-        ));
-    }
-    if bytes.is_empty() {
-        return Err(ApiError::bad("the upload is empty"));
-    }
-    let current = p.plugin.current();
-    if content_hash(&bytes) == current.version() {
-        return ok(
-            serde_json::json!({ "outcome": "unchanged", "to": current.identity(), "error": null }),
-        );
-    }
-    let log = app.board.plugin_log();
-    let after = log.newest_seq();
-    let path = p.config.plugin.clone();
-    // Put back if refused, so that a restart finds the version that serves.
-    let previous = tokio::fs::read(&path).await.ok();
-    let staged = path.with_extension(format!("upload-{}", std::process::id()));
-    if let Err(e) = replace_file(&staged, &path, &bytes).await {
-        let _ = tokio::fs::remove_file(&staged).await;
-        return Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot write {}: {e}", path.display()),
-        ));
-    }
-    tracing::info!(pipeline = %name, path = %path.display(), bytes = bytes.len(), "plugin uploaded from the dashboard");
-    let verdict = tokio::time::timeout(UPLOAD_VERDICT, log.next_after(after, |e| e.path == path))
-        .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the file was written but the watcher gave no verdict within 60s; see the plugin log".into(),
-            )
-        })?;
-    let mut restored = false;
-    let status = match verdict.outcome {
-        ReloadOutcome::Swapped => StatusCode::OK,
-        ReloadOutcome::Refused => {
-            if let Some(previous) = previous {
-                restored = replace_file(&staged, &path, &previous).await.is_ok();
-            }
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-    };
-    app.dashboard.hub.kick();
-    Ok((
-        status,
-        Json(serde_json::json!({
-            "outcome": verdict.outcome, "from": verdict.from, "to": verdict.to,
-            "error": verdict.error, "restored": restored,
-        })),
-    )
-        .into_response())
-}
-
-/// Writes `bytes` to `staged`, then renames it over `path`: the watcher
-/// never reads half a file.
-async fn replace_file(
-    staged: &std::path::Path,
-    path: &std::path::Path,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    tokio::fs::write(staged, bytes).await?;
-    tokio::fs::rename(staged, path).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base_name;
-
-    #[test]
-    fn new_consumers_join_the_family_of_the_one_copied() {
-        assert_eq!(base_name("notifications-2"), "notifications");
-        assert_eq!(base_name("web-01-7"), "web-01");
-        assert_eq!(base_name("notify"), "notify");
-        assert_eq!(base_name("a-"), "a-");
-        assert_eq!(base_name("-3"), "-3");
-    }
 }

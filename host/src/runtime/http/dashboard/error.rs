@@ -7,11 +7,28 @@ use axum::response::{IntoResponse, Response};
 use crate::ops::OpsError;
 use crate::runtime::board::ControlError;
 
-/// A refused request.
+/// A refused request: its status and why.
 #[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
+/// A refusal that also says what was done before it (a partly done
+/// action): `{ "error": "…", …details }`.
+#[derive(Debug)]
+pub struct Partial {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
 impl ApiError {
+    /// `status` with `message`, and `details` beside the error (an object).
+    pub fn with(status: StatusCode, message: String, details: serde_json::Value) -> Partial {
+        let mut body = details;
+        if let Some(map) = body.as_object_mut() {
+            map.insert("error".into(), message.into());
+        }
+        Partial { status, body }
+    }
+
     /// 400.
     pub fn bad(message: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, message.into())
@@ -25,6 +42,12 @@ impl ApiError {
     /// 503: Redis cannot be reached.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self(StatusCode::SERVICE_UNAVAILABLE, message.into())
+    }
+}
+
+impl IntoResponse for Partial {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
     }
 }
 

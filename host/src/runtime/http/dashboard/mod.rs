@@ -3,39 +3,53 @@
 //! (server-sent events) built from the [`Board`] and a look at Redis, the
 //! charts' history, and the operator actions of `docs/dashboard.md` —
 //! refused unless the process allows them (`--http-admin`) and the request
-//! carries the admin token.
+//! carries the admin token, which entry payloads need too.
 
 mod actions;
 mod assets;
 mod auth;
+mod consumers;
 mod error;
 pub mod history;
 pub mod producer;
 mod state;
+mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use self::auth::Admin;
+pub use self::error::ApiError;
 use self::producer::Producer;
 use self::state::Hub;
+use self::upload::Uploads;
 use super::App;
 use crate::config::Dashboard as DashboardConfig;
 
 /// The largest plugin file the page may upload.
 pub const MAX_UPLOAD: usize = 64 << 20;
+/// The largest JSON body an action may send.
+pub const MAX_JSON_BODY: usize = 64 << 10;
+/// The most event streams (`/api/events`, one per open page) at once.
+pub const MAX_SUBSCRIBERS: usize = 16;
+/// How long an action waits for each answer from Redis (to connect, too).
+pub const ACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most an action that writes in steps (produce) spends before it
+/// answers with what it has done so far.
+pub const ACTION_BUDGET: Duration = Duration::from_secs(30);
 
 /// The dashboard's own state beside the board.
 #[derive(Debug)]
 pub struct Dashboard {
-    admin: Admin,
     producer: Option<Producer>,
     hub: Hub,
+    uploads: Uploads,
     /// Numbers the events produced from the page.
     produced: AtomicU64,
 }
@@ -44,16 +58,38 @@ impl Dashboard {
     /// A dashboard as `config` allows.
     pub fn new(config: &DashboardConfig) -> Self {
         Self {
-            admin: Admin::new(config.admin.clone()),
             producer: config.trickle.as_ref().map(Producer::new),
             hub: Hub::default(),
+            uploads: Uploads::default(),
             produced: AtomicU64::new(0),
         }
     }
 }
 
-/// The dashboard's routes.
-pub(super) fn routes() -> Router<Arc<App>> {
+/// The dashboard's routes: the page and its reads, then the actions, each
+/// behind the admin token.
+pub(super) fn routes(app: Arc<App>) -> Router<Arc<App>> {
+    let actions = Router::new()
+        .route("/api/produce", post(actions::produce))
+        .route("/api/producer", post(actions::producer))
+        .route("/api/consumers", post(consumers::add_consumer))
+        .route(
+            "/api/consumers/{pipeline}/remove",
+            post(consumers::remove_consumer),
+        )
+        .route("/api/consumers/{pipeline}/crash", post(consumers::crash))
+        .route(
+            "/api/consumers/{pipeline}/reclaim",
+            post(consumers::reclaim),
+        )
+        .route("/api/replay", post(actions::replay))
+        .route("/api/trim", post(actions::trim))
+        .route("/api/dlq/redrive", post(actions::redrive))
+        .route(
+            "/api/plugins/{pipeline}",
+            post(upload::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
+        .route_layer(from_fn_with_state(app, auth::require_admin));
     Router::new()
         .route("/", get(assets::index))
         .route("/assets/app.js", get(assets::script))
@@ -61,22 +97,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/api/info", get(state::info))
         .route("/api/events", get(state::events))
         .route("/api/dlq", get(actions::dlq_list))
-        .route("/api/produce", post(actions::produce))
-        .route("/api/producer", post(actions::producer))
-        .route("/api/consumers", post(actions::add_consumer))
-        .route(
-            "/api/consumers/{pipeline}/remove",
-            post(actions::remove_consumer),
-        )
-        .route("/api/consumers/{pipeline}/crash", post(actions::crash))
-        .route("/api/consumers/{pipeline}/reclaim", post(actions::reclaim))
-        .route("/api/replay", post(actions::replay))
-        .route("/api/trim", post(actions::trim))
-        .route("/api/dlq/redrive", post(actions::redrive))
-        .route(
-            "/api/plugins/{pipeline}",
-            post(actions::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
-        )
+        .merge(actions)
 }
 
 /// The dashboard's background work — the history sampler and state

@@ -1,10 +1,12 @@
 //! The `state` event: what the page draws, rebuilt every second (and at
-//! once after an action) while a page is subscribed, and the history
+//! once after an action) while a page is subscribed (at most
+//! [`MAX_SUBSCRIBERS`] at once), and the history
 //! sampler behind the charts, which runs whether or not anyone watches so a
 //! page opened later still shows the last minutes.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::super::{App, status_targets};
+use super::MAX_SUBSCRIBERS;
+use super::error::ApiError;
 use super::history::{History, Series};
 use super::producer::ProducerState;
 use crate::ops::produce::EVENT_TYPES;
@@ -37,6 +41,8 @@ pub struct Hub {
     history: Mutex<History>,
     latest: watch::Sender<Option<Arc<str>>>,
     kick: Notify,
+    /// Event streams open now (at most [`MAX_SUBSCRIBERS`]).
+    subscribers: Arc<AtomicUsize>,
 }
 
 impl Default for Hub {
@@ -45,6 +51,7 @@ impl Default for Hub {
             history: Mutex::new(History::default()),
             latest: watch::Sender::new(None),
             kick: Notify::new(),
+            subscribers: Arc::default(),
         }
     }
 }
@@ -53,6 +60,27 @@ impl Hub {
     /// Sends a new state now (after an action).
     pub fn kick(&self) {
         self.kick.notify_one();
+    }
+
+    /// A place for one more event stream, kept until dropped; `None` at
+    /// [`MAX_SUBSCRIBERS`].
+    fn seat(&self) -> Option<Seat> {
+        self.subscribers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_SUBSCRIBERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Seat(self.subscribers.clone()))
+    }
+}
+
+/// One event stream's place among the subscribers.
+#[derive(Debug)]
+struct Seat(Arc<AtomicUsize>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -205,7 +233,7 @@ pub async fn info(State(app): State<Arc<App>>) -> Response {
     }
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "admin": app.dashboard.admin.enabled(),
+        "admin": app.board.http().admin.is_some(),
         "demo": app.dashboard.producer.is_some(),
         "streams": streams,
         "event_types": EVENT_TYPES,
@@ -214,28 +242,51 @@ pub async fn info(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /api/events`: the state now, then each new one, until the page
-/// goes or the listener stops.
+/// goes or the listener stops; `503` while [`MAX_SUBSCRIBERS`] streams
+/// are open.
 pub async fn events(
     State(app): State<Arc<App>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let seat = app.dashboard.hub.seat().ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "{MAX_SUBSCRIBERS} pages already watch this dashboard: close one and reload"
+        ))
+    })?;
     let mut latest = app.dashboard.hub.latest.subscribe();
     // Whatever is there is sent at once; a fresh one follows.
     latest.mark_changed();
     app.dashboard.hub.kick();
     let stop = app.stop.clone();
-    let updates = stream::unfold((latest, stop), |(mut latest, stop)| async move {
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return None,
-                changed = latest.changed() => changed.ok()?,
+    let updates = stream::unfold(
+        (latest, stop, seat),
+        |(mut latest, stop, seat)| async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return None,
+                    changed = latest.changed() => changed.ok()?,
+                }
+                let data = latest.borrow_and_update().clone();
+                if let Some(data) = data {
+                    let event = Event::default().event("state").data(&*data);
+                    return Some((Ok(event), (latest, stop, seat)));
+                }
             }
-            let data = latest.borrow_and_update().clone();
-            if let Some(data) = data {
-                let event = Event::default().event("state").data(&*data);
-                return Some((Ok(event), (latest, stop)));
-            }
-        }
-    });
-    Sse::new(updates).keep_alive(KeepAlive::default())
+        },
+    );
+    Ok(Sse::new(updates).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribers_get_a_seat_up_to_the_cap_and_leaving_frees_it() {
+        let hub = Hub::default();
+        let mut seats: Vec<Seat> = (0..MAX_SUBSCRIBERS).map(|_| hub.seat().unwrap()).collect();
+        assert!(hub.seat().is_none());
+        seats.pop();
+        assert!(hub.seat().is_some());
+    }
 }
