@@ -9,6 +9,8 @@ mod config_file;
 mod dashboard_api;
 mod dashboard_browser;
 mod demo;
+mod dlq_moves;
+mod dlq_scale;
 mod healing;
 mod hostile_calls;
 mod hostile_emits;

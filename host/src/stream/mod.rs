@@ -5,6 +5,7 @@ pub mod claims;
 pub mod commands;
 pub mod commits;
 pub mod dlq;
+pub mod dlq_scan;
 pub mod entry;
 pub mod groups;
 pub mod inspect;

@@ -238,11 +238,15 @@ pub fn render(s: &StreamStatus) -> String {
             .newest
             .iter()
             .map(|d| {
+                let reason = show_bytes(d.reason.as_bytes());
                 vec![
                     d.id.clone(),
                     d.kind.clone(),
                     d.source_id.clone(),
-                    show_bytes(d.reason.as_bytes()),
+                    match &d.undecodable {
+                        Some(why) => format!("[undecodable: {why}] {reason}"),
+                        None => reason,
+                    },
                 ]
             })
             .collect();

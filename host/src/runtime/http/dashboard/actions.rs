@@ -26,6 +26,7 @@ use crate::plugin::content_hash;
 use crate::runtime::Admission;
 use crate::runtime::board::{Control, PipelineView};
 use crate::runtime::plugin_log::ReloadOutcome;
+use crate::stream::dlq_scan::{self, HEADER_PAGE, Order};
 use crate::stream::inspect;
 use crate::stream::produce::add_batch;
 use crate::stream::retention::Retention;
@@ -38,6 +39,8 @@ const MAX_PRODUCE: u64 = 10_000;
 const MAX_REPLAY: usize = 1_000;
 /// The most dead letters listed or redriven by id at once.
 const MAX_RECORDS: usize = 1_000;
+/// The most dead letters `/api/dlq` looks at for those of a `kind`.
+const MAX_DLQ_SCAN: usize = 10_000;
 /// How long an upload waits for the watcher's verdict (a large component
 /// compiles for seconds).
 const UPLOAD_VERDICT: Duration = Duration::from_secs(60);
@@ -415,6 +418,10 @@ fn dlq_of(on: &[PipelineView]) -> String {
 }
 
 /// `GET /api/dlq`: the newest dead letters (read-only: no token needed).
+/// Chosen by their headers a page at a time (among the newest
+/// [`MAX_DLQ_SCAN`]), then only the records listed are read whole; a
+/// record whose packed fields are malformed is listed with `undecodable`
+/// saying why.
 pub async fn dlq_list(State(app): State<Arc<App>>, Query(q): Query<DlqQuery>) -> Answer {
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_RECORDS).contains(&limit) {
@@ -423,15 +430,48 @@ pub async fn dlq_list(State(app): State<Arc<App>>, Query(q): Query<DlqQuery>) ->
     let (_, on) = app.serving(q.stream.as_deref())?;
     let key = dlq_of(&on);
     let mut con = app.redis().await?;
-    let raw = inspect::rev_range(&mut con, &key, "+", "-", limit)
+    let unavailable = |e: redis::RedisError| ApiError::unavailable(format!("redis: {e}"));
+    let mut records: Vec<DeadLetter> = Vec::new();
+    let mut high = "+".to_owned();
+    for _ in 0..MAX_DLQ_SCAN / HEADER_PAGE {
+        let page = dlq_scan::headers(
+            &mut con,
+            &key,
+            Order::NewestFirst,
+            ("-", &high),
+            HEADER_PAGE,
+            false,
+        )
         .await
-        .map_err(|e| ApiError::unavailable(format!("redis: {e}")))?;
-    let records: Vec<DeadLetter> = raw
-        .into_iter()
-        .filter_map(|r| DeadLetter::decode(r).ok())
-        .filter(|d| q.kind.as_ref().is_none_or(|k| *k == d.kind))
-        .collect();
+        .map_err(unavailable)?;
+        let last = page.len() < HEADER_PAGE;
+        high = page
+            .last()
+            .map(|h| format!("({}", h.id))
+            .unwrap_or_default();
+        for h in page {
+            if q.kind.as_ref().is_none_or(|k| k.as_bytes() == kind_of(&h)) {
+                let found = dlq::fetch(&mut con, &key, &h.id).await?;
+                records.extend(found);
+                if records.len() == limit {
+                    break;
+                }
+            }
+        }
+        if last || records.len() == limit {
+            break;
+        }
+    }
     ok(serde_json::json!({ "dlq": key, "records": records }))
+}
+
+/// The `kind` a header carries (empty when none).
+fn kind_of(h: &dlq_scan::RecordHeader) -> &[u8] {
+    h.meta
+        .iter()
+        .find(|(k, _)| k == b"kind")
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -444,7 +484,10 @@ pub struct RedriveBody {
 }
 
 /// `POST /api/dlq/redrive`: each record back onto its source stream, one
-/// atomic step each (as `host dlq redrive`).
+/// atomic step each (as `host dlq redrive`), on a connection of this
+/// request's own (a `WATCH` cannot share one). `all` walks the DLQ a page
+/// at a time; the answer lists the first [`MAX_RECORDS`] rows and counts
+/// every row in `totals`.
 pub async fn redrive(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -453,24 +496,51 @@ pub async fn redrive(
     app.admin(&headers)?;
     let (_, on) = app.serving(body.stream.as_deref())?;
     let key = dlq_of(&on);
-    let mut con = app.redis().await?;
-    let records = match (&body.ids, body.all) {
+    let redis = app
+        .board
+        .redis()
+        .ok_or_else(|| ApiError::unavailable("no connection is configured"))?;
+    let unavailable = |e: crate::ops::OpsError| ApiError::unavailable(e.to_string());
+    let mut con = crate::ops::connect(&redis).await.map_err(unavailable)?;
+    let mut mover = dlq::redriver(&redis).await.map_err(unavailable)?;
+    let (mut rows, mut totals) = (Vec::new(), dlq::RedriveTotals::default());
+    let mut record = |page: Vec<dlq::RedriveRow>| {
+        totals.add(&page);
+        let room = MAX_RECORDS.saturating_sub(rows.len());
+        rows.extend(page.into_iter().take(room));
+    };
+    match (&body.ids, body.all) {
         (Some(ids), false) if !ids.is_empty() && ids.len() <= MAX_RECORDS => {
-            let mut records = Vec::with_capacity(ids.len());
+            // Every id is checked before anything moves.
+            let mut page = Vec::with_capacity(ids.len());
             for id in ids {
-                records.push(dlq::show(&mut con, &key, id).await?);
+                let found =
+                    dlq_scan::headers(&mut con, &key, Order::OldestFirst, (id, id), 1, false)
+                        .await
+                        .map_err(|e| ApiError::bad(format!("redis: {e}")))?;
+                match found.into_iter().next() {
+                    Some(h) if h.id == *id => page.push(dlq::Header::from(h)),
+                    _ => return Err(ApiError::bad(format!("no record {id} in {key:?}"))),
+                }
             }
-            records
+            record(dlq::redrive_page(Some(&mut mover), &key, &page, None).await?);
         }
-        (None, true) => dlq::select(&mut con, &key, &dlq::Filter::default()).await?,
+        (None, true) => {
+            let mut selection =
+                dlq::Selection::start(&mut con, &key, dlq::Filter::default()).await?;
+            while let Some(page) = selection.next_page(&mut con).await? {
+                record(dlq::redrive_page(Some(&mut mover), &key, &page, None).await?);
+            }
+        }
         _ => {
             return Err(ApiError::bad(format!(
                 "give either ids (1 to {MAX_RECORDS}) or all: true"
             )));
         }
-    };
-    let rows = dlq::redrive(&mut con, &key, &records, None, false, &mut |_| {}).await?;
-    app.done(serde_json::json!({ "dlq": key, "rows": rows }))
+    }
+    app.done(serde_json::json!({
+        "dlq": key, "rows": rows, "totals": totals, "rows_cut": totals.records > rows.len() as u64,
+    }))
 }
 
 /// `POST /api/plugins/{pipeline}`: writes the uploaded file over the

@@ -1,0 +1,199 @@
+//! Redrives running at the same time, from every face: wide (packed) dead
+//! letters written by a real `host run` are moved by two dashboard requests
+//! against one host at once, and by two `host dlq redrive` processes at
+//! once, and each original entry comes back exactly once.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::http::{free_port, get, post_json};
+use crate::support::redis_server::RawFields;
+use crate::support::{Host, RedisServer, eventually, key};
+
+const WAIT: Duration = Duration::from_secs(120);
+const TOKEN: &str = "dlq-moves-token";
+/// Dead letters moved by each round.
+const RECORDS: usize = 300;
+/// Wider than one scripted `XADD` takes (3,900 fields): these records are packed.
+const WIDTH: usize = 3_950;
+
+/// Entry `i`: an `n` field naming it, then fields whose values carry `i`
+/// too, so two entries never have the same content.
+fn wide_entry(i: usize) -> RawFields {
+    let mut fields = vec![(b"n".to_vec(), i.to_string().into_bytes())];
+    fields.extend((1..WIDTH).map(|j| {
+        (
+            format!("f{j}").into_bytes(),
+            format!("{i}.{j}").into_bytes(),
+        )
+    }));
+    fields
+}
+
+/// Appends the wide entries `from..to` to `stream`, a few per round trip.
+fn add_wide(redis: &RedisServer, stream: &str, from: usize, to: usize) {
+    let mut c = redis.conn();
+    for chunk in (from..to).collect::<Vec<_>>().chunks(20) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            let cmd = pipe.cmd("XADD").arg(stream).arg("*");
+            for (k, v) in wide_entry(i) {
+                cmd.arg(k).arg(v);
+            }
+            cmd.ignore();
+        }
+        let () = pipe.query(&mut c).expect("XADD of wide entries");
+    }
+}
+
+/// Lets a `host run` of the misbehaving plugin on `stream` dead-letter every
+/// entry it has not seen (each is over `--max-fields`), until `dlq` holds
+/// `n` records, all packed.
+fn dead_letter_through_the_host(redis: &RedisServer, stream: &str, dlq: &str, n: usize) {
+    let mut run = Host::misbehave(redis, stream, &["--max-fields", "100"]);
+    eventually(WAIT, &format!("{n} dead letters"), || {
+        (redis.range_raw(dlq).len() == n).then_some(())
+    });
+    run.signal(15);
+    run.wait_exit(WAIT);
+    let records = redis.range_raw(dlq);
+    assert!(
+        records
+            .iter()
+            .all(|(_, r)| r.iter().any(|(k, _)| k == b"packed_fields")),
+        "every record is packed"
+    );
+}
+
+/// The entries of `stream` after `after`, each checked to be one original
+/// byte for byte; returns how often each original came back.
+fn came_back(redis: &RedisServer, stream: &str, after: &str) -> Vec<usize> {
+    let mut seen = vec![0; RECORDS * 2];
+    for (id, fields) in redis.range_raw(stream) {
+        if crate::ops_dlq::id_le(&id, after) {
+            continue;
+        }
+        let i: usize = String::from_utf8_lossy(&fields[0].1)
+            .parse()
+            .expect("an n field");
+        assert_eq!(
+            fields,
+            wide_entry(i),
+            "entry {id} is original {i} byte for byte"
+        );
+        seen[i] += 1;
+    }
+    seen
+}
+
+fn last_id(redis: &RedisServer, stream: &str) -> String {
+    redis
+        .range_raw(stream)
+        .last()
+        .map(|(id, _)| id.clone())
+        .unwrap_or_else(|| "0-0".into())
+}
+
+#[test]
+fn concurrent_redrives_of_wide_dead_letters_move_each_exactly_once() {
+    let redis = RedisServer::start();
+    let stream = key("dlq-moves");
+    let dlq = format!("{stream}:dlq");
+    add_wide(&redis, &stream, 0, RECORDS);
+    dead_letter_through_the_host(&redis, &stream, &dlq, RECORDS);
+    let originals_end = last_id(&redis, &stream);
+
+    // Two dashboard requests at once, against one host. Its pipeline
+    // consumes another stream but shares the DLQ, so nothing re-reads the
+    // redriven entries while they are counted.
+    let port = free_port();
+    let other = key("dlq-moves-idle");
+    redis.add(&other, &[("action", "ok")]);
+    let _dashboard = Host::spawn_env(
+        &[
+            "run",
+            "--redis",
+            &redis.url(),
+            "--stream",
+            &other,
+            "--group",
+            "g",
+            "--plugin",
+            crate::support::plugin("misbehave").to_str().unwrap(),
+            "--dlq",
+            &dlq,
+            "--block",
+            "200ms",
+            "--http",
+            &port.to_string(),
+            "--http-admin",
+        ],
+        &[("STREAMHOST_HTTP_TOKEN", TOKEN)],
+    );
+    eventually(WAIT, "the dashboard serves", || {
+        (get(port, "/readyz")?.status == 200).then_some(())
+    });
+    let requests: Vec<_> = (0..2)
+        .map(|_| {
+            let other = other.clone();
+            std::thread::spawn(move || {
+                post_json(
+                    port,
+                    "/api/dlq/redrive",
+                    Some(TOKEN),
+                    &json!({"stream": other, "all": true}),
+                )
+            })
+        })
+        .collect();
+    for r in requests {
+        let (status, answer) = r.join().unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    let seen = came_back(&redis, &stream, &originals_end);
+    assert_eq!(
+        seen[..RECORDS],
+        [1; RECORDS],
+        "each original back exactly once (dashboard)"
+    );
+    assert!(redis.range_raw(&dlq).is_empty(), "the DLQ is empty");
+
+    // The redriven entries are new to group g: dead-lettered again, then
+    // moved by two CLI processes at once.
+    dead_letter_through_the_host(&redis, &stream, &dlq, RECORDS);
+    let round_end = last_id(&redis, &stream);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_host"))
+                .args([
+                    "dlq",
+                    "redrive",
+                    "--redis",
+                    &redis.url(),
+                    "--stream",
+                    &stream,
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawning host")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("redrive exits");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let seen = came_back(&redis, &stream, &round_end);
+    assert_eq!(
+        seen[..RECORDS],
+        [1; RECORDS],
+        "each original back exactly once (CLI)"
+    );
+    assert!(redis.range_raw(&dlq).is_empty(), "the DLQ is empty");
+}
