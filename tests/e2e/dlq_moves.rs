@@ -113,6 +113,38 @@ fn last_id(redis: &RedisServer, stream: &str) -> String {
         .unwrap_or_else(|| "0-0".into())
 }
 
+/// A host serving the dashboard (admin) whose one pipeline consumes
+/// `stream` (given one entry) with `dlq` as its DLQ; and its port.
+fn dashboard(redis: &RedisServer, stream: &str, dlq: &str) -> (Host, u16) {
+    let port = free_port();
+    redis.add(stream, &[("action", "ok")]);
+    let host = Host::spawn_env(
+        &[
+            "run",
+            "--redis",
+            &redis.url(),
+            "--stream",
+            stream,
+            "--group",
+            "g",
+            "--plugin",
+            crate::support::plugin("misbehave").to_str().unwrap(),
+            "--dlq",
+            dlq,
+            "--block",
+            "200ms",
+            "--http",
+            &port.to_string(),
+            "--http-admin",
+        ],
+        &[("STREAMHOST_HTTP_TOKEN", TOKEN)],
+    );
+    eventually(WAIT, "the dashboard serves", || {
+        (get(port, "/readyz")?.status == 200).then_some(())
+    });
+    (host, port)
+}
+
 #[test]
 fn concurrent_redrives_of_wide_dead_letters_move_each_exactly_once() {
     let redis = RedisServer::start();
@@ -125,33 +157,8 @@ fn concurrent_redrives_of_wide_dead_letters_move_each_exactly_once() {
     // Two dashboard requests at once, against one host. Its pipeline
     // consumes another stream but shares the DLQ, so nothing re-reads the
     // redriven entries while they are counted.
-    let port = free_port();
     let other = key("dlq-moves-idle");
-    redis.add(&other, &[("action", "ok")]);
-    let _dashboard = Host::spawn_env(
-        &[
-            "run",
-            "--redis",
-            &redis.url(),
-            "--stream",
-            &other,
-            "--group",
-            "g",
-            "--plugin",
-            crate::support::plugin("misbehave").to_str().unwrap(),
-            "--dlq",
-            &dlq,
-            "--block",
-            "200ms",
-            "--http",
-            &port.to_string(),
-            "--http-admin",
-        ],
-        &[("STREAMHOST_HTTP_TOKEN", TOKEN)],
-    );
-    eventually(WAIT, "the dashboard serves", || {
-        (get(port, "/readyz")?.status == 200).then_some(())
-    });
+    let (_dashboard, port) = dashboard(&redis, &other, &dlq);
     let requests: Vec<_> = (0..2)
         .map(|_| {
             let other = other.clone();
@@ -203,4 +210,53 @@ fn concurrent_redrives_of_wide_dead_letters_move_each_exactly_once() {
     }
     exactly_once(&redis, &stream, &round_end, "two CLI processes");
     assert!(redis.range_raw(&dlq).is_empty(), "the DLQ is empty");
+}
+
+/// `n` narrow records in `dlq` whose source stream is `target`.
+fn narrow_records(redis: &RedisServer, dlq: &str, target: &str, n: usize) {
+    let mut c = redis.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("XADD")
+            .arg(dlq)
+            .arg("*")
+            .arg(&["kind", "permanent", "reason", "r", "source_stream", target])
+            .arg("field:n")
+            .arg(i)
+            .ignore();
+    }
+    let () = pipe.query(&mut c).unwrap();
+}
+
+#[test]
+fn a_dashboard_redrive_lists_at_most_1000_rows_and_counts_them_all() {
+    let redis = RedisServer::start();
+    let target = key("dlq-rows-target");
+    let dlq = key("dlq-rows:dlq");
+    let other = key("dlq-rows-idle");
+    let (_dashboard, port) = dashboard(&redis, &other, &dlq);
+    let redrive_all = || {
+        let (status, answer) = post_json(
+            port,
+            "/api/dlq/redrive",
+            Some(TOKEN),
+            &json!({"stream": other, "all": true}),
+        );
+        assert_eq!(status, 200, "{answer}");
+        answer
+    };
+    for (n, listed, cut) in [(1_000, 1_000, false), (1_001, 1_000, true)] {
+        narrow_records(&redis, &dlq, &target, n);
+        let answer = redrive_all();
+        assert_eq!(
+            answer["rows"].as_array().unwrap().len(),
+            listed,
+            "{n} records"
+        );
+        assert_eq!(answer["rows_cut"], cut, "{n} records");
+        assert_eq!(answer["totals"]["records"], n);
+        assert_eq!(answer["totals"]["outcomes"]["moved"], n);
+        assert!(redis.range_raw(&dlq).is_empty());
+    }
+    assert_eq!(redis.range_raw(&target).len(), 2_001);
 }

@@ -562,3 +562,44 @@ fn redis_and_the_host_give_the_same_reason_for_a_malformed_packed_record() {
         assert_eq!(lua["detail"], why, "Redis and the host agree");
     }
 }
+
+#[test]
+fn status_shows_the_first_16_kib_of_a_reason_and_cuts_a_longer_one() {
+    let redis = RedisServer::start();
+    let stream = key("ops-reason-cap");
+    let dlq = format!("{stream}:dlq");
+    redis.add(&stream, &[("action", "ok")]);
+    let cap = 16 * 1024;
+    for len in [cap, cap + 1] {
+        let reason = "r".repeat(len);
+        redis.add(
+            &dlq,
+            &[("kind", "permanent"), ("reason", &reason), ("field:a", "1")],
+        );
+    }
+    let status = json(&redis, &["status", "--stream", &stream, "--json"]);
+    let d = &status[0]["dlq"];
+    assert_eq!(
+        (d["scanned"].as_u64(), &d["kinds_estimated"]),
+        (Some(2), &Json::Bool(false))
+    );
+    let shown: Vec<&str> = d["newest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shown[1],
+        "r".repeat(cap),
+        "a reason of 16 KiB is shown whole"
+    );
+    assert_eq!(
+        shown[0],
+        format!("{}…", "r".repeat(cap)),
+        "a longer one is cut"
+    );
+    // A listing's JSON reads the records it lists whole.
+    let listed = json(&redis, &["dlq", "list", "--stream", &stream, "--json"]);
+    assert_eq!(listed[1]["reason"].as_str().unwrap().len(), cap + 1);
+}
