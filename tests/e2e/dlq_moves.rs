@@ -72,7 +72,7 @@ fn dead_letter_through_the_host(redis: &RedisServer, stream: &str, dlq: &str, n:
 fn came_back(redis: &RedisServer, stream: &str, after: &str) -> Vec<usize> {
     let mut seen = vec![0; RECORDS * 2];
     for (id, fields) in redis.range_raw(stream) {
-        if crate::ops_dlq::id_le(&id, after) {
+        if crate::dlq_records::id_le(&id, after) {
             continue;
         }
         let i: usize = String::from_utf8_lossy(&fields[0].1)

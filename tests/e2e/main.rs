@@ -10,6 +10,7 @@ mod dashboard_api;
 mod dashboard_browser;
 mod demo;
 mod dlq_moves;
+mod dlq_records;
 mod dlq_scale;
 mod healing;
 mod hostile_calls;

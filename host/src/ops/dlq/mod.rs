@@ -9,8 +9,11 @@ mod select;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
-pub use self::moves::{RedriveRow, RedriveTotals, purge_page, redrive_page};
-pub use self::select::{Filter, Selection};
+pub use self::moves::{
+    RedriveReport, RedriveRow, RedriveTotals, purge_page, redrive_ids, redrive_page,
+    redrive_selection,
+};
+pub use self::select::{Filter, Selection, newest};
 use super::{OpsError, RESPONSE_TIMEOUT};
 use crate::config::RedisConfig;
 use crate::stream::dlq::{FIELD_PREFIX, PACKED_FIELDS, Pairs, unpack};

@@ -9,8 +9,9 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
-use super::Header;
+use super::{Header, Selection};
 use crate::ops::OpsError;
+use crate::stream::dlq_scan::{self, Order};
 use crate::stream::redrive::{Redriven, Redriver};
 
 /// What a redrive did with one record.
@@ -101,6 +102,68 @@ pub async fn redrive_page(
         });
     }
     Ok(rows)
+}
+
+/// What a redrive of many records answers: the first rows, up to a cap,
+/// and the totals of all of them (so an answer stays small however many
+/// records moved).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RedriveReport {
+    /// The first rows.
+    pub rows: Vec<RedriveRow>,
+    /// Every row, counted.
+    pub totals: RedriveTotals,
+    /// Whether rows were left out of `rows`.
+    pub rows_cut: bool,
+}
+
+impl RedriveReport {
+    fn add(&mut self, page: Vec<RedriveRow>, rows_cap: usize) {
+        self.totals.add(&page);
+        let room = rows_cap.saturating_sub(self.rows.len());
+        self.rows_cut |= page.len() > room;
+        self.rows.extend(page.into_iter().take(room));
+    }
+}
+
+/// Redrives the records `ids` of `dlq` onto their source streams, after
+/// checking that every one is there (nothing moves otherwise); lists at
+/// most `rows_cap` rows.
+pub async fn redrive_ids(
+    con: &mut MultiplexedConnection,
+    mover: &mut Redriver,
+    dlq: &str,
+    ids: &[String],
+    rows_cap: usize,
+) -> Result<RedriveReport, OpsError> {
+    let mut page = Vec::with_capacity(ids.len());
+    for id in ids {
+        let range = (id.as_str(), id.as_str());
+        let found = dlq_scan::headers(con, dlq, Order::OldestFirst, range, 1, false).await?;
+        match found.into_iter().next() {
+            Some(h) if h.id == *id => page.push(Header::from(h)),
+            _ => return Err(OpsError::Usage(format!("no record {id} in {dlq:?}"))),
+        }
+    }
+    let mut report = RedriveReport::default();
+    report.add(redrive_page(Some(mover), dlq, &page, None).await?, rows_cap);
+    Ok(report)
+}
+
+/// Redrives every record of `selection` onto its source stream, a page at
+/// a time; lists at most `rows_cap` rows.
+pub async fn redrive_selection(
+    con: &mut MultiplexedConnection,
+    mover: &mut Redriver,
+    dlq: &str,
+    mut selection: Selection,
+    rows_cap: usize,
+) -> Result<RedriveReport, OpsError> {
+    let mut report = RedriveReport::default();
+    while let Some(page) = selection.next_page(con).await? {
+        report.add(redrive_page(Some(mover), dlq, &page, None).await?, rows_cap);
+    }
+    Ok(report)
 }
 
 /// Deletes the selected `records` (a page) from `dlq`

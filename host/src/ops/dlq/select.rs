@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
-use super::{Header, Meta};
+use super::{DeadLetter, Header, Meta};
 use crate::ops::{OpsError, id_ms, now_ms};
 use crate::stream::dlq_scan::{self, HEADER_PAGE, Order};
 use crate::stream::entry::id_parts;
@@ -167,6 +167,40 @@ impl Selection {
         }
         Ok(None)
     }
+}
+
+/// The newest `limit` records of `dlq`, newest first, read whole — of
+/// kind `kind` only, when given, among the newest `scan_cap` records.
+/// They are chosen by their headers, a page at a time, so only the records
+/// returned are read whole.
+pub async fn newest(
+    con: &mut MultiplexedConnection,
+    dlq: &str,
+    limit: usize,
+    kind: Option<&str>,
+    scan_cap: usize,
+) -> Result<Vec<DeadLetter>, OpsError> {
+    let mut records = Vec::new();
+    let mut high = "+".to_owned();
+    for _ in 0..scan_cap.div_ceil(HEADER_PAGE) {
+        let range = ("-", high.as_str());
+        let page =
+            dlq_scan::headers(con, dlq, Order::NewestFirst, range, HEADER_PAGE, false).await?;
+        let last = page.len() < HEADER_PAGE;
+        high = page
+            .last()
+            .map(|h| format!("({}", h.id))
+            .unwrap_or_default();
+        for h in page.into_iter().map(Header::from) {
+            if records.len() < limit && kind.is_none_or(|k| k == h.meta.kind) {
+                records.extend(super::fetch(con, dlq, &h.meta.id).await?);
+            }
+        }
+        if last || records.len() >= limit {
+            break;
+        }
+    }
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -19,14 +19,13 @@ use serde::Deserialize;
 use super::super::App;
 use super::error::ApiError;
 use super::producer::MAX_RATE;
-use crate::ops::dlq::{self, DeadLetter};
+use crate::ops::dlq;
 use crate::ops::produce::{EVENT_TYPES, Fields, demo_event};
 use crate::ops::{replay, trim as ops_trim};
 use crate::plugin::content_hash;
 use crate::runtime::Admission;
 use crate::runtime::board::{Control, PipelineView};
 use crate::runtime::plugin_log::ReloadOutcome;
-use crate::stream::dlq_scan::{self, HEADER_PAGE, Order};
 use crate::stream::inspect;
 use crate::stream::produce::add_batch;
 use crate::stream::retention::Retention;
@@ -417,11 +416,8 @@ fn dlq_of(on: &[PipelineView]) -> String {
     on.first().map(|p| p.dlq.clone()).unwrap_or_default()
 }
 
-/// `GET /api/dlq`: the newest dead letters (read-only: no token needed).
-/// Chosen by their headers a page at a time (among the newest
-/// [`MAX_DLQ_SCAN`]), then only the records listed are read whole; a
-/// record whose packed fields are malformed is listed with `undecodable`
-/// saying why.
+/// `GET /api/dlq`: the newest dead letters (read-only: no token needed);
+/// one whose packed fields are malformed is listed with `undecodable`.
 pub async fn dlq_list(State(app): State<Arc<App>>, Query(q): Query<DlqQuery>) -> Answer {
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_RECORDS).contains(&limit) {
@@ -430,48 +426,8 @@ pub async fn dlq_list(State(app): State<Arc<App>>, Query(q): Query<DlqQuery>) ->
     let (_, on) = app.serving(q.stream.as_deref())?;
     let key = dlq_of(&on);
     let mut con = app.redis().await?;
-    let unavailable = |e: redis::RedisError| ApiError::unavailable(format!("redis: {e}"));
-    let mut records: Vec<DeadLetter> = Vec::new();
-    let mut high = "+".to_owned();
-    for _ in 0..MAX_DLQ_SCAN / HEADER_PAGE {
-        let page = dlq_scan::headers(
-            &mut con,
-            &key,
-            Order::NewestFirst,
-            ("-", &high),
-            HEADER_PAGE,
-            false,
-        )
-        .await
-        .map_err(unavailable)?;
-        let last = page.len() < HEADER_PAGE;
-        high = page
-            .last()
-            .map(|h| format!("({}", h.id))
-            .unwrap_or_default();
-        for h in page {
-            if q.kind.as_ref().is_none_or(|k| k.as_bytes() == kind_of(&h)) {
-                let found = dlq::fetch(&mut con, &key, &h.id).await?;
-                records.extend(found);
-                if records.len() == limit {
-                    break;
-                }
-            }
-        }
-        if last || records.len() == limit {
-            break;
-        }
-    }
+    let records = dlq::newest(&mut con, &key, limit, q.kind.as_deref(), MAX_DLQ_SCAN).await?;
     ok(serde_json::json!({ "dlq": key, "records": records }))
-}
-
-/// The `kind` a header carries (empty when none).
-fn kind_of(h: &dlq_scan::RecordHeader) -> &[u8] {
-    h.meta
-        .iter()
-        .find(|(k, _)| k == b"kind")
-        .map(|(_, v)| v.as_slice())
-        .unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,10 +440,9 @@ pub struct RedriveBody {
 }
 
 /// `POST /api/dlq/redrive`: each record back onto its source stream, one
-/// atomic step each (as `host dlq redrive`), on a connection of this
-/// request's own (a `WATCH` cannot share one). `all` walks the DLQ a page
-/// at a time; the answer lists the first [`MAX_RECORDS`] rows and counts
-/// every row in `totals`.
+/// atomic step each (as `host dlq redrive`), on connections of this
+/// request's own (a `WATCH` cannot share one). The answer lists the first
+/// [`MAX_RECORDS`] rows and counts every row in `totals`.
 pub async fn redrive(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -503,44 +458,23 @@ pub async fn redrive(
     let unavailable = |e: crate::ops::OpsError| ApiError::unavailable(e.to_string());
     let mut con = crate::ops::connect(&redis).await.map_err(unavailable)?;
     let mut mover = dlq::redriver(&redis).await.map_err(unavailable)?;
-    let (mut rows, mut totals) = (Vec::new(), dlq::RedriveTotals::default());
-    let mut record = |page: Vec<dlq::RedriveRow>| {
-        totals.add(&page);
-        let room = MAX_RECORDS.saturating_sub(rows.len());
-        rows.extend(page.into_iter().take(room));
-    };
-    match (&body.ids, body.all) {
+    let report = match (&body.ids, body.all) {
         (Some(ids), false) if !ids.is_empty() && ids.len() <= MAX_RECORDS => {
-            // Every id is checked before anything moves.
-            let mut page = Vec::with_capacity(ids.len());
-            for id in ids {
-                let found =
-                    dlq_scan::headers(&mut con, &key, Order::OldestFirst, (id, id), 1, false)
-                        .await
-                        .map_err(|e| ApiError::bad(format!("redis: {e}")))?;
-                match found.into_iter().next() {
-                    Some(h) if h.id == *id => page.push(dlq::Header::from(h)),
-                    _ => return Err(ApiError::bad(format!("no record {id} in {key:?}"))),
-                }
-            }
-            record(dlq::redrive_page(Some(&mut mover), &key, &page, None).await?);
+            dlq::redrive_ids(&mut con, &mut mover, &key, ids, MAX_RECORDS).await?
         }
         (None, true) => {
-            let mut selection =
-                dlq::Selection::start(&mut con, &key, dlq::Filter::default()).await?;
-            while let Some(page) = selection.next_page(&mut con).await? {
-                record(dlq::redrive_page(Some(&mut mover), &key, &page, None).await?);
-            }
+            let all = dlq::Selection::start(&mut con, &key, dlq::Filter::default()).await?;
+            dlq::redrive_selection(&mut con, &mut mover, &key, all, MAX_RECORDS).await?
         }
         _ => {
             return Err(ApiError::bad(format!(
                 "give either ids (1 to {MAX_RECORDS}) or all: true"
             )));
         }
-    }
-    app.done(serde_json::json!({
-        "dlq": key, "rows": rows, "totals": totals, "rows_cut": totals.records > rows.len() as u64,
-    }))
+    };
+    let mut answer = serde_json::to_value(report).unwrap_or_default();
+    answer["dlq"] = key.into();
+    app.done(answer)
 }
 
 /// `POST /api/plugins/{pipeline}`: writes the uploaded file over the
