@@ -1,7 +1,9 @@
 //! Redrives running at the same time, from every face: wide (packed) dead
 //! letters written by a real `host run` are moved by two dashboard requests
-//! against one host at once, and by two `host dlq redrive` processes at
-//! once, and each original entry comes back exactly once.
+//! against one host at once, by two `host dlq redrive` processes at once,
+//! and by one of each at once, and each original entry comes back exactly
+//! once; a dashboard redrive of many records answers a bounded list of rows
+//! with totals of all.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -145,6 +147,42 @@ fn dashboard(redis: &RedisServer, stream: &str, dlq: &str) -> (Host, u16) {
     (host, port)
 }
 
+type Request = std::thread::JoinHandle<(u16, serde_json::Value)>;
+
+/// `POST /api/dlq/redrive {"all": true}` for `stream`'s pipelines, started.
+fn dashboard_redrive(port: u16, stream: &str) -> Request {
+    let body = json!({"stream": stream, "all": true});
+    std::thread::spawn(move || post_json(port, "/api/dlq/redrive", Some(TOKEN), &body))
+}
+
+fn finished_request(r: Request) {
+    let (status, answer) = r.join().unwrap();
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// `host dlq redrive --stream STREAM`, started.
+fn cli_redrive(redis: &RedisServer, stream: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_host"))
+        .args([
+            "dlq",
+            "redrive",
+            "--redis",
+            &redis.url(),
+            "--stream",
+            stream,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning host")
+}
+
+fn finished_process(c: std::process::Child) {
+    let out = c.wait_with_output().expect("redrive exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+}
+
 #[test]
 fn concurrent_redrives_of_wide_dead_letters_move_each_exactly_once() {
     let redis = RedisServer::start();
@@ -159,22 +197,12 @@ fn concurrent_redrives_of_wide_dead_letters_move_each_exactly_once() {
     // redriven entries while they are counted.
     let other = key("dlq-moves-idle");
     let (_dashboard, port) = dashboard(&redis, &other, &dlq);
-    let requests: Vec<_> = (0..2)
-        .map(|_| {
-            let other = other.clone();
-            std::thread::spawn(move || {
-                post_json(
-                    port,
-                    "/api/dlq/redrive",
-                    Some(TOKEN),
-                    &json!({"stream": other, "all": true}),
-                )
-            })
-        })
-        .collect();
+    let requests = [
+        dashboard_redrive(port, &other),
+        dashboard_redrive(port, &other),
+    ];
     for r in requests {
-        let (status, answer) = r.join().unwrap();
-        assert_eq!(status, 200, "{answer}");
+        finished_request(r);
     }
     exactly_once(&redis, &stream, &originals_end, "two dashboard requests");
     assert!(redis.range_raw(&dlq).is_empty(), "the DLQ is empty");
@@ -183,32 +211,28 @@ fn concurrent_redrives_of_wide_dead_letters_move_each_exactly_once() {
     // moved by two CLI processes at once.
     dead_letter_through_the_host(&redis, &stream, &dlq, RECORDS);
     let round_end = last_id(&redis, &stream);
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_host"))
-                .args([
-                    "dlq",
-                    "redrive",
-                    "--redis",
-                    &redis.url(),
-                    "--stream",
-                    &stream,
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawning host")
-        })
-        .collect();
+    let children = [cli_redrive(&redis, &stream), cli_redrive(&redis, &stream)];
     for c in children {
-        let out = c.wait_with_output().expect("redrive exits");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        finished_process(c);
     }
     exactly_once(&redis, &stream, &round_end, "two CLI processes");
+    assert!(redis.range_raw(&dlq).is_empty(), "the DLQ is empty");
+
+    // And a dashboard request and a CLI process at once.
+    dead_letter_through_the_host(&redis, &stream, &dlq, RECORDS);
+    let round_end = last_id(&redis, &stream);
+    let (request, child) = (
+        dashboard_redrive(port, &other),
+        cli_redrive(&redis, &stream),
+    );
+    finished_request(request);
+    finished_process(child);
+    exactly_once(
+        &redis,
+        &stream,
+        &round_end,
+        "a dashboard request and a CLI process",
+    );
     assert!(redis.range_raw(&dlq).is_empty(), "the DLQ is empty");
 }
 

@@ -9,7 +9,7 @@ use redis::aio::MultiplexedConnection;
 
 mod print;
 
-use self::print::{LIST_HEADER, RowPrinter, print_record, rows, skipped_note};
+use self::print::{LIST_HEADER, RowPrinter, print_record, rows, summary};
 use super::output::{print_json, progress, table};
 use super::{Connect, StreamArgs, Target, resolve, usage};
 use crate::config::RedisConfig;
@@ -240,16 +240,15 @@ async fn redrive(a: RedriveArgs) -> anyhow::Result<ExitCode> {
         )));
     }
     let f = filter(&a.common)?;
-    let everything = f.selects_all();
+    // Without conditions the DLQ's length is the work ahead; else unknown.
+    let len = match f.selects_all() {
+        true => Some(inspect::len(&mut con, &t.dlq).await?),
+        false => None,
+    };
     let mut selection = Selection::start(&mut con, &t.dlq, f).await?;
     let mut mover = match a.dry_run {
         true => None,
         false => Some(dlq::redriver(&redis).await?),
-    };
-    // Without conditions the DLQ's length is the work ahead; else unknown.
-    let len = match everything {
-        true => Some(inspect::len(&mut con, &t.dlq).await?),
-        false => None,
     };
     let bar = progress(len, if a.dry_run { "checking" } else { "redriving" });
     let mut out = RowPrinter::new(a.common.json);
@@ -266,14 +265,7 @@ async fn redrive(a: RedriveArgs) -> anyhow::Result<ExitCode> {
     bar.finish();
     out.finish()?;
     if !a.common.json {
-        println!(
-            "{} {} of {} selected dead letters from {}{}",
-            if a.dry_run { "would move" } else { "moved" },
-            totals.of(if a.dry_run { "would-move" } else { "moved" }),
-            totals.records,
-            t.dlq,
-            skipped_note(&totals)
-        );
+        println!("{}", summary(a.dry_run, &totals, &t.dlq));
     }
     Ok(ExitCode::SUCCESS)
 }

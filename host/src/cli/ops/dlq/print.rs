@@ -137,7 +137,7 @@ impl RowPrinter {
                     ]
                 })
                 .collect();
-            let text = table(&["ID", "OUTCOME", "TARGET", "NEW ID"], cells);
+            let text = table(&["ID", "OUTCOME", "TARGET", "NEW ID OR WHY KEPT"], cells);
             let skip = usize::from(self.printed > 0);
             for line in text.lines().skip(skip) {
                 writeln!(stdout, "{line}")?;
@@ -155,7 +155,19 @@ impl RowPrinter {
     }
 }
 
-pub(super) fn skipped_note(totals: &dlq::RedriveTotals) -> String {
+/// The line a redrive ends with: how many of the selection moved (or
+/// would), and why the others stay.
+pub(super) fn summary(dry_run: bool, totals: &dlq::RedriveTotals, dlq: &str) -> String {
+    format!(
+        "{} {} of {} selected dead letters from {dlq}{}",
+        if dry_run { "would move" } else { "moved" },
+        totals.of(if dry_run { "would-move" } else { "moved" }),
+        totals.records,
+        skipped_note(totals)
+    )
+}
+
+fn skipped_note(totals: &dlq::RedriveTotals) -> String {
     let mut notes = Vec::new();
     for (outcome, what) in [
         ("gone", "already gone"),

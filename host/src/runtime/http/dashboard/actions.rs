@@ -472,6 +472,8 @@ pub async fn redrive(
             )));
         }
     };
+    tracing::info!(dlq = %key, records = report.totals.records, moved = report.totals.of("moved"),
+        "dead letters redriven from the dashboard");
     let mut answer = serde_json::to_value(report).unwrap_or_default();
     answer["dlq"] = key.into();
     app.done(answer)
