@@ -108,7 +108,7 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Why a `packed_fields` value cannot be read back as name/value pairs.
 /// The same reasons, worded the same, come from the scripts that check
-/// packed values inside Redis ([`super::scripts::DLQ_HEADERS`]).
+/// packed values inside Redis ([`super::dlq_scan::DLQ_HEADERS`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Undecodable {
     /// It does not open with `*<count>\r\n` (a count of at most 18 digits).

@@ -1,7 +1,8 @@
 //! Dead letters for operators: records decoded into their metadata and
 //! original fields — or, when packed fields are malformed, why they cannot
 //! be read back, never a failed listing — selected a page at a time
-//! ([`select`]), redriven and purged a page at a time ([`moves`]).
+//! ([`Selection`]), redriven and purged a page at a time ([`redrive_page`],
+//! [`purge_page`]).
 
 mod moves;
 mod select;
