@@ -12,9 +12,9 @@ use crate::support::{Host, RedisServer, eventually, fast, key};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-type Raw = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Raw = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn wide(n: usize) -> Raw {
+pub fn wide(n: usize) -> Raw {
     let mut fields = vec![(b"action".to_vec(), b"emit".to_vec())];
     fields.extend((1..n).map(|i| (format!("f{i}").into_bytes(), vec![(i % 251) as u8; i % 7])));
     fields

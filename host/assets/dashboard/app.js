@@ -566,7 +566,8 @@
     const st = streamStatus(name);
     const d = st && st.dlq;
     setText($('dlq-length'), d ? int(d.length) : '–');
-    const kinds = d && d.kinds ? Object.entries(d.kinds).map(([k, n]) => `${k} ${int(n)}`).join(' · ') : '';
+    let kinds = d && d.kinds ? Object.entries(d.kinds).map(([k, n]) => `${k} ${int(n)}`).join(' · ') : '';
+    if (kinds && d.kinds_estimated) kinds += ` (of the newest ${int(d.scanned)})`;
     setText($('dlq-kinds'), d ? `${d.key || ''}${kinds ? `: ${kinds}` : ''}` : (s.redis_error ? 'Redis cannot be read right now.' : ''));
     if (!d) return;
     // /api/dlq is read only when the dead-letter stream changed, not every second.
@@ -646,20 +647,24 @@
     f('kind').replaceChildren(h('span', { class: `kind kind-${r.kind}`, text: r.kind || '?' }));
     // Both groups may dead-letter one entry: the group tells the two apart.
     f('reason').replaceChildren(h('span', { class: 'clamp' }, h('span', { class: 'muted', text: `${r.group || '?'}: ` }), r.reason || ''));
-    const fields = dlq.fieldsShown
-      ? arr(r.fields).map((x) => `${x.name}=${x.value}`).join(' ')
-      : '(the entry\'s fields need the admin token)';
+    const fields = r.undecodable
+      ? `original fields undecodable: ${r.undecodable}`
+      : dlq.fieldsShown
+        ? arr(r.fields).map((x) => `${x.name}=${x.value}`).join(' ')
+        : '(the entry\'s fields need the admin token)';
     setAttr(f('reason'), 'title', `${r.reason || ''}\n\nrecord ${r.id}, dead-lettered ${clock(r.failed_at_ms)} by ${r.consumer || '?'} (plugin ${r.plugin || '?'} ${r.plugin_version || ''})\n${fields}`);
     setText(f('deliveries'), r.deliveries === null || r.deliveries === undefined ? '–' : int(r.deliveries));
   }
 
   function describeRedrive(a) {
-    const rows = arr(a.rows);
-    const by = {};
-    for (const r of rows) by[r.outcome] = (by[r.outcome] || 0) + 1;
-    const parts = Object.entries(by).map(([k, n]) => `${k} ${n}`).join(', ');
+    // `totals` counts every row; `rows` lists at most the first 1,000.
+    const t = a.totals;
+    const by = t && t.outcomes ? { ...t.outcomes } : {};
+    if (!t) for (const r of arr(a.rows)) by[r.outcome] = (by[r.outcome] || 0) + 1;
+    const n = t ? num(t.records) : arr(a.rows).length;
+    const parts = Object.entries(by).map(([k, m]) => `${k} ${m}`).join(', ');
     const moved = by.moved || 0;
-    return { text: `Redrive: ${rows.length} record${rows.length === 1 ? '' : 's'}${parts ? ` (${parts})` : ''}`, kind: moved === rows.length ? 'ok' : 'warn' };
+    return { text: `Redrive: ${n} record${n === 1 ? '' : 's'}${parts ? ` (${parts})` : ''}`, kind: moved === n ? 'ok' : 'warn' };
   }
 
   async function redrive(button, body) {

@@ -13,9 +13,11 @@ use std::collections::BTreeMap;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
-use super::dlq::DeadLetter;
+use super::dlq::Header;
 use super::{OpsError, id_ms, no_such_stream, now_ms};
 use crate::stream::count;
+use crate::outcome::DeadLetterKind;
+use crate::stream::dlq_scan::{self, Order, RecordHeader};
 use crate::stream::entry::id_parts;
 use crate::stream::inspect::{self, GroupInfo};
 use crate::stream::retention::Retention;
@@ -36,6 +38,18 @@ pub const LIVE_COUNT_CAP: u64 = 10_000;
 /// how many there are).
 pub const CONSUMERS_LISTED: usize = 100;
 
+/// The kinds the host writes, counted by name in [`DlqStatus::kinds`].
+fn named_kinds() -> [&'static str; 4] {
+    [
+        DeadLetterKind::Permanent,
+        DeadLetterKind::MaxDeliveries,
+        DeadLetterKind::Trimmed,
+        DeadLetterKind::Invalid,
+    ]
+    .map(DeadLetterKind::as_str)
+}
+
+
 /// What to collect besides the basics.
 #[derive(Debug, Clone)]
 pub struct StatusOptions {
@@ -45,7 +59,7 @@ pub struct StatusOptions {
     pub oldest_pending: usize,
     /// Newest dead letters listed.
     pub newest_dead_letters: usize,
-    /// Newest dead letters read to count them by kind.
+    /// Newest dead letters counted by kind (inside Redis, a page at a time).
     pub dlq_scan: usize,
     /// The retention policy, when known, to tell whether it is held back.
     pub retention: Option<Retention>,
@@ -146,11 +160,14 @@ pub struct DlqStatus {
     pub key: String,
     /// Records in it.
     pub length: u64,
-    /// Records by kind, over the newest `scanned`.
+    /// Records by kind, over the newest `scanned` (kinds never seen left
+    /// out; a kind the host does not write counted as `other`).
     pub kinds: BTreeMap<String, u64>,
-    /// How many records `kinds` counts (all of them unless the DLQ is larger
-    /// than the scan limit).
+    /// How many records `kinds` counts: all of them, or the newest
+    /// [`StatusOptions::dlq_scan`] of a longer DLQ.
     pub scanned: u64,
+    /// Whether `kinds` leaves older records out (`scanned < length`).
+    pub kinds_estimated: bool,
     /// The newest records, newest first.
     pub newest: Vec<NewestDeadLetter>,
 }
@@ -162,10 +179,26 @@ pub struct NewestDeadLetter {
     pub id: String,
     /// Kind.
     pub kind: String,
-    /// Reason.
+    /// Reason (its first 16 KiB).
     pub reason: String,
     /// Original entry id.
     pub source_id: String,
+    /// Why its packed original fields cannot be read back (`None`: they can,
+    /// or it has none packed).
+    pub undecodable: Option<String>,
+}
+
+impl From<RecordHeader> for NewestDeadLetter {
+    fn from(h: RecordHeader) -> Self {
+        let d = Header::from(h);
+        NewestDeadLetter {
+            id: d.meta.id,
+            kind: d.meta.kind,
+            reason: d.meta.reason,
+            source_id: d.meta.source_id,
+            undecodable: d.undecodable,
+        }
+    }
 }
 
 /// Whether retention can do its work.
@@ -299,28 +332,23 @@ async fn dlq_status(
         "stream" => inspect::len(con, &key).await?,
         _ => 0,
     };
-    let mut kinds = BTreeMap::new();
-    let mut newest = Vec::new();
-    let mut scanned = 0;
+    let (mut kinds, mut scanned, mut newest) = (BTreeMap::new(), 0, Vec::new());
     if length > 0 {
-        for raw in inspect::rev_range(con, &key, "+", "-", opts.dlq_scan).await? {
-            let d = DeadLetter::decode(raw)?;
-            scanned += 1;
-            *kinds.entry(d.kind.clone()).or_insert(0) += 1;
-            if newest.len() < opts.newest_dead_letters {
-                newest.push(NewestDeadLetter {
-                    id: d.id,
-                    kind: d.kind,
-                    reason: d.reason,
-                    source_id: d.source_id,
-                });
-            }
-        }
+        (kinds, scanned) =
+            dlq_scan::count_kinds(con, &key, &named_kinds(), opts.dlq_scan as u64).await?;
+        let all = ("-", "+");
+        let n = opts.newest_dead_letters;
+        newest = dlq_scan::headers(con, &key, Order::NewestFirst, all, n, true)
+            .await?
+            .into_iter()
+            .map(NewestDeadLetter::from)
+            .collect();
     }
     Ok(DlqStatus {
         key,
         length,
         kinds,
+        kinds_estimated: scanned < length,
         scanned,
         newest,
     })

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod commits;
 pub mod count;
 pub mod dlq;
+pub mod dlq_scan;
 pub mod entry;
 pub mod groups;
 pub mod inspect;

@@ -469,3 +469,18 @@ return out
 "#,
     )
 });
+
+/// Runs inside the `MULTI` of a packed record's redrive (see
+/// [`super::redrive`]), just before the `XADD` of its fields onto the
+/// target: deletes the record exactly when that `XADD` will succeed, so a
+/// target that is not a stream keeps both the record and the key as they
+/// were. Sent with `EVAL` (never `EVALSHA`, which could fail inside the
+/// transaction for a script Redis does not know yet).
+/// KEYS[1] = dead-letter stream, KEYS[2] = target. ARGV[1] = record id.
+/// Returns `{1, records deleted}`, or `{4, type}` (nothing deleted) when
+/// the target holds something other than a stream.
+pub const REDRIVE_GUARD: &str = r#"
+local t = redis.call('TYPE', KEYS[2])['ok']
+if t ~= 'stream' and t ~= 'none' then return {4, t} end
+return {1, redis.call('XDEL', KEYS[1], ARGV[1])}
+"#;

@@ -268,11 +268,15 @@ fn render_dlq(out: &mut String, s: &StreamStatus) {
             .newest
             .iter()
             .map(|d| {
+                let reason = show_bytes(d.reason.as_bytes());
                 vec![
                     d.id.clone(),
                     d.kind.clone(),
                     d.source_id.clone(),
-                    show_bytes(d.reason.as_bytes()),
+                    match &d.undecodable {
+                        Some(why) => format!("[undecodable: {why}] {reason}"),
+                        None => reason,
+                    },
                 ]
             })
             .collect();

@@ -21,7 +21,7 @@ use super::ACTION_BUDGET;
 use super::auth;
 use super::error::ApiError;
 use super::producer::MAX_RATE;
-use crate::ops::dlq::{self, DeadLetter};
+use crate::ops::dlq;
 use crate::ops::produce::{EVENT_TYPES, Fields, demo_event};
 use crate::ops::{replay, trim as ops_trim};
 use crate::runtime::Admission;
@@ -39,6 +39,8 @@ const MAX_PRODUCE: u64 = 10_000;
 const MAX_REPLAY: usize = 1_000;
 /// The most dead letters listed or redriven by id at once.
 const MAX_RECORDS: usize = 1_000;
+/// The most dead letters `/api/dlq` looks at for those of a `kind`.
+const MAX_DLQ_SCAN: usize = 10_000;
 
 fn ok(body: serde_json::Value) -> Answer {
     Ok(Json(body).into_response())
@@ -312,8 +314,9 @@ fn dlq_of(on: &[PipelineView]) -> String {
     on.first().map(|p| p.dlq.clone()).unwrap_or_default()
 }
 
-/// `GET /api/dlq`: the newest dead letters; their entries' fields only
-/// with the admin token.
+/// `GET /api/dlq`: the newest dead letters, one whose packed fields are
+/// malformed listed with `undecodable`; their entries' fields only with the
+/// admin token.
 pub async fn dlq_list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -327,21 +330,14 @@ pub async fn dlq_list(
     let (_, on) = app.serving(q.stream.as_deref())?;
     let key = dlq_of(&on);
     let mut con = app.redis().await?;
-    let raw = inspect::rev_range(&mut con, &key, "+", "-", limit)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("redis: {e}")))?;
-    let records: Vec<DeadLetter> = raw
-        .into_iter()
-        .filter_map(|r| DeadLetter::decode(r).ok())
-        .filter(|d| q.kind.as_ref().is_none_or(|k| *k == d.kind))
-        .collect();
+    let records = dlq::newest(&mut con, &key, limit, q.kind.as_deref(), MAX_DLQ_SCAN).await?;
     ok(
         serde_json::json!({ "dlq": key, "fields_shown": reveal, "records": shown(&records, reveal) }),
     )
 }
 
 /// `records` as JSON, without their entries' fields unless `reveal`.
-fn shown(records: &[DeadLetter], reveal: bool) -> Vec<serde_json::Value> {
+fn shown(records: &[dlq::DeadLetter], reveal: bool) -> Vec<serde_json::Value> {
     records
         .iter()
         .map(|r| {
@@ -364,26 +360,36 @@ pub struct RedriveBody {
 }
 
 /// `POST /api/dlq/redrive`: each record back onto its source stream, one
-/// atomic step each (as `host dlq redrive`).
+/// atomic step each (as `host dlq redrive`), on connections of this
+/// request's own (a `WATCH` cannot share one). The answer lists the first
+/// [`MAX_RECORDS`] rows and counts every row in `totals`.
 pub async fn redrive(State(app): State<Arc<App>>, Json(body): Json<RedriveBody>) -> Answer {
     let (_, on) = app.serving(body.stream.as_deref())?;
     let key = dlq_of(&on);
-    let mut con = app.redis().await?;
-    let records = match (&body.ids, body.all) {
+    let redis = app
+        .board
+        .redis()
+        .ok_or_else(|| ApiError::unavailable("no connection is configured"))?;
+    let unavailable = |e: crate::ops::OpsError| ApiError::unavailable(e.to_string());
+    let mut con = crate::ops::connect(&redis).await.map_err(unavailable)?;
+    let mut mover = dlq::redriver(&redis).await.map_err(unavailable)?;
+    let report = match (&body.ids, body.all) {
         (Some(ids), false) if !ids.is_empty() && ids.len() <= MAX_RECORDS => {
-            let mut records = Vec::with_capacity(ids.len());
-            for id in ids {
-                records.push(dlq::show(&mut con, &key, id).await?);
-            }
-            records
+            dlq::redrive_ids(&mut con, &mut mover, &key, ids, MAX_RECORDS).await?
         }
-        (None, true) => dlq::select(&mut con, &key, &dlq::Filter::default()).await?,
+        (None, true) => {
+            let all = dlq::Selection::start(&mut con, &key, dlq::Filter::default()).await?;
+            dlq::redrive_selection(&mut con, &mut mover, &key, all, MAX_RECORDS).await?
+        }
         _ => {
             return Err(ApiError::bad(format!(
                 "give either ids (1 to {MAX_RECORDS}) or all: true"
             )));
         }
     };
-    let rows = dlq::redrive(&mut con, &key, &records, None, false, &mut |_| {}).await?;
-    app.done(serde_json::json!({ "dlq": key, "rows": rows }))
+    tracing::info!(dlq = %key, records = report.totals.records, moved = report.totals.of("moved"),
+        "dead letters redriven from the dashboard");
+    let mut answer = serde_json::to_value(report).unwrap_or_default();
+    answer["dlq"] = key.into();
+    app.done(answer)
 }

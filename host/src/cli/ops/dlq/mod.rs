@@ -7,10 +7,14 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use redis::aio::MultiplexedConnection;
 
-use super::output::{age, print_json, progress, table};
+mod print;
+
+use self::print::{LIST_HEADER, RowPrinter, print_record, rows, summary};
+use super::output::{print_json, progress, table};
 use super::{Connect, StreamArgs, Target, resolve, usage};
-use crate::ops::dlq::{self, DeadLetter, Filter, show_bytes};
-use crate::ops::{self, OpsError, id_ms, now_ms, parse_position};
+use crate::config::RedisConfig;
+use crate::ops::dlq::{self, Filter, Selection};
+use crate::ops::{self, OpsError, parse_position};
 use crate::stream::inspect;
 
 /// Records `dlq list` shows unless told otherwise.
@@ -146,7 +150,7 @@ pub(super) async fn run(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
 async fn open(
     connect: &Connect,
     target: &StreamArgs,
-) -> anyhow::Result<(MultiplexedConnection, Target)> {
+) -> anyhow::Result<(MultiplexedConnection, Target, RedisConfig)> {
     let (redis, targets) = resolve(connect, target, false)?;
     let t = targets.into_iter().next().expect("one target");
     let mut con = ops::connect(&redis).await?;
@@ -162,7 +166,7 @@ async fn open(
         }
         other => return Err(usage(format!("{:?} holds a {other}, not a stream", t.dlq))),
     }
-    Ok((con, t))
+    Ok((con, t, redis))
 }
 
 fn filter(a: &FilterArgs) -> anyhow::Result<Filter> {
@@ -178,50 +182,26 @@ fn filter(a: &FilterArgs) -> anyhow::Result<Filter> {
     })
 }
 
-fn short(version: &str) -> String {
-    version.chars().take(12).collect()
-}
-
-fn rows(records: &[DeadLetter]) -> Vec<Vec<String>> {
-    let now = now_ms();
-    records
-        .iter()
-        .map(|d| {
-            vec![
-                d.id.clone(),
-                id_ms(&d.id)
-                    .map(|ms| age(now.saturating_sub(ms)))
-                    .unwrap_or_default(),
-                d.kind.clone(),
-                d.source_id.clone(),
-                d.deliveries.map(|n| n.to_string()).unwrap_or_default(),
-                short(&d.plugin_version),
-                show_bytes(d.reason.as_bytes()),
-            ]
-        })
-        .collect()
-}
-
-const LIST_HEADER: [&str; 7] = [
-    "ID",
-    "AGE",
-    "KIND",
-    "SOURCE ID",
-    "DELIVERIES",
-    "PLUGIN",
-    "REASON",
-];
-
 async fn list(a: FilterArgs) -> anyhow::Result<ExitCode> {
-    let (mut con, t) = open(&a.connect, &a.target).await?;
+    let (mut con, t, _) = open(&a.connect, &a.target).await?;
     let mut f = filter(&a)?;
     let limit = f.limit.unwrap_or(LIST_DEFAULT);
     f.limit = Some(limit.saturating_add(1));
-    let mut records = dlq::select(&mut con, &t.dlq, &f).await?;
+    let mut selection = Selection::start(&mut con, &t.dlq, f).await?;
+    let mut records = Vec::new();
+    while let Some(page) = selection.next_page(&mut con).await? {
+        records.extend(page);
+    }
     let more = records.len() > limit;
     records.truncate(limit);
+    dlq::check_packed(&mut con, &t.dlq, &mut records).await?;
     if a.json {
-        print_json(&records)?;
+        // Only the records listed are read whole (one at a time).
+        let mut full = Vec::with_capacity(records.len());
+        for h in &records {
+            full.extend(dlq::fetch(&mut con, &t.dlq, &h.meta.id).await?);
+        }
+        print_json(&full)?;
     } else if records.is_empty() {
         println!("no dead letters in {} match", t.dlq);
     } else {
@@ -234,7 +214,7 @@ async fn list(a: FilterArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let (mut con, t) = open(&a.connect, &a.target).await?;
+    let (mut con, t, _) = open(&a.connect, &a.target).await?;
     if crate::stream::entry::id_parts(&a.id).is_none() {
         return Err(usage(format!("{:?} is not a stream id (<ms>-<seq>)", a.id)));
     }
@@ -243,56 +223,12 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         print_json(&d)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let meta = [
-        ("id", d.id.clone()),
-        ("kind", d.kind.clone()),
-        ("reason", show_bytes(d.reason.as_bytes())),
-        ("source", format!("{} {}", d.source_stream, d.source_id)),
-        ("group", d.group.clone()),
-        ("consumer", d.consumer.clone()),
-        (
-            "deliveries",
-            d.deliveries
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "-".into()),
-        ),
-        ("plugin", format!("{} {}", d.plugin, d.plugin_version)),
-        (
-            "failed at",
-            d.failed_at_ms
-                .map(|ms| {
-                    humantime::format_rfc3339_millis(
-                        std::time::UNIX_EPOCH + Duration::from_millis(ms),
-                    )
-                    .to_string()
-                })
-                .unwrap_or_else(|| "-".into()),
-        ),
-    ];
-    let rows = meta
-        .iter()
-        .map(|(k, v)| vec![k.to_string(), v.clone()])
-        .collect();
-    println!("{}", table(&["RECORD", ""], rows));
-    let packed = if d.packed {
-        " (packed: a wide entry)"
-    } else {
-        ""
-    };
-    println!("\noriginal fields: {}{packed}", d.fields.len());
-    let rows = d
-        .fields
-        .iter()
-        .map(|(k, v)| vec![show_bytes(k), show_bytes(v)])
-        .collect();
-    if !d.fields.is_empty() {
-        println!("{}", table(&["FIELD", "VALUE"], rows));
-    }
+    print_record(&d);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn redrive(a: RedriveArgs) -> anyhow::Result<ExitCode> {
-    let (mut con, t) = open(&a.common.connect, &a.common.target).await?;
+    let (mut con, t, redis) = open(&a.common.connect, &a.common.target).await?;
     if let Some(to) = &a.to_stream
         && !matches!(
             inspect::key_type(&mut con, to).await?.as_str(),
@@ -303,111 +239,87 @@ async fn redrive(a: RedriveArgs) -> anyhow::Result<ExitCode> {
             "--to {to:?} holds something other than a stream"
         )));
     }
-    let records = dlq::select(&mut con, &t.dlq, &filter(&a.common)?).await?;
-    let bar = progress(
-        Some(records.len() as u64),
-        if a.dry_run { "checking" } else { "redriving" },
-    );
-    let mut tick = |_: &dlq::RedriveRow| bar.inc(1);
-    let rows = dlq::redrive(
-        &mut con,
-        &t.dlq,
-        &records,
-        a.to_stream.as_deref(),
-        a.dry_run,
-        &mut tick,
-    )
-    .await?;
-    bar.finish();
-    let count = |o: &str| rows.iter().filter(|r| r.outcome == o).count();
-    if a.common.json {
-        print_json(&rows)?;
-    } else {
-        let table_rows = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.id.clone(),
-                    r.outcome.to_owned(),
-                    r.target.clone(),
-                    r.new_id.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        if !rows.is_empty() {
-            println!(
-                "{}",
-                table(&["ID", "OUTCOME", "TARGET", "NEW ID"], table_rows)
-            );
+    let f = filter(&a.common)?;
+    // Without conditions the DLQ's length is the work ahead; else unknown.
+    let len = match f.selects_all() {
+        true => Some(inspect::len(&mut con, &t.dlq).await?),
+        false => None,
+    };
+    let mut selection = Selection::start(&mut con, &t.dlq, f).await?;
+    let mut mover = match a.dry_run {
+        true => None,
+        false => Some(dlq::redriver(&redis).await?),
+    };
+    let bar = progress(len, if a.dry_run { "checking" } else { "redriving" });
+    let mut out = RowPrinter::new(a.common.json);
+    let mut totals = dlq::RedriveTotals::default();
+    while let Some(mut page) = selection.next_page(&mut con).await? {
+        if a.dry_run {
+            dlq::check_packed(&mut con, &t.dlq, &mut page).await?;
         }
-        println!(
-            "{} {} of {} selected dead letters from {}{}",
-            if a.dry_run { "would move" } else { "moved" },
-            count(if a.dry_run { "would-move" } else { "moved" }),
-            rows.len(),
-            t.dlq,
-            skipped_note(&rows)
-        );
+        let rows = dlq::redrive_page(mover.as_mut(), &t.dlq, &page, a.to_stream.as_deref()).await?;
+        bar.inc(rows.len() as u64);
+        totals.add(&rows);
+        bar.suspend(|| out.print(&rows))?;
+    }
+    bar.finish();
+    out.finish()?;
+    if !a.common.json {
+        println!("{}", summary(a.dry_run, &totals, &t.dlq));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn skipped_note(rows: &[dlq::RedriveRow]) -> String {
-    let mut notes = Vec::new();
-    for (outcome, what) in [
-        ("gone", "already gone"),
-        ("no-payload", "without fields (kept)"),
-        ("no-target", "without a source stream (use --to)"),
-        ("wrong-target", "whose target is not a stream (kept)"),
-    ] {
-        let n = rows.iter().filter(|r| r.outcome == outcome).count();
-        if n > 0 {
-            notes.push(format!("{n} {what}"));
-        }
-    }
-    if notes.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", notes.join(", "))
-    }
-}
-
 async fn purge(a: PurgeArgs) -> anyhow::Result<ExitCode> {
-    let (mut con, t) = open(&a.common.connect, &a.common.target).await?;
-    let records = dlq::select(&mut con, &t.dlq, &filter(&a.common)?).await?;
-    if records.is_empty() {
-        println!("no dead letters in {} match: nothing to purge", t.dlq);
-        return Ok(ExitCode::SUCCESS);
-    }
+    let (mut con, t, _) = open(&a.common.connect, &a.common.target).await?;
+    let first = Selection::start(&mut con, &t.dlq, filter(&a.common)?).await?;
     if !a.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(usage(format!(
-                "refusing to purge {} dead letters without --yes (stdin is not a terminal to ask on)",
-                records.len()
-            )));
+        // Counted first, then deleted up to the same newest record: what
+        // was confirmed is all that can go.
+        let mut counting = first.clone();
+        let mut n = 0;
+        while let Some(page) = counting.next_page(&mut con).await? {
+            n += page.len();
         }
-        eprint!(
-            "delete {} dead letters from {} for good? [y/N] ",
-            records.len(),
-            t.dlq
-        );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| OpsError::Usage(e.to_string()))?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if n == 0 {
+            println!("no dead letters in {} match: nothing to purge", t.dlq);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !confirm(n, &t.dlq)? {
             eprintln!("nothing deleted");
             return Ok(ExitCode::from(1));
         }
     }
-    let ids: Vec<String> = records.into_iter().map(|d| d.id).collect();
-    let deleted = dlq::purge(&mut con, &t.dlq, &ids).await?;
-    if a.common.json {
+    let mut deleting = first.restart();
+    let (mut selected, mut deleted) = (0, 0);
+    while let Some(page) = deleting.next_page(&mut con).await? {
+        selected += page.len();
+        deleted += dlq::purge_page(&mut con, &t.dlq, &page).await?;
+    }
+    if selected == 0 && !a.common.json {
+        println!("no dead letters in {} match: nothing to purge", t.dlq);
+    } else if a.common.json {
         print_json(&serde_json::json!({ "dlq": t.dlq, "deleted": deleted }))?;
     } else {
         println!("deleted {deleted} dead letters from {}", t.dlq);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks on the terminal whether to delete `n` records; refuses to ask
+/// when stdin is not a terminal.
+fn confirm(n: usize, dlq: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(format!(
+            "refusing to purge {n} dead letters without --yes (stdin is not a terminal to ask on)"
+        )));
+    }
+    eprint!("delete {n} dead letters from {dlq} for good? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| OpsError::Usage(e.to_string()))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
