@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::dlq::Header;
 use super::{OpsError, id_ms, no_such_stream, now_ms};
-use crate::stream::count;
 use crate::outcome::DeadLetterKind;
+use crate::stream::count;
 use crate::stream::dlq_scan::{self, Order, RecordHeader};
 use crate::stream::entry::id_parts;
 use crate::stream::inspect::{self, GroupInfo};
@@ -48,7 +48,6 @@ fn named_kinds() -> [&'static str; 4] {
     ]
     .map(DeadLetterKind::as_str)
 }
-
 
 /// What to collect besides the basics.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::{Connect, StreamArgs, resolve, usage};
-use crate::ops::status::COUNT_CAP;
 use crate::ops::groups::DestroyPolicy;
+use crate::ops::status::COUNT_CAP;
 use crate::ops::{self, OpsError, parse_position, require_stream};
 use crate::stream::entry::id_parts;
 use crate::stream::{count, groups, inspect};
