@@ -4,7 +4,6 @@
 //! stay under [`RSS_BOUND`] with 20,000 records of 10 KB (200 MB) in the
 //! DLQ, Redis's own peak memory barely moves, and the figures are right.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::http::{first_event, free_port, get};
@@ -49,38 +48,10 @@ fn big_dlq(redis: &RedisServer, stream: &str, dlq: &str) {
 }
 
 /// Runs `host ARGS --redis URL` to its end; returns its exit code, stdout
-/// and peak resident memory (the kernel's `ru_maxrss` of the process).
-///
-/// A process starts its `ru_maxrss` at the peak of the process it was
-/// spawned from (with `vfork`, the parent's whole memory): from this test
-/// binary, that could be hundreds of MiB. So a small python3 (which CI
-/// installs) spawns the host and reports the peak of its child alone.
+/// and peak resident memory.
 fn measured(redis: &RedisServer, args: &[&str]) -> (i32, String, u64) {
-    const REPORT: &str = "import resource, subprocess, sys\n\
-        code = subprocess.run(sys.argv[1:]).returncode\n\
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n\
-        print(f'peak_rss_kib={peak}', file=sys.stderr)\n\
-        sys.exit(code if code >= 0 else 128 - code)\n";
-    let out = Command::new("python3")
-        .args(["-c", REPORT, env!("CARGO_BIN_EXE_host")])
-        .args(args)
-        .args(["--redis", &redis.url()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running python3 (it reports the host's peak memory)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let kib: u64 = stderr
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("peak_rss_kib="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak reported: {stderr}"));
-    let code = out.status.code().unwrap_or(-1);
-    (
-        code,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        kib * 1024,
-    )
+    let m = crate::support::measured::host_command(redis, args);
+    (m.code, m.stdout, m.peak_rss)
 }
 
 fn redis_peak(redis: &RedisServer) -> u64 {

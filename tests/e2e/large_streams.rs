@@ -4,8 +4,6 @@
 //! grow with the stream: the host's peak RSS stays under [`RSS_BOUND`] and
 //! Redis's `used_memory_peak` grows by less than [`REDIS_GROWTH_BOUND`].
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use redis::Value;
@@ -124,53 +122,10 @@ impl Large {
 }
 
 /// Runs `host ARGS --redis URL` to completion; returns its exit code,
-/// stdout, stderr and peak RSS in bytes (the kernel's `ru_maxrss`).
-#[expect(
-    clippy::zombie_processes,
-    reason = "the child is reaped by wait4, which std's wait cannot replace"
-)]
+/// stdout, stderr and peak RSS in bytes.
 fn measured(redis: &RedisServer, args: &[&str]) -> (i32, String, String, u64) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(args)
-        .args(["--redis", &redis.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running host");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).unwrap();
-        s
-    });
-    let (code, peak) = wait_with_peak_rss(child.id());
-    (code, out.join().unwrap(), err.join().unwrap(), peak)
-}
-
-/// Reaps child `pid` with `wait4`, which alone reports a child's own peak
-/// RSS after it exits (`/proc` loses it with the process).
-#[allow(unsafe_code)]
-fn wait_with_peak_rss(pid: u32) -> (i32, u64) {
-    let mut status: libc::c_int = 0;
-    // SAFETY: an all-zero `rusage` is a valid value of a plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are to live, writable locals of the right types,
-    // and `pid` is our own unreaped child (std never waits on its own here).
-    let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid as libc::pid_t, "wait4 reaps the host");
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    // Linux reports ru_maxrss in KiB.
-    (code, usage.ru_maxrss as u64 * 1024)
+    let m = crate::support::measured::host_command(redis, args);
+    (m.code, m.stdout, m.stderr, m.peak_rss)
 }
 
 fn mib(bytes: u64) -> String {

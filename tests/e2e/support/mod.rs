@@ -4,6 +4,7 @@
 
 pub mod host;
 pub mod http;
+pub mod measured;
 pub mod pki;
 pub mod plugins;
 pub mod proxy;
