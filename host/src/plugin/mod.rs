@@ -8,6 +8,7 @@ mod host_api;
 mod instance;
 mod limits;
 mod output;
+mod rules;
 mod slot;
 mod stdio;
 
@@ -25,9 +26,10 @@ use wasmtime::{
 
 pub use bindings::{Event, Failure};
 pub use cache::{ArtifactCache, default_dir as default_cache_dir};
-pub use host_api::{CallState, EmitTargets, OutputRules, PluginMeta, RuleBroken};
+pub use host_api::{CallState, PluginMeta};
 pub use instance::{CallFault, PluginInstance};
 pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
+pub use rules::{EmitTargets, OutputRules, RuleBroken};
 pub use slot::PluginSlot;
 
 use crate::limits::Limits;
@@ -374,12 +376,12 @@ impl LoadedPlugin {
     }
 }
 
-/// Returns the heap a compile freed to the kernel. Compiling a 12–18 MB
-/// Python or JavaScript component allocates a few hundred MiB across the
-/// compiler's threads; the allocator keeps what they freed in its arenas
-/// (jemalloc returns it only as later allocations tick its decay clock), so
-/// without this a host that compiled once stays at ~360 MiB while it idles,
-/// instead of the ~70–100 MiB it runs at from a warm cache.
+/// Returns the heap a compile freed to the kernel. Compiling a large Python
+/// or JavaScript component allocates hundreds of MiB across the compiler's
+/// threads; the allocator keeps what they freed in its arenas (jemalloc
+/// returns it only as later allocations tick its decay clock), so without
+/// this a host that compiled once would idle several times larger than one
+/// started from a warm cache (figures: the README's "Limits").
 fn release_freed_heap() {
     // `arena.<MALLCTL_ARENAS_ALL>.purge`: every arena's unused dirty pages.
     const PURGE_ALL: &std::ffi::CStr = c"arena.4096.purge";

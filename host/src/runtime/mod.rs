@@ -14,6 +14,7 @@ mod holder;
 mod http;
 mod hygiene;
 mod inflight;
+mod job;
 mod ordering;
 mod pipeline;
 mod plugin_log;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::dispatch::{Job, Settled};
+use super::job::{Job, Settled};
 use super::stats::Stats;
 use super::supervise::Supervisor;
 use crate::outcome::{DeadLetterKind, Outcome};
