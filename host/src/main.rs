@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use streamhost::cli::{self, RunSource, What};
+use streamhost::cli::{self, Action, RunSource};
 use streamhost::config::{self, Config};
 use streamhost::demo::leftovers::Leftovers;
 use streamhost::runtime::{self, RunError};
@@ -12,10 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 // Every field of every entry, and every field a handler emits, is an
 // allocation of its own, made on one thread and freed on another (reader,
-// worker, committer). With glibc's allocator that was ~20% of the host's CPU
-// for a handler that emits; jemalloc's thread caches cut the host's CPU per
-// entry by 12–20% (`noop`, `analytics`, `emit-x5`, one interleaved bench
-// run) for 4–10 MiB more RSS. (mimalloc, tried before, doubled the RSS.)
+// worker, committer): jemalloc's thread caches make that cheap where the
+// system allocator contends. The README's performance section has the
+// measured trade (CPU per entry against RSS).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -35,16 +34,16 @@ fn main() -> ExitCode {
     if invocation.perf_map {
         streamhost::plugin::write_perf_map();
     }
-    match invocation.what {
+    match invocation.action {
         Err(e) => usage(&e.to_string()),
-        Ok(What::Check(args)) => check(&args),
-        Ok(What::Ops(command)) => cli::ops::execute(*command),
-        Ok(What::Demo(args)) => demo(*args),
-        Ok(What::ConfigCheck(file)) => match load_file(&file) {
+        Ok(Action::Check(args)) => check(&args),
+        Ok(Action::Ops(command)) => cli::ops::execute(*command),
+        Ok(Action::Demo(args)) => demo(*args),
+        Ok(Action::ConfigCheck(file)) => match load_file(&file) {
             Ok(config) => print_effective(&config),
             Err(code) => code,
         },
-        Ok(What::Run { source, check_only }) => {
+        Ok(Action::Run { source, check_only }) => {
             let config = match source {
                 RunSource::Flags(config) => match config.validate() {
                     Ok(()) => *config,

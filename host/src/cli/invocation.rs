@@ -9,8 +9,9 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use super::demo::DemoArgs;
 use super::ops::Ops;
-use super::{CheckArgs, Cli, Command, ConfigCommand, LogFormat};
+use super::{CheckArgs, Cli, Command, ConfigCommand};
 use crate::config::{Config, ConfigError};
+use crate::telemetry::LogFormat;
 
 /// The parsed command line.
 #[derive(Debug)]
@@ -22,12 +23,12 @@ pub struct Invocation {
     /// `--perf-map`.
     pub perf_map: bool,
     /// The subcommand, or why its flags cannot work.
-    pub what: Result<What, ConfigError>,
+    pub action: Result<Action, ConfigError>,
 }
 
 /// The subcommand.
 #[derive(Debug)]
-pub enum What {
+pub enum Action {
     /// `host run`.
     Run {
         /// Where the pipelines come from.
@@ -58,21 +59,21 @@ pub enum RunSource {
 pub fn invocation() -> Invocation {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let what = match cli.command {
-        Command::Check(args) => Ok(What::Check(args)),
-        Command::Config(ConfigCommand::Check { file }) => Ok(What::ConfigCheck(file)),
+    let action = match cli.command {
+        Command::Check(args) => Ok(Action::Check(args)),
+        Command::Config(ConfigCommand::Check { file }) => Ok(Action::ConfigCheck(file)),
         Command::Status(a) => Ok(ops(Ops::Status(a), &matches)),
         Command::Produce(a) => Ok(ops(Ops::Produce(a), &matches)),
         Command::Dlq(c) => Ok(ops(Ops::Dlq(c), &matches)),
         Command::Trim(a) => Ok(ops(Ops::Trim(a), &matches)),
         Command::Groups(c) => Ok(ops(Ops::Groups(c), &matches)),
         Command::Replay(a) => Ok(ops(Ops::Replay(a), &matches)),
-        Command::Demo(a) => Ok(What::Demo(a)),
+        Command::Demo(a) => Ok(Action::Demo(a)),
         Command::Run(args) => {
             let run_matches = matches.subcommand_matches("run").expect("run was parsed");
             let check_only = args.check;
             match args.config.clone() {
-                Some(file) => refuse_flags_beside(run_matches).map(|()| What::Run {
+                Some(file) => refuse_flags_beside(run_matches).map(|()| Action::Run {
                     source: RunSource::File(file),
                     check_only,
                 }),
@@ -88,7 +89,7 @@ pub fn invocation() -> Invocation {
                     args.redis
                         .redis_config(&|name| std::env::var(name).ok())
                         .and_then(|redis| args.into_config(redis, super::env_plugin_config()))
-                        .map(|c| What::Run {
+                        .map(|c| Action::Run {
                             source: RunSource::Flags(Box::new(Config {
                                 http,
                                 dashboard,
@@ -102,16 +103,16 @@ pub fn invocation() -> Invocation {
     };
     Invocation {
         log: cli.log,
-        log_format: cli.log_format,
+        log_format: cli.log_format.into(),
         perf_map: cli.perf_map,
-        what,
+        action,
     }
 }
 
 /// An operator command, told which `--redis*` flag was typed (refused beside `--config`).
-fn ops(mut command: Ops, matches: &ArgMatches) -> What {
+fn ops(mut command: Ops, matches: &ArgMatches) -> Action {
     command.connect_mut().typed_redis_flag = super::ops::typed_redis_flag(matches);
-    What::Ops(Box::new(command))
+    Action::Ops(Box::new(command))
 }
 
 /// Refuses run flags typed beside `--config`. Their `STREAMHOST_*`

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use self::invocation::{Invocation, RunSource, What, invocation};
+pub use self::invocation::{Action, Invocation, RunSource, invocation};
 pub use self::redis::RedisArgs;
 use crate::config::{ConfigError, HttpListen, RedisConfig, RunConfig};
 use crate::units::ByteSize;
@@ -50,13 +50,22 @@ pub struct Cli {
     pub perf_map: bool,
 }
 
-/// How log lines are written to stderr.
+/// `--log-format`: how log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl From<LogFormat> for crate::telemetry::LogFormat {
+    fn from(flag: LogFormat) -> Self {
+        match flag {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
 }
 
 /// The subcommands.

@@ -9,8 +9,9 @@ use wasmtime::{Store, Trap};
 
 use super::LoadedPlugin;
 use super::bindings::{Event, Failure, Handler};
-use super::host_api::{CallState, RuleBroken};
+use super::host_api::CallState;
 use super::limits::{MemoryLimitExceeded, MemoryLimiter, deadline_ticks};
+use super::rules::RuleBroken;
 use crate::outcome::{DeadLetterKind, Outcome};
 
 /// A store plus the instantiated `handler` world inside it.

@@ -8,6 +8,7 @@ mod host_api;
 mod instance;
 mod limits;
 mod output;
+mod rules;
 mod slot;
 mod stdio;
 
@@ -25,9 +26,10 @@ use wasmtime::{
 
 pub use bindings::{Event, Failure};
 pub use cache::{ArtifactCache, default_dir as default_cache_dir};
-pub use host_api::{CallState, EmitTargets, OutputRules, PluginMeta, RuleBroken};
+pub use host_api::{CallState, PluginMeta};
 pub use instance::{CallFault, PluginInstance};
 pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
+pub use rules::{EmitTargets, OutputRules, RuleBroken};
 pub use slot::PluginSlot;
 
 use crate::limits::Limits;
@@ -229,39 +231,7 @@ impl PluginEngine {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         check_header(path, bytes)?;
         let started = Instant::now();
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.load(&self.engine, bytes));
-        let from_cache = cached.is_some();
-        let component = match cached {
-            Some(component) => component,
-            None => {
-                let compile_err = |e: wasmtime::Error| PluginError::Compile {
-                    path: path.to_owned(),
-                    message: format!("{e:#}"),
-                };
-                let compiled = Component::new(&self.engine, bytes).map_err(compile_err)?;
-                // Serialize, drop the compiled form and load the artifact back:
-                // what the compiler left behind (a few hundred MiB for a Python
-                // or JavaScript component) is freed and handed back to the
-                // kernel, and the process runs as lean as after a cache hit.
-                let artifact = compiled.serialize().map_err(compile_err)?;
-                drop(compiled);
-                if let Some(cache) = &self.cache {
-                    cache.store(&self.engine, bytes, &artifact);
-                }
-                // SAFETY: `deserialize` trusts its input to come from
-                // `Component::serialize` of a compatible engine: these bytes
-                // were produced a moment ago, in this process, by this engine.
-                #[allow(unsafe_code)]
-                let component = unsafe { Component::deserialize(&self.engine, &artifact) }
-                    .map_err(compile_err)?;
-                drop(artifact);
-                release_freed_heap();
-                component
-            }
-        };
+        let (component, from_cache) = self.component(path, bytes)?;
         let compile_time = started.elapsed();
         let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
             path: path.to_owned(),
@@ -303,6 +273,45 @@ impl PluginEngine {
             imports,
             exports,
         }))
+    }
+
+    /// The compiled component: from the cache, else compiled (and cached).
+    /// Says whether it came from the cache.
+    fn component(&self, path: &Path, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
+        if let Some(component) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, bytes))
+        {
+            return Ok((component, true));
+        }
+        Ok((self.compile_lean(path, bytes)?, false))
+    }
+
+    /// Compiles `bytes`, then serializes, drops the compiled form and loads
+    /// the artifact back: what the compiler left behind (hundreds of MiB
+    /// for a Python or JavaScript component) is freed and handed back to
+    /// the kernel, and the process runs as lean as after a cache hit.
+    fn compile_lean(&self, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
+        let compile_err = |e: wasmtime::Error| PluginError::Compile {
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        };
+        let compiled = Component::new(&self.engine, bytes).map_err(compile_err)?;
+        let artifact = compiled.serialize().map_err(compile_err)?;
+        drop(compiled);
+        if let Some(cache) = &self.cache {
+            cache.store(&self.engine, bytes, &artifact);
+        }
+        // SAFETY: `deserialize` trusts its input to come from
+        // `Component::serialize` of a compatible engine: these bytes were
+        // produced a moment ago, in this process, by this engine.
+        #[allow(unsafe_code)]
+        let component =
+            unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(compile_err)?;
+        drop(artifact);
+        release_freed_heap();
+        Ok(component)
     }
 }
 
@@ -374,12 +383,12 @@ impl LoadedPlugin {
     }
 }
 
-/// Returns the heap a compile freed to the kernel. Compiling a 12–18 MB
-/// Python or JavaScript component allocates a few hundred MiB across the
-/// compiler's threads; the allocator keeps what they freed in its arenas
-/// (jemalloc returns it only as later allocations tick its decay clock), so
-/// without this a host that compiled once stays at ~360 MiB while it idles,
-/// instead of the ~70–100 MiB it runs at from a warm cache.
+/// Returns the heap a compile freed to the kernel. Compiling a large Python
+/// or JavaScript component allocates hundreds of MiB across the compiler's
+/// threads; the allocator keeps what they freed in its arenas (jemalloc
+/// returns it only as later allocations tick its decay clock), so without
+/// this a host that compiled once would idle several times larger than one
+/// started from a warm cache (figures: the README's "Limits").
 fn release_freed_heap() {
     // `arena.<MALLCTL_ARENAS_ALL>.purge`: every arena's unused dirty pages.
     const PURGE_ALL: &std::ffi::CStr = c"arena.4096.purge";

@@ -12,8 +12,8 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use super::host_api::OutputRules;
 use super::output;
+use super::rules::OutputRules;
 
 /// Which guest stream a [`LogStream`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

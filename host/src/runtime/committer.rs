@@ -15,9 +15,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
 use super::claiming::DlqTarget;
-use super::dispatch::{Settled, WeakDispatcher};
+use super::dispatch::WeakDispatcher;
 use super::holder::Retry;
 use super::inflight::{InFlight, LastFailures};
+use super::job::Settled;
 use super::stats::Stats;
 use crate::outcome::Outcome;
 use crate::stream::commits::{self, CommitResult, CommitRound, EmitCallSize, EmitCommit};

@@ -11,38 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::controls::Controls;
 use super::inflight::{InFlight, LastFailures};
+use super::job::{Job, Settled};
 use super::ordering::KeyOrder;
 use crate::outcome::{DeadLetterKind, Outcome};
-use crate::plugin::{LoadedPlugin, PluginSlot};
+use crate::plugin::PluginSlot;
 use crate::stream::{Cancelled, Entry, EntryLimits, Payload};
 use crate::units::ByteSize;
-
-/// An entry on its way to a worker, holding its slot in the in-flight window.
-#[derive(Debug)]
-pub struct Job {
-    /// The entry; its payload is `Payload::Fields`.
-    pub entry: Entry,
-    /// Released when the entry is settled.
-    pub permit: OwnedSemaphorePermit,
-    /// When it was routed to the workers (after a read, a reclaim or a
-    /// retry's backoff): its wait for a worker, and with `--order-by` for
-    /// the earlier entries of its key, counts from here.
-    pub queued: Instant,
-}
-
-/// An entry with its decided outcome, on its way to the committer.
-#[derive(Debug)]
-pub struct Settled {
-    /// The entry (payload kept for dead-letter records).
-    pub entry: Entry,
-    /// What to do with it.
-    pub outcome: Outcome,
-    /// The plugin version in service when it was decided.
-    pub plugin: Arc<LoadedPlugin>,
-    /// The window slot: freed once the entry is acked or dead-lettered,
-    /// kept through a retry backoff.
-    pub permit: Option<OwnedSemaphorePermit>,
-}
 
 /// `n` slots of the in-flight `window`, once free; taken before a read, so
 /// whatever it returns has room.

@@ -15,6 +15,7 @@ mod holdings;
 mod http;
 mod hygiene;
 mod inflight;
+mod job;
 mod ordering;
 mod pipeline;
 mod plugin_log;

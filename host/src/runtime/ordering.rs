@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::dispatch::Job;
+use super::job::Job;
 use crate::stream::{Entry, Payload};
 
 /// The ordering gate of one pipeline.

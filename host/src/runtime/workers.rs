@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::dispatch::{Job, Settled};
+use super::job::{Job, Settled};
 use super::stats::Stats;
 use super::supervise::Supervisor;
 use crate::outcome::{DeadLetterKind, Outcome};
@@ -56,27 +56,8 @@ impl WorkerSet {
     }
 
     fn work(self) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "a worker cannot start its runtime");
-                return;
-            }
-        };
-        let mut generation = self.plugin.generation();
-        let mut instance = PluginInstance::new(self.plugin.current());
-        // One event reused for every call: stream/group/consumer are set once,
-        // id and fields are moved in and back out, so a call copies nothing.
-        let mut event = Event {
-            stream: self.group.stream.clone(),
-            id: String::new(),
-            group: self.group.group.clone(),
-            consumer: self.group.consumer.clone(),
-            fields: Vec::new(),
-            delivery_count: 0,
+        let Some(mut worker) = Worker::start(&self) else {
+            return;
         };
         while let Ok(Job {
             mut entry,
@@ -87,50 +68,13 @@ impl WorkerSet {
             if self.abandon.load(Ordering::Relaxed) {
                 continue;
             }
-            // A hot swap happened: the next call runs on the new version
-            // (the call that was running finished on the old one).
-            let now = self.plugin.generation();
-            if now != generation {
-                generation = now;
-                instance = PluginInstance::new(self.plugin.current());
-            }
+            worker.follow_swaps(&self.plugin);
             let outcome = match std::mem::replace(&mut entry.payload, Payload::Trimmed) {
                 Payload::Fields(fields) => {
-                    event.id = std::mem::take(&mut entry.id);
-                    event.fields = fields;
-                    event.delivery_count = entry.delivery_count;
-                    let started = Instant::now();
                     self.stats
                         .wait_times()
-                        .record(started.saturating_duration_since(queued));
-                    let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        crate::fault::panic_once("worker-panic");
-                        instance.call_on(&rt, &event)
-                    }));
-                    self.stats.call_times().record(started.elapsed());
-                    match called.as_ref().ok().and(instance.fault()) {
-                        Some(CallFault::Trap) => self.stats.trapped(),
-                        Some(CallFault::Timeout) => self.stats.timed_out(),
-                        None => {}
-                    }
-                    let outcome = match called {
-                        Ok(outcome) => outcome,
-                        Err(panic) => {
-                            let why = super::supervise::panic_message(&*panic);
-                            tracing::error!(entry = %event.id, panic = %why, "the host panicked handling an entry; it will be retried on a fresh instance");
-                            instance = PluginInstance::new(self.plugin.current());
-                            Outcome::Retry {
-                                reason: format!("the host panicked handling this entry: {why}"),
-                            }
-                        }
-                    };
-                    if self.fresh_instance {
-                        instance.discard();
-                    }
-                    entry.id = std::mem::take(&mut event.id);
-                    entry.payload = Payload::Fields(std::mem::take(&mut event.fields));
-                    self.stats.handled(1);
-                    outcome
+                        .record(Instant::now().saturating_duration_since(queued));
+                    worker.handle(&self, &mut entry, fields)
                 }
                 // The dispatcher only queues entries with fields; anything
                 // else is a host bug, dead-lettered rather than lost.
@@ -145,15 +89,104 @@ impl WorkerSet {
             let settled = Settled {
                 entry,
                 outcome,
-                plugin: instance.plugin().clone(),
+                plugin: worker.instance.plugin().clone(),
                 permit: Some(permit),
             };
             if self.settled.send(settled).is_err() {
                 break;
             }
         }
-        if instance.replaced() > 0 {
-            tracing::debug!(replaced = instance.replaced(), "worker stopping");
+        if worker.instance.replaced() > 0 {
+            tracing::debug!(replaced = worker.instance.replaced(), "worker stopping");
         }
+    }
+}
+
+/// One worker thread's state: its runtime, its warm instance and the event
+/// it reuses for every call.
+struct Worker {
+    rt: tokio::runtime::Runtime,
+    generation: u64,
+    instance: PluginInstance,
+    /// Reused for every call: stream/group/consumer are set once, id and
+    /// fields are moved in and back out, so a call copies nothing.
+    event: Event,
+}
+
+impl Worker {
+    /// `None` (logged) when the thread cannot have a runtime.
+    fn start(set: &WorkerSet) -> Option<Self> {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "a worker cannot start its runtime");
+                return None;
+            }
+        };
+        Some(Self {
+            rt,
+            generation: set.plugin.generation(),
+            instance: PluginInstance::new(set.plugin.current()),
+            event: Event {
+                stream: set.group.stream.clone(),
+                id: String::new(),
+                group: set.group.group.clone(),
+                consumer: set.group.consumer.clone(),
+                fields: Vec::new(),
+                delivery_count: 0,
+            },
+        })
+    }
+
+    /// After a hot swap the next call runs on the new version (the call
+    /// that was running finished on the old one).
+    fn follow_swaps(&mut self, plugin: &PluginSlot) {
+        let now = plugin.generation();
+        if now != self.generation {
+            self.generation = now;
+            self.instance = PluginInstance::new(plugin.current());
+        }
+    }
+
+    /// Calls the handler on `entry`, whose payload `fields` was taken out:
+    /// the call borrows the id and fields, which go back into the entry.
+    fn handle(
+        &mut self,
+        set: &WorkerSet,
+        entry: &mut crate::stream::Entry,
+        fields: Vec<(String, Vec<u8>)>,
+    ) -> Outcome {
+        self.event.id = std::mem::take(&mut entry.id);
+        self.event.fields = fields;
+        self.event.delivery_count = entry.delivery_count;
+        let started = Instant::now();
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::fault::panic_once("worker-panic");
+            self.instance.call_on(&self.rt, &self.event)
+        }));
+        set.stats.call_times().record(started.elapsed());
+        match called.as_ref().ok().and(self.instance.fault()) {
+            Some(CallFault::Trap) => set.stats.trapped(),
+            Some(CallFault::Timeout) => set.stats.timed_out(),
+            None => {}
+        }
+        let outcome = called.unwrap_or_else(|panic| {
+            let why = super::supervise::panic_message(&*panic);
+            tracing::error!(entry = %self.event.id, panic = %why, "the host panicked handling an entry; it will be retried on a fresh instance");
+            self.instance = PluginInstance::new(set.plugin.current());
+            Outcome::Retry {
+                reason: format!("the host panicked handling this entry: {why}"),
+            }
+        });
+        if set.fresh_instance {
+            self.instance.discard();
+        }
+        entry.id = std::mem::take(&mut self.event.id);
+        entry.payload = Payload::Fields(std::mem::take(&mut self.event.fields));
+        set.stats.handled(1);
+        outcome
     }
 }

@@ -1,67 +1,27 @@
-//! The hot read path: a minimal RESP2 connection for the commands that carry
-//! entry payloads (`XREADGROUP`, and `XRANGE` of claimed entries), decoding
-//! replies straight into [`Entry`] values as the bytes arrive.
-//!
-//! The generic client parses every reply into a tree of `redis::Value`s;
-//! for 5-field entries that was over a third of the host's CPU per entry.
-//! This decoder makes one pass, resuming where it stopped on every socket
-//! read (so a huge reply costs linear time), and allocates only the id, the
-//! names and the values that the handler receives anyway. It also enforces
+//! The RESP2 decoder of the hot read path: one pass over a reply, resuming
+//! where it stopped on every socket read (so a huge reply costs linear
+//! time), allocating only the id, the names and the values that the handler
+//! receives anyway. The generic client builds a tree of `redis::Value`s
+//! first; the README's performance section says what that cost. It enforces
 //! the entry limits while reading: once an entry has more fields than
 //! allowed or costs more bytes, the rest of its payload is skipped as it
-//! streams past and the entry arrives [`Payload::Withheld`] — a hostile
+//! streams past and the entry arrives [`Payload::Withheld`], so a hostile
 //! entry of any size costs the host at most one limit's worth of memory.
-//! It speaks TCP, TLS (rustls, with the same roots, client certificate and
-//! server name as the redis-rs connections) and Unix sockets.
-
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use redis::{RedisError, RedisResult};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
-use super::commands::GroupRef;
-use super::entry::{Entry, EntryLimits, Payload};
-use crate::config::{Address, RedisEndpoint};
+use super::io_error;
+use crate::stream::entry::{Entry, EntryLimits, FIELD_OVERHEAD, Payload};
 
 /// Longest header line (`*<n>` / `$<n>`), and longest string outside an
 /// entry's fields (stream key, id) this decoder buffers.
-const MAX_FRAME_STRING: usize = 1 << 20;
+pub(super) const MAX_FRAME_STRING: usize = 1 << 20;
 
 /// Deepest nesting an XREADGROUP reply has (streams/stream/entries/entry/fields).
 const MAX_DEPTH: usize = 8;
 
-enum Socket {
-    Tcp(TcpStream),
-    // Boxed: the TLS state is a few hundred bytes, the other sockets a handle.
-    Tls(Box<TlsStream<TcpStream>>),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
-}
-
-/// A connection used only for the commands that return entries.
-pub struct EntryConnection {
-    socket: Socket,
-    buf: BytesMut,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for EntryConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EntryConnection")
-            .field("buffered", &self.buf.len())
-            .finish_non_exhaustive()
-    }
-}
-
-fn io_error(kind: std::io::ErrorKind, what: impl Into<String>) -> RedisError {
-    RedisError::from(std::io::Error::new(kind, what.into()))
-}
-
-fn protocol_error(detail: impl Into<String>) -> RedisError {
+pub(super) fn protocol_error(detail: impl Into<String>) -> RedisError {
     // The stream is out of step with the server once framing fails: treat
     // it as a broken connection so it is dropped and re-established.
     io_error(
@@ -72,7 +32,7 @@ fn protocol_error(detail: impl Into<String>) -> RedisError {
 
 /// A server error line (`-CODE message`) as the error redis-rs would give,
 /// so `code()` and error classification work the same on both paths.
-fn server_error(line: &[u8]) -> RedisError {
+pub(super) fn server_error(line: &[u8]) -> RedisError {
     let mut framed = Vec::with_capacity(line.len() + 3);
     framed.push(b'-');
     framed.extend_from_slice(line);
@@ -83,191 +43,11 @@ fn server_error(line: &[u8]) -> RedisError {
     }
 }
 
-impl EntryConnection {
-    /// Connects (and, over TLS, completes the handshake) and authenticates
-    /// like redis-rs would for `endpoint`, within `timeout` per step.
-    pub async fn connect(endpoint: &RedisEndpoint, timeout: Duration) -> RedisResult<Self> {
-        let socket = match endpoint.address() {
-            Address::Tcp { host, port } => {
-                let tcp = within(timeout, TcpStream::connect((host.as_str(), *port))).await??;
-                tcp.set_nodelay(true)?;
-                match endpoint.tls() {
-                    None => Socket::Tcp(tcp),
-                    Some(tls) => {
-                        let connector = TlsConnector::from(tls.config.clone());
-                        let handshake = connector.connect(tls.server_name.clone(), tcp);
-                        Socket::Tls(Box::new(within(timeout, handshake).await??))
-                    }
-                }
-            }
-            #[cfg(unix)]
-            Address::Unix(path) => {
-                Socket::Unix(within(timeout, tokio::net::UnixStream::connect(path)).await??)
-            }
-            #[cfg(not(unix))]
-            Address::Unix(_) => {
-                return Err(io_error(
-                    std::io::ErrorKind::Unsupported,
-                    "Unix sockets are not available on this platform",
-                ));
-            }
-        };
-        let mut conn = Self {
-            socket,
-            buf: BytesMut::with_capacity(256 * 1024),
-            timeout,
-        };
-        let settings = endpoint.settings();
-        if let Some(password) = settings.password() {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(user) = settings.username() {
-                auth.arg(user);
-            }
-            auth.arg(password);
-            conn.simple(&auth.get_packed_command()).await?;
-        }
-        if settings.db() != 0 {
-            conn.simple(&redis::cmd("SELECT").arg(settings.db()).get_packed_command())
-                .await?;
-        }
-        Ok(conn)
-    }
-
-    /// `XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS key >`; an empty list
-    /// when BLOCK timed out. Any error leaves the connection unusable.
-    pub async fn read_group(
-        &mut self,
-        g: &GroupRef,
-        count: usize,
-        block: Duration,
-        limits: EntryLimits,
-    ) -> RedisResult<Vec<Entry>> {
-        let cmd = super::commands::read_new_cmd(g, count, block).get_packed_command();
-        let limit = block + self.timeout;
-        within(limit, async {
-            self.write(&cmd).await?;
-            self.decode(Decoder::new(Shape::ReadGroup, limits)).await
-        })
-        .await?
-    }
-
-    /// The payloads of `ids` (`XRANGE key id id` each, pipelined), in order;
-    /// an id whose entry is gone comes back [`Payload::Trimmed`]. Delivery
-    /// counts are left at 0 for the caller to fill in.
-    pub async fn fetch(
-        &mut self,
-        stream: &str,
-        ids: &[String],
-        limits: EntryLimits,
-    ) -> RedisResult<Vec<Entry>> {
-        let mut packed = Vec::new();
-        for id in ids {
-            redis::cmd("XRANGE")
-                .arg(stream)
-                .arg(id)
-                .arg(id)
-                .write_packed_command(&mut packed);
-        }
-        let limit = self.timeout;
-        within(limit, async {
-            self.write(&packed).await?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                let found = self.decode(Decoder::new(Shape::Range, limits)).await?;
-                out.push(Entry::ranged(id, found));
-            }
-            Ok(out)
-        })
-        .await?
-    }
-
-    /// Reads until `decoder` has one whole reply.
-    async fn decode(&mut self, mut decoder: Decoder) -> RedisResult<Vec<Entry>> {
-        loop {
-            if decoder.feed(&mut self.buf)? {
-                return decoder.finish();
-            }
-            if self.buf.capacity() - self.buf.len() < 64 * 1024 {
-                self.buf.reserve(self.buf.len().max(64 * 1024));
-            }
-            self.read_more().await?;
-        }
-    }
-
-    async fn read_more(&mut self) -> RedisResult<()> {
-        let n = match &mut self.socket {
-            Socket::Tcp(s) => s.read_buf(&mut self.buf).await?,
-            Socket::Tls(s) => s.read_buf(&mut self.buf).await?,
-            #[cfg(unix)]
-            Socket::Unix(s) => s.read_buf(&mut self.buf).await?,
-        };
-        if n == 0 {
-            return Err(io_error(
-                std::io::ErrorKind::ConnectionReset,
-                "connection closed by server",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Sends a command whose reply must be `+OK`.
-    async fn simple(&mut self, packed: &[u8]) -> RedisResult<()> {
-        let limit = self.timeout;
-        within(limit, async {
-            self.write(packed).await?;
-            let end = loop {
-                if let Some(end) = find_crlf(&self.buf) {
-                    break end;
-                }
-                if self.buf.len() > MAX_FRAME_STRING {
-                    return Err(protocol_error("reply line too long"));
-                }
-                self.buf.reserve(4096);
-                self.read_more().await?;
-            };
-            let line = self.buf.split_to(end + 2);
-            match line.first() {
-                Some(b'+') => Ok(()),
-                Some(b'-') => Err(server_error(&line[1..end])),
-                _ => Err(protocol_error("expected +OK")),
-            }
-        })
-        .await?
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> RedisResult<()> {
-        match &mut self.socket {
-            Socket::Tcp(s) => s.write_all(bytes).await?,
-            Socket::Tls(s) => {
-                // rustls may keep the last records when the socket is full:
-                // the command is only sent once they are flushed.
-                s.write_all(bytes).await?;
-                s.flush().await?;
-            }
-            #[cfg(unix)]
-            Socket::Unix(s) => s.write_all(bytes).await?,
-        }
-        Ok(())
-    }
-}
-
-/// What a field string adds to its entry's cost: its bytes, plus the
-/// per-field overhead once per pair (counted on the name).
 fn field_cost(is_name: bool, len: usize) -> usize {
-    len + if is_name {
-        super::entry::FIELD_OVERHEAD
-    } else {
-        0
-    }
+    len + if is_name { FIELD_OVERHEAD } else { 0 }
 }
 
-async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> RedisResult<T> {
-    tokio::time::timeout(limit, f)
-        .await
-        .map_err(|_| io_error(std::io::ErrorKind::TimedOut, "Redis did not answer in time"))
-}
-
-fn find_crlf(s: &[u8]) -> Option<usize> {
+pub(super) fn find_crlf(s: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = s[from..].iter().position(|&b| b == b'\r') {
         let i = from + i;
@@ -301,27 +81,27 @@ fn int(digits: &[u8]) -> RedisResult<i64> {
 
 /// Which reply is being decoded: where in it the entries sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
+pub enum ReplyShape {
     /// `XREADGROUP`: `[[key, [entry, …]], …]` (or nil when BLOCK timed out).
     ReadGroup,
     /// `XRANGE` / `XCLAIM`: `[entry, …]`.
     Range,
 }
 
-impl Shape {
+impl ReplyShape {
     /// Depth of the entry list: inside `[key, entries]` for reads, the reply
     /// itself for ranges.
     fn entries_depth(self) -> usize {
         match self {
-            Shape::ReadGroup => 2,
-            Shape::Range => 0,
+            ReplyShape::ReadGroup => 2,
+            ReplyShape::Range => 0,
         }
     }
 }
 
 /// What a value at the current position is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+enum Position {
     /// Framing around the entries (stream list, stream key).
     Frame,
     /// The list of entries.
@@ -338,9 +118,9 @@ enum Role {
 
 /// An entry being decoded.
 #[derive(Debug, Default)]
-struct Partial {
+struct EntryInProgress {
     id: Option<String>,
-    kept: Kept,
+    kept: KeptFields,
     trimmed: bool,
     withheld: bool,
     fields: usize,
@@ -350,28 +130,28 @@ struct Partial {
 /// The fields kept so far: named while every name is UTF-8 (checked once,
 /// as each arrives), raw from the first that is not.
 #[derive(Debug)]
-enum Kept {
+enum KeptFields {
     Named(Vec<(String, Vec<u8>)>),
     Raw(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
-impl Default for Kept {
+impl Default for KeptFields {
     fn default() -> Self {
-        Kept::Named(Vec::new())
+        KeptFields::Named(Vec::new())
     }
 }
 
-impl Kept {
+impl KeptFields {
     fn reserve(&mut self, n: usize) {
         match self {
-            Kept::Named(v) => v.reserve(n),
-            Kept::Raw(v) => v.reserve(n),
+            KeptFields::Named(v) => v.reserve(n),
+            KeptFields::Raw(v) => v.reserve(n),
         }
     }
 
     fn name(&mut self, bytes: Vec<u8>) {
         match self {
-            Kept::Named(v) => match String::from_utf8(bytes) {
+            KeptFields::Named(v) => match String::from_utf8(bytes) {
                 Ok(name) => v.push((name, Vec::new())),
                 Err(e) => {
                     let mut raw: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(v)
@@ -379,24 +159,24 @@ impl Kept {
                         .map(|(k, v)| (k.into_bytes(), v))
                         .collect();
                     raw.push((e.into_bytes(), Vec::new()));
-                    *self = Kept::Raw(raw);
+                    *self = KeptFields::Raw(raw);
                 }
             },
-            Kept::Raw(v) => v.push((bytes, Vec::new())),
+            KeptFields::Raw(v) => v.push((bytes, Vec::new())),
         }
     }
 
     fn value(&mut self, bytes: Vec<u8>) -> RedisResult<()> {
         let slot = match self {
-            Kept::Named(v) => v.last_mut().map(|(_, v)| v),
-            Kept::Raw(v) => v.last_mut().map(|(_, v)| v),
+            KeptFields::Named(v) => v.last_mut().map(|(_, v)| v),
+            KeptFields::Raw(v) => v.last_mut().map(|(_, v)| v),
         };
         *slot.ok_or_else(|| protocol_error("a value without a name"))? = bytes;
         Ok(())
     }
 }
 
-impl Partial {
+impl EntryInProgress {
     fn into_entry(self, delivery_count: u32) -> RedisResult<Entry> {
         let id = self.id.ok_or_else(|| protocol_error("entry without id"))?;
         let payload = if self.trimmed {
@@ -408,8 +188,8 @@ impl Partial {
             }
         } else {
             match self.kept {
-                Kept::Named(f) => Payload::Fields(f),
-                Kept::Raw(f) => Payload::Raw(f),
+                KeptFields::Named(f) => Payload::Fields(f),
+                KeptFields::Raw(f) => Payload::Raw(f),
             }
         };
         Ok(Entry {
@@ -422,7 +202,7 @@ impl Partial {
     /// Stops keeping this entry's payload; its size is still counted.
     fn withhold(&mut self) {
         self.withheld = true;
-        self.kept = Kept::default();
+        self.kept = KeptFields::default();
     }
 }
 
@@ -430,7 +210,7 @@ impl Partial {
 /// it consumes them and keeps its place.
 #[derive(Debug)]
 pub struct Decoder {
-    shape: Shape,
+    shape: ReplyShape,
     limits: EntryLimits,
     /// Per open array: items still to come, and the index of the next one.
     open: Vec<(i64, usize)>,
@@ -438,13 +218,13 @@ pub struct Decoder {
     skip: usize,
     /// Whether the top-level value is complete.
     done: bool,
-    entry: Option<Partial>,
+    entry: Option<EntryInProgress>,
     out: Vec<Entry>,
 }
 
 impl Decoder {
     /// A decoder for one reply of `shape`, keeping entries within `limits`.
-    pub fn new(shape: Shape, limits: EntryLimits) -> Self {
+    pub fn new(shape: ReplyShape, limits: EntryLimits) -> Self {
         Self {
             shape,
             limits,
@@ -457,19 +237,19 @@ impl Decoder {
     }
 
     /// The role of the next value, from where it sits.
-    fn role(&self) -> Role {
+    fn role(&self) -> Position {
         let depth = self.open.len();
         let base = self.shape.entries_depth();
         if depth < base || (base == 2 && self.open[1].1 != 1) {
-            return Role::Frame;
+            return Position::Frame;
         }
         let index = self.open.last().map_or(0, |(_, i)| *i);
         match depth - base {
-            0 => Role::Entries,
-            1 => Role::Entry,
-            2 if index == 0 => Role::Id,
-            2 => Role::Fields,
-            _ => Role::Field(index.is_multiple_of(2)),
+            0 => Position::Entries,
+            1 => Position::Entry,
+            2 if index == 0 => Position::Id,
+            2 => Position::Fields,
+            _ => Position::Field(index.is_multiple_of(2)),
         }
     }
 
@@ -538,7 +318,7 @@ impl Decoder {
                 }
                 b'+' | b':' => {
                     buf.advance(end + 2);
-                    if self.role() != Role::Frame {
+                    if self.role() != Position::Frame {
                         return Err(protocol_error("unexpected simple value in an entry"));
                     }
                     self.item_done()?;
@@ -551,13 +331,13 @@ impl Decoder {
     /// Whether to buffer a string of `len` bytes in `role`. Asked again each
     /// time more bytes arrive, so it changes nothing: the cost is counted
     /// once the string is consumed ([`Decoder::account`]).
-    fn wants(&self, role: Role, len: usize) -> RedisResult<bool> {
+    fn wants(&self, role: Position, len: usize) -> RedisResult<bool> {
         match (role, &self.entry) {
-            (Role::Field(is_name), Some(entry)) => {
+            (Position::Field(is_name), Some(entry)) => {
                 Ok(!entry.withheld
                     && entry.cost + field_cost(is_name, len) <= self.limits.max_bytes)
             }
-            (Role::Field(_), None) => Err(protocol_error("field outside an entry")),
+            (Position::Field(_), None) => Err(protocol_error("field outside an entry")),
             _ if len > MAX_FRAME_STRING => Err(protocol_error("string too long")),
             _ => Ok(true),
         }
@@ -565,8 +345,8 @@ impl Decoder {
 
     /// Counts a consumed field string towards its entry's cost, withholding
     /// the entry's payload once it is over the byte limit.
-    fn account(&mut self, role: Role, len: usize) -> RedisResult<()> {
-        if let Role::Field(is_name) = role {
+    fn account(&mut self, role: Position, len: usize) -> RedisResult<()> {
+        if let Position::Field(is_name) = role {
             let max = self.limits.max_bytes;
             let entry = self.partial()?;
             entry.cost += field_cost(is_name, len);
@@ -577,7 +357,7 @@ impl Decoder {
         Ok(())
     }
 
-    fn partial(&mut self) -> RedisResult<&mut Partial> {
+    fn partial(&mut self) -> RedisResult<&mut EntryInProgress> {
         self.entry
             .as_mut()
             .ok_or_else(|| protocol_error("field outside an entry"))
@@ -589,13 +369,13 @@ impl Decoder {
             return self.nil();
         }
         match role {
-            Role::Entry => {
+            Position::Entry => {
                 if n != 2 {
                     return Err(protocol_error("entry is not [id, fields]"));
                 }
-                self.entry = Some(Partial::default());
+                self.entry = Some(EntryInProgress::default());
             }
-            Role::Fields => {
+            Position::Fields => {
                 if n % 2 == 1 {
                     return Err(protocol_error("odd number of field/value items"));
                 }
@@ -608,9 +388,9 @@ impl Decoder {
                     entry.kept.reserve(entry.fields);
                 }
             }
-            Role::Entries => self.out.reserve(n.min(100_000) as usize),
-            Role::Frame => {}
-            Role::Id | Role::Field(_) => {
+            Position::Entries => self.out.reserve(n.min(100_000) as usize),
+            Position::Frame => {}
+            Position::Id | Position::Field(_) => {
                 return Err(protocol_error("nested array inside an entry"));
             }
         }
@@ -626,22 +406,22 @@ impl Decoder {
 
     fn nil(&mut self) -> RedisResult<()> {
         match self.role() {
-            Role::Fields => self.partial()?.trimmed = true,
-            Role::Frame | Role::Entries => {}
+            Position::Fields => self.partial()?.trimmed = true,
+            Position::Frame | Position::Entries => {}
             _ => return Err(protocol_error("unexpected nil")),
         }
         self.item_done()
     }
 
-    fn string(&mut self, role: Role, bytes: Vec<u8>) -> RedisResult<()> {
+    fn string(&mut self, role: Position, bytes: Vec<u8>) -> RedisResult<()> {
         match role {
-            Role::Id => {
+            Position::Id => {
                 let id = String::from_utf8(bytes).map_err(|_| protocol_error("non-UTF-8 id"))?;
                 self.partial()?.id = Some(id);
             }
-            Role::Field(true) => self.partial()?.kept.name(bytes),
-            Role::Field(false) => self.partial()?.kept.value(bytes)?,
-            Role::Frame => {}
+            Position::Field(true) => self.partial()?.kept.name(bytes),
+            Position::Field(false) => self.partial()?.kept.value(bytes)?,
+            Position::Frame => {}
             _ => return Err(protocol_error("unexpected string")),
         }
         self.item_done()
@@ -661,8 +441,12 @@ impl Decoder {
             }
             self.open.pop();
             // An array just closed: if it was an entry, it is complete.
-            if self.role() == Role::Entry {
-                let count = if self.shape == Shape::ReadGroup { 1 } else { 0 };
+            if self.role() == Position::Entry {
+                let count = if self.shape == ReplyShape::ReadGroup {
+                    1
+                } else {
+                    0
+                };
                 let entry = self
                     .entry
                     .take()
@@ -686,7 +470,7 @@ impl Decoder {
 /// Public for the benchmarks and tests.
 pub fn decode_xreadgroup(reply: &[u8], limits: EntryLimits) -> RedisResult<Vec<Entry>> {
     let mut buf = BytesMut::from(reply);
-    let mut decoder = Decoder::new(Shape::ReadGroup, limits);
+    let mut decoder = Decoder::new(ReplyShape::ReadGroup, limits);
     if !decoder.feed(&mut buf)? {
         return Err(protocol_error("truncated reply"));
     }
@@ -764,7 +548,7 @@ mod tests {
         let bytes = sample();
         let whole = decode_xreadgroup(&bytes, ANY).unwrap();
         for chunk in [1, 2, 3, 7, 64] {
-            let mut decoder = Decoder::new(Shape::ReadGroup, ANY);
+            let mut decoder = Decoder::new(ReplyShape::ReadGroup, ANY);
             let mut buf = BytesMut::new();
             let mut done = false;
             for piece in bytes.chunks(chunk) {
@@ -791,7 +575,7 @@ mod tests {
             max_bytes: 200,
         };
         // Fed a byte at a time: a skipped payload never needs buffering.
-        let mut decoder = Decoder::new(Shape::ReadGroup, limits);
+        let mut decoder = Decoder::new(ReplyShape::ReadGroup, limits);
         let mut buf = BytesMut::new();
         for b in &bytes {
             buf.extend_from_slice(&[*b]);
@@ -803,7 +587,7 @@ mod tests {
             entries[0].payload,
             Payload::Withheld {
                 fields: 3,
-                bytes: 3 * (2 + super::super::entry::FIELD_OVERHEAD)
+                bytes: 3 * (2 + FIELD_OVERHEAD)
             }
         );
         assert_eq!(
@@ -814,7 +598,7 @@ mod tests {
             entries[2].payload,
             Payload::Withheld {
                 fields: 1,
-                bytes: 4 + 500 + super::super::entry::FIELD_OVERHEAD
+                bytes: 4 + 500 + FIELD_OVERHEAD
             }
         );
     }
@@ -846,13 +630,13 @@ mod tests {
         bytes.extend(b"*2\r\n");
         bytes.extend(bulk(b"k"));
         bytes.extend(bulk(b"v"));
-        let mut decoder = Decoder::new(Shape::Range, ANY);
+        let mut decoder = Decoder::new(ReplyShape::Range, ANY);
         let mut buf = BytesMut::from(&bytes[..]);
         assert!(decoder.feed(&mut buf).unwrap());
         let entries = decoder.finish().unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].id, "5-0");
-        let mut empty = Decoder::new(Shape::Range, ANY);
+        let mut empty = Decoder::new(ReplyShape::Range, ANY);
         assert!(empty.feed(&mut BytesMut::from(&b"*0\r\n"[..])).unwrap());
         assert!(empty.finish().unwrap().is_empty());
     }
