@@ -8,14 +8,14 @@ use std::process::Command;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use redis::Value;
-use streamhost::limits::Limits;
-use streamhost::outcome::DeadLetterKind;
 use streamhost::plugin::{EmitTargets, Event, PluginEngine, PluginInstance, PluginSettings};
-use streamhost::stream::EntryLimits;
 use streamhost::stream::dlq::{self, DeadLetterSource};
-use streamhost::stream::entry::parse_xreadgroup;
+use streamhost::stream::reply::parse_xreadgroup;
 use streamhost::stream::wire;
-use streamhost::units::ByteSize;
+use streamhost::vocab::entry::EntryLimits;
+use streamhost::vocab::limits::Limits;
+use streamhost::vocab::outcome::DeadLetterKind;
+use streamhost::vocab::units::ByteSize;
 
 const LIMITS: EntryLimits = EntryLimits {
     max_fields: 1_000,

@@ -33,7 +33,7 @@ pub struct CheckReport {
 /// Compiles and type-checks `path` (blocking).
 pub fn check(path: &Path) -> Result<CheckReport, PluginError> {
     let engine = PluginEngine::new()?;
-    let limits = crate::limits::Limits::default();
+    let limits = crate::vocab::limits::Limits::default();
     let settings = PluginSettings::new(Default::default(), &limits, EmitTargets::default());
     let plugin = engine.load(path, &settings)?;
     Ok(CheckReport {

@@ -5,21 +5,18 @@
 //! The binary (`host`) is a thin shell over [`runtime::run`]; tests drive the
 //! same entry point.
 
-pub mod backoff;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fault;
-pub mod limits;
 pub mod ops;
-pub mod outcome;
 pub mod plugin;
 pub mod runtime;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
-pub mod units;
+pub mod vocab;
 
 pub use config::{Config, RunConfig};
 pub use runtime::{RunError, RunReport, run};

@@ -472,9 +472,9 @@ fn emits_commit_once_each_with_many_of_our_retrying_entries_between_them() {
 
 #[test]
 fn ack_with_emits_script_checks_entries_the_ranged_ownership_read_missed() {
-    use streamhost::outcome::Emit;
     use streamhost::stream::GroupRef;
     use streamhost::stream::commits::{self, CommitResult, CommitRound, EmitCommit, range_rows};
+    use streamhost::vocab::outcome::Emit;
     let redis = RedisServer::start();
     let stream = key("script");
     // A call of 3 entries reads `range_rows(3)` rows of its id range.

@@ -196,7 +196,8 @@ fn maxlen_keeps_n_entries_after_an_xdel_past_a_groups_last_delivered_id() {
 
 #[test]
 fn a_trim_pass_reads_a_bounded_number_of_entries_per_script_call() {
-    use streamhost::stream::retention::{Retention, TRIM_STEP_BUDGET, TrimMemo, trim};
+    use streamhost::stream::retention::{TRIM_STEP_BUDGET, TrimMemo, trim};
+    use streamhost::vocab::retention::Retention;
     let redis = RedisServer::start();
     small_nodes(&redis);
     let stream = key("bounded-trim");

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use self::invocation::{Action, Invocation, RunSource, invocation};
 pub use self::redis::RedisArgs;
 use crate::config::{ConfigError, HttpListen, RedisConfig, RunConfig};
-use crate::units::ByteSize;
+use crate::vocab::units::ByteSize;
 
 /// streamhost: Redis Streams consumer groups, handled by sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -528,7 +528,7 @@ mod tests {
             args.into_config(RedisConfig::from_url("redis://x"), Vec::new())
                 .unwrap()
                 .limits(),
-            crate::limits::Limits::default()
+            crate::vocab::limits::Limits::default()
         );
     }
 

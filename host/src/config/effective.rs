@@ -82,7 +82,7 @@ fn pipeline_table(p: &RunConfig) -> Table {
     };
     let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
     let dur = |d: Duration| Value::String(humantime::format_duration(d).to_string());
-    let size = |s: crate::units::ByteSize| Value::String(s.to_string());
+    let size = |s: crate::vocab::units::ByteSize| Value::String(s.to_string());
     put("name", p.name.clone().into());
     put("stream", p.stream.clone().into());
     put("group", p.group.clone().into());

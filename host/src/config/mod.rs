@@ -19,9 +19,9 @@ pub use self::http::{Dashboard, HttpAdmin, HttpListen, TOKEN_ENV, Trickle, allow
 pub use self::process::{Config, Loader, PipelineError, Source};
 pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
 pub use self::tls::{TlsError, TlsFile, TlsMaterial};
-use crate::limits::{Limits, MAX_EMIT_BYTES_CEILING, MAX_FIELDS_CEILING};
-use crate::stream::retention::Retention;
-use crate::units::ByteSize;
+use crate::vocab::limits::{Limits, MAX_EMIT_BYTES_CEILING, MAX_FIELDS_CEILING};
+use crate::vocab::retention::Retention;
+use crate::vocab::units::ByteSize;
 
 /// Longest backoff before a failed entry is released for redelivery.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
@@ -304,7 +304,7 @@ fn is_valid_start_id(id: &str) -> bool {
     if id == "$" || id == "0" {
         return true;
     }
-    crate::stream::entry::id_parts(id).is_some()
+    crate::vocab::ids::id_parts(id).is_some()
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
+use super::OpsError;
 use super::status::StreamStatus;
-use super::{OpsError, now_ms};
 use crate::stream::{count, inspect};
+use crate::vocab::ids::now_ms;
 
 /// The thresholds of `status --check`.
 #[derive(Debug, Clone, Default)]

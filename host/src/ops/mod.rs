@@ -11,12 +11,12 @@ pub mod replay;
 pub mod status;
 pub mod trim;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
 use crate::config::{ConfigError, RedisConfig};
-use crate::stream::entry::id_parts;
+use crate::vocab::ids::{id_at_age, id_parts, ms_of};
 
 /// How long one operator command waits for a Redis reply.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,19 +63,6 @@ pub async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, OpsEr
         .await?)
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
-/// The time part of an entry id, in ms since the epoch.
-pub fn id_ms(id: &str) -> Option<u64> {
-    id_parts(id).map(|(ms, _)| ms)
-}
-
 /// A stream id as given by an operator: `<ms>-<seq>`, a bare `<ms>`, or an
 /// RFC 3339 time / a duration ago (`10m`, meaning that long before now),
 /// turned into an id. `-` and `+` stand for the ends.
@@ -84,17 +71,10 @@ pub fn parse_position(text: &str) -> Result<String, OpsError> {
         return Ok(text.to_owned());
     }
     if let Ok(time) = humantime::parse_rfc3339_weak(text) {
-        let ms = time
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
-        return Ok(format!("{ms}-0"));
+        return Ok(format!("{}-0", ms_of(time)));
     }
     if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(format!(
-            "{}-0",
-            now_ms().saturating_sub(ago.as_millis() as u64)
-        ));
+        return Ok(id_at_age(ago));
     }
     Err(OpsError::Usage(format!(
         "{text:?} is not a stream id (<ms>-<seq>), a time (2026-01-31T12:00:00Z) or a duration ago (10m)"
@@ -120,6 +100,7 @@ pub async fn require_stream(con: &mut MultiplexedConnection, key: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::ids::{id_ms, now_ms};
 
     #[test]
     fn positions_are_ids_times_or_durations_ago() {

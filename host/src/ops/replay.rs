@@ -8,11 +8,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::dlq::ShownField;
-use crate::outcome::Outcome;
 use crate::plugin::{Event, LoadedPlugin, PluginInstance};
-use crate::runtime::Admission;
-use crate::stream::entry::{Entry, Payload};
 use crate::stream::inspect::RawEntry;
+use crate::vocab::admission::Admission;
+use crate::vocab::entry::{Entry, Payload};
+use crate::vocab::outcome::Outcome;
 
 /// What the handler would have made of one entry.
 #[derive(Debug, Clone, Serialize)]
@@ -105,7 +105,7 @@ fn entry((id, fields): &RawEntry, admission: &Admission) -> Entry {
     let limits = admission.entry_limits();
     let cost: usize = fields
         .iter()
-        .map(|(k, v)| crate::limits::field_cost(k.len(), v.len()))
+        .map(|(k, v)| crate::vocab::limits::field_cost(k.len(), v.len()))
         .sum();
     let payload = if fields.len() > limits.max_fields || cost > limits.max_bytes {
         Payload::Withheld {

@@ -14,13 +14,13 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use super::dlq::Header;
-use super::{OpsError, id_ms, no_such_stream, now_ms};
-use crate::outcome::DeadLetterKind;
+use super::{OpsError, no_such_stream};
 use crate::stream::count;
 use crate::stream::dlq_scan::{self, Order, RecordHeader};
-use crate::stream::entry::id_parts;
 use crate::stream::inspect::{self, GroupInfo};
-use crate::stream::retention::Retention;
+use crate::vocab::ids::{id_lt, id_ms, now_ms};
+use crate::vocab::outcome::DeadLetterKind;
+use crate::vocab::retention::Retention;
 
 pub use super::checks::{Breach, Thresholds, check};
 
@@ -267,10 +267,6 @@ pub async fn collect(
 struct Floor {
     id: String,
     group: usize,
-}
-
-fn id_lt(a: &str, b: &str) -> bool {
-    id_parts(a) < id_parts(b)
 }
 
 async fn group_status(

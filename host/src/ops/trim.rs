@@ -8,8 +8,9 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use super::status::COUNT_CAP;
-use super::{OpsError, no_such_stream, now_ms};
+use super::{OpsError, no_such_stream};
 use crate::stream::{count, inspect};
+use crate::vocab::ids::id_at_age;
 
 /// Pending ids a forced trim lists per group (`pending_count` says how many
 /// it removed).
@@ -18,7 +19,8 @@ pub const LOST_IDS_LISTED: usize = 100;
 /// Pending entries read per `XPENDING` call while counting those a forced
 /// trim removes.
 const PENDING_PAGE: usize = 1_000;
-use crate::stream::retention::{self, Retention, TrimMemo};
+use crate::stream::retention::{self, TrimMemo};
+use crate::vocab::retention::Retention;
 
 /// What a trim did.
 #[derive(Debug, Clone, Serialize)]
@@ -130,12 +132,11 @@ async fn cut_point(
         }
     }
     if let Some(age) = policy.max_age {
-        let by_age = format!("{}-0", now_ms().saturating_sub(age.as_millis() as u64));
+        let by_age = id_at_age(age);
         cut = match cut {
             Some(c)
                 if c == "+"
-                    || crate::stream::entry::id_parts(&c)
-                        >= crate::stream::entry::id_parts(&by_age) =>
+                    || crate::vocab::ids::id_parts(&c) >= crate::vocab::ids::id_parts(&by_age) =>
             {
                 Some(c)
             }
@@ -151,7 +152,7 @@ async fn cut_point(
 }
 
 fn next_id(id: &str) -> String {
-    let (ms, seq) = crate::stream::entry::id_parts(id).unwrap_or((0, 0));
+    let (ms, seq) = crate::vocab::ids::id_parts(id).unwrap_or((0, 0));
     match seq.checked_add(1) {
         Some(s) => format!("{ms}-{s}"),
         None => format!("{}-0", ms + 1),

@@ -17,9 +17,9 @@ use super::limits::MemoryLimiter;
 use super::output;
 use super::rules::{OutputRules, RuleBroken};
 use super::stdio::{LogStream, StdioKind};
-use crate::limits::{EMIT_OVERHEAD, field_cost};
-use crate::outcome::Emit;
-use crate::stream::msgpack::PackedFields;
+use crate::vocab::limits::{EMIT_OVERHEAD, field_cost};
+use crate::vocab::msgpack::PackedFields;
+use crate::vocab::outcome::Emit;
 
 /// What a plugin version is called and configured with; shared by all its stores.
 #[derive(Debug)]

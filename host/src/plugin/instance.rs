@@ -12,7 +12,7 @@ use super::bindings::{Event, Failure, Handler};
 use super::host_api::CallState;
 use super::limits::{MemoryLimitExceeded, MemoryLimiter, deadline_ticks};
 use super::rules::RuleBroken;
-use crate::outcome::{DeadLetterKind, Outcome};
+use crate::vocab::outcome::{DeadLetterKind, Outcome};
 
 /// A store plus the instantiated `handler` world inside it.
 struct Live {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wasmtime::{Engine, ResourceLimiter};
 
-use crate::units::ByteSize;
+use crate::vocab::units::ByteSize;
 
 /// How often the epoch advances; deadlines are rounded up to this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -32,8 +32,8 @@ pub use limits::{EPOCH_TICK, MemoryLimitExceeded};
 pub use rules::{EmitTargets, OutputRules, RuleBroken};
 pub use slot::PluginSlot;
 
-use crate::limits::Limits;
-use crate::units::ByteSize;
+use crate::vocab::limits::Limits;
+use crate::vocab::units::ByteSize;
 
 /// The WIT world every plugin must implement.
 pub const WORLD: &str = "streamhost:plugin/handler@0.1.0";

@@ -3,7 +3,7 @@
 //! pipeline's log rate gate — and the rule a plugin broke when it passed one.
 
 use super::output::LogGate;
-use crate::limits::Limits;
+use crate::vocab::limits::Limits;
 
 /// The rule a plugin broke; ends its call as a permanent failure.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use super::stats::Stats;
 use super::supervise::TaskEnd;
 use crate::config::{Dashboard, RedisConfig, RunConfig};
 use crate::plugin::PluginSlot;
-use crate::stream::retention::Retention;
+use crate::vocab::retention::Retention;
 
 /// The running process, as the metrics and health endpoints see it.
 #[derive(Debug, Default)]

@@ -9,12 +9,13 @@ use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
 
 use super::stats::Stats;
-use crate::outcome::DeadLetterKind;
 use crate::plugin::{LoadedPlugin, PluginSlot};
 use crate::stream::claims::{self, ClaimSpec, DeadLetters, Target};
 use crate::stream::dlq::DeadLetterSource;
-use crate::stream::entry::PendingRow;
-use crate::stream::{Entry, GroupRef, PayloadReader};
+use crate::stream::reply::PendingRow;
+use crate::stream::{GroupRef, PayloadReader};
+use crate::vocab::entry::Entry;
+use crate::vocab::outcome::DeadLetterKind;
 
 /// The dead-letter stream of a pipeline, and whose name goes on its records.
 #[derive(Debug, Clone)]

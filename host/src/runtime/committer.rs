@@ -20,10 +20,10 @@ use super::holder::Retry;
 use super::inflight::{InFlight, LastFailures};
 use super::job::Settled;
 use super::stats::Stats;
-use crate::outcome::Outcome;
 use crate::stream::commits::{self, CommitResult, CommitRound, EmitCallSize, EmitCommit};
 use crate::stream::dlq;
 use crate::stream::{LinkError, RedisLink};
+use crate::vocab::outcome::Outcome;
 
 /// Most settled entries folded into one round trip.
 const MAX_COMMIT_BATCH: usize = 4096;
@@ -305,7 +305,7 @@ impl Committer {
 }
 
 /// What a settled success emitted (nothing for other outcomes).
-fn emits_of(s: &Settled) -> &[crate::outcome::Emit] {
+fn emits_of(s: &Settled) -> &[crate::vocab::outcome::Emit] {
     match &s.outcome {
         Outcome::Ack { emits } => emits,
         _ => &[],

@@ -36,7 +36,8 @@ use super::dispatch::WeakDispatcher;
 use super::inflight::InFlight;
 use super::stats::Stats;
 use crate::config::MAX_RETRY_BACKOFF;
-use crate::stream::{ClaimSpec, Entry, LinkError, RedisLink};
+use crate::stream::{ClaimSpec, LinkError, RedisLink};
+use crate::vocab::entry::Entry;
 
 /// Most ids per claim call.
 const CLAIM_CHUNK: usize = 1_000;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use super::inflight::InFlight;
-use crate::stream::entry::id_parts;
 use crate::stream::groups::HeldEntry;
+use crate::vocab::ids::id_parts;
 
 /// What every pipeline of this process holds, by the stream and group it
 /// consumes: "held here" means the whole process, so one pipeline's reaper
@@ -126,10 +126,10 @@ impl GroupHoldings {
 mod tests {
     use super::*;
 
-    fn entry(id: &str, deliveries: u32) -> crate::stream::Entry {
-        crate::stream::Entry {
+    fn entry(id: &str, deliveries: u32) -> crate::vocab::entry::Entry {
+        crate::vocab::entry::Entry {
             id: id.into(),
-            payload: crate::stream::Payload::Fields(Vec::new()),
+            payload: crate::vocab::entry::Payload::Fields(Vec::new()),
             delivery_count: deliveries,
         }
     }

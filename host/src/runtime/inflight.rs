@@ -34,13 +34,16 @@ impl InFlight {
     /// already held are dropped from the batch — except trimmed ones, which
     /// always go on to their record (the dead-letter move is fenced on the
     /// pending list, so a second one for the same entry writes nothing).
-    pub fn hold_new(&self, entries: Vec<crate::stream::Entry>) -> Vec<crate::stream::Entry> {
+    pub fn hold_new(
+        &self,
+        entries: Vec<crate::vocab::entry::Entry>,
+    ) -> Vec<crate::vocab::entry::Entry> {
         let now = Instant::now();
         let mut held = self.lock();
         entries
             .into_iter()
             .filter(|e| {
-                e.payload == crate::stream::Payload::Trimmed
+                e.payload == crate::vocab::entry::Payload::Trimmed
                     || match held.entry(e.id.clone()) {
                         std::collections::hash_map::Entry::Occupied(_) => false,
                         std::collections::hash_map::Entry::Vacant(v) => {
@@ -183,9 +186,9 @@ mod tests {
     #[test]
     fn touch_returns_only_old_holds_and_renews_them() {
         let f = InFlight::default();
-        let entry = |id: &str| crate::stream::Entry {
+        let entry = |id: &str| crate::vocab::entry::Entry {
             id: id.into(),
-            payload: crate::stream::Payload::Fields(Vec::new()),
+            payload: crate::vocab::entry::Payload::Fields(Vec::new()),
             delivery_count: 1,
         };
         assert_eq!(f.hold_new(vec![entry("1-0"), entry("2-0")]).len(), 2);
@@ -195,8 +198,8 @@ mod tests {
             "2-0 is already held"
         );
         f.drop_all(["3-0"]);
-        let trimmed = crate::stream::Entry {
-            payload: crate::stream::Payload::Trimmed,
+        let trimmed = crate::vocab::entry::Entry {
+            payload: crate::vocab::entry::Payload::Trimmed,
             ..entry("2-0")
         };
         assert_eq!(

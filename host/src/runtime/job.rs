@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::outcome::Outcome;
 use crate::plugin::LoadedPlugin;
-use crate::stream::Entry;
+use crate::vocab::entry::Entry;
+use crate::vocab::outcome::Outcome;
 
 /// An entry on its way to a worker, holding its slot in the in-flight window.
 #[derive(Debug)]

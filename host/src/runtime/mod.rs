@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use dispatch::Admission;
 pub use http::HttpError;
 pub use http::limits as http_limits;
 pub use pipeline::{DRAIN_AFTER_GRACE, PipelineReport};

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::job::Job;
-use crate::stream::{Entry, Payload};
+use crate::vocab::entry::{Entry, Payload};
 
 /// The ordering gate of one pipeline.
 #[derive(Debug)]

@@ -68,7 +68,7 @@ impl PluginLog {
     pub fn record(&self, mut event: PluginEvent) {
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         event.seq = events.back().map_or(1, |e| e.seq + 1);
-        event.at_ms = crate::ops::now_ms();
+        event.at_ms = crate::vocab::ids::now_ms();
         let seq = event.seq;
         if events.len() == KEPT {
             events.pop_front();

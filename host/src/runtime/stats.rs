@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use super::call_times::CallTimes;
-use crate::outcome::DeadLetterKind;
+use crate::vocab::outcome::DeadLetterKind;
 
 /// Monotonic counters, updated with relaxed atomics on the hot path.
 #[derive(Debug, Default)]

@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Stats;
-use crate::stream::retention::{self, Retention, TrimMemo};
+use crate::stream::retention::{self, TrimMemo};
 use crate::stream::{LinkError, RedisLink};
+use crate::vocab::retention::Retention;
 
 /// The trim task.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use super::board::{PipelineHealth, PipelineView};
 use super::claiming::DlqTarget;
 use super::committer::Committer;
 use super::controls::Controls;
-use super::dispatch::{Admission, Dispatcher, WeakDispatcher};
+use super::dispatch::{Dispatcher, WeakDispatcher};
 use super::holder::{Holder, Retry};
 use super::holdings::{GroupHoldings, Holdings};
 use super::inflight::{InFlight, LastFailures};
@@ -32,6 +32,7 @@ use super::workers::WorkerSet;
 use crate::config::{RedisEndpoint, RunConfig};
 use crate::plugin::{LoadedPlugin, PluginEngine, PluginSettings, PluginSlot};
 use crate::stream::{GroupRef, LinkHealth, PayloadReader, RedisLink};
+use crate::vocab::admission::Admission;
 
 /// Response timeout of the committer's connection (big pipelines, scripts).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);

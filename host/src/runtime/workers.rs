@@ -15,9 +15,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::job::{Job, Settled};
 use super::stats::Stats;
 use super::supervise::Supervisor;
-use crate::outcome::{DeadLetterKind, Outcome};
 use crate::plugin::{CallFault, Event, PluginInstance, PluginSlot};
-use crate::stream::{GroupRef, Payload};
+use crate::stream::GroupRef;
+use crate::vocab::entry::Payload;
+use crate::vocab::outcome::{DeadLetterKind, Outcome};
 
 /// What every worker needs; cloned into each thread.
 #[derive(Debug, Clone)]
@@ -156,7 +157,7 @@ impl Worker {
     fn handle(
         &mut self,
         set: &WorkerSet,
-        entry: &mut crate::stream::Entry,
+        entry: &mut crate::vocab::entry::Entry,
         fields: Vec<(String, Vec<u8>)>,
     ) -> Outcome {
         self.event.id = std::mem::take(&mut entry.id);

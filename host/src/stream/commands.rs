@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 
-use super::entry::{PendingRow, ReplyError, parse_xpending};
+use super::reply::{PendingRow, ReplyError, parse_xpending};
 
 /// Where a stream/group/consumer triple lives; every command names it.
 #[derive(Debug, Clone)]

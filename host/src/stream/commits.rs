@@ -10,11 +10,12 @@ use redis::{Pipeline, RedisResult, Value};
 
 use super::claims::DeadLetters;
 use super::commands::GroupRef;
-use super::entry::{Payload, id_parts};
 use super::link::{ErrorClass, classify};
-use super::msgpack::ArrayPacker;
 use super::scripts::{ACK_WITH_EMITS, CLAIM, DEAD_LETTER, DELETE_CONSUMER_IF_EMPTY};
-use crate::outcome::Emit;
+use crate::vocab::entry::Payload;
+use crate::vocab::ids::id_parts;
+use crate::vocab::msgpack::ArrayPacker;
+use crate::vocab::outcome::Emit;
 
 /// Most entries acked with their emits by one script call: bounds how long
 /// one call keeps Redis busy.

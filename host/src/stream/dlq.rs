@@ -8,9 +8,8 @@
 //! The metadata is built here; the scripts append it with the fields (see
 //! [`super::scripts::DEAD_LETTER`] and [`super::scripts::CLAIM`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use crate::outcome::DeadLetterKind;
+use crate::vocab::ids::now_ms;
+use crate::vocab::outcome::DeadLetterKind;
 
 /// Prefix of original fields inside a DLQ record.
 pub const FIELD_PREFIX: &str = "field:";
@@ -71,10 +70,7 @@ pub fn metadata(
     deliveries: String,
     src: DeadLetterSource<'_>,
 ) -> [(&'static str, String); 10] {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
+    let now_ms = now_ms();
     let values = [
         kind.as_str().to_owned(),
         reason.to_owned(),

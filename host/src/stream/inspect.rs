@@ -11,6 +11,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 
 use super::scripts::FIRST_CONSUMERS;
+use crate::vocab::ids::id_ms;
 
 /// One entry as raw bytes: id and field/value pairs in stream order.
 pub type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
@@ -87,13 +88,8 @@ pub struct PendingSummary {
 impl PendingSummary {
     /// The id time (ms since the epoch) of the oldest pending entry.
     pub fn oldest_ms(&self) -> Option<u64> {
-        self.range.as_ref().and_then(|(low, _)| id_millis(low))
+        self.range.as_ref().and_then(|(low, _)| id_ms(low))
     }
-}
-
-/// The millisecond part of an entry id `<ms>-<seq>`.
-pub fn id_millis(id: &str) -> Option<u64> {
-    id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
 }
 
 fn shape(what: &str) -> redis::RedisError {
@@ -446,7 +442,5 @@ mod tests {
         let empty = Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil]);
         let s = parse_pending_summary(empty).expect("a valid empty reply");
         assert_eq!((s.count, s.oldest_ms()), (0, None));
-        assert_eq!(id_millis("42"), Some(42));
-        assert_eq!(id_millis("x-1"), None);
     }
 }

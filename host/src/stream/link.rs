@@ -11,8 +11,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, ServerErrorKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::config::RedisEndpoint;
+use crate::vocab::backoff::Backoff;
 
 /// Whether Redis is reachable, as last observed by any link; turns a storm of
 /// failures from several tasks into one "lost" and one "restored" line.

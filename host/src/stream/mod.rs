@@ -7,20 +7,19 @@ pub mod commits;
 pub mod count;
 pub mod dlq;
 pub mod dlq_scan;
-pub mod entry;
 pub mod groups;
 pub mod inspect;
 pub mod link;
-pub mod msgpack;
 pub mod payloads;
 pub mod produce;
 pub mod redrive;
+pub mod reply;
 pub mod retention;
 pub mod scripts;
 pub mod wire;
 
 pub use claims::{ClaimSpec, Claimed, DeadLetters, Target};
 pub use commands::GroupRef;
-pub use entry::{Entry, EntryLimits, Payload};
+
 pub use link::{Cancelled, ErrorClass, LinkError, LinkHealth, RedisLink};
 pub use payloads::PayloadReader;

@@ -9,10 +9,10 @@ use redis::RedisResult;
 use tokio::sync::Mutex;
 
 use super::commands::GroupRef;
-use super::entry::{Entry, EntryLimits};
 use super::link::{ErrorClass, classify};
 use super::wire::EntryConnection;
 use crate::config::RedisEndpoint;
+use crate::vocab::entry::{Entry, EntryLimits};
 
 /// Reads entries with their payloads, within the entry limits. Shared
 /// (`&self`), so an operation [`super::RedisLink::run`] may repeat can use

@@ -2,12 +2,13 @@
 //! step at a time, and the loop that takes as many steps as a pass needs.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, RedisResult};
 
 use super::scripts::TRIM_SAFELY;
+use crate::vocab::ids::id_at_age;
+use crate::vocab::retention::Retention;
 
 /// Most entries one trim step reads inside Redis, so no step blocks the
 /// server for long however far back a group's floor is.
@@ -17,22 +18,6 @@ pub const TRIM_STEP_BUDGET: u64 = 1_000;
 /// stream spreads over many); past this the pass ends without trimming by
 /// length, and the next pass starts over.
 pub const MAX_TRIM_STEPS: u32 = 10_000;
-
-/// The retention policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Keep about this many entries.
-    pub maxlen: Option<u64>,
-    /// Drop entries older than this.
-    pub max_age: Option<Duration>,
-}
-
-impl Retention {
-    /// The policy that `maxlen` and `max_age` set, if either is given.
-    pub fn of(maxlen: Option<u64>, max_age: Option<Duration>) -> Option<Self> {
-        (maxlen.is_some() || max_age.is_some()).then_some(Self { maxlen, max_age })
-    }
-}
 
 /// What one trim pass did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -81,15 +66,7 @@ pub async fn trim(
     memo: &TrimMemo,
     exact: bool,
 ) -> RedisResult<Option<TrimReport>> {
-    let age_cutoff = policy
-        .max_age
-        .map(|age| {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            format!("{}-0", now.saturating_sub(age).as_millis())
-        })
-        .unwrap_or_default();
+    let age_cutoff = policy.max_age.map(id_at_age).unwrap_or_default();
     let maxlen = policy.maxlen.map(|n| n.to_string()).unwrap_or_default();
     let mut report = TrimReport::default();
     let (mut cursor, mut counted) = (String::new(), 0u64);

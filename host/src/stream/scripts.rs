@@ -21,7 +21,7 @@ use super::dlq::{FIELD_PREFIX, PACKED_FIELDS};
 
 /// Most original fields a dead-letter record carries inline (Redis's Lua
 /// refuses to unpack more than about 8,000 values into one call).
-pub const MAX_INLINE_FIELDS: usize = crate::limits::MAX_FIELDS_CEILING;
+pub const MAX_INLINE_FIELDS: usize = crate::vocab::limits::MAX_FIELDS_CEILING;
 
 /// `dead_letter(dlq, maxlen, meta, id, deliveries, src, from, to, note)`:
 /// appends one DLQ record. `meta` is a flat list of name/value pairs; an empty
@@ -75,7 +75,7 @@ end
 /// KEYS[1] = source stream, KEYS[2..] = emit targets.
 /// ARGV[1] = group, ARGV[2] = consumer, ARGV[3]/ARGV[4] = lowest/highest
 /// entry id of the batch, ARGV[5] = rows to fetch from that range, ARGV[6] =
-/// the batch as one MessagePack array (see [`super::msgpack`]): per entry
+/// the batch as one MessagePack array (see [`crate::vocab::msgpack`]): per entry
 /// its id and emit count m, then per emit the target's key index, its field
 /// count n and n name/value pairs.
 ///

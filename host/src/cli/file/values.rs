@@ -8,7 +8,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::Problem;
-use crate::units::ByteSize;
+use crate::vocab::units::ByteSize;
 
 /// What a flag's value must be in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use super::{Connect, StreamArgs, resolve, usage};
 use crate::ops::groups::DestroyPolicy;
 use crate::ops::status::COUNT_CAP;
 use crate::ops::{self, OpsError, parse_position, require_stream};
-use crate::stream::entry::id_parts;
 use crate::stream::{count, groups, inspect};
+use crate::vocab::ids::id_parts;
 
 /// `host groups …`.
 #[derive(Debug, Subcommand)]

@@ -28,7 +28,7 @@ pub use self::trim::TrimArgs;
 use super::RedisArgs;
 use crate::config::RedisConfig;
 use crate::ops::OpsError;
-use crate::stream::retention::Retention;
+use crate::vocab::retention::Retention;
 
 /// One operator command.
 #[derive(Debug)]

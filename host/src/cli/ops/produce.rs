@@ -12,8 +12,9 @@ use redis::aio::MultiplexedConnection;
 use super::output::{print_json, progress};
 use super::{Connect, StreamArgs, resolve};
 use crate::ops::produce::{Fields, ProduceReport, demo_order, parse_json_line};
-use crate::ops::{self, OpsError, now_ms};
+use crate::ops::{self, OpsError};
 use crate::stream::produce::add_batch;
+use crate::vocab::ids::now_ms;
 
 /// What to do with a malformed JSON line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

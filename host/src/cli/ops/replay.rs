@@ -12,9 +12,9 @@ use crate::ops::dlq::show_bytes;
 use crate::ops::replay::{self, ReplayRow, ReplayTotals, Verdict};
 use crate::ops::{self, OpsError, parse_position, require_stream};
 use crate::plugin::{EmitTargets, PluginEngine, PluginSettings};
-use crate::runtime::Admission;
 use crate::stream::inspect;
 use crate::stream::produce::add_batch;
+use crate::vocab::admission::Admission;
 
 /// Flags of `host replay`.
 #[derive(Debug, Args)]
@@ -138,9 +138,9 @@ fn judge(
     t: &super::Target,
     entries: &[inspect::RawEntry],
 ) -> anyhow::Result<Vec<ReplayRow>> {
-    let limits = crate::limits::Limits {
+    let limits = crate::vocab::limits::Limits {
         handler_timeout: args.handler_timeout,
-        ..crate::limits::Limits::default()
+        ..crate::vocab::limits::Limits::default()
     };
     let admission = Admission {
         max_deliveries: limits.max_deliveries,

@@ -9,12 +9,13 @@ use clap::Args;
 
 use super::output::{age, duration, print_json, table};
 use super::{Connect, StreamArgs, resolve};
+use crate::ops;
 use crate::ops::dlq::show_bytes;
 use crate::ops::status::{
     self, Breach, GroupStatus, RetentionStatus, StatusOptions, StreamStatus, Thresholds,
 };
-use crate::ops::{self, id_ms, now_ms};
-use crate::stream::retention::Retention;
+use crate::vocab::ids::{id_ms, now_ms};
+use crate::vocab::retention::Retention;
 
 /// Exit status of `status --check` when a threshold is crossed (not 2:
 /// clap exits 2 for unparsable flags, and a probe must tell the two apart).

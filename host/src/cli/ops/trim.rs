@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args};
 use super::output::print_json;
 use super::{Connect, StreamArgs, resolve};
 use crate::ops::{self, trim};
-use crate::stream::retention::Retention;
+use crate::vocab::retention::Retention;
 
 /// Flags of `host trim`.
 #[derive(Debug, Args)]

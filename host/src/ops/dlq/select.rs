@@ -7,9 +7,10 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use super::{DeadLetter, Header, Meta};
-use crate::ops::{OpsError, id_ms, now_ms};
+use crate::ops::OpsError;
 use crate::stream::dlq_scan::{self, HEADER_PAGE, Order};
-use crate::stream::entry::id_parts;
+use crate::vocab::ids::id_parts;
+use crate::vocab::ids::{id_ms, now_ms};
 
 /// Which records a command works on; every condition must hold.
 #[derive(Debug, Clone, Default)]

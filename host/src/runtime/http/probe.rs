@@ -5,13 +5,14 @@
 //! HTTP side keeps, each with the timeouts of what it is used for.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use crate::config::RedisConfig;
 use crate::stream::inspect;
+use crate::vocab::ids::age_of;
 
 /// The most one look at Redis may take.
 pub const PROBE_BUDGET: Duration = Duration::from_millis(800);
@@ -166,23 +167,9 @@ async fn look_at(
     }))
 }
 
-/// How long ago `ms` (milliseconds since the epoch) was at `now`; zero for a
-/// time ahead of this host's clock.
-fn age_of(ms: u64, now: SystemTime) -> Duration {
-    let then = UNIX_EPOCH + Duration::from_millis(ms);
-    now.duration_since(then).unwrap_or(Duration::ZERO)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ages_count_from_the_id_time_and_never_go_negative() {
-        let now = UNIX_EPOCH + Duration::from_millis(10_000);
-        assert_eq!(age_of(7_500, now), Duration::from_millis(2_500));
-        assert_eq!(age_of(12_000, now), Duration::ZERO);
-    }
 
     #[tokio::test]
     async fn a_redis_nobody_answers_for_is_reported_down_quickly() {

@@ -12,7 +12,7 @@ use bytes::{Buf, BytesMut};
 use redis::{RedisError, RedisResult};
 
 use super::io_error;
-use crate::stream::entry::{Entry, EntryLimits, FIELD_OVERHEAD, Payload};
+use crate::vocab::entry::{Entry, EntryLimits, FIELD_OVERHEAD, Payload};
 
 /// Longest header line (`*<n>` / `$<n>`), and longest string outside an
 /// entry's fields (stream key, id) this decoder buffers.
@@ -483,7 +483,7 @@ pub fn decode_xreadgroup(reply: &[u8], limits: EntryLimits) -> RedisResult<Vec<E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::entry::parse_xreadgroup;
+    use crate::stream::reply::parse_xreadgroup;
 
     const ANY: EntryLimits = EntryLimits {
         max_fields: usize::MAX,

@@ -21,8 +21,8 @@ use self::decode::{
     Decoder, MAX_FRAME_STRING, ReplyShape, find_crlf, protocol_error, server_error,
 };
 use super::commands::GroupRef;
-use super::entry::{Entry, EntryLimits};
 use crate::config::{Address, RedisEndpoint};
+use crate::vocab::entry::{Entry, EntryLimits};
 
 enum Socket {
     Tcp(TcpStream),

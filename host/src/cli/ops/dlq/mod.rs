@@ -215,7 +215,7 @@ async fn list(a: FilterArgs) -> anyhow::Result<ExitCode> {
 
 async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let (mut con, t, _) = open(&a.connect, &a.target).await?;
-    if crate::stream::entry::id_parts(&a.id).is_none() {
+    if crate::vocab::ids::id_parts(&a.id).is_none() {
         return Err(usage(format!("{:?} is not a stream id (<ms>-<seq>)", a.id)));
     }
     let d = dlq::show(&mut con, &t.dlq, &a.id).await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::super::output::{age, table};
 use crate::ops::dlq::{self, DeadLetter, Header, show_bytes};
-use crate::ops::{id_ms, now_ms};
+use crate::vocab::ids::{id_ms, now_ms};
 
 fn short(version: &str) -> String {
     version.chars().take(12).collect()

@@ -24,11 +24,11 @@ use super::producer::MAX_RATE;
 use crate::ops::dlq;
 use crate::ops::produce::{EVENT_TYPES, Fields, demo_event};
 use crate::ops::{replay, trim as ops_trim};
-use crate::runtime::Admission;
 use crate::runtime::board::PipelineView;
 use crate::stream::inspect;
 use crate::stream::produce::add_batch;
-use crate::stream::retention::Retention;
+use crate::vocab::admission::Admission;
+use crate::vocab::retention::Retention;
 
 /// What an action answers: done, or refused.
 pub(super) type Answer = Result<Response, ApiError>;
@@ -128,7 +128,7 @@ pub async fn produce(State(app): State<Arc<App>>, Json(body): Json<ProduceBody>)
             return Ok(done.partial(StatusCode::GATEWAY_TIMEOUT, &stream, body.count, 0, &why));
         }
         let n = (body.count - done.count).min(PRODUCE_BATCH);
-        let now = crate::ops::now_ms();
+        let now = crate::vocab::ids::now_ms();
         let batch: Vec<Fields> = (0..n)
             .map(|_| {
                 let seq = app.dashboard.produced.fetch_add(1, Ordering::Relaxed);

@@ -121,7 +121,7 @@ impl Producer {
             }
             owed -= n as f64;
             let first = self.produced.load(Ordering::Relaxed);
-            let now = crate::ops::now_ms();
+            let now = crate::vocab::ids::now_ms();
             let batch: Vec<Fields> = (first..first + n).map(|i| trickle_event(i, now)).collect();
             let stream = self.stream();
             let appended = async {

@@ -147,7 +147,7 @@ fn pipeline_state(p: &PipelineView) -> PipelineState {
 
 async fn build(app: &App) -> DashState {
     // Everything below was read at or after this time.
-    let at_ms = crate::ops::now_ms();
+    let at_ms = crate::vocab::ids::now_ms();
     let running = app.board.running();
     let (streams, redis_error) = match app.board.redis() {
         None => (Vec::new(), Some("no connection is configured".to_owned())),
@@ -205,7 +205,7 @@ pub async fn run(app: &App, stop: CancellationToken) {
             hub.history
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .sample(crate::ops::now_ms(), &running, look.as_ref());
+                .sample(crate::vocab::ids::now_ms(), &running, look.as_ref());
         }
         if hub.latest.receiver_count() > 0 {
             let state = tokio::select! {

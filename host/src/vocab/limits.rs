@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::units::ByteSize;
+use crate::vocab::units::ByteSize;
 
 /// What one field costs beyond its name and value bytes: the host keeps
 /// each pair as a `(String, Vec<u8>)` (48 bytes), so a million empty fields

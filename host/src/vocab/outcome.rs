@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::stream::msgpack::PackedFields;
+use crate::vocab::msgpack::PackedFields;
 
 /// The decision for one entry; only the committer acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
