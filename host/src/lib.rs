@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fault;
+pub mod http;
 pub mod ops;
 pub mod plugin;
 pub mod runtime;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use streamhost::cli::{self, Action, RunSource};
 use streamhost::config::{self, Config};
 use streamhost::demo::leftovers::Leftovers;
+use streamhost::http::HttpServer;
+use streamhost::runtime::port::Face;
 use streamhost::runtime::{self, RunError};
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +106,11 @@ fn run(config: Config) -> ExitCode {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        match runtime::run(config, shutdown).await {
+        let face = match http_face(&config).await {
+            Ok(face) => face,
+            Err(code) => return code,
+        };
+        match runtime::run(config, face, shutdown).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => report(e),
         }
@@ -141,13 +147,32 @@ fn demo(args: cli::demo::DemoArgs) -> ExitCode {
                 return ExitCode::from(cli::demo::exit_code(&e));
             }
         };
-        let result = runtime::run(demo.config.clone(), shutdown).await;
+        let face = match http_face(&demo.config).await {
+            Ok(face) => face,
+            Err(code) => return code,
+        };
+        let result = runtime::run(demo.config.clone(), face, shutdown).await;
         demo.stop();
         match result {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => report(e),
         }
     })
+}
+
+/// The HTTP side of `config`, its listener bound here, before any plugin
+/// is compiled: a taken address is a start-up error (exit 64).
+async fn http_face(config: &Config) -> Result<Option<Box<dyn Face>>, ExitCode> {
+    let Some(listen) = &config.http else {
+        return Ok(None);
+    };
+    match HttpServer::bind(listen, config.dashboard.clone()).await {
+        Ok(server) => Ok(Some(Box::new(server))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot run");
+            Err(usage(&e.to_string()))
+        }
+    }
 }
 
 /// Runs `body` on a multi-threaded runtime with a fresh shutdown token.
@@ -174,7 +199,7 @@ where
 
 fn report(e: RunError) -> ExitCode {
     let code = match &e {
-        RunError::Config(_) | RunError::Pipeline(_) | RunError::Http(_) => EXIT_USAGE,
+        RunError::Config(_) | RunError::Pipeline(_) => EXIT_USAGE,
         RunError::Plugin(_) => EXIT_DATAERR,
         RunError::Spawn(_) => 1,
         RunError::TaskFailed { .. } | RunError::ProcessTaskFailed { .. } => EXIT_SOFTWARE,

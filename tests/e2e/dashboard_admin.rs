@@ -7,8 +7,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use streamhost::http::limits::ACTION_TIMEOUT;
 use streamhost::plugin::content_hash;
-use streamhost::runtime::http_limits::ACTION_TIMEOUT;
 
 use crate::dashboard_api::{Fixture, TOKEN, WAIT, pipeline};
 use crate::support::http::{free_port, get, get_with, post, post_json};

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use streamhost::runtime::http_limits::{
+use streamhost::http::limits::{
     HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD, MAX_JSON_BODY, MAX_SUBSCRIBERS,
 };
 

@@ -1,4 +1,4 @@
-//! `runtime::run(config, shutdown)` driven in-process, the way the binary
+//! `runtime::run(config, face, shutdown)` driven in-process, the way the binary
 //! drives it: two pipelines from one config file, stopped by cancelling the
 //! token, with their reports checked against Redis.
 
@@ -29,7 +29,7 @@ async fn runtime_run_serves_every_pipeline_until_cancelled() {
     let config = streamhost::cli::file::parse(Path::new("in-process.toml"), &text, &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
     let shutdown = CancellationToken::new();
-    let run = tokio::spawn(runtime::run(config, shutdown.clone()));
+    let run = tokio::spawn(runtime::run(config, None, shutdown.clone()));
     let (probe, stream2) = (redis.clone(), stream.clone());
     tokio::task::spawn_blocking(move || {
         let redis = probe;

@@ -3,7 +3,6 @@
 //! committer, holder, reaper, trimmer, plugin watcher — under one
 //! cancellation tree (root → pipeline → task), with an orderly drain.
 
-mod board;
 mod call_times;
 mod claiming;
 mod committer;
@@ -12,13 +11,13 @@ mod dispatch;
 mod file_watch;
 mod holder;
 mod holdings;
-mod http;
 mod hygiene;
 mod inflight;
 mod job;
 mod ordering;
 mod pipeline;
 mod plugin_log;
+pub mod port;
 mod prepare;
 mod process;
 mod reader;
@@ -37,8 +36,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use http::HttpError;
-pub use http::limits as http_limits;
 pub use pipeline::{DRAIN_AFTER_GRACE, PipelineReport};
 pub use prepare::{Prepared, prepare};
 pub use process::run;
@@ -60,9 +57,6 @@ pub enum RunError {
     /// The plugin file was refused.
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    /// The metrics and health endpoints cannot listen.
-    #[error(transparent)]
-    Http(#[from] HttpError),
     /// A thread could not be started.
     #[error("cannot start worker threads: {0}")]
     Spawn(#[from] std::io::Error),
@@ -78,7 +72,7 @@ pub enum RunError {
         /// How it ended.
         how: String,
     },
-    /// A process-level task (the http listener) ended before shutdown;
+    /// A face the process served (the HTTP side) ended before shutdown;
     /// every pipeline was drained.
     #[error(
         "the {task} task {how}; every pipeline was drained and stopped (unfinished entries stay pending for the next owner)"

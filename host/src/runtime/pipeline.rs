@@ -13,10 +13,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::board::{PipelineHealth, PipelineView};
 use super::claiming::DlqTarget;
 use super::holdings::Holdings;
 use super::plugin_log::PluginLog;
+use super::port::{PipelineHealth, PipelineView};
 use super::prepare::Prepared;
 use super::stats::{Stats, StatsSnapshot};
 use super::supervise::{Supervisor, Task, TaskEnd};

@@ -11,11 +11,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::board::{Board, Control, ControlError};
 use super::file_watch::{FileWatch, Trigger, Version};
 use super::holdings::Holdings;
-use super::http::HttpServer;
 use super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport};
+use super::port::{Control, ControlError, Face, Port};
 use super::prepare::{Prepared, prepare};
 use super::reload::{self, Plan};
 use super::supervise::{Supervisor, Task};
@@ -27,21 +26,26 @@ const CONFIG_POLL: Duration = Duration::from_secs(2);
 /// How long the config file must stay unchanged before it is read again:
 /// a file written in several steps is applied whole, not half-written.
 const CONFIG_SETTLE: Duration = Duration::from_secs(1);
-/// How long the http listener gets to finish answers after the drain.
-const HTTP_STOP: Duration = Duration::from_secs(1);
+/// How long a face gets to finish answers after the drain.
+const FACE_STOP: Duration = Duration::from_secs(1);
 
 /// Runs every pipeline of `config` until `shutdown` fires (or a task fails),
-/// then drains them all. Plugins are compiled before anything connects; a
-/// signal during a compile ends the run at once.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunReport, RunError> {
+/// then drains them all; `face`, if any, serves the port from the start and
+/// stops last. Plugins are compiled before anything connects; a signal
+/// during a compile ends the run at once.
+pub async fn run(
+    config: Config,
+    face: Option<Box<dyn Face>>,
+    shutdown: CancellationToken,
+) -> Result<RunReport, RunError> {
     config.validate()?;
     let (failures_tx, mut failures) = mpsc::unbounded_channel();
-    let board = Board::new(
+    let port = Port::new(
         declared(&config),
         config.pipelines.first().map(|p| p.redis.clone()),
     );
     let (controls_tx, mut controls) = mpsc::unbounded_channel();
-    board.take_controls(controls_tx);
+    port.take_controls(controls_tx);
     let mut process = Process {
         running: BTreeMap::new(),
         draining: JoinSet::new(),
@@ -49,22 +53,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         root: shutdown.clone(),
         failures: failures_tx,
         report: RunReport::default(),
-        board: board.clone(),
+        port: port.clone(),
         holdings: Holdings::default(),
     };
-    // Bound before the (slow) plugin compiles: a taken address is a
-    // start-up error, and the endpoints answer (not ready) meanwhile.
-    let mut http = match &config.http {
-        Some(listen) => Some(ProcessTasks::http(
-            HttpServer::bind(listen, board, config.dashboard.clone()).await?,
-        )),
-        None => None,
-    };
+    port.set_http(config.dashboard.clone());
+    // Served during the (slow) plugin compiles: the endpoints answer (not
+    // ready) meanwhile.
+    let mut face = face.map(|face| ProcessTasks::serve(face, port));
     let prepared = tokio::select! {
         biased;
         _ = shutdown.cancelled() => {
             tracing::info!("shutdown requested while compiling plugins; nothing was started");
-            ProcessTasks::stop(http).await;
+            ProcessTasks::stop(face).await;
             return Ok(process.report);
         }
         p = prepare_all(config.pipelines.clone()) => p,
@@ -77,7 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
     if let Err(e) = started {
         // Nothing is left running behind an error.
         process.drain_all().await;
-        ProcessTasks::stop(http).await;
+        ProcessTasks::stop(face).await;
         return Err(e);
     }
     let mut reloads = config.source.as_ref().map(|s| {
@@ -94,7 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
             }
         };
         let process_task_end = async {
-            match http.as_mut() {
+            match face.as_mut() {
                 Some(tasks) => tasks.supervisor.next_end().await,
                 None => std::future::pending().await,
             }
@@ -119,9 +119,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunRepor
         }
         None => {}
     }
-    process.board.draining();
+    process.port.draining();
     process.drain_all().await;
-    ProcessTasks::stop(http).await;
+    ProcessTasks::stop(face).await;
     // A panic found while draining was sent to the same channel.
     match failure.or_else(|| failures.try_recv().ok().map(Err)) {
         Some(Err(f)) => Err(RunError::TaskFailed {
@@ -142,33 +142,35 @@ fn declared(config: &Config) -> Vec<String> {
     config.pipelines.iter().map(|p| p.name.clone()).collect()
 }
 
-/// The process-level tasks: the http listener, under a supervisor of its own.
+/// The process-level task: a face, under a supervisor of its own.
 struct ProcessTasks {
     supervisor: Supervisor,
-    http: Task,
+    face: Task,
     stop: CancellationToken,
 }
 
 impl ProcessTasks {
-    /// Starts serving `server` until [`ProcessTasks::stop`].
-    fn http(server: HttpServer) -> Self {
-        let supervisor = Supervisor::new("process".into(), tracing::info_span!("http"));
+    /// Starts `face` serving `port` until [`ProcessTasks::stop`].
+    fn serve(face: Box<dyn Face>, port: Arc<Port>) -> Self {
+        let name = face.name();
+        let supervisor =
+            Supervisor::new("process".into(), tracing::info_span!("face", face = name));
         let stop = CancellationToken::new();
-        let http = supervisor.spawn("http", server.run(stop.clone()));
+        let face = supervisor.spawn(name, face.serve(port, stop.clone()));
         Self {
             supervisor,
-            http,
+            face,
             stop,
         }
     }
 
-    /// Stops the listener, last (so `/healthz` says "draining" during the
-    /// drain), within [`HTTP_STOP`].
+    /// Stops the face, last (so `/healthz` says "draining" during the
+    /// drain), within [`FACE_STOP`].
     async fn stop(tasks: Option<Self>) {
         if let Some(mut tasks) = tasks {
             tasks.stop.cancel();
-            if !tasks.http.finish_within(HTTP_STOP).await {
-                tracing::warn!("the http listener did not stop in time and was aborted");
+            if !tasks.face.finish_within(FACE_STOP).await {
+                tracing::warn!("a face did not stop in time and was aborted");
             }
         }
     }
@@ -219,8 +221,8 @@ struct Process {
     root: CancellationToken,
     failures: mpsc::UnboundedSender<Failure>,
     report: RunReport,
-    /// What the http side sees.
-    board: Arc<Board>,
+    /// What the faces see.
+    port: Arc<Port>,
     /// What every pipeline holds, by group: reapers skip all of it.
     holdings: Holdings,
 }
@@ -238,11 +240,11 @@ impl Process {
             prepared,
             self.root.child_token(),
             self.failures.clone(),
-            self.board.plugin_log(),
+            self.port.plugin_log(),
             &self.holdings,
         )?;
         tracing::info!(pipeline = %name, action, "pipeline {action}");
-        self.board.started(handle.view());
+        self.port.started(handle.view());
         self.running.insert(name, handle);
         Ok(())
     }
@@ -269,7 +271,7 @@ impl Process {
             new.http = self.config.http.clone();
         }
         new.dashboard = self.config.dashboard.reloaded(new.dashboard);
-        self.board.set_http(new.dashboard.clone());
+        self.port.set_http(new.dashboard.clone());
         let plan = reload::diff(&self.config, &new);
         if plan.is_empty() {
             tracing::info!(file = %source.path().display(), "configuration reloaded: no pipeline changed");
@@ -367,7 +369,7 @@ impl Process {
     fn start_draining(&mut self, names: &[String]) {
         for name in names {
             if let Some(handle) = self.running.remove(name) {
-                self.board.stopping(name);
+                self.port.stopping(name);
                 let name = name.clone();
                 self.draining
                     .spawn(async move { (name, handle.drain().await) });
@@ -477,7 +479,7 @@ impl Process {
 
     /// Tells the board what the configuration now declares.
     fn redeclare(&self) {
-        self.board.declare(
+        self.port.declare(
             declared(&self.config),
             self.config.pipelines.first().map(|p| p.redis.clone()),
         );

@@ -11,7 +11,6 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::RunError;
-use super::board::{PipelineHealth, PipelineView};
 use super::claiming::DlqTarget;
 use super::committer::Committer;
 use super::controls::Controls;
@@ -22,6 +21,7 @@ use super::inflight::{InFlight, LastFailures};
 use super::job::{Job, Settled};
 use super::ordering::KeyOrder;
 use super::plugin_log::PluginLog;
+use super::port::{PipelineHealth, PipelineView};
 use super::reader::{self, Reader};
 use super::reaper::Reaper;
 use super::stats::Stats;

@@ -4,9 +4,9 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-const INDEX: &str = include_str!("../../../../assets/dashboard/index.html");
-const SCRIPT: &str = include_str!("../../../../assets/dashboard/app.js");
-const STYLE: &str = include_str!("../../../../assets/dashboard/app.css");
+const INDEX: &str = include_str!("../../../assets/dashboard/index.html");
+const SCRIPT: &str = include_str!("../../../assets/dashboard/app.js");
+const STYLE: &str = include_str!("../../../assets/dashboard/app.css");
 
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 

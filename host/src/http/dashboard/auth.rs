@@ -79,7 +79,7 @@ pub(in super::super) async fn require_admin(
     request: Request,
     next: Next,
 ) -> Response {
-    match check(app.board.http().admin.as_ref(), request.headers()) {
+    match check(app.port.http().admin.as_ref(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }

@@ -3,7 +3,7 @@
 //! `host status` shows, as JSON, at `/api/status`. One
 //! process-level task, bound before any plugin is compiled (so a taken
 //! address is a start-up error), serving until the pipelines have drained;
-//! every answer is built from the [`Board`] and, for what Redis knows, a
+//! every answer is built from the [`Port`] and, for what Redis knows, a
 //! look at Redis bounded by [`probe::PROBE_BUDGET`]. Hostile by default:
 //! connections are capped and timed out ([`connections`]), every request
 //! but the health probes must name this listener ([`access`]), and the
@@ -26,6 +26,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,10 +34,10 @@ use tokio_util::sync::CancellationToken;
 use self::health::{PipelineState, Verdict};
 use self::metrics::{PipelineScrape, Scrape};
 use self::probe::{CachedConnection, RedisLook, RedisProbe};
-use super::board::{Board, PipelineView};
 use crate::config::{Dashboard as DashboardConfig, HttpListen, RedisConfig};
 use crate::ops::status::{LIVE_COUNT_CAP, StatusOptions, StreamStatus};
 use crate::runtime::StatsSnapshot;
+use crate::runtime::port::{Face, PipelineView, Port};
 
 /// The HTTP side's limits, as the README and `docs/dashboard.md` list them.
 pub mod limits {
@@ -66,14 +67,13 @@ pub struct HttpServer {
     listener: TcpListener,
     /// The host of `--http` as configured: requests may name it.
     listen_host: String,
-    board: Arc<Board>,
     dashboard: DashboardConfig,
 }
 
 /// What the handlers share.
 #[derive(Debug)]
 struct App {
-    board: Arc<Board>,
+    port: Arc<Port>,
     /// The host of `--http` as configured.
     listen_host: String,
     probe: RedisProbe,
@@ -88,24 +88,18 @@ struct App {
 }
 
 impl HttpServer {
-    /// Binds `listen`; the endpoints will answer from `board`, and as
-    /// `dashboard` allows until a reload says otherwise.
-    pub async fn bind(
-        listen: &HttpListen,
-        board: Arc<Board>,
-        dashboard: DashboardConfig,
-    ) -> Result<Self, HttpError> {
+    /// Binds `listen`, to serve as `dashboard` allows until a reload says
+    /// otherwise ([`Port::http`]).
+    pub async fn bind(listen: &HttpListen, dashboard: DashboardConfig) -> Result<Self, HttpError> {
         let listener = TcpListener::bind((listen.host.as_str(), listen.port))
             .await
             .map_err(|source| HttpError::Bind {
                 addr: listen.to_string(),
                 source,
             })?;
-        board.set_http(dashboard.clone());
         Ok(Self {
             listener,
             listen_host: listen.host.to_ascii_lowercase(),
-            board,
             dashboard,
         })
     }
@@ -115,8 +109,9 @@ impl HttpServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `stop` fires, then lets answers in progress finish.
-    pub async fn run(self, stop: CancellationToken) {
+    /// Serves `port` until `stop` fires, then lets answers in progress
+    /// finish.
+    async fn run(self, port: Arc<Port>, stop: CancellationToken) {
         let address = self.local_addr().ok();
         if let Some(addr) = address {
             tracing::info!(address = %addr, dashboard = %format!("http://{addr}/"), admin = self.dashboard.admin.is_some(),
@@ -129,7 +124,7 @@ impl HttpServer {
             }
         }
         let app = Arc::new(App {
-            board: self.board,
+            port,
             listen_host: self.listen_host,
             probe: RedisProbe::default(),
             actions: CachedConnection::new(dashboard::ACTION_TIMEOUT),
@@ -143,6 +138,16 @@ impl HttpServer {
             dashboard::background(app.clone(), stop.clone()),
             access::announce_changes(app, address, stop),
         );
+    }
+}
+
+impl Face for HttpServer {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn serve(self: Box<Self>, port: Arc<Port>, stop: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(self.run(port, stop))
     }
 }
 
@@ -166,7 +171,7 @@ impl App {
     /// Looks at Redis for the running pipelines' groups (`None`: no
     /// connection is configured).
     async fn look(&self, running: &[PipelineView]) -> Option<RedisLook> {
-        let redis = self.board.redis()?;
+        let redis = self.port.redis()?;
         let groups: Vec<(String, String)> = running
             .iter()
             .map(|p| (p.stream.clone(), p.group.clone()))
@@ -176,7 +181,7 @@ impl App {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let running = app.board.running();
+    let running = app.port.running();
     let redis = app.look(&running).await;
     let pipelines = running
         .iter()
@@ -226,19 +231,19 @@ fn answer(verdict: Verdict) -> Response {
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let running = states(&app.board.running());
-    answer(health::liveness(app.board.is_draining(), &running))
+    let running = states(&app.port.running());
+    answer(health::liveness(app.port.is_draining(), &running))
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let views = app.board.running();
+    let views = app.port.running();
     let redis = app.look(&views).await.unwrap_or_else(|| RedisLook {
         down: Some("no connection is configured".into()),
         ..RedisLook::default()
     });
     answer(health::readiness(
-        app.board.is_draining(),
-        &app.board.declared(),
+        app.port.is_draining(),
+        &app.port.declared(),
         &states(&views),
         &redis,
     ))
@@ -269,7 +274,7 @@ struct ApiStatus {
 }
 
 async fn api_status(State(app): State<Arc<App>>) -> Response {
-    let running = app.board.running();
+    let running = app.port.running();
     let pipelines = running
         .iter()
         .map(|p| PipelineStatus {
@@ -282,7 +287,7 @@ async fn api_status(State(app): State<Arc<App>>) -> Response {
             counters: p.stats.snapshot(),
         })
         .collect();
-    let Some(redis) = app.board.redis() else {
+    let Some(redis) = app.port.redis() else {
         return unavailable("no connection is configured".into());
     };
     let targets = status_targets(&running, |opts| opts.count_cap = LIVE_COUNT_CAP);

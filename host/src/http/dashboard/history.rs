@@ -11,9 +11,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::super::probe::RedisLook;
-use crate::runtime::board::PipelineView;
-use crate::runtime::call_times::CallTimesSnapshot;
-use crate::runtime::stats::Stats;
+use crate::runtime::Stats;
+use crate::runtime::port::CallTimesSnapshot;
+use crate::runtime::port::PipelineView;
 
 /// Samples kept (one per second).
 pub const KEPT: usize = 300;

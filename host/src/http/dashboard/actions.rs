@@ -24,7 +24,7 @@ use super::producer::MAX_RATE;
 use crate::ops::dlq;
 use crate::ops::produce::{EVENT_TYPES, Fields, demo_event};
 use crate::ops::{replay, trim as ops_trim};
-use crate::runtime::board::PipelineView;
+use crate::runtime::port::PipelineView;
 use crate::stream::inspect;
 use crate::stream::produce::add_batch;
 use crate::vocab::admission::Admission;
@@ -48,7 +48,7 @@ fn ok(body: serde_json::Value) -> Answer {
 
 impl App {
     pub(super) fn pipeline(&self, name: &str) -> Result<PipelineView, ApiError> {
-        self.board
+        self.port
             .running()
             .into_iter()
             .find(|p| p.name == name)
@@ -59,7 +59,7 @@ impl App {
     /// refusing a stream no pipeline here consumes: the dashboard acts on
     /// what this process serves, never on arbitrary keys.
     fn serving(&self, stream: Option<&str>) -> Result<(String, Vec<PipelineView>), ApiError> {
-        let running = self.board.running();
+        let running = self.port.running();
         let stream = match stream {
             Some(s) => s.to_owned(),
             None => running
@@ -79,7 +79,7 @@ impl App {
     /// The actions' connection (see [`App::actions`]).
     pub(super) async fn redis(&self) -> Result<MultiplexedConnection, ApiError> {
         let redis = self
-            .board
+            .port
             .redis()
             .ok_or_else(|| ApiError::unavailable("no connection is configured"))?;
         self.actions
@@ -322,7 +322,7 @@ pub async fn dlq_list(
     headers: HeaderMap,
     Query(q): Query<DlqQuery>,
 ) -> Answer {
-    let reveal = auth::reveals(app.board.http().admin.as_ref(), &headers)?;
+    let reveal = auth::reveals(app.port.http().admin.as_ref(), &headers)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_RECORDS).contains(&limit) {
         return Err(ApiError::bad(format!("limit must be 1 to {MAX_RECORDS}")));
@@ -367,7 +367,7 @@ pub async fn redrive(State(app): State<Arc<App>>, Json(body): Json<RedriveBody>)
     let (_, on) = app.serving(body.stream.as_deref())?;
     let key = dlq_of(&on);
     let redis = app
-        .board
+        .port
         .redis()
         .ok_or_else(|| ApiError::unavailable("no connection is configured"))?;
     let unavailable = |e: crate::ops::OpsError| ApiError::unavailable(e.to_string());

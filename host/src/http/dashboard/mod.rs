@@ -1,6 +1,6 @@
 //! The live dashboard served on the HTTP listener (`host demo`, `host run
 //! --http`): the page and its assets (compiled in), a `state` event stream
-//! (server-sent events) built from the [`Board`] and a look at Redis, the
+//! (server-sent events) built from the [`Port`] and a look at Redis, the
 //! charts' history, and the operator actions of `docs/dashboard.md` —
 //! refused unless the process allows them (`--http-admin`) and the request
 //! carries the admin token, which entry payloads need too.
@@ -44,7 +44,7 @@ pub const ACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// answers with what it has done so far.
 pub const ACTION_BUDGET: Duration = Duration::from_secs(30);
 
-/// The dashboard's own state beside the board.
+/// The dashboard's own state beside the port.
 #[derive(Debug)]
 pub struct Dashboard {
     producer: Option<Producer>,
@@ -105,7 +105,7 @@ pub(super) fn routes(app: Arc<App>) -> Router<Arc<App>> {
 pub(super) async fn background(app: Arc<App>, stop: CancellationToken) {
     let producer = async {
         if let Some(p) = &app.dashboard.producer {
-            p.run(app.board.redis(), &app.probe, stop.clone()).await;
+            p.run(app.port.redis(), &app.probe, stop.clone()).await;
         }
     };
     tokio::join!(state::run(&app, stop.clone()), producer);

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use super::super::App;
 use super::error::ApiError;
 use crate::plugin::content_hash;
-use crate::runtime::plugin_log::ReloadOutcome;
+use crate::runtime::port::ReloadOutcome;
 
 /// How long an upload waits for the watcher's verdict (a large component
 /// compiles for seconds).
@@ -82,7 +82,7 @@ pub async fn upload(
         )
         .into_response());
     }
-    let log = app.board.plugin_log();
+    let log = app.port.plugin_log();
     let after = log.newest_seq();
     // Put back if refused, so that a restart finds the version that serves.
     let previous = tokio::fs::read(&path).await.ok();

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 
 use super::probe::{GroupLook, RedisLook};
 use crate::runtime::StatsSnapshot;
-use crate::runtime::call_times::CallTimesSnapshot;
+use crate::runtime::port::CallTimesSnapshot;
 
 /// One pipeline at scrape time.
 #[derive(Debug, Clone)]
@@ -324,7 +324,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::runtime::call_times::CallTimes;
+    use crate::runtime::port::CallTimes;
 
     fn pipeline() -> PipelineScrape {
         let times = CallTimes::default();

@@ -1,28 +1,53 @@
-//! What the HTTP side sees of the running process: the pipelines running
+//! The one port through which a face (the HTTP side and its dashboard)
+//! asks the running process for anything: views of the pipelines running
 //! now (their counters, in-flight entries, plugin in service and whether a
 //! task of theirs failed), the pipelines the configuration declares, the
-//! Redis connection, and whether the process is draining. The process keeps
-//! it current as pipelines start, drain and reload; nothing here is on the
-//! hot path (the counters are the pipelines' own atomics).
+//! Redis connection, whether the process is draining, the `[http]`
+//! settings in force; controls (add or remove a consumer, which the process
+//! takes through the same path as a config reload); and plugin uploads
+//! ([`super::uploads`]). The process keeps it current as pipelines start,
+//! drain and reload; nothing here is on the hot path (the counters are the
+//! pipelines' own atomics). [`Face`] is what the process runs beside its
+//! pipelines to serve it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
+pub use super::call_times::{CallTimes, CallTimesSnapshot};
 use super::controls::Controls;
+pub use super::controls::MAX_CRASH;
 use super::inflight::InFlight;
-use super::plugin_log::PluginLog;
+pub use super::plugin_log::{PluginEvent, PluginLog, ReloadOutcome};
 use super::stats::Stats;
 use super::supervise::TaskEnd;
 use crate::config::{Dashboard, RedisConfig, RunConfig};
 use crate::plugin::PluginSlot;
 use crate::vocab::retention::Retention;
 
-/// The running process, as the metrics and health endpoints see it.
+/// A face the process serves beside its pipelines (the HTTP side): started
+/// with the port before any plugin compiles, watched like a task (its end
+/// before shutdown stops the process), and stopped last, after every
+/// pipeline has drained. `main` makes it (binding its listener first, so a
+/// taken address is a start-up error) and hands it to [`super::run`].
+pub trait Face: Send + std::fmt::Debug {
+    /// Its task's name, in logs and failures.
+    fn name(&self) -> &'static str;
+    /// Serves from `port` until `stop` fires, then lets what is in progress
+    /// finish.
+    fn serve(
+        self: Box<Self>,
+        port: Arc<Port>,
+        stop: CancellationToken,
+    ) -> futures_util::future::BoxFuture<'static, ()>;
+}
+
+/// The running process, as its faces see it.
 #[derive(Debug, Default)]
-pub struct Board {
+pub struct Port {
     running: RwLock<BTreeMap<String, PipelineView>>,
     /// Names of the pipelines the configuration declares.
     declared: RwLock<Vec<String>>,
@@ -136,7 +161,7 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Board {
+impl Port {
     /// A board for a process that will run `declared` pipelines against `redis`.
     pub fn new(declared: Vec<String>, redis: Option<RedisConfig>) -> Arc<Self> {
         let board = Self::default();
@@ -204,7 +229,7 @@ impl Board {
         self.http.borrow().clone()
     }
 
-    /// Notified whenever [`Board::set_http`] changes something.
+    /// Notified whenever [`Port::set_http`] changes something.
     pub fn watch_http(&self) -> watch::Receiver<Arc<Dashboard>> {
         self.http.subscribe()
     }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::ops::OpsError;
-use crate::runtime::board::ControlError;
+use crate::runtime::port::ControlError;
 
 /// A refused request: its status and why.
 #[derive(Debug)]

@@ -27,8 +27,8 @@ use super::producer::ProducerState;
 use crate::ops::produce::EVENT_TYPES;
 use crate::ops::status::{LIVE_COUNT_CAP, StreamStatus};
 use crate::runtime::StatsSnapshot;
-use crate::runtime::board::PipelineView;
-use crate::runtime::plugin_log::PluginEvent;
+use crate::runtime::port::PipelineView;
+use crate::runtime::port::PluginEvent;
 
 /// How often the history is sampled and the state sent.
 const TICK: Duration = Duration::from_secs(1);
@@ -148,8 +148,8 @@ fn pipeline_state(p: &PipelineView) -> PipelineState {
 async fn build(app: &App) -> DashState {
     // Everything below was read at or after this time.
     let at_ms = crate::vocab::ids::now_ms();
-    let running = app.board.running();
-    let (streams, redis_error) = match app.board.redis() {
+    let running = app.port.running();
+    let (streams, redis_error) = match app.port.redis() {
         None => (Vec::new(), Some("no connection is configured".to_owned())),
         Some(redis) => {
             let targets = status_targets(&running, |opts| {
@@ -176,12 +176,12 @@ async fn build(app: &App) -> DashState {
         .clone();
     DashState {
         at_ms,
-        draining: app.board.is_draining(),
+        draining: app.port.is_draining(),
         pipelines: running.iter().map(pipeline_state).collect(),
         streams,
         redis_error,
         producer: app.dashboard.producer.as_ref().map(|p| p.state()),
-        plugin_log: app.board.plugin_log().newest_first(),
+        plugin_log: app.port.plugin_log().newest_first(),
         series,
     }
 }
@@ -200,7 +200,7 @@ pub async fn run(app: &App, stop: CancellationToken) {
             () = hub.kick.notified() => false,
         };
         if sample {
-            let running = app.board.running();
+            let running = app.port.running();
             let look = app.look(&running).await;
             hub.history
                 .lock()
@@ -226,14 +226,14 @@ pub async fn run(app: &App, stop: CancellationToken) {
 /// `GET /api/info`.
 pub async fn info(State(app): State<Arc<App>>) -> Response {
     let mut streams: Vec<String> = Vec::new();
-    for p in app.board.running() {
+    for p in app.port.running() {
         if !streams.contains(&p.stream) {
             streams.push(p.stream);
         }
     }
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "admin": app.board.http().admin.is_some(),
+        "admin": app.port.http().admin.is_some(),
         "demo": app.dashboard.producer.is_some(),
         "streams": streams,
         "event_types": EVENT_TYPES,

@@ -39,7 +39,7 @@ pub(super) async fn check_host(
     let Some(named) = named else {
         return ApiError::bad("a Host header is required").into_response();
     };
-    if allowed(&named, &app.listen_host, &app.board.http().allowed_hosts) {
+    if allowed(&named, &app.listen_host, &app.port.http().allowed_hosts) {
         return next.run(request).await;
     }
     tracing::debug!(host = %named, path = %request.uri().path(), "request refused: its Host is not this listener");
@@ -87,7 +87,7 @@ pub(super) async fn announce_changes(
     address: Option<SocketAddr>,
     stop: CancellationToken,
 ) {
-    let mut changes = app.board.watch_http();
+    let mut changes = app.port.watch_http();
     let mut before = changes.borrow_and_update().clone();
     loop {
         tokio::select! {

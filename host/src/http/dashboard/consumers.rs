@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::super::App;
 use super::actions::Answer;
 use super::error::ApiError;
-use crate::runtime::board::Control;
+use crate::runtime::port::Control;
 use crate::stream::inspect;
 
 /// How long "reclaim now" waits for the reaper's sweep.
@@ -30,7 +30,7 @@ pub struct AddBody {
 /// `POST /api/consumers`: another consumer of a group, a copy of its first
 /// pipeline under a consumer name neither this process nor Redis knows.
 pub async fn add_consumer(State(app): State<Arc<App>>, Json(body): Json<AddBody>) -> Answer {
-    let running = app.board.running();
+    let running = app.port.running();
     let template = running
         .iter()
         .filter(|p| p.group == body.group && body.stream.as_ref().is_none_or(|s| *s == p.stream))
@@ -57,7 +57,7 @@ pub async fn add_consumer(State(app): State<Arc<App>>, Json(body): Json<AddBody>
         .unwrap_or_default();
     let like = template.name.clone();
     let (pipeline, consumer) = (name.clone(), name.clone());
-    app.board
+    app.port
         .control(|reply| Control::Add {
             like,
             name: pipeline,
@@ -84,7 +84,7 @@ fn base_name(consumer: &str) -> &str {
 /// `POST /api/consumers/{pipeline}/remove`.
 pub async fn remove_consumer(State(app): State<Arc<App>>, Path(name): Path<String>) -> Answer {
     let pipeline = name.clone();
-    app.board
+    app.port
         .control(|reply| Control::Remove {
             name: pipeline,
             reply,
@@ -105,7 +105,7 @@ pub async fn crash(
     Path(name): Path<String>,
     Json(body): Json<CrashBody>,
 ) -> Answer {
-    let max = crate::runtime::controls::MAX_CRASH;
+    let max = crate::runtime::port::MAX_CRASH;
     if !(1..=max).contains(&body.count) {
         return Err(ApiError::bad(format!("count must be 1 to {max}")));
     }
