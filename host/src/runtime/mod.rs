@@ -26,6 +26,7 @@ mod reload;
 mod stats;
 mod supervise;
 mod trimmer;
+mod uploads;
 mod watcher;
 mod wiring;
 mod workers;

@@ -24,6 +24,8 @@ use super::inflight::InFlight;
 pub use super::plugin_log::{PluginEvent, PluginLog, ReloadOutcome};
 use super::stats::Stats;
 use super::supervise::TaskEnd;
+use super::uploads::Uploads;
+pub use super::uploads::{UploadError, UploadTurn, UploadVerdict};
 use crate::config::{Dashboard, RedisConfig, RunConfig};
 use crate::plugin::PluginSlot;
 use crate::vocab::retention::Retention;
@@ -58,25 +60,24 @@ pub struct Port {
     plugin_log: Arc<PluginLog>,
     /// The process's inbox for consumers added and removed at run time.
     control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
-    /// Whom the listener answers and what the dashboard may do: set when
-    /// it binds, replaced by a reload.
+    /// Whom the listener answers and what the dashboard may do: set at
+    /// start, replaced by a reload.
     http: watch::Sender<Arc<Dashboard>>,
+    /// Plugin uploads in progress.
+    uploads: Arc<Uploads>,
 }
 
-/// A change to the running pipelines asked for by the dashboard.
+/// A change to the running pipelines asked for by a face.
 #[derive(Debug)]
 pub enum Control {
-    /// Start another consumer of a group: a copy of pipeline `like` named
-    /// `name`, consuming as `consumer`.
+    /// Start another consumer of `group` (on `stream`, if given).
     Add {
-        /// The pipeline copied.
-        like: String,
-        /// The new pipeline's name.
-        name: String,
-        /// Its consumer name.
-        consumer: String,
-        /// Why it could not start, or nothing.
-        reply: oneshot::Sender<Result<(), ControlError>>,
+        /// The group.
+        group: String,
+        /// Its stream, when the group name alone is ambiguous.
+        stream: Option<String>,
+        /// The new pipeline's name (also its consumer name), or why not.
+        reply: oneshot::Sender<Result<String, ControlError>>,
     },
     /// Drain and stop a pipeline.
     Remove {
@@ -93,9 +94,15 @@ pub enum ControlError {
     /// No pipeline has that name.
     #[error("no running pipeline is named {0:?}")]
     NoSuchPipeline(String),
+    /// No running pipeline consumes as that group.
+    #[error("no running pipeline consumes as group {0:?}")]
+    NoSuchGroup(String),
     /// It cannot be done in this state.
     #[error("{0}")]
     Conflict(String),
+    /// Redis could not be asked what the change needs to know.
+    #[error("redis: {0}")]
+    Redis(String),
     /// The new pipeline could not start.
     #[error("{0}")]
     Failed(String),
@@ -162,11 +169,11 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Port {
-    /// A board for a process that will run `declared` pipelines against `redis`.
+    /// The port of a process that will run `declared` pipelines against `redis`.
     pub fn new(declared: Vec<String>, redis: Option<RedisConfig>) -> Arc<Self> {
-        let board = Self::default();
-        board.declare(declared, redis);
-        Arc::new(board)
+        let port = Self::default();
+        port.declare(declared, redis);
+        Arc::new(port)
     }
 
     /// The configuration (re)declares these pipelines, on this connection.
@@ -195,11 +202,36 @@ impl Port {
         *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(inbox);
     }
 
-    /// Sends `make(reply)` to the process and waits for its answer.
-    pub async fn control(
+    /// Another consumer of `group` (on `stream`, or the group's stream
+    /// here): a copy of the group's first pipeline under the next free name
+    /// of its family, started through the same path as a config reload.
+    /// Answers its name (also its consumer name) once it runs.
+    pub async fn add_consumer(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), ControlError>>) -> Control,
-    ) -> Result<(), ControlError> {
+        group: &str,
+        stream: Option<&str>,
+    ) -> Result<String, ControlError> {
+        let (group, stream) = (group.to_owned(), stream.map(str::to_owned));
+        self.ask(|reply| Control::Add {
+            group,
+            stream,
+            reply,
+        })
+        .await
+    }
+
+    /// Drains and removes pipeline `name`; refused for the last consumer of
+    /// its group here.
+    pub async fn remove_consumer(&self, name: &str) -> Result<(), ControlError> {
+        let name = name.to_owned();
+        self.ask(|reply| Control::Remove { name, reply }).await
+    }
+
+    /// Sends `make(reply)` to the process and waits for its answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ControlError>>) -> Control,
+    ) -> Result<T, ControlError> {
         let (reply, answer) = oneshot::channel();
         let sent = self
             .control
@@ -232,6 +264,17 @@ impl Port {
     /// Notified whenever [`Port::set_http`] changes something.
     pub fn watch_http(&self) -> watch::Receiver<Arc<Dashboard>> {
         self.http.subscribe()
+    }
+
+    /// Waits for the turn of uploads to the plugin file of `pipeline`; the
+    /// face reads the new version's bytes only then, and installs them
+    /// through the turn.
+    pub async fn upload(&self, pipeline: &str) -> Result<UploadTurn, UploadError> {
+        let view = read(&self.running)
+            .get(pipeline)
+            .cloned()
+            .ok_or_else(|| UploadError::NoSuchPipeline(pipeline.to_owned()))?;
+        self.uploads.wait_turn(view, self.plugin_log()).await
     }
 
     /// Plugin reloads of every pipeline.

@@ -70,7 +70,8 @@ impl From<OpsError> for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match e {
-            ControlError::NoSuchPipeline(_) => StatusCode::NOT_FOUND,
+            ControlError::NoSuchPipeline(_) | ControlError::NoSuchGroup(_) => StatusCode::NOT_FOUND,
+            ControlError::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Conflict(_) | ControlError::Stopping => StatusCode::CONFLICT,
             ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 pub use self::error::ApiError;
 use self::producer::Producer;
 use self::state::Hub;
-use self::upload::Uploads;
 use super::App;
 use crate::config::Dashboard as DashboardConfig;
 
@@ -49,7 +48,6 @@ pub const ACTION_BUDGET: Duration = Duration::from_secs(30);
 pub struct Dashboard {
     producer: Option<Producer>,
     hub: Hub,
-    uploads: Uploads,
     /// Numbers the events produced from the page.
     produced: AtomicU64,
 }
@@ -60,7 +58,6 @@ impl Dashboard {
         Self {
             producer: config.trickle.as_ref().map(Producer::new),
             hub: Hub::default(),
-            uploads: Uploads::default(),
             produced: AtomicU64::new(0),
         }
     }
