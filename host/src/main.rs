@@ -2,12 +2,14 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use streamhost::cli::{self, Action, RunSource};
 use streamhost::config::{self, Config};
 use streamhost::demo::leftovers::Leftovers;
 use streamhost::http::HttpServer;
+use streamhost::http::feed::Feed;
 use streamhost::runtime::port::Face;
 use streamhost::runtime::{self, RunError};
 use tokio_util::sync::CancellationToken;
@@ -106,7 +108,7 @@ fn run(config: Config) -> ExitCode {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        let face = match http_face(&config).await {
+        let face = match http_face(&config, None).await {
             Ok(face) => face,
             Err(code) => return code,
         };
@@ -138,16 +140,17 @@ fn demo(args: cli::demo::DemoArgs) -> ExitCode {
                 eprintln!("stopped while starting");
                 return ExitCode::SUCCESS;
             }
-            started = cli::demo::start(args, &leftovers) => started,
+            started = streamhost::demo::start(args, &leftovers) => started,
         };
         let demo = match started {
             Ok(demo) => demo,
             Err(e) => {
                 eprintln!("error: {e:#}");
-                return ExitCode::from(cli::demo::exit_code(&e));
+                return ExitCode::from(streamhost::demo::exit_code(&e));
             }
         };
-        let face = match http_face(&demo.config).await {
+        let feed: Arc<dyn Feed> = demo.feed.clone();
+        let face = match http_face(&demo.config, Some(feed)).await {
             Ok(face) => face,
             Err(code) => return code,
         };
@@ -160,14 +163,21 @@ fn demo(args: cli::demo::DemoArgs) -> ExitCode {
     })
 }
 
-/// The HTTP side of `config`, its listener bound here, before any plugin
-/// is compiled: a taken address is a start-up error (exit 64).
-async fn http_face(config: &Config) -> Result<Option<Box<dyn Face>>, ExitCode> {
+/// The HTTP side of `config` (its dashboard producing from `feed`, if
+/// any), its listener bound here, before any plugin is compiled: a taken
+/// address is a start-up error (exit 64).
+async fn http_face(
+    config: &Config,
+    feed: Option<Arc<dyn Feed>>,
+) -> Result<Option<Box<dyn Face>>, ExitCode> {
     let Some(listen) = &config.http else {
         return Ok(None);
     };
     match HttpServer::bind(listen, config.dashboard.clone()).await {
-        Ok(server) => Ok(Some(Box::new(server))),
+        Ok(server) => Ok(Some(Box::new(match feed {
+            Some(feed) => server.with_feed(feed),
+            None => server,
+        }))),
         Err(e) => {
             tracing::error!(error = %e, "cannot run");
             Err(usage(&e.to_string()))

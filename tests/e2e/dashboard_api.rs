@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Commands;
 use serde_json::{Value, json};
+use streamhost::demo::orders::demo_event;
 
 use crate::support::http::{first_event, free_port, get, get_json, post, post_json};
 use crate::support::{Host, RedisServer, eventually, key, plugin};
@@ -118,6 +120,41 @@ impl Fixture {
         post_json(self.port, path, Some(TOKEN), &body)
     }
 
+    /// Appends `count` of the demo's order events of `kind` (`random`: the
+    /// four well-formed kinds in turn) to the stream, as a producer would:
+    /// a `host run` dashboard has nothing to produce from.
+    pub fn produce(&self, count: usize, kind: &str) -> Vec<String> {
+        const GOOD: [&str; 4] = [
+            "order.placed",
+            "order.paid",
+            "order.shipped",
+            "order.cancelled",
+        ];
+        // Numbers every well-formed event of the run: each is an order of
+        // its own.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut con = self.redis.conn();
+        (0..count)
+            .map(|n| {
+                let kind = if kind == "random" { GOOD[n % 4] } else { kind };
+                // Malformed events break in turn, one way each, from the
+                // first way on: a call of four shows them all.
+                let seq = match kind {
+                    "malformed" => n as u64,
+                    _ => NEXT.fetch_add(1, Ordering::Relaxed),
+                };
+                let fields = demo_event(kind, seq, 1_700_000_000_000)
+                    .unwrap_or_else(|| panic!("the demo makes no {kind:?} events"));
+                redis::cmd("XADD")
+                    .arg(&self.stream)
+                    .arg("*")
+                    .arg(fields)
+                    .query::<String>(&mut con)
+                    .unwrap()
+            })
+            .collect()
+    }
+
     /// The first state built after this call.
     pub fn state(&self) -> Value {
         let since = std::time::SystemTime::now()
@@ -179,9 +216,7 @@ fn without_admin_the_dashboard_shows_but_refuses_every_action() {
     );
     let info = get_json(f.port, "/api/info");
     assert_eq!(info["admin"], false);
-    let before = f.xlen(&f.stream);
     for (path, body) in [
-        ("/api/produce", json!({"count": 5, "type": "random"})),
         ("/api/consumers", json!({"group": "notifications"})),
         ("/api/consumers/n-1/crash", json!({"count": 1})),
         ("/api/trim", json!({"maxlen": 0})),
@@ -191,60 +226,75 @@ fn without_admin_the_dashboard_shows_but_refuses_every_action() {
         assert_eq!(status, 403, "{path}: {answer}");
         assert!(answer["error"].as_str().unwrap().contains("--http-admin"));
     }
-    assert_eq!(f.xlen(&f.stream), before, "a refused produce added nothing");
     assert_eq!(pipeline(&f.state(), "n-1").unwrap()["crash_next"], 0);
+    assert_eq!(
+        pipeline(&f.state(), "n-1").unwrap()["name"],
+        "n-1",
+        "nothing was removed"
+    );
 }
 
 #[test]
 fn with_admin_only_the_right_token_acts() {
     let f = Fixture::start("dash-token", true, "30s");
     assert_eq!(get_json(f.port, "/api/info")["admin"], true);
-    let body = json!({"count": 3, "type": "order.placed"});
+    let body = json!({"count": 3});
     for token in [None, Some("wrong")] {
-        let (status, answer) = post_json(f.port, "/api/produce", token, &body);
+        let (status, answer) = post_json(f.port, "/api/consumers/n-1/crash", token, &body);
         assert_eq!(status, 401, "{answer}");
     }
-    assert_eq!(f.xlen(&f.stream), 0);
-    let (status, answer) = f.act("/api/produce", body);
+    assert_eq!(pipeline(&f.state(), "n-1").unwrap()["crash_next"], 0);
+    let (status, answer) = f.act("/api/consumers/n-1/crash", body);
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["count"], 3);
-    assert_eq!(f.xlen(&f.stream), 3);
-    let ids: Vec<String> = f
-        .redis
-        .range(&f.stream)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(answer["first_id"], ids[0].as_str());
-    assert_eq!(answer["last_id"], ids[2].as_str());
-    // Bad requests are refused with a reason, and add nothing.
-    for (body, why) in [
-        (json!({"count": 0, "type": "random"}), "count"),
+    assert_eq!(answer["crash_next"], 3);
+    assert_eq!(pipeline(&f.state(), "n-1").unwrap()["crash_next"], 3);
+    // Bad requests are refused with a reason, and change nothing.
+    for (path, body, why) in [
         (
-            json!({"count": 10_001, "type": "random"}),
-            "count must be 1 to 10000",
+            "/api/consumers/n-1/crash",
+            json!({"count": 0}),
+            "count must be 1 to 1000",
         ),
         (
-            json!({"count": 1, "type": "order.lost"}),
-            "unknown event type",
+            "/api/consumers/n-1/crash",
+            json!({"count": 1001}),
+            "count must be 1 to 1000",
         ),
         (
-            json!({"count": 1, "type": "random", "stream": "elsewhere"}),
+            "/api/consumers/n-9/crash",
+            json!({"count": 1}),
+            "no running pipeline",
+        ),
+        ("/api/trim", json!({}), "give maxlen, max_age_ms or both"),
+        (
+            "/api/trim",
+            json!({"maxlen": 1, "stream": "elsewhere"}),
             "no running pipeline consumes",
         ),
     ] {
-        let (status, answer) = f.act("/api/produce", body);
+        let (status, answer) = f.act(path, body);
         assert!(status == 400 || status == 404, "{status} {answer}");
         assert!(answer["error"].as_str().unwrap().contains(why), "{answer}");
     }
-    assert_eq!(f.xlen(&f.stream), 3);
+    assert_eq!(pipeline(&f.state(), "n-1").unwrap()["crash_next"], 3);
+    // Demo order events are `host demo`'s: a `host run` has nothing to
+    // produce from, so the route does not exist.
+    let produce = post(
+        f.port,
+        "/api/produce",
+        Some(TOKEN),
+        "application/json",
+        br#"{"count": 1, "type": "order.paid"}"#,
+    );
+    assert_eq!(produce.status, 404, "{}", produce.body);
+    assert_eq!(f.xlen(&f.stream), 0);
+    assert_eq!(get_json(f.port, "/api/info")["demo"], false);
 }
 
 #[test]
 fn the_state_event_shows_groups_consumers_and_counters_as_redis_has_them() {
     let f = Fixture::start("dash-state", true, "30s");
-    let (status, _) = f.act("/api/produce", json!({"count": 40, "type": "random"}));
-    assert_eq!(status, 200);
+    f.produce(40, "random");
     f.settled();
     let state = eventually(WAIT, "the counters catch up", || {
         let s = f.state();
@@ -317,7 +367,7 @@ fn a_crashed_consumer_leaves_its_entries_pending_until_reclaimed() {
     );
     // Both consumers compete for entries: produce until n-1 has dropped 3.
     eventually(WAIT, "n-1 dropped three deliveries", || {
-        f.act("/api/produce", json!({"count": 4, "type": "order.paid"}));
+        f.produce(4, "order.paid");
         std::thread::sleep(Duration::from_millis(300));
         (pipeline(&f.state(), "n-1")?["crashed"] == 3).then_some(())
     });
@@ -393,7 +443,7 @@ fn the_reaper_reclaims_a_crashed_consumers_entries_after_the_idle_time() {
     let f = Fixture::start("dash-auto-reclaim", true, "1s");
     f.act("/api/consumers/n-2/crash", json!({"count": 2}));
     eventually(WAIT, "n-2 dropped two deliveries", || {
-        f.act("/api/produce", json!({"count": 4, "type": "order.placed"}));
+        f.produce(4, "order.placed");
         std::thread::sleep(Duration::from_millis(300));
         (pipeline(&f.state(), "n-2")?["crashed"] == 2).then_some(())
     });
@@ -418,7 +468,7 @@ fn consumers_are_added_and_removed_at_run_time() {
     let (status, answer) = f.act("/api/consumers", json!({"group": "notifications"}));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["consumer"], "n-3");
-    f.act("/api/produce", json!({"count": 30, "type": "random"}));
+    f.produce(30, "random");
     eventually(WAIT, "n-3 reads from the group", || {
         f.redis
             .consumers(&f.stream, "notifications")
@@ -443,7 +493,7 @@ fn consumers_are_added_and_removed_at_run_time() {
     assert_eq!(f.act("/api/consumers/zz/remove", json!({})).0, 404);
     assert_eq!(f.act("/api/consumers", json!({"group": "nobody"})).0, 404);
     // Nothing was lost meanwhile.
-    f.act("/api/produce", json!({"count": 10, "type": "random"}));
+    f.produce(10, "random");
     f.settled();
     assert_eq!(outbox_orders(&f).len(), f.xlen(&f.stream));
 }
@@ -451,8 +501,8 @@ fn consumers_are_added_and_removed_at_run_time() {
 #[test]
 fn dead_letters_are_listed_and_redriven() {
     let f = Fixture::start("dash-dlq", true, "30s");
-    f.act("/api/produce", json!({"count": 3, "type": "malformed"}));
-    f.act("/api/produce", json!({"count": 2, "type": "order.paid"}));
+    f.produce(3, "malformed");
+    f.produce(2, "order.paid");
     f.settled();
     eventually(WAIT, "three dead letters", || {
         (f.xlen(&f.dlq) == 3).then_some(())
@@ -498,8 +548,8 @@ fn dead_letters_are_listed_and_redriven() {
 #[test]
 fn replay_shows_entries_and_a_plugins_verdicts_without_writing() {
     let f = Fixture::start("dash-replay", true, "30s");
-    f.act("/api/produce", json!({"count": 2, "type": "order.placed"}));
-    f.act("/api/produce", json!({"count": 1, "type": "malformed"}));
+    f.produce(2, "order.placed");
+    f.produce(1, "malformed");
     f.settled();
     let (outbox, dlq) = (f.xlen(&f.outbox), f.xlen(&f.dlq));
     let (status, plain) = f.act("/api/replay", json!({"count": 10}));
@@ -528,7 +578,7 @@ fn replay_shows_entries_and_a_plugins_verdicts_without_writing() {
 #[test]
 fn trim_is_held_back_by_a_group_that_still_needs_entries() {
     let f = Fixture::start("dash-trim", true, "30s");
-    f.act("/api/produce", json!({"count": 10, "type": "order.paid"}));
+    f.produce(10, "order.paid");
     f.settled();
     // A group that has read nothing yet holds everything.
     let _: () = redis::cmd("XGROUP")
@@ -580,7 +630,7 @@ fn an_uploaded_plugin_swaps_live_and_a_bad_one_is_refused_and_put_back() {
             .all(|n| pipeline(&s, n).unwrap()["plugin"]["identity"] == swapped["to"])
             .then_some(())
     });
-    f.act("/api/produce", json!({"count": 5, "type": "order.placed"}));
+    f.produce(5, "order.placed");
     f.settled();
     assert_eq!(f.xlen(&f.outbox), 0);
     // Garbage is refused, the file is put back, noop keeps serving.

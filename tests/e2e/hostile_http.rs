@@ -13,7 +13,7 @@ use streamhost::http::limits::{
     HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD, MAX_JSON_BODY, MAX_SUBSCRIBERS,
 };
 
-use crate::dashboard_api::{Fixture, TOKEN, WAIT};
+use crate::dashboard_api::{Fixture, TOKEN, WAIT, pipeline};
 use crate::support::eventually;
 use crate::support::http::{
     closed_before, get, get_json_as, get_with, half_sent, open_fds, post, post_from, post_json,
@@ -63,8 +63,7 @@ fn uploads_without_a_token_are_refused_before_their_bodies_are_read() {
 fn json_bodies_over_the_cap_are_refused_and_those_under_it_served() {
     let f = Fixture::start("http-json-cap", true, "30s");
     let body = |size: usize| {
-        let mut b =
-            json!({"count": 2, "type": "order.paid", "stream": f.stream.clone()}).to_string();
+        let mut b = json!({"count": 2}).to_string();
         // JSON allows whitespace anywhere between tokens.
         b.insert_str(1, &" ".repeat(size.saturating_sub(b.len())));
         b
@@ -73,7 +72,7 @@ fn json_bodies_over_the_cap_are_refused_and_those_under_it_served() {
     assert_eq!(under.len(), MAX_JSON_BODY);
     let answer = post(
         f.port,
-        "/api/produce",
+        "/api/consumers/n-1/crash",
         Some(TOKEN),
         "application/json",
         under.as_bytes(),
@@ -82,16 +81,16 @@ fn json_bodies_over_the_cap_are_refused_and_those_under_it_served() {
     let over = body(MAX_JSON_BODY + 1);
     let answer = post(
         f.port,
-        "/api/produce",
+        "/api/consumers/n-1/crash",
         Some(TOKEN),
         "application/json",
         over.as_bytes(),
     );
     assert_eq!(answer.status, 413, "{}", answer.body);
     assert_eq!(
-        f.xlen(&f.stream),
+        pipeline(&f.state(), "n-1").unwrap()["crash_next"],
         2,
-        "only the request under the cap produced"
+        "only the request under the cap acted"
     );
 }
 
@@ -130,17 +129,21 @@ fn hosts_naming_another_site_are_refused() {
         let answer = get_with(port, path, &[]).expect("an answer");
         assert_eq!(answer.status, 400, "{path} without Host: {}", answer.body);
     }
-    let body = json!({"count": 1, "type": "order.paid"}).to_string();
+    let body = json!({"count": 1}).to_string();
     let refused = post_from(
         port,
         "attacker.example",
-        "/api/produce",
+        "/api/consumers/n-1/crash",
         Some(TOKEN),
         "application/json",
         body.as_bytes(),
     );
     assert_eq!(refused.status, 421, "{}", refused.body);
-    assert_eq!(f.xlen(&f.stream), 0, "a refused Host produced nothing");
+    assert_eq!(
+        pipeline(&f.state(), "n-1").unwrap()["crash_next"],
+        0,
+        "a refused Host acted on nothing"
+    );
     // Probes send whatever Host their platform uses; the answers carry a
     // verdict only.
     for path in ["/healthz", "/readyz"] {
@@ -168,17 +171,17 @@ fn ip_literals_localhost_and_the_names_allowed_are_served() {
         let answer = get_with(port, "/api/info", &[("Host", &host)]).expect("an answer");
         assert_eq!(answer.status, 200, "Host {host}: {}", answer.body);
     }
-    let body = json!({"count": 1, "type": "order.paid"}).to_string();
+    let body = json!({"count": 1}).to_string();
     let allowed = post_from(
         port,
         "dash.example.test",
-        "/api/produce",
+        "/api/consumers/n-1/crash",
         Some(TOKEN),
         "application/json",
         body.as_bytes(),
     );
     assert_eq!(allowed.status, 200, "{}", allowed.body);
-    assert_eq!(f.xlen(&f.stream), 1);
+    assert_eq!(pipeline(&f.state(), "n-1").unwrap()["crash_next"], 1);
     let other = get_with(port, "/api/info", &[("Host", "other.example.test")]).expect("an answer");
     assert_eq!(other.status, 421, "{}", other.body);
 }

@@ -869,6 +869,9 @@
     setText($('version'), info.version ? `v${info.version}${info.demo ? ' · demo' : ''}` : '');
     const types = arr(info.event_types);
     syncOptions($('produce-type'), types.filter((t) => t !== 'random'));
+    // Only a process with something to produce from (host demo) offers it.
+    for (const id of ['producer-form', 'produce-form']) $(id).hidden = !info.demo;
+    $('producer-state').closest('div').hidden = !info.demo;
     applyAccess();
   }
 

@@ -84,7 +84,6 @@ pub fn invocation() -> Invocation {
                             crate::config::HttpAdmin::from_env(&|n| std::env::var(n).ok())
                         }),
                         allowed_hosts: args.http_allowed_hosts.clone(),
-                        trickle: None,
                     };
                     args.redis
                         .redis_config(&|name| std::env::var(name).ok())

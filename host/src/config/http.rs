@@ -78,17 +78,13 @@ pub struct Dashboard {
     /// the listen address (`--http-allowed-host`, `[http] allowed-hosts`),
     /// lowercase, without a trailing dot.
     pub allowed_hosts: Vec<String>,
-    /// A steady producer of demo order events started with the process
-    /// (`host demo`); the dashboard can change its rate.
-    pub trickle: Option<Trickle>,
 }
 
 impl Dashboard {
     /// What a reload that reads `new` leaves in force: the admin switch and
     /// the allowed names as `new` says, the token of the running process
     /// while admin stays on (it comes from the environment, which a reload
-    /// does not change, or was generated and announced at start), and the
-    /// producer of the process (a config file has none).
+    /// does not change, or was generated and announced at start).
     pub fn reloaded(&self, new: Self) -> Self {
         let admin = match (&self.admin, new.admin) {
             (Some(running), Some(_)) => Some(running.clone()),
@@ -97,7 +93,6 @@ impl Dashboard {
         Self {
             admin,
             allowed_hosts: new.allowed_hosts,
-            trickle: self.trickle.clone(),
         }
     }
 }
@@ -168,15 +163,6 @@ impl fmt::Debug for HttpAdmin {
     }
 }
 
-/// A steady producer of demo order events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trickle {
-    /// Stream it appends to.
-    pub stream: String,
-    /// Events per second (0: paused).
-    pub per_second: u32,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,20 +195,14 @@ mod tests {
         let running = Dashboard {
             admin: Some(admin("first")),
             allowed_hosts: vec!["a.example".into()],
-            trickle: Some(Trickle {
-                stream: "s".into(),
-                per_second: 2,
-            }),
         };
         let read = |admin: Option<HttpAdmin>| Dashboard {
             admin,
             allowed_hosts: vec!["b.example".into()],
-            trickle: None,
         };
         let kept = running.reloaded(read(Some(admin("regenerated"))));
         assert_eq!(kept.admin.as_ref().map(|a| a.token.as_str()), Some("first"));
         assert_eq!(kept.allowed_hosts, ["b.example"]);
-        assert_eq!(kept.trickle, running.trickle);
         let off = running.reloaded(read(None));
         assert_eq!(off.admin, None);
         let on = off.reloaded(read(Some(admin("new"))));

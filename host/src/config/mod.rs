@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use self::effective::{changed_keys, render};
 pub use self::endpoint::{Address, RedisEndpoint, TlsTarget};
-pub use self::http::{Dashboard, HttpAdmin, HttpListen, TOKEN_ENV, Trickle, allowed_host};
+pub use self::http::{Dashboard, HttpAdmin, HttpListen, TOKEN_ENV, allowed_host};
 pub use self::process::{Config, Loader, PipelineError, Source};
 pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
 pub use self::tls::{TlsError, TlsFile, TlsMaterial};

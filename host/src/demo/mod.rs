@@ -1,17 +1,24 @@
-//! What `host demo` needs besides the runtime: the demo's keys and how to
-//! reset them, whether anything answers at the given Redis address, a
-//! private `redis-server` when nothing does ([`redis_child`]), the
-//! plugins compiled into the binary ([`plugins`]), and the registry of what
-//! must not outlive the demo ([`leftovers`]). The command line that
-//! assembles them is `cli::demo`.
+//! `host demo`, all of it but its flags (`cli::demo`): its start
+//! ([`start`]: a Redis found or started, its keys reset, its pipelines), the
+//! demo's keys and how to reset them, whether anything answers at the given
+//! Redis address, a private `redis-server` when nothing does
+//! ([`redis_child`]), the plugins compiled into the binary ([`plugins`]),
+//! the registry of what must not outlive the demo ([`leftovers`]), and what
+//! the dashboard produces from: the demo's order events and its trickle.
 
+mod feed;
 pub mod leftovers;
+pub mod orders;
 pub mod plugins;
 pub mod redis_child;
+mod start;
+mod trickle;
 
 use std::io;
 use std::time::Duration;
 
+pub use self::feed::DemoFeed;
+pub use self::start::{Demo, exit_code, start};
 use crate::config::{Address, ConfigError, RedisConfig};
 use crate::ops::{self, OpsError};
 

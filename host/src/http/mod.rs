@@ -12,6 +12,7 @@
 mod access;
 mod connections;
 mod dashboard;
+pub mod feed;
 pub mod health;
 pub mod metrics;
 pub mod probe;
@@ -31,6 +32,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use self::feed::Feed;
 use self::health::{PipelineState, Verdict};
 use self::metrics::{PipelineScrape, Scrape};
 use self::probe::{CachedConnection, RedisLook, RedisProbe};
@@ -68,6 +70,8 @@ pub struct HttpServer {
     /// The host of `--http` as configured: requests may name it.
     listen_host: String,
     dashboard: DashboardConfig,
+    /// What the dashboard produces from, if anything.
+    feed: Option<Arc<dyn Feed>>,
 }
 
 /// What the handlers share.
@@ -101,7 +105,14 @@ impl HttpServer {
             listener,
             listen_host: listen.host.to_ascii_lowercase(),
             dashboard,
+            feed: None,
         })
+    }
+
+    /// Lets the dashboard produce from `feed` (`host demo`'s orders).
+    pub fn with_feed(mut self, feed: Arc<dyn Feed>) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// The address actually bound (port 0 picks one).
@@ -128,7 +139,7 @@ impl HttpServer {
             listen_host: self.listen_host,
             probe: RedisProbe::default(),
             actions: CachedConnection::new(dashboard::ACTION_TIMEOUT),
-            dashboard: dashboard::Dashboard::new(&self.dashboard),
+            dashboard: dashboard::Dashboard::new(self.feed),
             stop: stop.clone(),
         });
         let router = routes(app.clone());

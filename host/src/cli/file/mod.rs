@@ -196,7 +196,6 @@ impl<'a> File<'a> {
             dashboard: crate::config::Dashboard {
                 admin: http.admin.then(|| HttpAdmin::from_env(env)),
                 allowed_hosts: http.allowed_hosts,
-                trickle: None,
             },
         };
         config.validate().map_err(|e| {

@@ -6,7 +6,6 @@
 //! runs ([`super::auth`]); the list shows entries' fields only with it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -17,24 +16,19 @@ use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 
 use super::super::App;
-use super::ACTION_BUDGET;
 use super::auth;
 use super::error::ApiError;
-use super::producer::MAX_RATE;
+use crate::http::feed::Feed;
 use crate::ops::dlq;
-use crate::ops::produce::{EVENT_TYPES, Fields, demo_event};
 use crate::ops::{replay, trim as ops_trim};
 use crate::runtime::port::PipelineView;
 use crate::stream::inspect;
-use crate::stream::produce::add_batch;
 use crate::vocab::admission::Admission;
 use crate::vocab::retention::Retention;
 
 /// What an action answers: done, or refused.
 pub(super) type Answer = Result<Response, ApiError>;
 
-/// The most events one produce request may append.
-const MAX_PRODUCE: u64 = 10_000;
 /// The most entries one replay may show.
 const MAX_REPLAY: usize = 1_000;
 /// The most dead letters listed or redriven by id at once.
@@ -58,7 +52,10 @@ impl App {
     /// The pipelines consuming `stream` (default: the first pipeline's),
     /// refusing a stream no pipeline here consumes: the dashboard acts on
     /// what this process serves, never on arbitrary keys.
-    fn serving(&self, stream: Option<&str>) -> Result<(String, Vec<PipelineView>), ApiError> {
+    pub(super) fn serving(
+        &self,
+        stream: Option<&str>,
+    ) -> Result<(String, Vec<PipelineView>), ApiError> {
         let running = self.port.running();
         let stream = match stream {
             Some(s) => s.to_owned(),
@@ -88,149 +85,20 @@ impl App {
             .map_err(|e| ApiError::unavailable(format!("redis: {e}")))
     }
 
+    /// What the dashboard produces from; refused without one.
+    pub(super) fn feed(&self) -> Result<&Arc<dyn Feed>, ApiError> {
+        self.dashboard.feed.as_ref().ok_or_else(|| {
+            ApiError(
+                StatusCode::CONFLICT,
+                "this process has nothing to produce from (host demo has)".into(),
+            )
+        })
+    }
+
     pub(super) fn done(&self, answer: serde_json::Value) -> Answer {
         self.dashboard.hub.kick();
         ok(answer)
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProduceBody {
-    stream: Option<String>,
-    count: u64,
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-/// `POST /api/produce`.
-pub async fn produce(State(app): State<Arc<App>>, Json(body): Json<ProduceBody>) -> Answer {
-    if !(1..=MAX_PRODUCE).contains(&body.count) {
-        return Err(ApiError::bad(format!("count must be 1 to {MAX_PRODUCE}")));
-    }
-    if body.kind != "random" && !EVENT_TYPES.contains(&body.kind.as_str()) {
-        return Err(ApiError::bad(format!(
-            "unknown event type {:?}: random, {}",
-            body.kind,
-            EVENT_TYPES.join(", ")
-        )));
-    }
-    let (stream, _) = app.serving(body.stream.as_deref())?;
-    let mut con = app.redis().await?;
-    let mut done = Produced::default();
-    let deadline = tokio::time::Instant::now() + ACTION_BUDGET;
-    while done.count < body.count {
-        if tokio::time::Instant::now() >= deadline {
-            let why = format!(
-                "the action's budget of {} ran out",
-                humantime::format_duration(ACTION_BUDGET)
-            );
-            return Ok(done.partial(StatusCode::GATEWAY_TIMEOUT, &stream, body.count, 0, &why));
-        }
-        let n = (body.count - done.count).min(PRODUCE_BATCH);
-        let now = crate::vocab::ids::now_ms();
-        let batch: Vec<Fields> = (0..n)
-            .map(|_| {
-                let seq = app.dashboard.produced.fetch_add(1, Ordering::Relaxed);
-                let kind = match body.kind.as_str() {
-                    "random" => EVENT_TYPES[rand::random_range(0..EVENT_TYPES.len() - 1)],
-                    k => k,
-                };
-                demo_event(kind, seq, now).unwrap_or_default()
-            })
-            .collect();
-        match add_batch(&mut con, &stream, None, &batch).await {
-            Ok(ids) => done.add(n, &ids),
-            Err(e) => {
-                app.actions.forget().await;
-                let why = format!("redis: {e}");
-                return Ok(done.partial(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &stream,
-                    body.count,
-                    n,
-                    &why,
-                ));
-            }
-        }
-    }
-    app.done(serde_json::json!({
-        "stream": stream, "count": done.count, "first_id": done.first_id, "last_id": done.last_id,
-    }))
-}
-
-/// Entries one produce request appends per pipeline of XADDs.
-const PRODUCE_BATCH: u64 = 500;
-
-/// What a produce has appended so far.
-#[derive(Debug, Default)]
-struct Produced {
-    count: u64,
-    first_id: Option<String>,
-    last_id: Option<String>,
-}
-
-impl Produced {
-    fn add(&mut self, n: u64, ids: &[String]) {
-        self.count += n;
-        self.first_id = self.first_id.take().or_else(|| ids.first().cloned());
-        self.last_id = ids.last().cloned().or(self.last_id.take());
-    }
-
-    /// The refusal of a produce that stopped after part of its work: what
-    /// was appended, and how many of the last batch may or may not have
-    /// been (Redis got them, its answer did not come), so that nobody
-    /// produces the whole count again.
-    fn partial(
-        &self,
-        status: StatusCode,
-        stream: &str,
-        requested: u64,
-        unconfirmed: u64,
-        why: &str,
-    ) -> Response {
-        let mut message = format!("{why}: appended {} of {requested} to {stream}", self.count);
-        if unconfirmed > 0 {
-            message.push_str(&format!(
-                "; the next {unconfirmed} may or may not have been appended (look at the stream before producing again)"
-            ));
-        }
-        ApiError::with(
-            status,
-            message,
-            serde_json::json!({
-                "stream": stream, "requested": requested, "count": self.count,
-                "unconfirmed": unconfirmed, "first_id": self.first_id, "last_id": self.last_id,
-            }),
-        )
-        .into_response()
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProducerBody {
-    per_second: u32,
-    stream: Option<String>,
-}
-
-/// `POST /api/producer`.
-pub async fn producer(State(app): State<Arc<App>>, Json(body): Json<ProducerBody>) -> Answer {
-    let Some(producer) = &app.dashboard.producer else {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "this process has no steady producer (host demo has one)".into(),
-        ));
-    };
-    if body.per_second > MAX_RATE {
-        return Err(ApiError::bad(format!("per_second must be 0 to {MAX_RATE}")));
-    }
-    let stream = match body.stream.as_deref() {
-        Some(s) => Some(app.serving(Some(s))?.0),
-        None => None,
-    };
-    producer.set(body.per_second, stream);
-    app.done(serde_json::to_value(producer.state()).unwrap_or_default())
 }
 
 #[derive(Debug, Deserialize)]

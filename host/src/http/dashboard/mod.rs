@@ -11,12 +11,11 @@ mod auth;
 mod consumers;
 mod error;
 pub mod history;
-pub mod producer;
+mod produce;
 mod state;
 mod upload;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
@@ -26,13 +25,14 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 pub use self::error::ApiError;
-use self::producer::Producer;
 use self::state::Hub;
 use super::App;
-use crate::config::Dashboard as DashboardConfig;
+use crate::http::feed::Feed;
 
 /// The largest plugin file the page may upload.
 pub const MAX_UPLOAD: usize = 64 << 20;
+/// The most events one produce request may append.
+pub const MAX_PRODUCE: u64 = 10_000;
 /// The largest JSON body an action may send.
 pub const MAX_JSON_BODY: usize = 64 << 10;
 /// The most event streams (`/api/events`, one per open page) at once.
@@ -46,19 +46,17 @@ pub const ACTION_BUDGET: Duration = Duration::from_secs(30);
 /// The dashboard's own state beside the port.
 #[derive(Debug)]
 pub struct Dashboard {
-    producer: Option<Producer>,
+    /// What it produces from, if anything (`host demo`'s orders).
+    feed: Option<Arc<dyn Feed>>,
     hub: Hub,
-    /// Numbers the events produced from the page.
-    produced: AtomicU64,
 }
 
 impl Dashboard {
-    /// A dashboard as `config` allows.
-    pub fn new(config: &DashboardConfig) -> Self {
+    /// A dashboard producing from `feed`, if any.
+    pub fn new(feed: Option<Arc<dyn Feed>>) -> Self {
         Self {
-            producer: config.trickle.as_ref().map(Producer::new),
+            feed,
             hub: Hub::default(),
-            produced: AtomicU64::new(0),
         }
     }
 }
@@ -66,9 +64,13 @@ impl Dashboard {
 /// The dashboard's routes: the page and its reads, then the actions, each
 /// behind the admin token.
 pub(super) fn routes(app: Arc<App>) -> Router<Arc<App>> {
-    let actions = Router::new()
-        .route("/api/produce", post(actions::produce))
-        .route("/api/producer", post(actions::producer))
+    let production = match app.dashboard.feed {
+        Some(_) => Router::new()
+            .route("/api/produce", post(produce::produce))
+            .route("/api/producer", post(produce::producer)),
+        None => Router::new(),
+    };
+    let actions = production
         .route("/api/consumers", post(consumers::add_consumer))
         .route(
             "/api/consumers/{pipeline}/remove",
@@ -98,11 +100,11 @@ pub(super) fn routes(app: Arc<App>) -> Router<Arc<App>> {
 }
 
 /// The dashboard's background work — the history sampler and state
-/// builder, and the producer — until `stop`.
+/// builder, and the feed's steady producer — until `stop`.
 pub(super) async fn background(app: Arc<App>, stop: CancellationToken) {
     let producer = async {
-        if let Some(p) = &app.dashboard.producer {
-            p.run(app.port.redis(), &app.probe, stop.clone()).await;
+        if let Some(feed) = &app.dashboard.feed {
+            feed.clone().run(app.port.redis(), stop.clone()).await;
         }
     };
     tokio::join!(state::run(&app, stop.clone()), producer);

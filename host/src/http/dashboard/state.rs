@@ -23,8 +23,7 @@ use super::super::{App, status_targets};
 use super::MAX_SUBSCRIBERS;
 use super::error::ApiError;
 use super::history::{History, Series};
-use super::producer::ProducerState;
-use crate::ops::produce::EVENT_TYPES;
+use crate::http::feed::ProducerState;
 use crate::ops::status::{LIVE_COUNT_CAP, StreamStatus};
 use crate::runtime::StatsSnapshot;
 use crate::runtime::port::PipelineView;
@@ -180,7 +179,7 @@ async fn build(app: &App) -> DashState {
         pipelines: running.iter().map(pipeline_state).collect(),
         streams,
         redis_error,
-        producer: app.dashboard.producer.as_ref().map(|p| p.state()),
+        producer: app.dashboard.feed.as_ref().map(|f| f.producer()),
         plugin_log: app.port.plugin_log().newest_first(),
         series,
     }
@@ -234,9 +233,9 @@ pub async fn info(State(app): State<Arc<App>>) -> Response {
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "admin": app.port.http().admin.is_some(),
-        "demo": app.dashboard.producer.is_some(),
+        "demo": app.dashboard.feed.is_some(),
         "streams": streams,
-        "event_types": EVENT_TYPES,
+        "event_types": app.dashboard.feed.as_ref().map(|f| f.kinds()).unwrap_or_default(),
     }))
     .into_response()
 }

@@ -1,20 +1,21 @@
-//! The dashboard's steady producer of demo order events (`host demo`'s
-//! trickle, and "produce at a rate" on the page): appends at the asked
-//! rate in batches of at most a tenth of a second, on the dashboard's
-//! connection, until the listener stops. A failed append is logged and
-//! tried again on the next tick; nothing here can stop the process.
+//! The demo's trickle: a steady producer of its order events (set from
+//! `--rate`, and by "produce at a rate" on the page), appending at the
+//! asked rate in batches of at most a tenth of a second, on a connection of
+//! its own, until the listener stops. A failed append is logged and tried
+//! again on the next tick; nothing here can stop the process.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::super::probe::RedisProbe;
-use crate::config::{RedisConfig, Trickle};
-use crate::ops::produce::{Fields, trickle_event};
+use super::orders::trickle_event;
+use crate::config::RedisConfig;
+use crate::http::feed::ProducerState;
+use crate::http::probe::CachedConnection;
+use crate::ops::produce::Fields;
 use crate::stream::produce::add_batch;
 
 /// The highest rate the page may ask for.
@@ -22,22 +23,12 @@ pub const MAX_RATE: u32 = 1_000;
 /// The producer's tick.
 const TICK: Duration = Duration::from_millis(100);
 
-/// The producer as the `state` event shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProducerState {
-    /// Where it appends.
-    pub stream: String,
-    /// Events per second (0: paused).
-    pub per_second: u32,
-    /// Events appended so far.
-    pub produced: u64,
-    /// The last append's failure, if the last one failed.
-    pub error: Option<String>,
-}
+/// How long one append may take.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The producer.
 #[derive(Debug)]
-pub struct Producer {
+pub struct Trickle {
     stream: Mutex<String>,
     per_second: AtomicU32,
     produced: AtomicU64,
@@ -45,12 +36,12 @@ pub struct Producer {
     changed: Notify,
 }
 
-impl Producer {
-    /// A producer starting as `trickle` says.
-    pub fn new(trickle: &Trickle) -> Self {
+impl Trickle {
+    /// A producer appending `per_second` events to `stream`.
+    pub fn new(stream: &str, per_second: u32) -> Self {
         Self {
-            stream: Mutex::new(trickle.stream.clone()),
-            per_second: AtomicU32::new(trickle.per_second.min(MAX_RATE)),
+            stream: Mutex::new(stream.to_owned()),
+            per_second: AtomicU32::new(per_second.min(MAX_RATE)),
             produced: AtomicU64::new(0),
             error: Mutex::new(None),
             changed: Notify::new(),
@@ -89,15 +80,11 @@ impl Producer {
         }
     }
 
-    /// Appends until `stop` on the probe's connection (reopened after a
+    /// Appends until `stop`, on a connection of its own (reopened after a
     /// failure).
-    pub async fn run(
-        &self,
-        redis: Option<RedisConfig>,
-        probe: &RedisProbe,
-        stop: CancellationToken,
-    ) {
+    pub async fn run(&self, redis: Option<RedisConfig>, stop: CancellationToken) {
         let Some(redis) = redis else { return };
+        let probe = CachedConnection::new(APPEND_TIMEOUT);
         let mut owed = 0.0f64;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,7 +117,7 @@ impl Producer {
                     .await
                     .map_err(|e| e.to_string())
             };
-            let failure = match tokio::time::timeout(Duration::from_secs(2), appended).await {
+            let failure = match tokio::time::timeout(APPEND_TIMEOUT, appended).await {
                 Ok(Ok(ids)) => {
                     self.produced.fetch_add(ids.len() as u64, Ordering::Relaxed);
                     None
@@ -145,7 +132,7 @@ impl Producer {
                 was_ok && failure.is_some()
             };
             if newly_failing {
-                tracing::warn!(stream = %stream, error = ?failure, "the dashboard's producer cannot append; retrying every tick");
+                tracing::warn!(stream = %stream, error = ?failure, "the demo's trickle cannot append; retrying every tick");
                 probe.forget().await;
             }
         }
