@@ -5,7 +5,6 @@
 //! The binary (`host`) is a thin shell over [`runtime::run`]; tests drive the
 //! same entry point.
 
-pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;

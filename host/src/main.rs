@@ -83,7 +83,7 @@ fn usage(message: &str) -> ExitCode {
 }
 
 fn check(args: &cli::CheckArgs) -> ExitCode {
-    match streamhost::check::check(&args.plugin) {
+    match streamhost::ops::plugin_check::check(&args.plugin) {
         Ok(report) if args.json => {
             println!(
                 "{}",

@@ -67,12 +67,128 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
     parts
 }
 
-/// Code without comments (a doc link names a module without using it).
+/// Code without comments (a doc link names a module without using it) and
+/// without the insides of string and character literals (a brace in a Lua
+/// script or a format string is not a block, and `//` in a URL is not a
+/// comment).
 fn code(text: &str) -> String {
-    text.lines()
-        .map(|l| l.find("//").map_or(l, |i| &l[..i]))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut prev = ' ';
+    while let Some(c) = chars.next() {
+        let starts_raw = c == 'r'
+            && !(prev.is_ascii_alphanumeric() || prev == '_')
+            && matches!(chars.peek(), Some('#') | Some('"'));
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            _ if starts_raw => {
+                let mut hashes = 0;
+                while chars.peek() == Some(&'#') {
+                    chars.next();
+                    hashes += 1;
+                }
+                if chars.peek() != Some(&'"') {
+                    out.push('r');
+                    out.extend(std::iter::repeat_n('#', hashes));
+                    continue;
+                }
+                chars.next();
+                let close: String = std::iter::once('"')
+                    .chain(std::iter::repeat_n('#', hashes))
+                    .collect();
+                let mut seen = String::new();
+                for c in chars.by_ref() {
+                    seen.push(c);
+                    if seen.ends_with(&close) {
+                        break;
+                    }
+                }
+                out.push_str("\"\"");
+            }
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    match (escaped, c) {
+                        (false, '\\') => escaped = true,
+                        (false, '"') => break,
+                        _ => escaped = false,
+                    }
+                }
+                out.push_str("\"\"");
+            }
+            '\'' if chars.clone().nth(1) == Some('\'') => {
+                chars.next();
+                chars.next();
+                out.push_str("' '");
+            }
+            '\'' if chars.peek() == Some(&'\\') => {
+                // An escaped character literal: '\n', '\'', '\u{1F600}'.
+                chars.next();
+                chars.next();
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                }
+                out.push_str("' '");
+            }
+            c => out.push(c),
+        }
+        prev = c;
+    }
+    out
+}
+
+/// For each byte of `code`, how many inline modules (`mod name { … }`,
+/// such as `mod tests`) enclose it: `super` there names a module nearer
+/// than the file's parent.
+fn inline_depths(code: &str) -> Vec<usize> {
+    let bytes = code.as_bytes();
+    let mut depths = Vec::with_capacity(bytes.len());
+    let (mut braces, mut open): (usize, Vec<usize>) = (0, Vec::new());
+    let mut pending_mod = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if code[i..].starts_with("mod ")
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
+        {
+            pending_mod = true;
+        }
+        match b {
+            b'{' => {
+                braces += 1;
+                if pending_mod {
+                    open.push(braces);
+                    pending_mod = false;
+                }
+            }
+            b'}' => {
+                if open.last() == Some(&braces) {
+                    open.pop();
+                }
+                braces = braces.saturating_sub(1);
+            }
+            b';' => pending_mod = false,
+            _ => {}
+        }
+        depths.push(open.len());
+    }
+    depths
 }
 
 fn ident_at(s: &str) -> String {
@@ -123,6 +239,7 @@ fn roots_used(text: &str, here: &[String], binary: bool) -> BTreeSet<String> {
             }
         }
     }
+    let inline = inline_depths(&text);
     for (i, _) in text.match_indices("super::") {
         let before = text[..i].chars().last();
         if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
@@ -134,7 +251,7 @@ fn roots_used(text: &str, here: &[String], binary: bool) -> BTreeSet<String> {
             depth += 1;
             rest = r;
         }
-        if depth >= here.len() {
+        if depth >= here.len() + inline[i] {
             found.insert(ident_at(rest));
         }
     }
@@ -152,7 +269,7 @@ fn no_module_imports_from_its_own_layer_or_one_above() {
     let mut broken = Vec::new();
     for file in &files {
         let here = module_path(&src, file);
-        let Some(top) = here.first() else {
+        let Some(top) = here.first().filter(|_| !file.ends_with("src/lib.rs")) else {
             continue; // lib.rs declares the modules
         };
         let rel = file.strip_prefix(&src).expect("under src").display();
@@ -202,6 +319,13 @@ fn the_import_reader_sees_every_form_of_path() {
     assert_eq!(found, want);
     let main = roots_used("use streamhost::cli::{self, Action};", &[], true);
     assert!(main.contains("cli"));
+    let tests = "mod tests {\n    use super::super::probe::X;\n    let s = \"{ super::super::cli } http://x\";\n    let c = '\\'';\n    let b = '{';\n}\nuse super::super::ops::Y;";
+    let http_health = vec!["http".to_owned(), "health".to_owned()];
+    assert_eq!(
+        roots_used(tests, &http_health, false),
+        BTreeSet::from(["ops".to_owned()]),
+        "inside `mod tests` of http/health.rs, super::super is http; after it, the crate"
+    );
     assert_eq!(
         module_path(Path::new("/s"), Path::new("/s/runtime/http/mod.rs")),
         ["runtime", "http"]

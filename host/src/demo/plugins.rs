@@ -54,7 +54,7 @@ mod tests {
     fn the_embedded_plugins_are_valid_handler_components() {
         let files = PluginFiles::write(&Leftovers::new()).unwrap();
         for (path, name) in [(files.notify(), "notify"), (files.analytics(), "analytics")] {
-            let report = crate::check::check(&path)
+            let report = crate::ops::plugin_check::check(&path)
                 .unwrap_or_else(|e| panic!("{} is refused: {e}", path.display()));
             assert_eq!(report.name, name);
         }

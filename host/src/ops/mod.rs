@@ -3,12 +3,13 @@
 //! line prints as tables or JSON and that an HTTP status API can serve.
 //! Redis is reached only through the typed wrappers of [`crate::stream`].
 
-pub mod checks;
 pub mod dlq;
 pub mod groups;
+pub mod plugin_check;
 pub mod produce;
 pub mod replay;
 pub mod status;
+pub mod thresholds;
 pub mod trim;
 
 use std::time::Duration;

@@ -22,7 +22,7 @@ use crate::vocab::ids::{id_lt, id_ms, now_ms};
 use crate::vocab::outcome::DeadLetterKind;
 use crate::vocab::retention::Retention;
 
-pub use super::checks::{Breach, Thresholds, check};
+pub use super::thresholds::{Breach, Thresholds, check};
 
 /// Entries counted at most for one figure (a lag Redis cannot tell, the
 /// entries retention must keep): each count reads its range inside Redis a
