@@ -1,7 +1,7 @@
 //! The operator toolkit's library side: what `host status`, `produce`, `groups`,
 //! `dlq` and `trim` compute, as plain data (`Serialize`) that the command
 //! line prints as tables or JSON and that an HTTP status API can serve.
-//! Redis is reached only through the typed wrappers of [`crate::stream`].
+//! Redis is reached through the typed wrappers of [`crate::stream`].
 
 pub mod dlq;
 pub mod groups;
@@ -37,18 +37,6 @@ pub enum OpsError {
     /// Redis failed or refused a command.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-}
-
-impl OpsError {
-    /// The process exit status this error maps to (BSD sysexits: 64 usage,
-    /// 65 bad data, 69 service unavailable).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            OpsError::Config(_) | OpsError::Usage(_) => 64,
-            OpsError::Data(_) => 65,
-            OpsError::Redis(_) => 69,
-        }
-    }
 }
 
 /// Opens one connection to Redis for an operator command.
@@ -115,7 +103,7 @@ mod tests {
         let ago = id_ms(&parse_position("10m").unwrap()).unwrap();
         assert!(now_ms() - ago >= 600_000 && now_ms() - ago < 660_000);
         let bad = parse_position("yesterday-ish").unwrap_err();
-        assert_eq!(bad.exit_code(), 64);
+        assert!(matches!(bad, OpsError::Usage(_)), "{bad}");
         assert!(bad.to_string().contains("not a stream id"), "{bad}");
     }
 }

@@ -3,9 +3,14 @@
 //! reference guide's order events; and the summary it reports.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
+use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
+
+use super::OpsError;
+use crate::stream::produce::add_batch;
 
 /// One entry's fields, in order.
 pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -39,6 +44,95 @@ impl ProduceReport {
             self.last_id = Some(last.clone());
         }
         self.added += ids.len() as u64;
+    }
+}
+
+/// Appends entries in pipelined batches to one stream, paced to a steady
+/// rate when one is given, counting what it appended into a report.
+#[derive(Debug)]
+pub struct Paced<'a> {
+    con: &'a mut MultiplexedConnection,
+    maxlen: Option<u64>,
+    rate: Option<f64>,
+    batch: usize,
+    started: Instant,
+    report: ProduceReport,
+    pending: Vec<Fields>,
+}
+
+impl<'a> Paced<'a> {
+    /// Appends to `stream` (trimmed to about `maxlen`) in batches of at
+    /// most `batch`, at `rate` entries a second or as fast as Redis takes
+    /// them.
+    pub fn new(
+        con: &'a mut MultiplexedConnection,
+        stream: String,
+        maxlen: Option<u64>,
+        rate: Option<f64>,
+        batch: usize,
+    ) -> Self {
+        Self {
+            con,
+            maxlen,
+            rate,
+            batch: batch.max(1),
+            started: Instant::now(),
+            report: ProduceReport {
+                stream,
+                ..ProduceReport::default()
+            },
+            pending: Vec::new(),
+        }
+    }
+
+    fn batch_size(&self) -> usize {
+        match self.rate {
+            // About 20 round trips a second at most, so the pace stays even.
+            Some(r) => ((r / 20.0) as usize).clamp(1, self.batch),
+            None => self.batch,
+        }
+    }
+
+    /// Queues one entry; returns how many entries this appended (a whole
+    /// batch, once one is full).
+    pub async fn push(&mut self, fields: Fields) -> Result<u64, OpsError> {
+        self.pending.push(fields);
+        if self.pending.len() >= self.batch_size() {
+            return self.flush().await;
+        }
+        Ok(0)
+    }
+
+    /// Appends what is queued, when the pace allows; returns how many.
+    pub async fn flush(&mut self) -> Result<u64, OpsError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        if let Some(r) = self.rate {
+            let due = Duration::from_secs_f64(self.report.added as f64 / r);
+            tokio::time::sleep_until((self.started + due).into()).await;
+        }
+        let ids = add_batch(self.con, &self.report.stream, self.maxlen, &self.pending).await?;
+        self.pending.clear();
+        self.report.record(&ids);
+        Ok(ids.len() as u64)
+    }
+
+    /// Counts an input line skipped as malformed.
+    pub fn skipped(&mut self) {
+        self.report.skipped += 1;
+    }
+
+    /// The report, with the time taken and the rate reached.
+    pub fn finish(self) -> ProduceReport {
+        let mut report = self.report;
+        report.seconds = self.started.elapsed().as_secs_f64();
+        report.rate = if report.seconds > 0.0 {
+            report.added as f64 / report.seconds
+        } else {
+            0.0
+        };
+        report
     }
 }
 

@@ -1,17 +1,27 @@
 //! `host replay`: a window of a stream, read without any group, and — with
 //! a plugin — what the handler would make of each entry (ack with its
 //! emits, retry, or dead-letter), computed with the same admission rules and
-//! the same call path as `run`, writing nothing.
+//! the same call path as `run`, writing nothing unless asked to append the
+//! emits ([`append_emits`]).
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
+use super::OpsError;
 use super::dlq::ShownField;
-use crate::plugin::{Event, LoadedPlugin, PluginInstance};
+use crate::plugin::{
+    EmitTargets, Event, LoadedPlugin, PluginEngine, PluginInstance, PluginSettings,
+};
 use crate::stream::inspect::RawEntry;
+use crate::stream::produce::add_batch;
 use crate::vocab::admission::Admission;
 use crate::vocab::entry::{Entry, Payload};
+use crate::vocab::limits::Limits;
 use crate::vocab::outcome::Outcome;
 
 /// What the handler would have made of one entry.
@@ -143,6 +153,78 @@ pub fn rows(entries: &[RawEntry]) -> Vec<ReplayRow> {
             verdict: None,
         })
         .collect()
+}
+
+/// The handler a replay judges a window with, and how `run` would run it.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    /// The component file.
+    pub path: PathBuf,
+    /// What it reads with `config(KEY)`.
+    pub config: BTreeMap<String, String>,
+    /// Streams it may emit to (`--emit-allow`).
+    pub emit_allow: Vec<String>,
+    /// Deadline of one call.
+    pub timeout: Duration,
+    /// Where compiled plugins are kept (`None`: not kept).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Handler {
+    /// Loads the handler as a `run` of `stream` (with DLQ `dlq`) would,
+    /// and the admission rules `run`'s defaults set; a plugin that cannot
+    /// be loaded is bad data.
+    pub fn load(
+        &self,
+        stream: &str,
+        dlq: &str,
+    ) -> Result<(Arc<LoadedPlugin>, Admission), OpsError> {
+        let limits = Limits {
+            handler_timeout: self.timeout,
+            ..Limits::default()
+        };
+        let admission = Admission {
+            max_deliveries: limits.max_deliveries,
+            max_entry_size: limits.max_entry_size,
+            max_fields: limits.max_fields,
+        };
+        let targets = EmitTargets {
+            source: stream.to_owned(),
+            dlq: dlq.to_owned(),
+            allow: self.emit_allow.clone(),
+        };
+        let settings = PluginSettings::new(self.config.clone(), &limits, targets);
+        let bad = |e: String| OpsError::Data(cannot_load(&self.path, &e));
+        let engine = PluginEngine::new()
+            .map_err(|e| bad(e.to_string()))?
+            .with_cache(self.cache_dir.as_deref());
+        let plugin = engine
+            .load(&self.path, &settings)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok((plugin, admission))
+    }
+}
+
+fn cannot_load(path: &Path, why: &str) -> String {
+    format!("cannot load plugin {}: {why}", path.display())
+}
+
+/// Appends the emits of every acked row to their streams, counting them in
+/// `totals.emitted` (`host replay --emit`).
+pub async fn append_emits(
+    con: &mut MultiplexedConnection,
+    rows: &[ReplayRow],
+    totals: &mut ReplayTotals,
+) -> Result<(), OpsError> {
+    for r in rows {
+        if let Some(Verdict::Ack { emits }) = &r.verdict {
+            for e in emits {
+                add_batch(con, &e.stream, None, std::slice::from_ref(&e.raw)).await?;
+                totals.emitted += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `plugin` over `entries` as first deliveries to `group`/`consumer`

@@ -152,7 +152,7 @@ pub fn execute(ops: Ops) -> ExitCode {
             let code = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<OpsError>())
-                .map_or(1, OpsError::exit_code);
+                .map_or(1, exit_code);
             ExitCode::from(code)
         }
     }
@@ -252,4 +252,14 @@ pub fn resolve(
         )));
     }
     Ok((redis, targets))
+}
+
+/// The process exit status an operator command's error maps to (BSD
+/// sysexits: 64 usage, 65 bad data, 69 service unavailable).
+fn exit_code(e: &OpsError) -> u8 {
+    match e {
+        OpsError::Config(_) | OpsError::Usage(_) => 64,
+        OpsError::Data(_) => 65,
+        OpsError::Redis(_) => 69,
+    }
 }

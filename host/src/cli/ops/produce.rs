@@ -4,16 +4,13 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
-use redis::aio::MultiplexedConnection;
 
 use super::output::{print_json, progress};
 use super::{Connect, StreamArgs, resolve};
-use crate::ops::produce::{Fields, ProduceReport, demo_order, parse_json_line};
+use crate::ops::produce::{Fields, Paced, demo_order, parse_json_line};
 use crate::ops::{self, OpsError};
-use crate::stream::produce::add_batch;
 use crate::vocab::ids::now_ms;
 
 /// What to do with a malformed JSON line.
@@ -83,50 +80,22 @@ fn rate(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Appends batches, paced to a rate, counting into a report.
+/// The paced appender and the progress bar it moves.
 struct Sender<'a> {
-    con: &'a mut MultiplexedConnection,
-    stream: String,
-    maxlen: Option<u64>,
-    rate: Option<f64>,
-    batch: usize,
-    started: Instant,
-    report: ProduceReport,
-    pending: Vec<Fields>,
+    paced: Paced<'a>,
     bar: super::output::Progress,
 }
 
 impl Sender<'_> {
-    fn batch_size(&self) -> usize {
-        match self.rate {
-            // About 20 round trips a second at most, so the pace stays even.
-            Some(r) => ((r / 20.0) as usize).clamp(1, self.batch),
-            None => self.batch,
-        }
-    }
-
-    async fn push(&mut self, fields: Fields) -> anyhow::Result<()> {
-        self.pending.push(fields);
-        if self.pending.len() >= self.batch_size() {
-            self.flush().await?;
-        }
+    async fn push(&mut self, fields: Fields) -> Result<(), OpsError> {
+        let appended = self.paced.push(fields).await?;
+        self.bar.inc(appended);
         Ok(())
     }
 
-    async fn flush(&mut self) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        if let Some(r) = self.rate {
-            let due = Duration::from_secs_f64(self.report.added as f64 / r);
-            tokio::time::sleep_until((self.started + due).into()).await;
-        }
-        let ids = add_batch(self.con, &self.stream, self.maxlen, &self.pending)
-            .await
-            .map_err(OpsError::from)?;
-        self.pending.clear();
-        self.bar.inc(ids.len() as u64);
-        self.report.record(&ids);
+    async fn flush(&mut self) -> Result<(), OpsError> {
+        let appended = self.paced.flush().await?;
+        self.bar.inc(appended);
         Ok(())
     }
 }
@@ -144,17 +113,7 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         Some(args.count)
     };
     let mut sender = Sender {
-        con: &mut con,
-        stream: stream.clone(),
-        maxlen: args.maxlen,
-        rate: args.rate,
-        batch: args.batch,
-        started: Instant::now(),
-        report: ProduceReport {
-            stream,
-            ..ProduceReport::default()
-        },
-        pending: Vec::new(),
+        paced: Paced::new(&mut con, stream, args.maxlen, args.rate, args.batch),
         bar: progress(total, "producing"),
     };
     let mut failure = None;
@@ -176,13 +135,7 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     }
     sender.flush().await?;
     sender.bar.finish();
-    let mut report = sender.report;
-    report.seconds = sender.started.elapsed().as_secs_f64();
-    report.rate = if report.seconds > 0.0 {
-        report.added as f64 / report.seconds
-    } else {
-        0.0
-    };
+    let report = sender.paced.finish();
     if args.json {
         print_json(&report)?;
     } else {
@@ -240,7 +193,7 @@ async fn from_jsonl(
                     }
                     OnError::Skip => {
                         sender.bar.println(&format!("skipped {message}"));
-                        sender.report.skipped += 1;
+                        sender.paced.skipped();
                     }
                 }
             }

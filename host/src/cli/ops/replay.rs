@@ -11,10 +11,7 @@ use super::{Connect, StreamArgs, resolve};
 use crate::ops::dlq::show_bytes;
 use crate::ops::replay::{self, ReplayRow, ReplayTotals, Verdict};
 use crate::ops::{self, OpsError, parse_position, require_stream};
-use crate::plugin::{EmitTargets, PluginEngine, PluginSettings};
 use crate::stream::inspect;
-use crate::stream::produce::add_batch;
-use crate::vocab::admission::Admission;
 
 /// Flags of `host replay`.
 #[derive(Debug, Args)]
@@ -96,16 +93,7 @@ pub(super) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let mut totals = ReplayTotals::of(&rows);
     if args.emit {
-        for r in &rows {
-            if let Some(Verdict::Ack { emits }) = &r.verdict {
-                for e in emits {
-                    add_batch(&mut con, &e.stream, None, std::slice::from_ref(&e.raw))
-                        .await
-                        .map_err(OpsError::from)?;
-                    totals.emitted += 1;
-                }
-            }
-        }
+        replay::append_emits(&mut con, &rows, &mut totals).await?;
     }
     if args.json {
         print_json(&serde_json::json!({ "entries": rows, "totals": totals }))?;
@@ -138,36 +126,17 @@ fn judge(
     t: &super::Target,
     entries: &[inspect::RawEntry],
 ) -> anyhow::Result<Vec<ReplayRow>> {
-    let limits = crate::vocab::limits::Limits {
-        handler_timeout: args.handler_timeout,
-        ..crate::vocab::limits::Limits::default()
+    let handler = replay::Handler {
+        path: path.to_owned(),
+        config: args.plugin_config.iter().cloned().collect(),
+        emit_allow: args.emit_allow.clone(),
+        timeout: args.handler_timeout,
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .or_else(crate::plugin::default_cache_dir),
     };
-    let admission = Admission {
-        max_deliveries: limits.max_deliveries,
-        max_entry_size: limits.max_entry_size,
-        max_fields: limits.max_fields,
-    };
-    let targets = EmitTargets {
-        source: t.stream.clone(),
-        dlq: t.dlq.clone(),
-        allow: args.emit_allow.clone(),
-    };
-    let settings = PluginSettings::new(
-        args.plugin_config.iter().cloned().collect(),
-        &limits,
-        targets,
-    );
-    let bad = |e: String| OpsError::Data(format!("cannot load plugin {}: {e}", path.display()));
-    let cache = args
-        .cache_dir
-        .clone()
-        .or_else(crate::plugin::default_cache_dir);
-    let engine = PluginEngine::new()
-        .map_err(|e| bad(e.to_string()))?
-        .with_cache(cache.as_deref());
-    let plugin = engine
-        .load(path, &settings)
-        .map_err(|e| bad(e.to_string()))?;
+    let (plugin, admission) = handler.load(&t.stream, &t.dlq)?;
     let bar = progress(Some(entries.len() as u64), "replaying");
     let tick = || bar.inc(1);
     let rows = std::thread::scope(|s| {
