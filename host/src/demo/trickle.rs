@@ -16,7 +16,7 @@ use crate::config::RedisConfig;
 use crate::http::feed::ProducerState;
 use crate::http::probe::CachedConnection;
 use crate::ops::produce::Fields;
-use crate::stream::produce::add_batch;
+use crate::stream::entries::add_batch;
 
 /// The highest rate the page may ask for.
 pub const MAX_RATE: u32 = 1_000;

@@ -12,7 +12,8 @@ use tokio::sync::Mutex;
 
 use crate::config::RedisConfig;
 use crate::stream::inspect;
-use crate::vocab::ids::age_of;
+use crate::stream::pending::{self, PendingQuery};
+use crate::vocab::ids::{age_of, id_ms};
 
 /// The most one look at Redis may take.
 pub const PROBE_BUDGET: Duration = Duration::from_millis(800);
@@ -157,13 +158,18 @@ async fn look_at(
     let Some(info) = groups.into_iter().find(|g| g.name == group) else {
         return Ok(None);
     };
-    let pending = inspect::pending_summary(con, stream, group)
+    // The oldest pending row, not the summary form: that lists every
+    // consumer, and a group can have any number.
+    let oldest = pending::rows(con, stream, group, PendingQuery::oldest(1))
         .await
         .map_err(|e| e.to_string())?;
     Ok(Some(GroupLook {
         lag: info.lag,
-        pending: pending.count,
-        oldest_pending_age: pending.oldest_ms().map(|ms| age_of(ms, SystemTime::now())),
+        pending: info.pending,
+        oldest_pending_age: oldest
+            .first()
+            .and_then(|p| id_ms(&p.id))
+            .map(|ms| age_of(ms, SystemTime::now())),
     }))
 }
 

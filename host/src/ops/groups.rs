@@ -8,7 +8,12 @@ use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use super::{OpsError, require_stream};
+use crate::stream::consumers;
 use crate::stream::{groups, inspect};
+
+/// Consumers of a group read to tell whether any is active: a group with
+/// more cannot be judged, and is destroyed only with `--force`.
+const CONSUMERS_READ: usize = 10_000;
 
 /// Most active consumers a refusal names; the rest are counted.
 const NAMED_CONSUMERS: usize = 10;
@@ -83,8 +88,13 @@ async fn active_consumers(
     claim_idle: Duration,
 ) -> Result<Vec<ActiveConsumer>, OpsError> {
     let within = claim_idle.as_millis() as u64;
-    let mut active: Vec<ActiveConsumer> = inspect::consumers(con, stream, group)
-        .await?
+    let known = consumers::first(con, stream, group, CONSUMERS_READ + 1).await?;
+    if known.len() > CONSUMERS_READ {
+        return Err(OpsError::Usage(format!(
+            "group {group} has more than {CONSUMERS_READ} consumers: cannot tell whether any is active; add --force to destroy it anyway"
+        )));
+    }
+    let mut active: Vec<ActiveConsumer> = known
         .into_iter()
         .filter(|c| c.idle_ms < within)
         .map(|c| ActiveConsumer {

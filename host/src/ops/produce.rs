@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::OpsError;
-use crate::stream::produce::add_batch;
+use crate::stream::entries::add_batch;
 
 /// One entry's fields, in order.
 pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;

@@ -17,8 +17,8 @@ use super::dlq::ShownField;
 use crate::plugin::{
     EmitTargets, Event, LoadedPlugin, PluginEngine, PluginInstance, PluginSettings,
 };
+use crate::stream::entries::add_batch;
 use crate::stream::inspect::RawEntry;
-use crate::stream::produce::add_batch;
 use crate::vocab::admission::Admission;
 use crate::vocab::entry::{Entry, Payload};
 use crate::vocab::limits::Limits;

@@ -15,9 +15,11 @@ use serde::Serialize;
 
 use super::dlq::Header;
 use super::{OpsError, no_such_stream};
+use crate::stream::consumers;
 use crate::stream::count;
 use crate::stream::dlq_scan::{self, Order, RecordHeader};
 use crate::stream::inspect::{self, GroupInfo};
+use crate::stream::pending::{self, PendingQuery};
 use crate::vocab::ids::{id_lt, id_ms, now_ms};
 use crate::vocab::outcome::DeadLetterKind;
 use crate::vocab::retention::Retention;
@@ -283,7 +285,7 @@ async fn group_status(
             (n.count, n.exact)
         }
     };
-    let consumers = inspect::first_consumers(con, stream, &g.name, opts.consumers_listed)
+    let consumers = consumers::first(con, stream, &g.name, opts.consumers_listed)
         .await?
         .into_iter()
         .map(|c| ConsumerStatus {
@@ -293,7 +295,8 @@ async fn group_status(
         })
         .collect();
     // At least one row: the oldest pending id is the group's retention floor.
-    let rows = inspect::pending(con, stream, &g.name, None, opts.oldest_pending.max(1)).await?;
+    let query = PendingQuery::oldest(opts.oldest_pending.max(1));
+    let rows = pending::rows(con, stream, &g.name, query).await?;
     let oldest = rows.first().map(|p| p.id.clone());
     let oldest_pending = rows
         .into_iter()
@@ -302,7 +305,7 @@ async fn group_status(
             id: p.id,
             consumer: p.consumer,
             idle_ms: p.idle_ms,
-            deliveries: p.deliveries,
+            deliveries: u64::from(p.deliveries),
         })
         .collect();
     let status = GroupStatus {

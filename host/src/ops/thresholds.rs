@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::OpsError;
 use super::status::StreamStatus;
-use crate::stream::{count, inspect};
+use crate::stream::count;
+use crate::stream::pending::{self, PendingQuery};
 use crate::vocab::ids::now_ms;
 
 /// The thresholds of `status --check`.
@@ -68,7 +69,8 @@ pub async fn check(
         }
         if let Some(max) = t.max_pending_age {
             let ms = max.as_millis() as u64 + 1;
-            let old = inspect::pending(con, &status.stream, &g.name, Some(ms), 1).await?;
+            let query = PendingQuery::oldest(1).idle_at_least(ms);
+            let old = pending::rows(con, &status.stream, &g.name, query).await?;
             if let Some(p) = old.first() {
                 breach(
                     "max-pending-age",

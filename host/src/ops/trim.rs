@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::status::COUNT_CAP;
 use super::{OpsError, no_such_stream};
-use crate::stream::{count, inspect};
+use crate::stream::{count, entries, inspect};
 use crate::vocab::ids::id_at_age;
 
 /// Pending ids a forced trim lists per group (`pending_count` says how many
@@ -19,6 +19,7 @@ pub const LOST_IDS_LISTED: usize = 100;
 /// Pending entries read per `XPENDING` call while counting those a forced
 /// trim removes.
 const PENDING_PAGE: usize = 1_000;
+use crate::stream::pending::{self, PendingQuery};
 use crate::stream::retention::{self, TrimMemo};
 use crate::vocab::retention::Retention;
 
@@ -90,13 +91,7 @@ pub async fn trim(
         let cut = cut_point(con, stream, policy).await?;
         if let Some(cut) = &cut {
             out.lost = losses(con, stream, cut).await?;
-            let n: u64 = redis::cmd("XTRIM")
-                .arg(stream)
-                .arg("MINID")
-                .arg(cut)
-                .query_async(con)
-                .await?;
-            out.removed = n;
+            out.removed = entries::cut_below(con, stream, cut).await?;
         }
     } else {
         let report = retention::trim(con, stream, policy, &TrimMemo::default(), exact)
@@ -198,8 +193,8 @@ async fn pending_before(
     let (mut listed, mut counted) = (Vec::new(), 0u64);
     let mut start = "-".to_owned();
     while counted < COUNT_CAP {
-        let page =
-            inspect::pending_between(con, stream, group, None, (&start, end), PENDING_PAGE).await?;
+        let query = PendingQuery::oldest(PENDING_PAGE).between(&start, end);
+        let page = pending::rows(con, stream, group, query).await?;
         counted += page.len() as u64;
         let full = page.len() == PENDING_PAGE;
         if let Some(last) = page.last() {

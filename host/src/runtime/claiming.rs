@@ -12,7 +12,7 @@ use super::stats::Stats;
 use crate::plugin::{LoadedPlugin, PluginSlot};
 use crate::stream::claims::{self, ClaimSpec, DeadLetters, Target};
 use crate::stream::dlq::DeadLetterSource;
-use crate::stream::reply::PendingRow;
+use crate::stream::pending::PendingRow;
 use crate::stream::{GroupRef, PayloadReader};
 use crate::vocab::entry::Entry;
 use crate::vocab::outcome::DeadLetterKind;

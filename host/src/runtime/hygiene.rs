@@ -11,7 +11,12 @@ use super::claiming::DlqTarget;
 use super::stats::Stats;
 use crate::stream::RedisLink;
 use crate::stream::claims::{self, ClaimSpec};
-use crate::stream::commands::{self, GroupRef};
+use crate::stream::commands::GroupRef;
+use crate::stream::consumers;
+use crate::stream::pending::{self, PendingQuery};
+
+/// Consumers of the group looked at for a live peer to hand over to.
+const PEERS_READ: usize = 1_000;
 
 /// What the clean-up did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -87,7 +92,11 @@ async fn hand_over(
     let mut moved = 0;
     let mut after = "-".to_owned();
     loop {
-        let rows = commands::pending_page(con, group, &after, 1000, Some(&group.consumer)).await?;
+        let from = pending::after(&after);
+        let query = PendingQuery::oldest(1000)
+            .between(&from, "+")
+            .of(Some(&group.consumer));
+        let rows = pending::rows(con, &group.stream, &group.group, query).await?;
         let Some(last) = rows.last() else { break };
         after = last.id.clone();
         let targets: Vec<_> = rows.iter().map(|r| (r.id.as_str(), None)).collect();
@@ -103,7 +112,7 @@ async fn live_peer(
     claim_idle: Duration,
 ) -> RedisResult<Option<String>> {
     let mut best: Option<(u64, String)> = None;
-    for c in commands::consumers(con, group).await? {
+    for c in consumers::first(con, &group.stream, &group.group, PEERS_READ).await? {
         let live = c.name != group.consumer && c.idle_ms < claim_idle.as_millis() as u64;
         tracing::debug!(consumer = %c.name, idle_ms = c.idle_ms, live, "handover candidate");
         if live && best.as_ref().is_none_or(|(i, _)| c.idle_ms < *i) {

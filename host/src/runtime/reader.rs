@@ -21,6 +21,7 @@ use crate::config::RunConfig;
 use crate::stream::commands::{self, GroupRef};
 use crate::stream::groups::{self, Regroup, Restored};
 use crate::stream::inspect;
+use crate::stream::pending::{self, PendingQuery};
 use crate::stream::{Cancelled, ClaimSpec, ErrorClass, LinkError, PayloadReader, RedisLink};
 
 /// Slack on top of BLOCK before a read is given up as lost, and the limit
@@ -128,7 +129,9 @@ impl Reader {
             let page = insist(&mut self.link, g, cancel, what, |mut con| async move {
                 let attempt = attempts.fetch_add(1, Ordering::Relaxed);
                 let me = Some(g.consumer.as_str());
-                let rows = match commands::pending_page(&mut con, g, from, batch, me).await {
+                let from = pending::after(from);
+                let query = PendingQuery::oldest(batch).between(&from, "+").of(me);
+                let rows = match pending::rows(&mut con, &g.stream, &g.group, query).await {
                     // Gone, and our pending rows with it: the read loop
                     // puts the group back.
                     Err(e) if e.code() == Some("NOGROUP") => return Ok(None),

@@ -19,7 +19,7 @@ use super::controls::ReclaimNow;
 use super::dispatch::{Dispatcher, window_slots};
 use super::holdings::GroupHoldings;
 use super::stats::Stats;
-use crate::stream::commands;
+use crate::stream::pending::{self, PendingQuery};
 use crate::stream::{Cancelled, ClaimSpec, LinkError, PayloadReader, RedisLink};
 
 /// The reaper task.
@@ -109,7 +109,9 @@ impl Reaper {
             let page = self
                 .link
                 .run(cancel, |mut con| async move {
-                    commands::pending_page(&mut con, g, from, batch, None).await
+                    let from = pending::after(from);
+                    let query = PendingQuery::oldest(batch).between(&from, "+");
+                    pending::rows(&mut con, &g.stream, &g.group, query).await
                 })
                 .await;
             let rows = match page {

@@ -10,9 +10,6 @@ use std::collections::HashMap;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 
-use super::scripts::FIRST_CONSUMERS;
-use crate::vocab::ids::id_ms;
-
 /// One entry as raw bytes: id and field/value pairs in stream order.
 pub type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
@@ -48,48 +45,6 @@ pub struct GroupInfo {
     /// Entries not yet delivered; `None` when Redis cannot tell (Redis < 7
     /// or after deletions in the undelivered range).
     pub lag: Option<u64>,
-}
-
-/// One row of `XINFO CONSUMERS key group`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerInfo {
-    /// Consumer name.
-    pub name: String,
-    /// Entries it holds.
-    pub pending: u64,
-    /// Milliseconds since its last attempted interaction.
-    pub idle_ms: u64,
-}
-
-/// One row of an extended `XPENDING`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingInfo {
-    /// Entry id.
-    pub id: String,
-    /// Consumer holding it.
-    pub consumer: String,
-    /// Milliseconds since it was last delivered.
-    pub idle_ms: u64,
-    /// Times it was delivered.
-    pub deliveries: u64,
-}
-
-/// The summary form of `XPENDING` for one group.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PendingSummary {
-    /// Pending entries in the group.
-    pub count: u64,
-    /// The smallest and largest pending id (`None` when nothing is pending).
-    pub range: Option<(String, String)>,
-    /// Pending entries per consumer that has any.
-    pub consumers: Vec<(String, u64)>,
-}
-
-impl PendingSummary {
-    /// The id time (ms since the epoch) of the oldest pending entry.
-    pub fn oldest_ms(&self) -> Option<u64> {
-        self.range.as_ref().and_then(|(low, _)| id_ms(low))
-    }
 }
 
 fn shape(what: &str) -> redis::RedisError {
@@ -209,124 +164,6 @@ fn parse_groups(reply: Value) -> RedisResult<Vec<GroupInfo>> {
         .collect()
 }
 
-/// `XPENDING key group` — how many entries the group has pending, the id
-/// range and the count per consumer.
-pub async fn pending_summary(
-    con: &mut MultiplexedConnection,
-    key: &str,
-    group: &str,
-) -> RedisResult<PendingSummary> {
-    let reply: Value = redis::cmd("XPENDING")
-        .arg(key)
-        .arg(group)
-        .query_async(con)
-        .await?;
-    parse_pending_summary(reply)
-}
-
-fn parse_pending_summary(reply: Value) -> RedisResult<PendingSummary> {
-    type Raw = (
-        u64,
-        Option<String>,
-        Option<String>,
-        Option<Vec<(String, u64)>>,
-    );
-    let (count, low, high, consumers): Raw = redis::from_redis_value(reply)?;
-    Ok(PendingSummary {
-        count,
-        range: low.zip(high),
-        consumers: consumers.unwrap_or_default(),
-    })
-}
-
-/// `XINFO CONSUMERS key group`.
-pub async fn consumers(
-    con: &mut MultiplexedConnection,
-    key: &str,
-    group: &str,
-) -> RedisResult<Vec<ConsumerInfo>> {
-    let rows: Vec<Value> = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(key)
-        .arg(group)
-        .query_async(con)
-        .await?;
-    parse_consumers(rows)
-}
-
-/// The first `max` rows of `XINFO CONSUMERS key group` (in name order),
-/// however many consumers the group has:
-/// `EVALSHA <first-consumers> 1 key group max`.
-pub async fn first_consumers(
-    con: &mut MultiplexedConnection,
-    key: &str,
-    group: &str,
-    max: usize,
-) -> RedisResult<Vec<ConsumerInfo>> {
-    let rows: Vec<Value> = FIRST_CONSUMERS
-        .key(key)
-        .arg(group)
-        .arg(max)
-        .invoke_async(con)
-        .await?;
-    parse_consumers(rows)
-}
-
-fn parse_consumers(rows: Vec<Value>) -> RedisResult<Vec<ConsumerInfo>> {
-    rows.into_iter()
-        .map(|row| {
-            let m = fields(row)?;
-            Ok(ConsumerInfo {
-                name: text(&m, "name")?.unwrap_or_default(),
-                pending: number(&m, "pending")?.unwrap_or(0),
-                idle_ms: number(&m, "idle")?.unwrap_or(0),
-            })
-        })
-        .collect()
-}
-
-/// `XPENDING key group [IDLE min_idle_ms] - + count`: the oldest pending
-/// entries (by id), optionally only those idle at least `min_idle_ms`.
-pub async fn pending(
-    con: &mut MultiplexedConnection,
-    key: &str,
-    group: &str,
-    min_idle_ms: Option<u64>,
-    count: usize,
-) -> RedisResult<Vec<PendingInfo>> {
-    pending_between(con, key, group, min_idle_ms, ("-", "+"), count).await
-}
-
-/// `XPENDING key group [IDLE min_idle_ms] start end count`: the oldest
-/// pending entries with ids in `(start, end)` (`XRANGE` bounds: `(id`
-/// excludes), optionally only those idle at least `min_idle_ms`. Resume a
-/// listing from `(last id`.
-pub async fn pending_between(
-    con: &mut MultiplexedConnection,
-    key: &str,
-    group: &str,
-    min_idle_ms: Option<u64>,
-    (start, end): (&str, &str),
-    count: usize,
-) -> RedisResult<Vec<PendingInfo>> {
-    let mut cmd = redis::cmd("XPENDING");
-    cmd.arg(key).arg(group);
-    if let Some(idle) = min_idle_ms {
-        cmd.arg("IDLE").arg(idle);
-    }
-    let rows: Vec<(String, String, u64, u64)> =
-        cmd.arg(start).arg(end).arg(count).query_async(con).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, consumer, idle_ms, deliveries)| PendingInfo {
-            id,
-            consumer,
-            idle_ms,
-            deliveries,
-        })
-        .collect())
-}
-
 fn raw_entries(rows: Vec<(String, Vec<Vec<u8>>)>) -> Vec<RawEntry> {
     rows.into_iter()
         .map(|(id, flat)| {
@@ -425,22 +262,5 @@ mod tests {
         );
         assert_eq!(groups[1].lag, None);
         assert!(parse_groups(Value::Array(vec![Value::Array(vec![])])).is_err());
-    }
-
-    #[test]
-    fn the_pending_summary_gives_the_oldest_entry_time() {
-        let reply = Value::Array(vec![
-            Value::Int(3),
-            bulk("1700000000123-0"),
-            bulk("1700000000999-4"),
-            Value::Array(vec![Value::Array(vec![bulk("c1"), bulk("3")])]),
-        ]);
-        let s = parse_pending_summary(reply).expect("a valid reply");
-        assert_eq!(s.count, 3);
-        assert_eq!(s.consumers, [("c1".to_owned(), 3)]);
-        assert_eq!(s.oldest_ms(), Some(1_700_000_000_123));
-        let empty = Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil]);
-        let s = parse_pending_summary(empty).expect("a valid empty reply");
-        assert_eq!((s.count, s.oldest_ms()), (0, None));
     }
 }

@@ -4,14 +4,16 @@
 pub mod claims;
 pub mod commands;
 pub mod commits;
+pub mod consumers;
 pub mod count;
 pub mod dlq;
 pub mod dlq_scan;
+pub mod entries;
 pub mod groups;
 pub mod inspect;
 pub mod link;
 pub mod payloads;
-pub mod produce;
+pub mod pending;
 pub mod redrive;
 pub mod reply;
 pub mod retention;

@@ -1,7 +1,6 @@
-//! Replies of the generic client (`redis::Value`) parsed into entries and
-//! pending rows, moving the reply's buffers instead of copying them: the
-//! reference the hot path's decoder (`wire`) is tested and benchmarked
-//! against, and the parser of `XPENDING` pages.
+//! Replies of the generic client (`redis::Value`) parsed into entries,
+//! moving the reply's buffers instead of copying them: the reference the
+//! hot path's decoder (`wire`) is tested and benchmarked against.
 
 use redis::Value;
 
@@ -128,39 +127,6 @@ fn bytes(v: Value, command: &'static str) -> Result<Vec<u8>, ReplyError> {
         Value::Int(i) => Ok(i.to_string().into_bytes()),
         other => Err(ReplyError::new(command, format!("field value: {other:?}"))),
     }
-}
-
-/// One row of `XPENDING key group start end count [consumer]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingRow {
-    /// Entry id.
-    pub id: String,
-    /// Consumer that owns it.
-    pub consumer: String,
-    /// Milliseconds since it was last delivered.
-    pub idle_ms: u64,
-    /// Deliveries so far.
-    pub deliveries: u32,
-}
-
-/// Decodes the extended form of XPENDING.
-pub fn parse_xpending(reply: Value) -> Result<Vec<PendingRow>, ReplyError> {
-    const CMD: &str = "XPENDING";
-    let Value::Array(rows) = reply else {
-        return Err(ReplyError::new(CMD, format!("{reply:?}")));
-    };
-    rows.into_iter()
-        .map(|row| {
-            let v: (String, String, u64, u32) =
-                redis::from_redis_value(row).map_err(|e| ReplyError::new(CMD, e.to_string()))?;
-            Ok(PendingRow {
-                id: v.0,
-                consumer: v.1,
-                idle_ms: v.2,
-                deliveries: v.3,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ mod assets;
 mod auth;
 mod consumers;
 mod error;
+mod from_feed;
 pub mod history;
-mod produce;
 mod state;
 mod upload;
 
@@ -66,8 +66,8 @@ impl Dashboard {
 pub(super) fn routes(app: Arc<App>) -> Router<Arc<App>> {
     let production = match app.dashboard.feed {
         Some(_) => Router::new()
-            .route("/api/produce", post(produce::produce))
-            .route("/api/producer", post(produce::producer)),
+            .route("/api/produce", post(from_feed::produce))
+            .route("/api/producer", post(from_feed::producer)),
         None => Router::new(),
     };
     let actions = production

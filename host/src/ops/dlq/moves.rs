@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::{Header, Selection};
 use crate::ops::OpsError;
 use crate::stream::dlq_scan::{self, Order};
+use crate::stream::entries;
 use crate::stream::redrive::{Redriven, Redriver};
 
 /// What a redrive did with one record.
@@ -177,9 +178,5 @@ pub async fn purge_page(
         return Ok(0);
     }
     let ids: Vec<&str> = records.iter().map(|h| h.meta.id.as_str()).collect();
-    Ok(redis::cmd("XDEL")
-        .arg(dlq)
-        .arg(ids)
-        .query_async(con)
-        .await?)
+    Ok(entries::delete(con, dlq, &ids).await?)
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::config::{Config, RunConfig};
-use crate::stream::inspect;
+use crate::stream::consumers;
 
 /// Consumers of the group read to avoid their names: a group with a
 /// hostile number of consumers costs the process no more than this many.
@@ -63,7 +63,7 @@ async fn known_in_redis(template: &RunConfig) -> Result<Vec<String>, String> {
             .get_multiplexed_async_connection_with_config(&settings)
             .await
             .map_err(|e| e.to_string())?;
-        let known = inspect::first_consumers(
+        let known = consumers::first(
             &mut con,
             &template.stream,
             &template.group,

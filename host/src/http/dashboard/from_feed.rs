@@ -15,7 +15,7 @@ use super::super::App;
 use super::actions::Answer;
 use super::error::ApiError;
 use super::{ACTION_BUDGET, MAX_PRODUCE};
-use crate::stream::produce::add_batch;
+use crate::stream::entries::add_batch;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
