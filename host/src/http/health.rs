@@ -9,7 +9,7 @@ use super::probe::RedisLook;
 
 /// An endpoint's answer: ok, or the reasons it is not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Verdict {
+pub struct HealthAnswer {
     /// `ok` or `unavailable`.
     pub status: &'static str,
     /// What is wrong (absent when ok).
@@ -17,7 +17,7 @@ pub struct Verdict {
     pub reasons: Vec<String>,
 }
 
-impl Verdict {
+impl HealthAnswer {
     fn of(reasons: Vec<String>) -> Self {
         Self {
             status: if reasons.is_empty() {
@@ -49,7 +49,7 @@ pub struct PipelineState {
 }
 
 /// Liveness.
-pub fn liveness(draining: bool, running: &[PipelineState]) -> Verdict {
+pub fn liveness(draining: bool, running: &[PipelineState]) -> HealthAnswer {
     let mut reasons = Vec::new();
     if draining {
         reasons.push("draining: the process is shutting down".to_owned());
@@ -59,7 +59,7 @@ pub fn liveness(draining: bool, running: &[PipelineState]) -> Verdict {
             reasons.push(format!("pipeline {:?}: the {task} task {how}", p.name));
         }
     }
-    Verdict::of(reasons)
+    HealthAnswer::of(reasons)
 }
 
 /// Readiness: liveness, plus Redis, the declared pipelines and their groups.
@@ -68,7 +68,7 @@ pub fn readiness(
     declared: &[String],
     running: &[PipelineState],
     redis: &RedisLook,
-) -> Verdict {
+) -> HealthAnswer {
     let mut reasons = liveness(draining, running).reasons;
     if let Some(why) = &redis.down {
         reasons.push(format!("redis: {why}"));
@@ -88,7 +88,7 @@ pub fn readiness(
             ));
         }
     }
-    Verdict::of(reasons)
+    HealthAnswer::of(reasons)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::feed::Feed;
-use self::health::{PipelineState, Verdict};
+use self::health::{HealthAnswer, PipelineState};
 use self::metrics::{PipelineScrape, Scrape};
 use self::probe::{CachedConnection, RedisLook, RedisProbe};
 use crate::config::{Dashboard as DashboardConfig, HttpListen, RedisConfig};
@@ -232,7 +232,7 @@ fn states(running: &[PipelineView]) -> Vec<PipelineState> {
         .collect()
 }
 
-fn answer(verdict: Verdict) -> Response {
+fn answer(verdict: HealthAnswer) -> Response {
     let code = if verdict.is_ok() {
         StatusCode::OK
     } else {

@@ -27,7 +27,7 @@ use crate::vocab::outcome::Outcome;
 /// What the handler would have made of one entry.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum Verdict {
+pub enum HandlerVerdict {
     /// Acked, with these emits.
     Ack {
         /// The entries it would append.
@@ -68,7 +68,7 @@ pub struct ReplayRow {
     pub fields: Vec<ShownField>,
     /// What the handler would do (`None` without a plugin).
     #[serde(flatten)]
-    pub verdict: Option<Verdict>,
+    pub verdict: Option<HandlerVerdict>,
 }
 
 /// Totals over a replay.
@@ -97,12 +97,12 @@ impl ReplayTotals {
         };
         for r in rows {
             match &r.verdict {
-                Some(Verdict::Ack { emits }) => {
+                Some(HandlerVerdict::Ack { emits }) => {
                     t.ack += 1;
                     t.emits += emits.len() as u64;
                 }
-                Some(Verdict::Retry { .. }) => t.retry += 1,
-                Some(Verdict::DeadLetter { .. }) => t.dead_letter += 1,
+                Some(HandlerVerdict::Retry { .. }) => t.retry += 1,
+                Some(HandlerVerdict::DeadLetter { .. }) => t.dead_letter += 1,
                 None => {}
             }
         }
@@ -217,7 +217,7 @@ pub async fn append_emits(
     totals: &mut ReplayTotals,
 ) -> Result<(), OpsError> {
     for r in rows {
-        if let Some(Verdict::Ack { emits }) = &r.verdict {
+        if let Some(HandlerVerdict::Ack { emits }) = &r.verdict {
             for e in emits {
                 add_batch(con, &e.stream, None, std::slice::from_ref(&e.raw)).await?;
                 totals.emitted += 1;
@@ -262,7 +262,7 @@ pub fn judge(
             }
         };
         let verdict = match outcome {
-            Outcome::Ack { emits } => Verdict::Ack {
+            Outcome::Ack { emits } => HandlerVerdict::Ack {
                 emits: emits
                     .into_iter()
                     .map(|e| {
@@ -279,8 +279,8 @@ pub fn judge(
                     })
                     .collect(),
             },
-            Outcome::Retry { reason } => Verdict::Retry { reason },
-            Outcome::DeadLetter { kind, reason } => Verdict::DeadLetter {
+            Outcome::Retry { reason } => HandlerVerdict::Retry { reason },
+            Outcome::DeadLetter { kind, reason } => HandlerVerdict::DeadLetter {
                 kind: kind.to_string(),
                 reason,
             },

@@ -61,7 +61,7 @@ struct GateState {
 
 /// What to do with one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum LogDecision {
     /// Log it, after reporting `dropped` lines dropped (0: nothing to
     /// report now).
     Log {
@@ -90,7 +90,7 @@ impl LogGate {
     }
 
     /// The verdict on one more line now.
-    pub fn admit(&self) -> Verdict {
+    pub fn admit(&self) -> LogDecision {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let refill = now.duration_since(s.last).as_secs_f64() * self.rate;
@@ -114,9 +114,9 @@ impl LogGate {
             0
         };
         match (admitted, report) {
-            (true, dropped) => Verdict::Log { dropped },
-            (false, 0) => Verdict::Drop { report: None },
-            (false, n) => Verdict::Drop { report: Some(n) },
+            (true, dropped) => LogDecision::Log { dropped },
+            (false, 0) => LogDecision::Drop { report: None },
+            (false, n) => LogDecision::Drop { report: Some(n) },
         }
     }
 
@@ -126,14 +126,14 @@ impl LogGate {
             tracing::warn!(target: "plugin", plugin, dropped, "plugin log lines dropped (over --max-log-rate)");
         };
         match self.admit() {
-            Verdict::Log { dropped } => {
+            LogDecision::Log { dropped } => {
                 if dropped > 0 {
                     report(dropped);
                 }
                 log();
             }
-            Verdict::Drop { report: Some(n) } => report(n),
-            Verdict::Drop { report: None } => {}
+            LogDecision::Drop { report: Some(n) } => report(n),
+            LogDecision::Drop { report: None } => {}
         }
     }
 }
@@ -160,28 +160,28 @@ mod tests {
     #[test]
     fn the_gate_admits_the_rate_then_counts_what_it_drops() {
         let gate = LogGate::new(5);
-        let verdicts: Vec<Verdict> = (0..20).map(|_| gate.admit()).collect();
+        let verdicts: Vec<LogDecision> = (0..20).map(|_| gate.admit()).collect();
         let logged = verdicts
             .iter()
-            .filter(|v| matches!(v, Verdict::Log { .. }))
+            .filter(|v| matches!(v, LogDecision::Log { .. }))
             .count();
         assert_eq!(logged, 5);
         assert_eq!(
             verdicts[5],
-            Verdict::Drop { report: Some(1) },
+            LogDecision::Drop { report: Some(1) },
             "the first drop is reported at once"
         );
-        assert_eq!(verdicts[6], Verdict::Drop { report: None });
+        assert_eq!(verdicts[6], LogDecision::Drop { report: None });
         std::thread::sleep(std::time::Duration::from_millis(250));
         assert_eq!(
             gate.admit(),
-            Verdict::Log { dropped: 0 },
+            LogDecision::Log { dropped: 0 },
             "reports at most once a second"
         );
         std::thread::sleep(std::time::Duration::from_millis(800));
         assert_eq!(
             gate.admit(),
-            Verdict::Log { dropped: 14 },
+            LogDecision::Log { dropped: 14 },
             "a second later, the next line reports the rest"
         );
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
-use super::claiming::DlqTarget;
+use super::dead_letters::DlqTarget;
 use super::dispatch::WeakDispatcher;
 use super::holder::Retry;
 use super::inflight::{InFlight, LastFailures};

@@ -31,7 +31,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use super::claiming::DlqTarget;
+use super::dead_letters::DlqTarget;
 use super::dispatch::WeakDispatcher;
 use super::inflight::InFlight;
 use super::stats::Stats;

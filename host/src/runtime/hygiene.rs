@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
 
-use super::claiming::DlqTarget;
+use super::dead_letters::DlqTarget;
 use super::stats::Stats;
 use crate::stream::RedisLink;
 use crate::stream::claims::{self, ClaimSpec};

@@ -7,6 +7,7 @@ mod call_times;
 mod claiming;
 mod committer;
 mod controls;
+mod dead_letters;
 mod dispatch;
 mod file_watch;
 mod holder;

@@ -1,7 +1,7 @@
 //! One pipeline — a stream, a group, a plugin and its settings — as a value:
 //! [`Pipeline::start`] wires its tasks under the pipeline's own cancellation
-//! token and supervisor and returns a [`PipelineHandle`];
-//! [`PipelineHandle::drain`] stops it in order within a bounded time. The
+//! token and supervisor and returns a [`Pipeline`];
+//! [`Pipeline::drain`] stops it in order within a bounded time. The
 //! process holds one handle per pipeline and replaces them on reload.
 
 use std::sync::Arc;
@@ -13,14 +13,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::claiming::DlqTarget;
+use super::dead_letters::DlqTarget;
 use super::holdings::Holdings;
 use super::plugin_log::PluginLog;
 use super::port::{PipelineHealth, PipelineView};
 use super::prepare::Prepared;
 use super::stats::{Stats, StatsSnapshot};
 use super::supervise::{Supervisor, Task, TaskEnd};
-use super::wiring::{Parts, TASK_TIMEOUT};
+use super::wiring::{TASK_TIMEOUT, Wiring};
 use super::{RunError, hygiene};
 use crate::config::RunConfig;
 use crate::stream::RedisLink;
@@ -54,7 +54,7 @@ struct Tasks {
 
 /// A running pipeline.
 #[derive(Debug)]
-pub struct PipelineHandle {
+pub struct Pipeline {
     config: Arc<RunConfig>,
     /// Cancels this pipeline's tasks (a child of the process's token).
     token: CancellationToken,
@@ -78,10 +78,6 @@ pub struct Failure {
     pub end: TaskEnd,
 }
 
-/// Starting pipelines.
-#[derive(Debug)]
-pub struct Pipeline;
-
 impl Pipeline {
     /// Starts `config`'s tasks under `token`. The first task to end before
     /// `token` is cancelled (or any panic) is sent to `failures`. It joins
@@ -93,13 +89,13 @@ impl Pipeline {
         failures: mpsc::UnboundedSender<Failure>,
         plugin_log: Arc<PluginLog>,
         holdings: &Holdings,
-    ) -> Result<PipelineHandle, RunError> {
+    ) -> Result<Self, RunError> {
         let Prepared {
             engine,
             settings,
             plugin,
         } = prepared;
-        let mut parts = Parts::new(config, plugin, token, plugin_log, holdings)?;
+        let mut parts = Wiring::new(config, plugin, token, plugin_log, holdings)?;
         let (work_tx, work_rx) = flume::unbounded();
         let (settled_tx, settled_rx) = mpsc::unbounded_channel();
         let dispatcher = parts.dispatcher(work_tx, settled_tx.clone());
@@ -110,7 +106,7 @@ impl Pipeline {
         let cleanup_link = parts.link(TASK_TIMEOUT);
         let health = Arc::new(PipelineHealth::default());
         let view = parts.view(health.clone());
-        let Parts {
+        let Wiring {
             config,
             token,
             supervisor,
@@ -127,7 +123,7 @@ impl Pipeline {
             failures,
             health,
         ));
-        Ok(PipelineHandle {
+        Ok(Self {
             config,
             token,
             tasks: Tasks {
@@ -175,7 +171,7 @@ async fn sentinel(
     supervisor
 }
 
-impl PipelineHandle {
+impl Pipeline {
     /// What the metrics and health endpoints see of this pipeline.
     pub fn view(&self) -> PipelineView {
         self.view.clone()

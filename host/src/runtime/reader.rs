@@ -13,7 +13,8 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::claiming::{DlqTarget, claim_entries};
+use super::claiming::claim_entries;
+use super::dead_letters::DlqTarget;
 use super::dispatch::{Dispatcher, window_slots};
 use super::holdings::GroupHoldings;
 use super::stats::Stats;

@@ -14,8 +14,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::claiming::{DlqTarget, claim_entries};
+use super::claiming::claim_entries;
 use super::controls::ReclaimNow;
+use super::dead_letters::DlqTarget;
 use super::dispatch::{Dispatcher, window_slots};
 use super::holdings::GroupHoldings;
 use super::stats::Stats;

@@ -11,9 +11,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::RunError;
-use super::claiming::DlqTarget;
 use super::committer::Committer;
 use super::controls::Controls;
+use super::dead_letters::DlqTarget;
 use super::dispatch::{Dispatcher, WeakDispatcher};
 use super::holder::{Holder, Retry};
 use super::holdings::{GroupHoldings, Holdings};
@@ -41,7 +41,7 @@ pub const TASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the tasks of one pipeline share.
 #[derive(Debug)]
-pub struct Parts {
+pub struct Wiring {
     /// The pipeline's configuration.
     pub config: Arc<RunConfig>,
     /// Cancels the pipeline's tasks.
@@ -69,7 +69,7 @@ pub struct Parts {
     controls: Arc<Controls>,
     /// Where the watcher records reloads.
     plugin_log: Arc<PluginLog>,
-    /// The retry channel, until [`Parts::commit_side`] gives its ends to the
+    /// The retry channel, until [`Wiring::commit_side`] gives its ends to the
     /// committer and the holder: nothing else may hold the sender, or the
     /// holder's inbox would never close.
     retries: Option<(mpsc::UnboundedSender<Retry>, mpsc::UnboundedReceiver<Retry>)>,
@@ -88,7 +88,7 @@ pub struct ReadSide {
     pub progress: Option<Task>,
 }
 
-impl Parts {
+impl Wiring {
     /// The shared pieces of a pipeline running `config` with `plugin`.
     pub fn new(
         config: RunConfig,

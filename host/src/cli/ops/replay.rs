@@ -9,7 +9,7 @@ use clap::Args;
 use super::output::{print_json, progress, table};
 use super::{Connect, StreamArgs, resolve};
 use crate::ops::dlq::show_bytes;
-use crate::ops::replay::{self, ReplayRow, ReplayTotals, Verdict};
+use crate::ops::replay::{self, HandlerVerdict, ReplayRow, ReplayTotals};
 use crate::ops::{self, OpsError, parse_position, require_stream};
 use crate::stream::inspect;
 
@@ -165,7 +165,7 @@ fn print_rows(rows: &[ReplayRow]) {
         .iter()
         .map(|r| {
             let (outcome, detail) = match &r.verdict {
-                Some(Verdict::Ack { emits }) => (
+                Some(HandlerVerdict::Ack { emits }) => (
                     "ack".to_owned(),
                     emits
                         .iter()
@@ -173,10 +173,10 @@ fn print_rows(rows: &[ReplayRow]) {
                         .collect::<Vec<_>>()
                         .join("; "),
                 ),
-                Some(Verdict::Retry { reason }) => {
+                Some(HandlerVerdict::Retry { reason }) => {
                     ("retry".to_owned(), show_bytes(reason.as_bytes()))
                 }
-                Some(Verdict::DeadLetter { kind, reason }) => {
+                Some(HandlerVerdict::DeadLetter { kind, reason }) => {
                     (format!("dlq {kind}"), show_bytes(reason.as_bytes()))
                 }
                 None => (String::new(), String::new()),

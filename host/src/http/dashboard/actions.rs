@@ -96,7 +96,7 @@ impl App {
     }
 
     pub(super) fn done(&self, answer: serde_json::Value) -> Answer {
-        self.dashboard.hub.kick();
+        self.dashboard.live.kick();
         ok(answer)
     }
 }

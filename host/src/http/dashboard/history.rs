@@ -50,7 +50,7 @@ pub struct GroupSeries {
 
 /// What a pipeline had done at the previous sample.
 #[derive(Debug)]
-struct Seen {
+struct PreviousSample {
     /// Which run of the pipeline (a restarted pipeline counts from zero).
     stats: Arc<Stats>,
     settled: u64,
@@ -62,7 +62,7 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct History {
     series: Series,
-    seen: BTreeMap<String, Seen>,
+    seen: BTreeMap<String, PreviousSample>,
     last_ms: Option<u64>,
 }
 
@@ -90,14 +90,14 @@ impl History {
             }
         };
         #[derive(Default)]
-        struct Sum {
+        struct GroupTotals {
             settled: u64,
             buckets: Vec<(f64, u64)>,
             waits: Vec<(f64, u64)>,
             stream: String,
             group: String,
         }
-        let mut sums: BTreeMap<String, Sum> = BTreeMap::new();
+        let mut sums: BTreeMap<String, GroupTotals> = BTreeMap::new();
         let mut seen = BTreeMap::new();
         for p in running {
             let snap = p.stats.snapshot();
@@ -122,7 +122,7 @@ impl History {
             }
             seen.insert(
                 p.name.clone(),
-                Seen {
+                PreviousSample {
                     stats: p.stats.clone(),
                     settled,
                     calls,

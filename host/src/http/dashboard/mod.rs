@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 pub use self::error::ApiError;
-use self::state::Hub;
+use self::state::LiveState;
 use super::App;
 use crate::http::feed::Feed;
 
@@ -48,7 +48,7 @@ pub const ACTION_BUDGET: Duration = Duration::from_secs(30);
 pub struct Dashboard {
     /// What it produces from, if anything (`host demo`'s orders).
     feed: Option<Arc<dyn Feed>>,
-    hub: Hub,
+    live: LiveState,
 }
 
 impl Dashboard {
@@ -56,7 +56,7 @@ impl Dashboard {
     pub fn new(feed: Option<Arc<dyn Feed>>) -> Self {
         Self {
             feed,
-            hub: Hub::default(),
+            live: LiveState::default(),
         }
     }
 }

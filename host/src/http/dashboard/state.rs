@@ -36,7 +36,7 @@ const PENDING_ROWS: usize = 50;
 
 /// The newest state, and the sampler's memory.
 #[derive(Debug)]
-pub struct Hub {
+pub struct LiveState {
     history: Mutex<History>,
     latest: watch::Sender<Option<Arc<str>>>,
     kick: Notify,
@@ -44,7 +44,7 @@ pub struct Hub {
     subscribers: Arc<AtomicUsize>,
 }
 
-impl Default for Hub {
+impl Default for LiveState {
     fn default() -> Self {
         Self {
             history: Mutex::new(History::default()),
@@ -55,7 +55,7 @@ impl Default for Hub {
     }
 }
 
-impl Hub {
+impl LiveState {
     /// Sends a new state now (after an action).
     pub fn kick(&self) {
         self.kick.notify_one();
@@ -167,7 +167,7 @@ async fn build(app: &App) -> DashState {
     };
     let series = app
         .dashboard
-        .hub
+        .live
         .history
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -188,7 +188,7 @@ async fn build(app: &App) -> DashState {
 /// Samples every second and, while a page is subscribed, sends the state
 /// then and after every kick; until `stop`.
 pub async fn run(app: &App, stop: CancellationToken) {
-    let hub = &app.dashboard.hub;
+    let live = &app.dashboard.live;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -196,17 +196,17 @@ pub async fn run(app: &App, stop: CancellationToken) {
             biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => true,
-            () = hub.kick.notified() => false,
+            () = live.kick.notified() => false,
         };
         if sample {
             let running = app.port.running();
             let look = app.look(&running).await;
-            hub.history
+            live.history
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .sample(crate::vocab::ids::now_ms(), &running, look.as_ref());
         }
-        if hub.latest.receiver_count() > 0 {
+        if live.latest.receiver_count() > 0 {
             let state = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
@@ -214,7 +214,7 @@ pub async fn run(app: &App, stop: CancellationToken) {
             };
             match serde_json::to_string(&state) {
                 Ok(json) => {
-                    hub.latest.send_replace(Some(json.into()));
+                    live.latest.send_replace(Some(json.into()));
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode the dashboard state"),
             }
@@ -246,15 +246,15 @@ pub async fn info(State(app): State<Arc<App>>) -> Response {
 pub async fn events(
     State(app): State<Arc<App>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let seat = app.dashboard.hub.seat().ok_or_else(|| {
+    let seat = app.dashboard.live.seat().ok_or_else(|| {
         ApiError::unavailable(format!(
             "{MAX_SUBSCRIBERS} pages already watch this dashboard: close one and reload"
         ))
     })?;
-    let mut latest = app.dashboard.hub.latest.subscribe();
+    let mut latest = app.dashboard.live.latest.subscribe();
     // Whatever is there is sent at once; a fresh one follows.
     latest.mark_changed();
-    app.dashboard.hub.kick();
+    app.dashboard.live.kick();
     let stop = app.stop.clone();
     let updates = stream::unfold(
         (latest, stop, seat),
@@ -282,10 +282,10 @@ mod tests {
 
     #[test]
     fn subscribers_get_a_seat_up_to_the_cap_and_leaving_frees_it() {
-        let hub = Hub::default();
-        let mut seats: Vec<Seat> = (0..MAX_SUBSCRIBERS).map(|_| hub.seat().unwrap()).collect();
-        assert!(hub.seat().is_none());
+        let live = LiveState::default();
+        let mut seats: Vec<Seat> = (0..MAX_SUBSCRIBERS).map(|_| live.seat().unwrap()).collect();
+        assert!(live.seat().is_none());
         seats.pop();
-        assert!(hub.seat().is_some());
+        assert!(live.seat().is_some());
     }
 }

@@ -24,7 +24,7 @@ pub async fn upload(
     let turn = app.port.upload(&name).await.map_err(refusal)?;
     let bytes = read_body(request).await?;
     let verdict = turn.install(&bytes).await.map_err(refusal)?;
-    app.dashboard.hub.kick();
+    app.dashboard.live.kick();
     let status = match verdict {
         UploadVerdict::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::file_watch::{Trigger, Version};
 use super::super::holdings::Holdings;
-use super::super::pipeline::{Failure, Pipeline, PipelineHandle, PipelineReport};
+use super::super::pipeline::{Failure, Pipeline, PipelineReport};
 use super::super::port::{Control, ControlError, Port};
 use super::super::prepare::Prepared;
 use super::super::reload::{self, Plan};
@@ -53,7 +53,7 @@ enum Cause {
 
 /// The running pipelines and what they came from.
 pub(super) struct Process {
-    pub(super) running: BTreeMap<String, PipelineHandle>,
+    pub(super) running: BTreeMap<String, Pipeline>,
     /// Drains under way: a change's, until they end or the shutdown drain
     /// takes them over.
     pub(super) draining: JoinSet<Drained>,
@@ -182,13 +182,13 @@ impl Process {
     }
 
     async fn remove_consumer(&mut self, name: &str) -> Result<(), ControlError> {
-        let Some(view) = self.running.get(name).map(PipelineHandle::view) else {
+        let Some(view) = self.running.get(name).map(Pipeline::view) else {
             return Err(ControlError::NoSuchPipeline(name.to_owned()));
         };
         let peers = self
             .running
             .values()
-            .map(PipelineHandle::view)
+            .map(Pipeline::view)
             .filter(|v| v.stream == view.stream && v.group == view.group)
             .count();
         if peers < 2 {
