@@ -1,15 +1,18 @@
-//! `host groups destroy`'s policy: a group is destroyed only when nothing
-//! would notice — no pending entries and no consumer active within the
-//! reclaim idle time — unless the operator forces it.
+//! `host groups`'s policies: a group is created only once; it is destroyed
+//! only when nothing would notice — no pending entries and no consumer
+//! active within the reclaim idle time — and moved only where it skips no
+//! undelivered entry (counted inside Redis), unless the operator forces it.
 
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
+use super::status::COUNT_CAP;
 use super::{OpsError, require_stream};
-use crate::stream::consumers;
-use crate::stream::{groups, inspect};
+use crate::stream::count::{self, Counted};
+use crate::stream::{consumers, groups, inspect};
+use crate::vocab::ids::id_parts;
 
 /// Consumers of a group read to tell whether any is active: a group with
 /// more cannot be judged, and is destroyed only with `--force`.
@@ -195,4 +198,103 @@ mod tests {
         );
         assert!(refuse("g", idle, &[], 0).is_ok());
     }
+}
+
+/// Creates `group` of `stream` at `start`; refused if it exists, or if the
+/// stream does not and `mkstream` is not asked.
+pub async fn create(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    start: &str,
+    mkstream: bool,
+) -> Result<(), OpsError> {
+    if !mkstream {
+        require_stream(con, stream).await?;
+    }
+    if !groups::create(con, stream, group, start, mkstream).await? {
+        return Err(OpsError::Usage(format!(
+            "group {group:?} of {stream:?} already exists"
+        )));
+    }
+    Ok(())
+}
+
+/// What a move of a group did.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    /// Its last delivered id before.
+    pub from: String,
+    /// The entries not yet delivered that the move skipped.
+    pub skipped: Counted,
+}
+
+/// Moves `group`'s last delivered id to `id` (`$`: the end, `0`: redeliver
+/// everything). Refused when it would skip entries the group has not
+/// delivered yet, unless `force`.
+pub async fn set_id(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    id: &str,
+    force: bool,
+) -> Result<Moved, OpsError> {
+    require_stream(con, stream).await?;
+    let info = find(con, stream, group).await?;
+    let skipped = skipped_by(con, stream, &info, id).await?;
+    if skipped.count > 0 && !force {
+        return Err(OpsError::Usage(format!(
+            "moving group {group} to {id} would skip {} entries it has not delivered yet: add --force to skip them",
+            at_least(&skipped)
+        )));
+    }
+    groups::set_id(con, stream, group, id).await?;
+    Ok(Moved {
+        from: info.last_delivered_id,
+        skipped,
+    })
+}
+
+/// The entries a move of the group to `id` (`$`: the end) skips: those
+/// after its last delivered id up to `id`, counted inside Redis up to
+/// [`COUNT_CAP`].
+async fn skipped_by(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    info: &inspect::GroupInfo,
+    id: &str,
+) -> Result<Counted, OpsError> {
+    let end = if id == "$" { "+" } else { id };
+    let backwards =
+        id == "0" || id_parts(end).is_some_and(|p| Some(p) <= id_parts(&info.last_delivered_id));
+    if backwards {
+        return Ok(Counted {
+            count: 0,
+            exact: true,
+            last: None,
+        });
+    }
+    let after = format!("({}", info.last_delivered_id);
+    Ok(count::count(con, stream, &after, end, COUNT_CAP).await?)
+}
+
+/// A count as text: "at least N" when it stopped at its cap.
+pub fn at_least(c: &Counted) -> String {
+    if c.exact {
+        c.count.to_string()
+    } else {
+        format!("at least {}", c.count)
+    }
+}
+
+async fn find(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Result<inspect::GroupInfo, OpsError> {
+    inspect::groups(con, stream)
+        .await?
+        .into_iter()
+        .find(|g| g.name == group)
+        .ok_or_else(|| OpsError::Usage(format!("stream {stream:?} has no group {group:?}")))
 }

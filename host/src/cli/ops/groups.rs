@@ -6,12 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{Connect, StreamArgs, resolve, usage};
-use crate::ops::groups::DestroyPolicy;
-use crate::ops::status::COUNT_CAP;
-use crate::ops::{self, OpsError, parse_position, require_stream};
-use crate::stream::{count, groups, inspect};
-use crate::vocab::ids::id_parts;
+use super::{Connect, StreamArgs, resolve};
+use crate::ops::groups::{DestroyPolicy, at_least};
+use crate::ops::{self, parse_position};
 
 /// `host groups …`.
 #[derive(Debug, Subcommand)]
@@ -111,18 +108,7 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
     match &cmd {
         GroupsCommand::Create(a) => {
             let start = position(&a.start)?;
-            if !a.mkstream {
-                require_stream(&mut con, &stream).await?;
-            }
-            if !groups::create(&mut con, &stream, &g.group, &start, a.mkstream)
-                .await
-                .map_err(OpsError::from)?
-            {
-                return Err(usage(format!(
-                    "group {:?} of {stream:?} already exists",
-                    g.group
-                )));
-            }
+            ops::groups::create(&mut con, &stream, &g.group, &start, a.mkstream).await?;
             println!("created group {} of {stream} at {start}", g.group);
         }
         GroupsCommand::Destroy(a) => {
@@ -141,78 +127,20 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
             );
         }
         GroupsCommand::Setid(a) => {
-            require_stream(&mut con, &stream).await?;
-            let info = find(&mut con, &stream, &g.group).await?;
             let id = position(&a.id)?;
-            let skipped = skipped_by(&mut con, &stream, &info, &id).await?;
-            if skipped.count > 0 && !g.force {
-                return Err(usage(format!(
-                    "moving group {} to {id} would skip {} entries it has not delivered yet: add --force to skip them",
-                    g.group,
-                    at_least(&skipped)
-                )));
-            }
-            groups::set_id(&mut con, &stream, &g.group, &id)
-                .await
-                .map_err(OpsError::from)?;
+            let moved = ops::groups::set_id(&mut con, &stream, &g.group, &id, g.force).await?;
+            let skipped = match moved.skipped.count {
+                0 => String::new(),
+                _ => format!(
+                    " ({} undelivered entries skipped)",
+                    at_least(&moved.skipped)
+                ),
+            };
             println!(
-                "group {} of {stream}: last delivered {} -> {id}{}",
-                g.group,
-                info.last_delivered_id,
-                if skipped.count > 0 {
-                    format!(" ({} undelivered entries skipped)", at_least(&skipped))
-                } else {
-                    String::new()
-                }
+                "group {} of {stream}: last delivered {} -> {id}{skipped}",
+                g.group, moved.from
             );
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The entries a move of the group to `id` (`$`: the end) skips: those
-/// after its last delivered id up to `id`, counted inside Redis up to
-/// [`COUNT_CAP`].
-async fn skipped_by(
-    con: &mut redis::aio::MultiplexedConnection,
-    stream: &str,
-    info: &inspect::GroupInfo,
-    id: &str,
-) -> anyhow::Result<count::Counted> {
-    let end = if id == "$" { "+" } else { id };
-    let backwards =
-        id == "0" || id_parts(end).is_some_and(|p| Some(p) <= id_parts(&info.last_delivered_id));
-    if backwards {
-        return Ok(count::Counted {
-            count: 0,
-            exact: true,
-            last: None,
-        });
-    }
-    let after = format!("({}", info.last_delivered_id);
-    Ok(count::count(con, stream, &after, end, COUNT_CAP)
-        .await
-        .map_err(OpsError::from)?)
-}
-
-/// A count as text: "at least N" when it stopped at its cap.
-fn at_least(c: &count::Counted) -> String {
-    if c.exact {
-        c.count.to_string()
-    } else {
-        format!("at least {}", c.count)
-    }
-}
-
-async fn find(
-    con: &mut redis::aio::MultiplexedConnection,
-    stream: &str,
-    group: &str,
-) -> anyhow::Result<inspect::GroupInfo> {
-    inspect::groups(con, stream)
-        .await
-        .map_err(OpsError::from)?
-        .into_iter()
-        .find(|g| g.name == group)
-        .ok_or_else(|| usage(format!("stream {stream:?} has no group {group:?}")))
 }

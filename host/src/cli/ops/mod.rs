@@ -26,7 +26,7 @@ pub use self::replay::ReplayArgs;
 pub use self::status::StatusArgs;
 pub use self::trim::TrimArgs;
 use super::RedisArgs;
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RunConfig};
 use crate::ops::OpsError;
 use crate::vocab::retention::Retention;
 
@@ -170,14 +170,6 @@ pub fn resolve(
     target: &StreamArgs,
     several: bool,
 ) -> anyhow::Result<(RedisConfig, Vec<Target>)> {
-    let from_flags = |stream: &str| Target {
-        stream: stream.to_owned(),
-        dlq: target
-            .dlq
-            .clone()
-            .unwrap_or_else(|| format!("{stream}:dlq")),
-        retention: None,
-    };
     let Some(file) = &connect.config else {
         let redis = connect
             .redis
@@ -187,7 +179,7 @@ pub fn resolve(
             .stream
             .as_deref()
             .ok_or_else(|| usage("--stream KEY is required (or --config FILE)"))?;
-        return Ok((redis, vec![from_flags(stream)]));
+        return Ok((redis, vec![target.of(stream, None)]));
     };
     if let Some(flag) = &connect.typed_redis_flag {
         return Err(usage(format!(
@@ -200,45 +192,15 @@ pub fn resolve(
         .first()
         .map(|p| p.redis.clone())
         .context("the config file declares no pipeline")?;
-    let pipelines: Vec<_> = match &connect.pipeline {
-        Some(name) => {
-            let chosen: Vec<_> = config
-                .pipelines
-                .iter()
-                .filter(|p| &p.name == name)
-                .collect();
-            if chosen.is_empty() {
-                let names: Vec<_> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
-                return Err(usage(format!(
-                    "no pipeline named {name:?} in {} (it has: {})",
-                    file.display(),
-                    names.join(", ")
-                )));
-            }
-            chosen
-        }
-        None => config.pipelines.iter().collect(),
-    };
+    let pipelines = chosen(&config.pipelines, connect.pipeline.as_deref(), file)?;
     let mut targets: Vec<Target> = match &target.stream {
         Some(stream) => {
-            let of = pipelines.iter().find(|p| &p.stream == stream);
-            vec![Target {
-                stream: stream.clone(),
-                dlq: target
-                    .dlq
-                    .clone()
-                    .or_else(|| of.map(|p| p.dlq.clone()))
-                    .unwrap_or_else(|| format!("{stream}:dlq")),
-                retention: of.and_then(|p| p.retention()),
-            }]
+            let of = pipelines.iter().copied().find(|p| &p.stream == stream);
+            vec![target.of(stream, of)]
         }
         None => pipelines
             .iter()
-            .map(|p| Target {
-                stream: p.stream.clone(),
-                dlq: target.dlq.clone().unwrap_or_else(|| p.dlq.clone()),
-                retention: p.retention(),
-            })
+            .map(|p| target.of(&p.stream, Some(p)))
             .collect(),
     };
     targets.dedup_by(|a, b| a.stream == b.stream && a.dlq == b.dlq);
@@ -252,6 +214,45 @@ pub fn resolve(
         )));
     }
     Ok((redis, targets))
+}
+
+/// The pipelines of a config file a command means: the one `--pipeline`
+/// names, or all.
+fn chosen<'a>(
+    pipelines: &'a [RunConfig],
+    name: Option<&str>,
+    file: &std::path::Path,
+) -> anyhow::Result<Vec<&'a RunConfig>> {
+    let Some(name) = name else {
+        return Ok(pipelines.iter().collect());
+    };
+    let chosen: Vec<_> = pipelines.iter().filter(|p| p.name == name).collect();
+    if chosen.is_empty() {
+        let names: Vec<_> = pipelines.iter().map(|p| p.name.as_str()).collect();
+        return Err(usage(format!(
+            "no pipeline named {name:?} in {} (it has: {})",
+            file.display(),
+            names.join(", ")
+        )));
+    }
+    Ok(chosen)
+}
+
+impl StreamArgs {
+    /// `stream` as a command's target: its DLQ is `--dlq`, else the
+    /// pipeline's that consumes it (`of`), else `<stream>:dlq`; its
+    /// retention is that pipeline's.
+    fn of(&self, stream: &str, of: Option<&RunConfig>) -> Target {
+        Target {
+            stream: stream.to_owned(),
+            dlq: self
+                .dlq
+                .clone()
+                .or_else(|| of.map(|p| p.dlq.clone()))
+                .unwrap_or_else(|| format!("{stream}:dlq")),
+            retention: of.and_then(RunConfig::retention),
+        }
+    }
 }
 
 /// The process exit status an operator command's error maps to (BSD

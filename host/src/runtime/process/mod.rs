@@ -21,7 +21,7 @@ use self::changes::Process;
 use super::file_watch::FileWatch;
 use super::holdings::Holdings;
 use super::pipeline::Failure;
-use super::port::{Face, Port};
+use super::port::{Control, Face, Port};
 use super::prepare::{Prepared, prepare};
 use super::supervise::{Supervisor, Task, TaskEnd};
 use super::{RunError, RunReport};
@@ -55,38 +55,88 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunReport, RunError> {
     config.validate()?;
-    let (failures_tx, mut failures) = mpsc::unbounded_channel();
-    let port = Port::new(Vec::new(), None);
-    let (controls_tx, mut controls) = mpsc::unbounded_channel();
-    port.take_controls(controls_tx);
-    port.set_http(config.dashboard.clone());
-    let mut process = Process {
-        running: BTreeMap::new(),
-        draining: JoinSet::new(),
-        config: Config {
-            pipelines: Vec::new(),
-            ..config.clone()
-        },
-        root: shutdown.clone(),
-        failures: failures_tx,
-        report: RunReport::default(),
-        port: port.clone(),
-        holdings: Holdings::default(),
-    };
-    process.redeclare_as(&config);
+    let (mut process, mut inbox) = new_process(&config, shutdown);
     // Served during the (slow) plugin compiles: the endpoints answer (not
     // ready) meanwhile.
-    let mut face = face.map(|face| ProcessTasks::serve(face, port));
+    let mut face = face.map(|face| ProcessTasks::serve(face, process.port.clone()));
     if let Err(e) = process.start_all(config.clone()).await {
         // Nothing is left running behind an error.
         process.drain_all().await;
         ProcessTasks::stop(face).await;
         return e.map_or(Ok(process.report), Err);
     }
+    let ending = serve(&mut process, &mut inbox, face.as_mut(), &config).await;
+    log_ending(&ending);
+    process.port.draining();
+    process.drain_all().await;
+    ProcessTasks::stop(face).await;
+    // A panic found while draining was sent to the same channel.
+    let ending = match ending {
+        Ending::Shutdown => inbox
+            .failures
+            .try_recv()
+            .map_or(Ending::Shutdown, Ending::PipelineFailed),
+        other => other,
+    };
+    match ending {
+        Ending::Shutdown => Ok(process.report),
+        Ending::PipelineFailed(f) => Err(RunError::TaskFailed {
+            pipeline: f.pipeline,
+            task: f.end.task,
+            how: f.end.how,
+        }),
+        Ending::FaceEnded(end) => Err(RunError::ProcessTaskFailed {
+            task: end.task,
+            how: end.how,
+        }),
+    }
+}
+
+/// What reaches the process while it runs, besides signals and reloads.
+struct Inbox {
+    /// Tasks of pipelines that ended unexpectedly.
+    failures: mpsc::UnboundedReceiver<Failure>,
+    /// Changes asked for by a face.
+    controls: mpsc::UnboundedReceiver<Control>,
+}
+
+/// A process about to run `config` (nothing started yet), and its inbox.
+fn new_process(config: &Config, root: CancellationToken) -> (Process, Inbox) {
+    let (failures_tx, failures) = mpsc::unbounded_channel();
+    let (controls_tx, controls) = mpsc::unbounded_channel();
+    let port = Port::new(Vec::new(), None);
+    port.take_controls(controls_tx);
+    port.set_http(config.dashboard.clone());
+    let process = Process {
+        running: BTreeMap::new(),
+        draining: JoinSet::new(),
+        config: Config {
+            pipelines: Vec::new(),
+            ..config.clone()
+        },
+        root,
+        failures: failures_tx,
+        report: RunReport::default(),
+        port,
+        holdings: Holdings::default(),
+    };
+    process.redeclare_as(config);
+    (process, Inbox { failures, controls })
+}
+
+/// Serves reloads of the config file and a face's controls until a signal,
+/// a pipeline's failure or the face's end.
+async fn serve(
+    process: &mut Process,
+    inbox: &mut Inbox,
+    mut face: Option<&mut ProcessTasks>,
+    config: &Config,
+) -> Ending {
     let mut reloads = config.source.as_ref().map(|s| {
         FileWatch::new(s.path(), true, CONFIG_POLL, "config file").settle_for(CONFIG_SETTLE)
     });
-    let ending = loop {
+    let shutdown = process.root.clone();
+    loop {
         let reload = async {
             match reloads.as_mut() {
                 Some(w) => {
@@ -104,35 +154,12 @@ pub async fn run(
         };
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break Ending::Shutdown,
-            Some(failure) = failures.recv() => break Ending::PipelineFailed(failure),
-            end = face_end => break Ending::FaceEnded(end),
+            _ = shutdown.cancelled() => return Ending::Shutdown,
+            Some(failure) = inbox.failures.recv() => return Ending::PipelineFailed(failure),
+            end = face_end => return Ending::FaceEnded(end),
             (trigger, version) = reload => process.reload(trigger, version).await,
-            Some(control) = controls.recv() => process.control(control).await,
+            Some(control) = inbox.controls.recv() => process.control(control).await,
         }
-    };
-    log_ending(&ending);
-    process.port.draining();
-    process.drain_all().await;
-    ProcessTasks::stop(face).await;
-    // A panic found while draining was sent to the same channel.
-    let ending = match ending {
-        Ending::Shutdown => failures
-            .try_recv()
-            .map_or(Ending::Shutdown, Ending::PipelineFailed),
-        other => other,
-    };
-    match ending {
-        Ending::Shutdown => Ok(process.report),
-        Ending::PipelineFailed(f) => Err(RunError::TaskFailed {
-            pipeline: f.pipeline,
-            task: f.end.task,
-            how: f.end.how,
-        }),
-        Ending::FaceEnded(end) => Err(RunError::ProcessTaskFailed {
-            task: end.task,
-            how: end.how,
-        }),
     }
 }
 
