@@ -29,7 +29,7 @@ pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
 /// Everything one `host run` pipeline needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunConfig {
-    /// The pipeline's name in logs (and, later, metrics).
+    /// The pipeline's name in logs, metrics and the dashboard.
     pub name: String,
     /// Where to connect (credentials are never logged).
     pub redis: RedisConfig,

@@ -1,9 +1,10 @@
 //! Read-only views of a stream for operators (the `status`, `dlq`, `trim`
-//! commands, metrics and health): `PING`, `XINFO STREAM`, `XINFO GROUPS`,
-//! `XINFO CONSUMERS` (all, or the first few), `XPENDING` (summary and pages)
-//! and binary-safe `XRANGE` / `XREVRANGE`, each decoded into a typed struct.
-//! Nothing here writes; every wrapper documents its command. Counting
-//! entries is [`super::count`]'s: nothing here loads a range to count it.
+//! commands, metrics and health): `PING`, `TYPE`, `XINFO STREAM`, `XINFO
+//! GROUPS`, `XLEN` and binary-safe `XRANGE` / `XREVRANGE`, each decoded into
+//! a typed struct; pending entries are [`super::pending`]'s, consumers
+//! [`super::consumers`]'s, and counting entries [`super::count`]'s (nothing
+//! here loads a range to count it). Nothing here writes; every wrapper
+//! documents its command.
 
 use std::collections::HashMap;
 
