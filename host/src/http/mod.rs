@@ -1,10 +1,11 @@
-//! The process's optional HTTP side (`--http ADDR`): Prometheus metrics at
-//! `/metrics`, liveness at `/healthz`, readiness at `/readyz`, and what
-//! `host status` shows, as JSON, at `/api/status`. One
-//! process-level task, bound before any plugin is compiled (so a taken
-//! address is a start-up error), serving until the pipelines have drained;
-//! every answer is built from the [`Port`] and, for what Redis knows, a
-//! look at Redis bounded by [`probe::PROBE_BUDGET`]. Hostile by default:
+//! The process's optional HTTP side (`--http ADDR`), a face of the runtime:
+//! Prometheus metrics at `/metrics`, liveness at `/healthz`, readiness at
+//! `/readyz`, what `host status` shows, as JSON, at `/api/status`, and the
+//! dashboard. `main` binds its listener before any plugin is compiled (so a
+//! taken address is a start-up error) and hands it to the runtime as a
+//! [`Face`], which serves it until the pipelines have drained; every answer
+//! is built from the runtime's [`Port`] and, for what Redis knows, a look at
+//! Redis bounded by [`probe::PROBE_BUDGET`]. Hostile by default:
 //! connections are capped and timed out ([`connections`]), every request
 //! but the health probes must name this listener ([`access`]), and the
 //! dashboard's actions and entry payloads need the admin token.

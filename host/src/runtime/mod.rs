@@ -1,7 +1,8 @@
 //! What happens to entries: a process of supervised pipelines
 //! ([`process`]), each a set of tasks ([`pipeline`]) — reader, workers,
 //! committer, holder, reaper, trimmer, plugin watcher — under one
-//! cancellation tree (root → pipeline → task), with an orderly drain.
+//! cancellation tree (root → pipeline → task), with an orderly drain; and
+//! the one [`port`] through which faces (the HTTP side) ask it anything.
 
 mod call_times;
 mod claiming;

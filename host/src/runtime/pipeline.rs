@@ -2,7 +2,8 @@
 //! [`Pipeline::start`] wires its tasks under the pipeline's own cancellation
 //! token and supervisor and returns a [`Pipeline`];
 //! [`Pipeline::drain`] stops it in order within a bounded time. The
-//! process holds one handle per pipeline and replaces them on reload.
+//! process holds one per name and replaces them as its configuration
+//! changes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,5 @@
-//! The operator commands (`status`, `produce`, `dlq`, `trim`): their flags,
+//! The operator commands (`status`, `produce`, `dlq`, `trim`, `groups`,
+//! `replay`): their flags,
 //! where their connection and stream come from (flags or a config file), and
 //! their drivers, which print what [`crate::ops`] computes. Errors are
 //! `anyhow` here, at the edge; an [`OpsError`] inside one picks the exit

@@ -1,5 +1,5 @@
-//! The dashboard's actions on streams (`docs/dashboard.md`) — produce, the
-//! producer's rate, replay, trim, redrive — and its dead-letter list: each
+//! The dashboard's actions on streams (`docs/dashboard.md`) — replay, trim,
+//! redrive — and its dead-letter list: each
 //! does one thing through the same code as the operator commands
 //! (`crate::ops`), answers what it did, and kicks the state so the page
 //! shows the effect at once. The admin token is checked before any of them
