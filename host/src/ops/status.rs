@@ -28,8 +28,8 @@ pub use super::thresholds::{Breach, Thresholds, check};
 
 /// Entries counted at most for one figure (a lag Redis cannot tell, the
 /// entries retention must keep): each count reads its range inside Redis a
-/// few entries at a time, about 2 µs per entry of Redis time, and holds
-/// nothing of it.
+/// few entries at a time and holds nothing of it, but costs Redis time in
+/// proportion (the README's "What `status` costs" has the figures).
 pub const COUNT_CAP: u64 = 1_000_000;
 
 /// [`COUNT_CAP`] of views refreshed often (`/api/status`, the dashboard's

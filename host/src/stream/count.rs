@@ -16,7 +16,7 @@ use super::scripts::COUNT_RANGE;
 pub const COUNT_PAGE: u64 = 16;
 
 /// Most entries one script call counts, so no call blocks Redis for long
-/// (a thousand 1 KB entries take about two milliseconds).
+/// (the README's "What `status` costs" has the time per call).
 pub const COUNT_STEP_BUDGET: u64 = 1_000;
 
 /// Which way a count walks.
