@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::support::http::{first_event, free_port, get};
+use crate::support::measured::mib;
 use crate::support::{Host, RedisServer, eventually, key, plugin};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -54,21 +55,6 @@ fn measured(redis: &RedisServer, args: &[&str]) -> (i32, String, u64) {
     (m.code, m.stdout, m.peak_rss)
 }
 
-fn redis_peak(redis: &RedisServer) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query(&mut redis.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory_peak:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("used_memory_peak")
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
-}
-
 #[test]
 fn status_purge_and_redrive_of_a_large_dlq_stay_within_a_fixed_memory_bound() {
     let redis = RedisServer::start();
@@ -76,7 +62,7 @@ fn status_purge_and_redrive_of_a_large_dlq_stay_within_a_fixed_memory_bound() {
     let dlq = format!("{stream}:dlq");
     redis.add(&stream, &[("action", "ok")]);
     big_dlq(&redis, &stream, &dlq);
-    let redis_before = redis_peak(&redis);
+    let redis_before = redis.memory_peak();
     let mut over = Vec::new();
     let mut bounded = |what: &str, peak: u64| {
         eprintln!("{what}: peak RSS {}", mib(peak));
@@ -128,7 +114,7 @@ fn status_purge_and_redrive_of_a_large_dlq_stay_within_a_fixed_memory_bound() {
     drop(host);
     // Reading adds nothing to Redis's data: its peak grows only by what
     // answering costs it.
-    let growth = redis_peak(&redis).saturating_sub(redis_before);
+    let growth = redis.memory_peak().saturating_sub(redis_before);
     eprintln!(
         "redis peak memory grew by {} while status was read",
         mib(growth)

@@ -12,6 +12,7 @@ use streamhost::ops::status::LIVE_COUNT_CAP;
 use streamhost::ops::trim::LOST_IDS_LISTED;
 
 use crate::support::http::{first_event, free_port, get, get_json};
+use crate::support::measured::mib;
 use crate::support::{Host, RedisServer, eventually, key, plugin};
 
 /// Entries in the stream.
@@ -108,16 +109,15 @@ impl Large {
         ENTRIES as u64 - 1
     }
 
-    /// `used_memory_peak` from `INFO memory`.
-    fn redis_peak(&self) -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query(&mut self.redis.conn())
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory_peak:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("used_memory_peak in INFO memory")
+    /// Fails if Redis's memory peak grew by [`REDIS_GROWTH_BOUND`] or more
+    /// since `before` (a [`RedisServer::memory_peak`]).
+    fn assert_redis_peak_grew_little(&self, before: u64) {
+        let grown = self.redis.memory_peak().saturating_sub(before);
+        assert!(
+            grown < REDIS_GROWTH_BOUND,
+            "Redis's memory peak grew by {}",
+            mib(grown)
+        );
     }
 }
 
@@ -126,10 +126,6 @@ impl Large {
 fn measured(redis: &RedisServer, args: &[&str]) -> (i32, String, String, u64) {
     let m = crate::support::measured::host_command(redis, args);
     (m.code, m.stdout, m.stderr, m.peak_rss)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 fn group<'a>(status: &'a Json, name: &str) -> &'a Json {
@@ -142,7 +138,7 @@ fn group<'a>(status: &'a Json, name: &str) -> &'a Json {
 #[test]
 fn status_of_a_large_lagging_stream_is_right_and_stays_small() {
     let big = Large::build("large-status");
-    let before = big.redis_peak();
+    let before = big.redis.memory_peak();
     let (code, out, err, peak) = measured(
         &big.redis,
         &[
@@ -179,12 +175,7 @@ fn status_of_a_large_lagging_stream_is_right_and_stays_small() {
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols[2], big.lag().to_string(), "{out}");
     assert!(out.contains("HELD BACK by group lagging"), "{out}");
-    let grown = big.redis_peak().saturating_sub(before);
-    assert!(
-        grown < REDIS_GROWTH_BOUND,
-        "Redis's memory peak grew by {}",
-        mib(grown)
-    );
+    big.assert_redis_peak_grew_little(before);
 }
 
 #[test]
@@ -214,7 +205,7 @@ fn api_status_and_the_dashboard_state_of_a_large_stream_stay_small() {
     eventually(Duration::from_secs(30), "the host serves", || {
         (get(port, "/readyz")?.status == 200).then_some(())
     });
-    let before = big.redis_peak();
+    let before = big.redis.memory_peak();
     for _ in 0..3 {
         let body = get_json(port, "/api/status");
         let s = &body["streams"][0];
@@ -245,18 +236,13 @@ fn api_status_and_the_dashboard_state_of_a_large_stream_stay_small() {
     assert_eq!(state["streams"][0]["length"], big.length());
     let peak = host.peak_rss();
     assert!(peak < RSS_BOUND, "the host peaked at {}", mib(peak));
-    let grown = big.redis_peak().saturating_sub(before);
-    assert!(
-        grown < REDIS_GROWTH_BOUND,
-        "Redis's memory peak grew by {}",
-        mib(grown)
-    );
+    big.assert_redis_peak_grew_little(before);
 }
 
 #[test]
 fn a_forced_trim_of_a_large_stream_reports_its_losses_in_bounded_memory() {
     let big = Large::build("large-trim");
-    let before = big.redis_peak();
+    let before = big.redis.memory_peak();
     let (code, out, err, peak) = measured(
         &big.redis,
         &[
@@ -302,18 +288,13 @@ fn a_forced_trim_of_a_large_stream_reports_its_losses_in_bounded_memory() {
             && err.contains(&format!("{} not yet delivered", big.lag() - 10)),
         "{err}"
     );
-    let grown = big.redis_peak().saturating_sub(before);
-    assert!(
-        grown < REDIS_GROWTH_BOUND,
-        "Redis's memory peak grew by {}",
-        mib(grown)
-    );
+    big.assert_redis_peak_grew_little(before);
 }
 
 #[test]
 fn setid_on_a_large_stream_counts_what_it_would_skip_in_bounded_memory() {
     let big = Large::build("large-setid");
-    let before = big.redis_peak();
+    let before = big.redis.memory_peak();
     let last_delivered = |big: &Large| -> String {
         let rows: Vec<std::collections::HashMap<String, Value>> = redis::cmd("XINFO")
             .arg("GROUPS")
@@ -348,10 +329,5 @@ fn setid_on_a_large_stream_counts_what_it_would_skip_in_bounded_memory() {
         "{out}"
     );
     assert_eq!(last_delivered(&big), big.ids[ENTRIES - 1]);
-    let grown = big.redis_peak().saturating_sub(before);
-    assert!(
-        grown < REDIS_GROWTH_BOUND,
-        "Redis's memory peak grew by {}",
-        mib(grown)
-    );
+    big.assert_redis_peak_grew_little(before);
 }

@@ -7,7 +7,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, RedisConnectionInfo};
 use rustls::pki_types::ServerName;
 
@@ -159,6 +161,23 @@ impl RedisEndpoint {
             Some(resolver) => config.set_dns_resolver(resolver.clone()),
             None => config,
         }
+    }
+
+    /// A new multiplexed connection that waits at most `connect` to be
+    /// established and `response` for each answer (a connection of its own:
+    /// nobody else's commands or `WATCH` share it).
+    pub async fn connect(
+        &self,
+        connect: Duration,
+        response: Duration,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let config = self
+            .connection_config()
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(response));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     /// Where the fast reader connects.

@@ -136,13 +136,8 @@ impl CachedConnection {
 
 async fn connect(redis: &RedisConfig, timeout: Duration) -> Result<MultiplexedConnection, String> {
     let endpoint = redis.endpoint().map_err(|e| e.to_string())?;
-    let config = endpoint
-        .connection_config()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
     endpoint
-        .client()
-        .get_multiplexed_async_connection_with_config(&config)
+        .connect(timeout, timeout)
         .await
         .map_err(|e| e.to_string())
 }

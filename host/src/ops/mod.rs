@@ -42,13 +42,8 @@ pub enum OpsError {
 /// Opens one connection to Redis for an operator command.
 pub async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, OpsError> {
     let endpoint = redis.endpoint()?;
-    let config = endpoint
-        .connection_config()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
     Ok(endpoint
-        .client()
-        .get_multiplexed_async_connection_with_config(&config)
+        .connect(Duration::from_secs(5), RESPONSE_TIMEOUT)
         .await?)
 }
 

@@ -56,13 +56,8 @@ impl Redriver {
     /// Opens the redriver's own connection to `endpoint`, waiting at most
     /// `response_timeout` for each reply.
     pub async fn open(endpoint: &RedisEndpoint, response_timeout: Duration) -> RedisResult<Self> {
-        let config = endpoint
-            .connection_config()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(response_timeout));
         let con = endpoint
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
+            .connect(Duration::from_secs(5), response_timeout)
             .await?;
         Ok(Self { con })
     }

@@ -54,3 +54,8 @@ pub fn host_command(redis: &RedisServer, args: &[&str]) -> Measured {
         peak_rss: kib * 1024,
     }
 }
+
+/// Bytes as MiB, for messages.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}

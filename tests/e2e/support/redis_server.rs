@@ -155,6 +155,18 @@ impl RedisServer {
         format!("redis+unix://{}", self.socket_path().display())
     }
 
+    /// Redis's own memory peak (`used_memory_peak` from `INFO memory`).
+    pub fn memory_peak(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory_peak:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory_peak in INFO memory")
+    }
+
     /// A fresh synchronous connection for assertions.
     pub fn conn(&self) -> Connection {
         eventually(Duration::from_secs(10), "redis connection", || {

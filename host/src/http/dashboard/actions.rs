@@ -18,7 +18,6 @@ use serde::Deserialize;
 use super::super::App;
 use super::auth;
 use super::error::ApiError;
-use crate::http::feed::Feed;
 use crate::ops::dlq;
 use crate::ops::{replay, trim as ops_trim};
 use crate::runtime::port::PipelineView;
@@ -83,16 +82,6 @@ impl App {
             .connection(&redis)
             .await
             .map_err(|e| ApiError::unavailable(format!("redis: {e}")))
-    }
-
-    /// What the dashboard produces from; refused without one.
-    pub(super) fn feed(&self) -> Result<&Arc<dyn Feed>, ApiError> {
-        self.dashboard.feed.as_ref().ok_or_else(|| {
-            ApiError(
-                StatusCode::CONFLICT,
-                "this process has nothing to produce from (host demo has)".into(),
-            )
-        })
     }
 
     pub(super) fn done(&self, answer: serde_json::Value) -> Answer {

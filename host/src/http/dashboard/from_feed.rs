@@ -15,7 +15,20 @@ use super::super::App;
 use super::actions::Answer;
 use super::error::ApiError;
 use super::{ACTION_BUDGET, MAX_PRODUCE};
+use crate::http::feed::Feed;
 use crate::stream::entries::add_batch;
+
+impl App {
+    /// What the dashboard produces from; refused without one.
+    fn feed(&self) -> Result<&Arc<dyn Feed>, ApiError> {
+        self.dashboard.feed.as_ref().ok_or_else(|| {
+            ApiError(
+                StatusCode::CONFLICT,
+                "this process has nothing to produce from (host demo has)".into(),
+            )
+        })
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

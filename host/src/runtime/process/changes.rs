@@ -337,18 +337,16 @@ impl Process {
 
     /// Tells the port what the configuration now declares.
     fn redeclare(&self) {
-        let config = self.config.clone();
-        self.redeclare_as(&config);
+        declare(&self.port, &self.config);
     }
+}
 
-    /// Tells the port that `config` is what the process runs (or is about
-    /// to).
-    pub(super) fn redeclare_as(&self, config: &Config) {
-        self.port.declare(
-            config.pipelines.iter().map(|p| p.name.clone()).collect(),
-            config.pipelines.first().map(|p| p.redis.clone()),
-        );
-    }
+/// Tells `port` that `config` is what the process runs (or is about to).
+pub(super) fn declare(port: &Port, config: &Config) {
+    port.declare(
+        config.pipelines.iter().map(|p| p.name.clone()).collect(),
+        config.pipelines.first().map(|p| p.redis.clone()),
+    );
 }
 
 fn log_plan(

@@ -54,13 +54,8 @@ pub(super) async fn copy(config: &Config, template: &RunConfig) -> Result<RunCon
 async fn known_in_redis(template: &RunConfig) -> Result<Vec<String>, String> {
     let ask = async {
         let endpoint = template.redis.endpoint().map_err(|e| e.to_string())?;
-        let settings = endpoint
-            .connection_config()
-            .set_connection_timeout(Some(ASK_TIMEOUT))
-            .set_response_timeout(Some(ASK_TIMEOUT));
         let mut con = endpoint
-            .client()
-            .get_multiplexed_async_connection_with_config(&settings)
+            .connect(ASK_TIMEOUT, ASK_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         let known = consumers::first(

@@ -120,7 +120,7 @@ fn new_process(config: &Config, root: CancellationToken) -> (Process, Inbox) {
         port,
         holdings: Holdings::default(),
     };
-    process.redeclare_as(config);
+    changes::declare(&process.port, config);
     (process, Inbox { failures, controls })
 }
 
