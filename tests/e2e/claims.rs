@@ -147,6 +147,7 @@ fn group_ref(stream: &str, consumer: &str) -> streamhost::stream::GroupRef {
         stream: stream.to_owned(),
         group: "g".to_owned(),
         consumer: consumer.to_owned(),
+        fence: None,
     }
 }
 

@@ -505,6 +505,7 @@ fn ack_with_emits_script_checks_entries_the_ranged_ownership_read_missed() {
         stream: stream.clone(),
         group: "g".into(),
         consumer: "me".into(),
+        fence: None,
     };
     let mut round = CommitRound::new(&g, &[]);
     round.ack_with_emits(&g, &batch);

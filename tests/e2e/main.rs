@@ -33,6 +33,7 @@ mod ops_status;
 mod ops_trim;
 mod ordering;
 mod outcomes;
+mod partitions;
 mod profiling;
 mod recovery;
 mod refusal;

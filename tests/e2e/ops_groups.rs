@@ -319,6 +319,7 @@ fn hosts_restoring_a_vanished_group_at_once_never_move_it_back_nor_steal_rows() 
         stream: stream.clone(),
         group: "g".into(),
         consumer: consumer.into(),
+        fence: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

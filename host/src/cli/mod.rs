@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use self::invocation::{Action, Invocation, RunSource, invocation};
 pub use self::redis::RedisArgs;
-use crate::config::{ConfigError, HttpListen, RedisConfig, RunConfig};
+use crate::config::{Assign, ConfigError, HttpListen, Partitions, RedisConfig, RunConfig};
 use crate::vocab::units::ByteSize;
 
 /// streamhost: Redis Streams consumer groups, handled by sandboxed WebAssembly plugins.
@@ -360,6 +360,33 @@ pub struct RunArgs {
     /// How often to log a progress line (0s disables).
     #[arg(long, env = "STREAMHOST_STATS_INTERVAL", default_value = "30s", value_parser = duration)]
     pub stats_interval: Duration,
+    /// Read the stream as N partitions, the keys {STREAM:0} … {STREAM:N-1} (their dead letters in
+    /// {STREAM:i}:dlq). Producers route entries with `host produce --partitions N --partition-by FIELD`.
+    #[arg(
+        long,
+        env = "STREAMHOST_PARTITIONS",
+        value_name = "N",
+        help_heading = "Partitions"
+    )]
+    pub partitions: Option<u32>,
+    /// How the hosts of one group share the partitions: `lease` (one owner per partition at a
+    /// time, its commits fenced on its lease; partitions spread over live hosts; per-key order
+    /// holds across hosts) or `shared` (every host reads every partition).
+    #[arg(long, env = "STREAMHOST_ASSIGN", value_enum, default_value_t = AssignArg::Lease, requires = "partitions", help_heading = "Partitions")]
+    pub assign: AssignArg,
+    /// How long a partition's lease outlives its owner's last renewal (renewed every third of it):
+    /// a host that dies loses its partitions after this.
+    #[arg(long, env = "STREAMHOST_LEASE_TTL", default_value = "10s", value_parser = duration, help_heading = "Partitions")]
+    pub lease_ttl: Duration,
+}
+
+/// `--assign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AssignArg {
+    /// One owner per partition, under a fenced lease.
+    Lease,
+    /// Every host reads every partition.
+    Shared,
 }
 
 impl RunArgs {
@@ -379,7 +406,27 @@ impl RunArgs {
         let group = self.group.ok_or_else(|| missing("group"))?;
         let plugin = self.plugin.ok_or_else(|| missing("plugin"))?;
         let consumer = self.consumer.unwrap_or_else(default_consumer);
-        let dlq = self.dlq.unwrap_or_else(|| format!("{stream}:dlq"));
+        let partitions = self.partitions.map(|count| Partitions {
+            count,
+            assign: match self.assign {
+                AssignArg::Lease => Assign::Lease,
+                AssignArg::Shared => Assign::Shared,
+            },
+            lease_ttl: self.lease_ttl,
+        });
+        let dlq = match (self.dlq, partitions) {
+            (None, None) => format!("{stream}:dlq"),
+            (Some(dlq), None) => dlq,
+            (None, Some(_)) => format!("{{{stream}:i}}:dlq"),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Conflict {
+                    flags: &["dlq", "partitions"],
+                    message: format!(
+                        "--dlq cannot be combined with --partitions: each partition keeps its dead letters beside it, in {{{stream}:i}}:dlq, so that moving one is a single-slot script"
+                    ),
+                });
+            }
+        };
         let concurrency = self.concurrency.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -431,6 +478,9 @@ impl RunArgs {
                 self.cache_dir.or_else(crate::plugin::default_cache_dir)
             },
             stats_interval: self.stats_interval,
+            partitions,
+            partition_of: None,
+            fence: None,
         })
     }
 }

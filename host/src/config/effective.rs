@@ -133,6 +133,11 @@ fn pipeline_table(p: &RunConfig) -> Table {
         None => put("no-cache", true.into()),
     }
     put("stats-interval", dur(p.stats_interval));
+    if let Some(parts) = &p.partitions {
+        put("partitions", int(parts.count.into()));
+        put("assign", parts.assign.as_str().into());
+        put("lease-ttl", dur(parts.lease_ttl));
+    }
     let config: Table = p
         .plugin_config
         .iter()
@@ -153,6 +158,9 @@ pub fn changed_keys(old: &RunConfig, new: &RunConfig) -> Vec<String> {
         .collect();
     if old.redis != new.redis {
         keys.push("redis".into());
+    }
+    if old.fence != new.fence {
+        keys.push("lease".into());
     }
     keys
 }

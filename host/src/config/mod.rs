@@ -5,6 +5,7 @@
 mod effective;
 mod endpoint;
 mod http;
+mod partitions;
 mod process;
 mod redis;
 mod tls;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub use self::effective::{changed_keys, render};
 pub use self::endpoint::{Address, RedisEndpoint, TlsTarget};
 pub use self::http::{Dashboard, HttpAdmin, HttpListen, TOKEN_ENV, allowed_host};
+pub use self::partitions::{Assign, MIN_LEASE_TTL, Owned, PartitionOf, Partitions};
 pub use self::process::{Config, Loader, PipelineError, Source};
 pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
 pub use self::tls::{TlsError, TlsFile, TlsMaterial};
@@ -112,6 +114,14 @@ pub struct RunConfig {
     pub cache_dir: Option<PathBuf>,
     /// How often a progress line is logged (zero disables).
     pub stats_interval: Duration,
+    /// The stream is read as partitions (`--partitions`); the process runs
+    /// a pipeline per partition it reads ([`RunConfig::partition`]).
+    pub partitions: Option<Partitions>,
+    /// Set on a partition's pipeline: the logical stream it is part of.
+    pub partition_of: Option<PartitionOf>,
+    /// Set on a partition's pipeline under a lease: what its writes are
+    /// fenced on.
+    pub fence: Option<crate::vocab::partition::Fence>,
 }
 
 /// A configuration that cannot work, reported before start-up.
@@ -295,6 +305,9 @@ impl RunConfig {
         if let Some(p) = self.emit_allow.iter().find(|p| p.is_empty()) {
             return Err(invalid("emit-allow", format!("{p:?} is an empty pattern")));
         }
+        if let Some(parts) = &self.partitions {
+            parts.validate(&self.stream)?;
+        }
         self.redis.endpoint()?;
         Ok(())
     }
@@ -348,6 +361,9 @@ pub(crate) fn sample() -> RunConfig {
         watch: true,
         cache_dir: None,
         stats_interval: Duration::from_secs(30),
+        partitions: None,
+        partition_of: None,
+        fence: None,
     }
 }
 

@@ -46,7 +46,7 @@ pub struct Scrape {
 /// A per-pipeline counter: name (without `_total`), help, value.
 type CounterOf = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
-const COUNTERS: [CounterOf; 13] = [
+const COUNTERS: [CounterOf; 14] = [
     (
         "streamhost_entries_read",
         "Entries read from the stream (new, recovered and reclaimed).",
@@ -86,6 +86,11 @@ const COUNTERS: [CounterOf; 13] = [
         "streamhost_entries_not_pending",
         "Settlements skipped because the entry was no longer pending for this consumer.",
         |s| s.not_pending,
+    ),
+    (
+        "streamhost_commits_fenced",
+        "Settlements refused because the partition's lease had passed to another host (the entry is left to its new owner).",
+        |s| s.fenced,
     ),
     (
         "streamhost_commit_failures",

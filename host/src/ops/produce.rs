@@ -11,6 +11,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::OpsError;
 use crate::stream::entries::add_batch;
+use crate::vocab::partition;
 
 /// One entry's fields, in order.
 pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -18,8 +19,11 @@ pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 /// The summary of a produce run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProduceReport {
-    /// Stream key.
+    /// Stream key (the logical stream's name when partitioned).
     pub stream: String,
+    /// Entries added to each partition, when partitioned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<u64>,
     /// Entries added.
     pub added: u64,
     /// Input lines skipped as malformed (`--on-error skip`).
@@ -47,40 +51,79 @@ impl ProduceReport {
     }
 }
 
-/// Appends entries in pipelined batches to one stream, paced to a steady
-/// rate when one is given, counting what it appended into a report.
+/// Where each entry goes: one stream, or a partition of a logical stream.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// The stream itself.
+    Stream(String),
+    /// Partition `partition_of(value of by, count)` of `stream` (see
+    /// [`crate::vocab::partition`]), or the next in turn for entries
+    /// without the field (or without `by`).
+    Partitions {
+        /// The logical stream.
+        stream: String,
+        /// How many partitions it has.
+        count: u32,
+        /// The field whose value picks the partition.
+        by: Option<String>,
+    },
+}
+
+impl Route {
+    /// The stream named in reports.
+    pub fn stream(&self) -> &str {
+        match self {
+            Route::Stream(s) | Route::Partitions { stream: s, .. } => s,
+        }
+    }
+}
+
+/// Appends entries in pipelined batches, to one stream or routed over the
+/// partitions of one, paced to a steady rate when one is given, counting
+/// what it appended into a report.
 #[derive(Debug)]
 pub struct Paced<'a> {
     con: &'a mut MultiplexedConnection,
+    route: Route,
+    /// The partition the next entry without a routing value goes to.
+    turn: u32,
     maxlen: Option<u64>,
     rate: Option<f64>,
     batch: usize,
     started: Instant,
     report: ProduceReport,
-    pending: Vec<Fields>,
+    /// Queued entries and the partition each goes to (0 unpartitioned).
+    pending: Vec<(u32, Fields)>,
 }
 
 impl<'a> Paced<'a> {
-    /// Appends to `stream` (trimmed to about `maxlen`) in batches of at
-    /// most `batch`, at `rate` entries a second or as fast as Redis takes
-    /// them.
+    /// Appends along `route` (each stream trimmed to about `maxlen`) in
+    /// batches of at most `batch`, at `rate` entries a second or as fast as
+    /// Redis takes them.
     pub fn new(
         con: &'a mut MultiplexedConnection,
-        stream: String,
+        route: Route,
         maxlen: Option<u64>,
         rate: Option<f64>,
         batch: usize,
     ) -> Self {
+        let partitions = match &route {
+            Route::Stream(_) => Vec::new(),
+            Route::Partitions { count, .. } => vec![0; *count as usize],
+        };
         Self {
             con,
+            report: ProduceReport {
+                stream: route.stream().to_owned(),
+                partitions,
+                ..ProduceReport::default()
+            },
+            route,
+            turn: 0,
             maxlen,
             rate,
             batch: batch.max(1),
             started: Instant::now(),
-            report: ProduceReport {
-                stream,
-                ..ProduceReport::default()
-            },
             pending: Vec::new(),
         }
     }
@@ -96,7 +139,8 @@ impl<'a> Paced<'a> {
     /// Queues one entry; returns how many entries this appended (a whole
     /// batch, once one is full).
     pub async fn push(&mut self, fields: Fields) -> Result<u64, OpsError> {
-        self.pending.push(fields);
+        let partition = self.partition_of(&fields);
+        self.pending.push((partition, fields));
         if self.pending.len() >= self.batch_size() {
             return self.flush().await;
         }
@@ -112,10 +156,54 @@ impl<'a> Paced<'a> {
             let due = Duration::from_secs_f64(self.report.added as f64 / r);
             tokio::time::sleep_until((self.started + due).into()).await;
         }
-        let ids = add_batch(self.con, &self.report.stream, self.maxlen, &self.pending).await?;
-        self.pending.clear();
-        self.report.record(&ids);
-        Ok(ids.len() as u64)
+        let pending = std::mem::take(&mut self.pending);
+        let mut appended = 0;
+        match &self.route {
+            Route::Stream(stream) => {
+                let batch: Vec<Fields> = pending.into_iter().map(|(_, f)| f).collect();
+                let ids = add_batch(self.con, stream, self.maxlen, &batch).await?;
+                self.report.record(&ids);
+                appended += ids.len() as u64;
+            }
+            Route::Partitions { stream, count, .. } => {
+                // One pipelined batch per partition, each in input order.
+                let mut by_partition: Vec<Vec<Fields>> = vec![Vec::new(); *count as usize];
+                for (p, fields) in pending {
+                    by_partition[p as usize].push(fields);
+                }
+                for (p, batch) in by_partition.iter().enumerate() {
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let key = partition::stream_key(stream, p as u32);
+                    let ids = add_batch(self.con, &key, self.maxlen, batch).await?;
+                    self.report.record(&ids);
+                    self.report.partitions[p] += ids.len() as u64;
+                    appended += ids.len() as u64;
+                }
+            }
+        }
+        Ok(appended)
+    }
+
+    /// The partition `fields` go to: by the routing field's value, else
+    /// the next in turn.
+    fn partition_of(&mut self, fields: &Fields) -> u32 {
+        let Route::Partitions { count, by, .. } = &self.route else {
+            return 0;
+        };
+        let value = by
+            .as_ref()
+            .and_then(|by| fields.iter().find(|(k, _)| k == by.as_bytes()))
+            .map(|(_, v)| v);
+        match value {
+            Some(v) => partition::partition_of(v, *count),
+            None => {
+                let p = self.turn % count;
+                self.turn = self.turn.wrapping_add(1);
+                p
+            }
+        }
     }
 
     /// Counts an input line skipped as malformed.

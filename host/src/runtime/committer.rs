@@ -22,6 +22,7 @@ use super::job::Settled;
 use super::stats::Stats;
 use crate::stream::commits::{self, CommitResult, CommitRound, EmitCallSize, EmitCommit};
 use crate::stream::dlq;
+use crate::stream::scripts::FENCED;
 use crate::stream::{LinkError, RedisLink};
 use crate::vocab::outcome::Outcome;
 
@@ -180,14 +181,23 @@ impl Committer {
             };
             self.stats.committed();
             match replies.acked {
-                Some(Ok(())) => self.stats.acked(acks.len() as u64, 0),
+                Some(Ok(())) => {
+                    self.stats.acked(acks.len() as u64, 0);
+                    acks.clear();
+                }
+                // Sent again once the scripts are loaded.
+                Some(Err(e)) if e.code() == Some("NOSCRIPT") => {}
+                Some(Err(e)) if e.code() == Some(FENCED) => {
+                    self.fenced(acks.len());
+                    acks.clear();
+                }
                 Some(Err(e)) => {
                     tracing::error!(error = %e, entries = acks.len(), "XACK failed; the entries stay pending and will be redelivered");
                     self.stats.commit_failed(acks.len() as u64);
+                    acks.clear();
                 }
                 None => {}
             }
-            acks.clear();
             calls = self.settle_calls(calls, replies.calls, &mut retried);
             // Redis restarted or flushed its scripts: load them before the
             // calls go again (if that fails, they say NOSCRIPT once more).
@@ -201,7 +211,7 @@ impl Committer {
             {
                 return retried;
             }
-            if !calls.is_empty() && self.link.pause(stop).await.is_err() {
+            if (!calls.is_empty() || !acks.is_empty()) && self.link.pause(stop).await.is_err() {
                 return retried;
             }
         }
@@ -279,6 +289,10 @@ impl Committer {
                 tracing::debug!(entry = %s.entry.id, "entry no longer pending for this consumer; commit skipped");
                 None
             }
+            CommitResult::Fenced => {
+                self.fenced(1);
+                None
+            }
             CommitResult::Refused(why) => {
                 self.stats.commit_failed(1);
                 let what = match &s.outcome {
@@ -290,6 +304,17 @@ impl Committer {
                 Some(id)
             }
         }
+    }
+
+    /// Writes refused because this host no longer holds the partition's
+    /// lease: the entries stay pending, for the new owner to take over.
+    fn fenced(&self, entries: usize) {
+        self.stats.fenced(entries as u64);
+        tracing::warn!(
+            entries,
+            stream = %self.dlq.group.stream,
+            "the partition's lease is no longer this host's: these commits were refused, and the entries are left to its new owner"
+        );
     }
 
     fn record_success(&self, s: &Settled) {

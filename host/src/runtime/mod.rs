@@ -16,6 +16,7 @@ mod holdings;
 mod hygiene;
 mod inflight;
 mod job;
+mod leases;
 mod ordering;
 mod pipeline;
 mod plugin_log;

@@ -23,7 +23,9 @@ use crate::stream::commands::{self, GroupRef};
 use crate::stream::groups::{self, Regroup, Restored};
 use crate::stream::inspect;
 use crate::stream::pending::{self, PendingQuery};
+use crate::stream::scripts::FENCED;
 use crate::stream::{Cancelled, ClaimSpec, ErrorClass, LinkError, PayloadReader, RedisLink};
+use crate::vocab::entry::Entry;
 
 /// Slack on top of BLOCK before a read is given up as lost, and the limit
 /// on each step of connecting the read connection.
@@ -129,7 +131,8 @@ impl Reader {
             let (attempts, first_seen) = (&AtomicU32::new(0), &Mutex::new(HashMap::new()));
             let page = insist(&mut self.link, g, cancel, what, |mut con| async move {
                 let attempt = attempts.fetch_add(1, Ordering::Relaxed);
-                let me = Some(g.consumer.as_str());
+                // Under a lease, everything pending is this owner's now.
+                let me = g.fence.is_none().then_some(g.consumer.as_str());
                 let from = pending::after(from);
                 let query = PendingQuery::oldest(batch).between(&from, "+").of(me);
                 let rows = match pending::rows(&mut con, &g.stream, &g.group, query).await {
@@ -155,7 +158,11 @@ impl Reader {
                         })
                         .collect()
                 };
-                let spec = ClaimSpec::recover(&g.consumer).repeated(attempt);
+                let spec = match me {
+                    Some(me) => ClaimSpec::recover(me),
+                    None => ClaimSpec::take_over(&g.consumer),
+                }
+                .repeated(attempt);
                 let entries = claim_entries(&mut con, payloads, dlq, spec, &rows, stats).await?;
                 Ok(Some((next, entries)))
             })
@@ -170,7 +177,11 @@ impl Reader {
         if total > 0 {
             self.stats.recovered(total);
             self.stats.read(total);
-            tracing::info!(entries = total, consumer = %self.group.consumer, "recovered this consumer's pending entries from a previous run");
+            if self.group.fence.is_some() {
+                tracing::info!(entries = total, stream = %self.group.stream, "took over the partition's pending entries from its previous owners");
+            } else {
+                tracing::info!(entries = total, consumer = %self.group.consumer, "recovered this consumer's pending entries from a previous run");
+            }
         }
         Ok(())
     }
@@ -184,9 +195,38 @@ impl Reader {
         self.recover_own_pending(cancel).await
     }
 
+    /// One fenced read: entries if there are any; otherwise waits up to
+    /// BLOCK for one after `wait_from` (a script cannot block) and comes
+    /// back empty, to read again. `wait_from` moves to the newest id seen,
+    /// so a wait never returns at once for an entry already delivered.
+    async fn read_fenced(
+        &self,
+        batch: usize,
+        wait_from: &mut Option<String>,
+    ) -> RedisResult<Vec<Entry>> {
+        let entries = self.payloads.read_group_fenced(&self.group, batch).await?;
+        if let Some(last) = entries.last() {
+            *wait_from = Some(last.id.clone());
+            return Ok(entries);
+        }
+        let from = match wait_from.clone().or_else(|| self.holdings.newest()) {
+            Some(id) => id,
+            None => "0-0".to_owned(),
+        };
+        if let Some(next) = self
+            .payloads
+            .wait_after(&self.group.stream, &from, self.config.block)
+            .await?
+        {
+            *wait_from = Some(next);
+        }
+        Ok(entries)
+    }
+
     async fn read_loop(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         let batch = self.config.batch;
         let mut resync = false;
+        let mut wait_from: Option<String> = None;
         loop {
             if std::mem::take(&mut resync) {
                 self.resync(cancel).await?;
@@ -202,12 +242,23 @@ impl Reader {
             // entries of this read, and dropping the reply would leave them
             // pending with nobody working on them. The read ends within BLOCK;
             // what it returns is handled during the drain.
-            let read = self
-                .payloads
-                .read_group(&self.group, batch, self.config.block)
-                .await;
+            let read = match &self.group.fence {
+                None => {
+                    self.payloads
+                        .read_group(&self.group, batch, self.config.block)
+                        .await
+                }
+                Some(_) => self.read_fenced(batch, &mut wait_from).await,
+            };
             let entries = match read {
                 Ok(entries) => entries,
+                Err(e) if e.code() == Some(FENCED) => {
+                    // Nothing more can be read or written here: the lease
+                    // keeper drains this partition's pipeline.
+                    tracing::warn!(stream = %self.group.stream, "the partition's lease is no longer this host's: reading stopped until the pipeline is drained");
+                    cancel.cancelled().await;
+                    return Err(Cancelled);
+                }
                 Err(e) if e.code() == Some("NOGROUP") => {
                     self.regroup(cancel).await?;
                     continue;
@@ -268,6 +319,11 @@ async fn refused(
 ) -> Result<(), Cancelled> {
     match e {
         LinkError::Cancelled(c) => Err(c),
+        LinkError::Refused(e) if e.code() == Some(FENCED) => {
+            tracing::warn!(stream = %g.stream, "{what}: the partition's lease is no longer this host's; waiting to be drained");
+            cancel.cancelled().await;
+            Err(Cancelled)
+        }
         LinkError::Refused(e) => {
             tracing::error!(error = %e, stream = %g.stream, group = %g.group, "{what} failed");
             link.pause(cancel).await

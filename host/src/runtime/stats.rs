@@ -21,6 +21,7 @@ pub struct Stats {
     dead_trimmed: AtomicU64,
     dead_invalid: AtomicU64,
     not_pending: AtomicU64,
+    fenced: AtomicU64,
     commit_failures: AtomicU64,
     recovered: AtomicU64,
     reclaimed: AtomicU64,
@@ -61,6 +62,9 @@ pub struct StatsSnapshot {
     pub dead_invalid: u64,
     /// Commits skipped because the entry was no longer pending for us.
     pub not_pending: u64,
+    /// Commits refused because the partition's lease had passed to another
+    /// host (entry left to the new owner).
+    pub fenced: u64,
     /// Commits Redis refused (entry left pending).
     pub commit_failures: u64,
     /// Own pending entries recovered at start-up.
@@ -153,6 +157,10 @@ impl Stats {
     pub fn not_pending(&self, n: u64) {
         add(&self.not_pending, n);
     }
+    /// Commits refused by the lease check.
+    pub fn fenced(&self, n: u64) {
+        add(&self.fenced, n);
+    }
     /// Commits refused by Redis.
     pub fn commit_failed(&self, n: u64) {
         add(&self.commit_failures, n);
@@ -222,6 +230,7 @@ impl Stats {
             dead_trimmed: g(&self.dead_trimmed),
             dead_invalid: g(&self.dead_invalid),
             not_pending: g(&self.not_pending),
+            fenced: g(&self.fenced),
             commit_failures: g(&self.commit_failures),
             recovered: g(&self.recovered),
             reclaimed: g(&self.reclaimed),

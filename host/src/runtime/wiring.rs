@@ -105,6 +105,7 @@ impl Wiring {
             stream: config.stream.clone(),
             group: config.group.clone(),
             consumer: config.consumer.clone(),
+            fence: config.fence.clone(),
         };
         span.in_scope(|| {
             tracing::info!(

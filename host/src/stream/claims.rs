@@ -68,6 +68,17 @@ impl<'a> ClaimSpec<'a> {
         }
     }
 
+    /// Taking over a partition under a fresh lease: every pending entry of
+    /// the group, whoever held it (a previous owner's writes are fenced), to
+    /// be handled again before anything new is read — so per-key order
+    /// carries over from one owner to the next.
+    pub fn take_over(me: &'a str) -> Self {
+        Self {
+            owner: None,
+            ..Self::recover(me)
+        }
+    }
+
     /// Keep-alive: entries still ours, idle time reset.
     pub fn renew(me: &'a str) -> Self {
         Self {
@@ -133,9 +144,12 @@ pub async fn claim(
         return Ok(Claimed::default());
     }
     let meta = dlq::trimmed_template(dead.source);
-    let mut call = CLAIM.key(&g.stream);
-    call.key(dead.dlq)
-        .arg(&g.group)
+    let mut call = CLAIM.under(g.fence.as_ref()).key(&g.stream);
+    call.key(dead.dlq);
+    if let Some(fence) = &g.fence {
+        call.key(&fence.key).arg(&fence.token);
+    }
+    call.arg(&g.group)
         .arg(spec.owner.unwrap_or(""))
         .arg(spec.min_idle.as_millis() as u64)
         .arg(spec.target)

@@ -6,6 +6,8 @@ use std::time::Duration;
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
 
+use crate::vocab::partition::Fence;
+
 /// Where a stream/group/consumer triple lives; every command names it.
 #[derive(Debug, Clone)]
 pub struct GroupRef {
@@ -15,6 +17,9 @@ pub struct GroupRef {
     pub group: String,
     /// This process's consumer name.
     pub consumer: String,
+    /// The lease every write for this group is fenced on (a partition read
+    /// under `--assign lease`); `None` writes unfenced.
+    pub fence: Option<Fence>,
 }
 
 /// `XGROUP CREATECONSUMER stream group consumer` — makes this consumer

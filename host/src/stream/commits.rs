@@ -11,7 +11,9 @@ use redis::{Pipeline, RedisResult, Value};
 use super::claims::DeadLetters;
 use super::commands::GroupRef;
 use super::link::{ErrorClass, classify};
-use super::scripts::{ACK_WITH_EMITS, CLAIM, DEAD_LETTER, DELETE_CONSUMER_IF_EMPTY};
+use super::scripts::{
+    ACK, ACK_WITH_EMITS, CLAIM, DEAD_LETTER, DELETE_CONSUMER_IF_EMPTY, FENCED, fenced_call,
+};
 use crate::vocab::entry::Payload;
 use crate::vocab::ids::id_parts;
 use crate::vocab::msgpack::ArrayPacker;
@@ -37,6 +39,9 @@ pub enum CommitResult {
     /// Redis refused this entry's write (nothing of it written; it stays
     /// pending): why.
     Refused(String),
+    /// The partition's lease is no longer this writer's: nothing written,
+    /// and the entry is the new owner's to handle.
+    Fenced,
 }
 
 impl CommitResult {
@@ -133,7 +138,9 @@ enum Write {
 /// What Redis made of a [`CommitRound`].
 #[derive(Debug, Default)]
 pub struct RoundReplies {
-    /// The plain acks' reply (`None` if the round had none).
+    /// The plain acks' reply (`None` if the round had none); `NOSCRIPT`
+    /// (the fenced acks' script was lost) sets `reload`, and they are
+    /// worth sending again.
     pub acked: Option<RedisResult<()>>,
     /// Each script call's per-entry results, in the order the calls were
     /// added; `None` for a call that did not run and is worth sending again.
@@ -154,7 +161,17 @@ impl CommitRound {
         pipe.ignore_errors();
         let mut writes = Vec::new();
         if !ids.is_empty() {
-            pipe.cmd("XACK").arg(&g.stream).arg(&g.group).arg(ids);
+            match &g.fence {
+                None => {
+                    pipe.cmd("XACK").arg(&g.stream).arg(&g.group).arg(ids);
+                }
+                Some(fence) => {
+                    let cmd = pipe.cmd("EVALSHA");
+                    fenced_call(cmd, &ACK, Some(fence), &[&g.stream])
+                        .arg(&g.group)
+                        .arg(ids);
+                }
+            }
             writes.push(Write::Ack);
         }
         Self { pipe, writes }
@@ -185,11 +202,8 @@ impl CommitRound {
                 packed.fields(&e.fields);
             }
         }
-        self.pipe
-            .cmd("EVALSHA")
-            .arg(ACK_WITH_EMITS.get_hash())
-            .arg(keys.len())
-            .arg(&keys)
+        let cmd = self.pipe.cmd("EVALSHA");
+        fenced_call(cmd, &ACK_WITH_EMITS, g.fence.as_ref(), &keys)
             .arg(&g.group)
             .arg(&g.consumer)
             .arg(lowest)
@@ -217,13 +231,8 @@ impl CommitRound {
             Payload::Withheld { .. } => "copy",
             Payload::Trimmed => "none",
         };
-        let cmd = self
-            .pipe
-            .cmd("EVALSHA")
-            .arg(DEAD_LETTER.get_hash())
-            .arg(2)
-            .arg(&g.stream)
-            .arg(dead.dlq)
+        let cmd = self.pipe.cmd("EVALSHA");
+        let cmd = fenced_call(cmd, &DEAD_LETTER, g.fence.as_ref(), &[&g.stream, dead.dlq])
             .arg(&g.group)
             .arg(&g.consumer)
             .arg(id)
@@ -246,7 +255,12 @@ impl CommitRound {
         let mut out = RoundReplies::default();
         for (write, reply) in self.writes.iter().zip(replies) {
             match *write {
-                Write::Ack => out.acked = Some(reply.map(drop)),
+                Write::Ack => {
+                    if reply.as_ref().is_err_and(|e| e.code() == Some("NOSCRIPT")) {
+                        out.reload = true;
+                    }
+                    out.acked = Some(reply.map(drop));
+                }
                 Write::Emits(n) => {
                     let results =
                         call_results(reply, n, &mut out.reload, |v| ack_with_emits_results(v, n));
@@ -279,6 +293,7 @@ fn call_results(
             *reload = true;
             None
         }
+        Err(e) if e.code() == Some(FENCED) => Some(vec![CommitResult::Fenced; entries]),
         Err(e) if classify(&e) != ErrorClass::Permanent => None,
         // The script itself failed (e.g. out of memory before its first
         // write): each of its entries was refused.
@@ -298,12 +313,10 @@ fn ack_with_emits_results(value: &Value, n: usize) -> Vec<CommitResult> {
 
 /// Loads every script (after a `NOSCRIPT`: Redis restarted or flushed them).
 pub async fn load_scripts(con: &mut MultiplexedConnection) -> RedisResult<()> {
-    for script in [
-        &*ACK_WITH_EMITS,
-        &*DEAD_LETTER,
-        &*CLAIM,
-        &*DELETE_CONSUMER_IF_EMPTY,
-    ] {
+    let fenceable = [&*ACK, &*ACK_WITH_EMITS, &*DEAD_LETTER, &*CLAIM]
+        .into_iter()
+        .flat_map(|s| s.forms());
+    for script in fenceable.chain([&*DELETE_CONSUMER_IF_EMPTY]) {
         script.prepare_invoke().load_async(con).await?;
     }
     Ok(())

@@ -11,6 +11,7 @@ pub mod dlq_scan;
 pub mod entries;
 pub mod groups;
 pub mod inspect;
+pub mod leases;
 pub mod link;
 pub mod payloads;
 pub mod pending;

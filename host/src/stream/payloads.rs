@@ -63,6 +63,32 @@ impl PayloadReader {
         check(slot, read)
     }
 
+    /// The fenced `XREADGROUP … >` of a partition under a lease (never
+    /// blocks; see [`EntryConnection::read_group_fenced`]).
+    pub async fn read_group_fenced(&self, g: &GroupRef, count: usize) -> RedisResult<Vec<Entry>> {
+        let slot = &mut *self.conn.lock().await;
+        let read = match self.connection(slot).await {
+            Ok(conn) => conn.read_group_fenced(g, count, self.limits).await,
+            Err(e) => Err(e),
+        };
+        check(slot, read)
+    }
+
+    /// Waits up to `block` for an entry of `stream` after `after`; its id.
+    pub async fn wait_after(
+        &self,
+        stream: &str,
+        after: &str,
+        block: Duration,
+    ) -> RedisResult<Option<String>> {
+        let slot = &mut *self.conn.lock().await;
+        let waited = match self.connection(slot).await {
+            Ok(conn) => conn.wait_after(stream, after, block).await,
+            Err(e) => Err(e),
+        };
+        check(slot, waited)
+    }
+
     /// The payloads of `ids`, in order (`Trimmed` for those gone), delivery
     /// counts 0.
     pub async fn fetch(&self, stream: &str, ids: &[String]) -> RedisResult<Vec<Entry>> {

@@ -18,6 +18,111 @@ use std::sync::LazyLock;
 use redis::Script;
 
 use super::dlq::{FIELD_PREFIX, PACKED_FIELDS};
+use crate::vocab::partition::Fence;
+
+/// The lease check put in front of a script's fenced form: the lease key
+/// comes last among the keys, the holder's token first among the
+/// arguments, and both are taken off before the script proper runs, which
+/// then sees the layout it documents. A token that is not the key's value
+/// (another owner's, or none: the lease ran out) refuses the whole call
+/// with `FENCED`, before anything is written.
+const FENCE_CHECK: &str = r#"
+local fence_key = table.remove(KEYS)
+local fence_token = table.remove(ARGV, 1)
+if redis.call('GET', fence_key) ~= fence_token then
+  return redis.error_reply('FENCED the lease ' .. fence_key .. ' is not held by this token')
+end
+"#;
+
+/// The error code of a call refused by [`FENCE_CHECK`].
+pub const FENCED: &str = "FENCED";
+
+/// A script in two forms: as written, and behind [`FENCE_CHECK`] for a
+/// partition read under a lease.
+#[derive(Debug)]
+pub struct Fenceable {
+    plain: Script,
+    fenced: Script,
+    fenced_code: String,
+}
+
+impl Fenceable {
+    fn new(body: &str) -> Self {
+        let fenced_code = format!("{FENCE_CHECK}{body}");
+        Self {
+            plain: Script::new(body),
+            fenced: Script::new(&fenced_code),
+            fenced_code,
+        }
+    }
+
+    /// The fenced form's source, for `EVAL` where `EVALSHA`'s `NOSCRIPT`
+    /// round cannot be afforded.
+    pub fn fenced_code(&self) -> &str {
+        &self.fenced_code
+    }
+
+    /// The form a writer under `fence` (or none) must call.
+    pub fn under(&self, fence: Option<&Fence>) -> &Script {
+        match fence {
+            Some(_) => &self.fenced,
+            None => &self.plain,
+        }
+    }
+
+    /// Both forms, for loading.
+    pub fn forms(&self) -> [&Script; 2] {
+        [&self.plain, &self.fenced]
+    }
+}
+
+/// Plain acks behind the lease check: `XACK` of every id, in slices Lua's
+/// `unpack` can take.
+/// KEYS[1] = stream; ARGV[1] = group, ARGV[2..] = ids. Returns the count acked.
+pub static ACK: LazyLock<Fenceable> = LazyLock::new(|| {
+    Fenceable::new(
+        r#"
+local acked = 0
+for i = 2, #ARGV, 4000 do
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+end
+return acked
+"#,
+    )
+});
+
+/// `XREADGROUP … STREAMS stream >` (without BLOCK: scripts cannot block)
+/// behind the lease check, so that a host that lost a partition's lease
+/// cannot take new entries of it into its pending list.
+/// KEYS[1] = stream; ARGV[1] = group, ARGV[2] = consumer, ARGV[3] = COUNT.
+/// The reply is `XREADGROUP`'s.
+pub static READ_NEW: LazyLock<Fenceable> = LazyLock::new(|| {
+    Fenceable::new(
+        r#"
+return redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+"#,
+    )
+});
+
+/// Adds to `cmd` (a pipeline's `EVALSHA` just begun) the form of `script`
+/// a writer under `fence` calls, with the fence's key and token put where
+/// [`FENCE_CHECK`] takes them from: `sha numkeys keys… [lease]` with
+/// `[token]` next, the caller's arguments after.
+pub fn fenced_call<'a>(
+    cmd: &'a mut redis::Pipeline,
+    script: &Fenceable,
+    fence: Option<&Fence>,
+    keys: &[&str],
+) -> &'a mut redis::Pipeline {
+    let form = script.under(fence);
+    cmd.arg(form.get_hash())
+        .arg(keys.len() + usize::from(fence.is_some()))
+        .arg(keys);
+    if let Some(f) = fence {
+        cmd.arg(&f.key).arg(&f.token);
+    }
+    cmd
+}
 
 /// Most original fields a dead-letter record carries inline (Redis's Lua
 /// refuses to unpack more than about 8,000 values into one call).
@@ -93,8 +198,8 @@ end
 /// Each entry is walked twice over the unpacked array (check, then write)
 /// instead of collecting its emits into tables first: per-entry tables were
 /// a tenth of the script's cost.
-pub static ACK_WITH_EMITS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub static ACK_WITH_EMITS: LazyLock<Fenceable> = LazyLock::new(|| {
+    Fenceable::new(
         r#"
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local owned = {}
@@ -171,8 +276,8 @@ return out
 /// metadata, then the fields for `inline`.
 /// If the `XADD` fails (e.g. OOM) the script stops before the `XACK` and the
 /// entry stays pending. Returns 1 if moved, 0 if not pending for us.
-pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+pub static DEAD_LETTER: LazyLock<Fenceable> = LazyLock::new(|| {
+    Fenceable::new(&format!(
         r#"{dead_letter}
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
 local m = tonumber(ARGV[6])
@@ -220,8 +325,8 @@ return 1
 /// returns nothing: such an entry gets its `trimmed` record right here, in
 /// the same atomic step, so it can neither vanish nor be recorded twice.
 /// Returns `{{id, deliveries, …}, {trimmed id, …}}`.
-pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+pub static CLAIM: LazyLock<Fenceable> = LazyLock::new(|| {
+    Fenceable::new(&format!(
         r#"{dead_letter}
 local m = tonumber(ARGV[9])
 local meta = {{}}

@@ -10,5 +10,6 @@ pub mod ids;
 pub mod limits;
 pub mod msgpack;
 pub mod outcome;
+pub mod partition;
 pub mod retention;
 pub mod units;

@@ -15,7 +15,8 @@
 //! (a log message with a newline and a fake host line), `long-log` and
 //! `long-reason` (`n` bytes of text, the latter as a permanent failure).
 //!
-//! Emits go to the `emit_to` field's stream, else to the `emit_to` config
+//! A marker emit carries the entry's `source_id`, `delivery` and
+//! `source_stream`. Emits go to the `emit_to` field's stream, else to the `emit_to` config
 //! value, else to `misbehave:out`. Any
 //! action waits `sleep_ms` first (busy), or `wasi_sleep_ms` (in the host), if given,
 //! and fails retryably first while the delivery count is below `fail_until`.
@@ -73,6 +74,7 @@ impl Handler for Misbehave {
                 [
                     ("source_id", event.id.as_bytes()),
                     ("delivery", delivery.as_bytes()),
+                    ("source_stream", event.stream.as_bytes()),
                 ],
             )
         };

@@ -150,7 +150,7 @@ pub fn counting_claim(
     owner: &str,
     id: &str,
 ) -> impl Fn(&[Vec<u8>]) -> bool + Send + 'static {
-    let script = &streamhost::stream::scripts::CLAIM;
+    let script = streamhost::stream::scripts::CLAIM.under(None);
     let sha: String = script
         .prepare_invoke()
         .load(&mut redis.conn())

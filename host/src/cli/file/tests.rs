@@ -234,6 +234,9 @@ fn every_run_flag_is_a_key() {
                 | "max-age"
                 | "plugin-config"
                 | "order-by"
+                | "partitions"
+                | "assign"
+                | "lease-ttl"
         ) {
             continue;
         }
@@ -442,4 +445,41 @@ fn allowed_hosts_are_names_of_the_http_table() {
     assert!(e.message.contains("needs `listen`"), "{e}");
     let e = refusal(&format!("{P}http-allowed-host = [\"a.example\"]\n"));
     assert!(e.message.contains("allowed-hosts"), "{e}");
+}
+
+#[test]
+fn a_partitioned_pipeline_shows_its_partitions_and_refuses_its_own_dlq() {
+    const P: &str =
+        "[[pipeline]]\nstream = \"orders\"\ngroup = \"g\"\nplugin = \"p\"\npartitions = 8\n";
+    let c = load(P).unwrap();
+    let parts = c.pipelines[0].partitions.expect("partitioned");
+    assert_eq!(parts.count, 8);
+    assert_eq!(
+        parts.assign,
+        crate::config::Assign::Lease,
+        "lease by default"
+    );
+    let shown = render(&c);
+    for line in [
+        "partitions = 8",
+        "assign = \"lease\"",
+        "lease-ttl = \"10s\"",
+        "dlq = \"{orders:i}:dlq\"",
+    ] {
+        assert!(shown.contains(line), "{line} in:\n{shown}");
+    }
+    let shared = load(&format!("{P}assign = \"shared\"\n")).unwrap();
+    assert_eq!(
+        shared.pipelines[0].partitions.map(|p| p.assign),
+        Some(crate::config::Assign::Shared)
+    );
+    let e = refusal(&format!("{P}dlq = \"dead\"\n"));
+    assert!(
+        e.message
+            .contains("--dlq cannot be combined with --partitions"),
+        "{e}"
+    );
+    let e =
+        refusal("[[pipeline]]\nstream = \"a{b}\"\ngroup = \"g\"\nplugin = \"p\"\npartitions = 2\n");
+    assert!(e.message.contains("braces"), "{e}");
 }

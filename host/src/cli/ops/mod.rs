@@ -93,6 +93,8 @@ pub struct Target {
     pub dlq: String,
     /// Retention of the pipeline, when from a config file.
     pub retention: Option<Retention>,
+    /// The pipeline's partition count, when from a config file.
+    pub partitions: Option<u32>,
 }
 
 impl Ops {
@@ -252,6 +254,7 @@ impl StreamArgs {
                 .or_else(|| of.map(|p| p.dlq.clone()))
                 .unwrap_or_else(|| format!("{stream}:dlq")),
             retention: of.and_then(RunConfig::retention),
+            partitions: of.and_then(|p| p.partitions.map(|parts| parts.count)),
         }
     }
 }

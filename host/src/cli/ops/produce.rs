@@ -9,9 +9,10 @@ use clap::{ArgGroup, Args, ValueEnum};
 
 use super::output::{print_json, progress};
 use super::{Connect, StreamArgs, resolve};
-use crate::ops::produce::{Fields, Paced, demo_order, parse_json_line};
+use crate::ops::produce::{Fields, Paced, Route, demo_order, parse_json_line};
 use crate::ops::{self, OpsError};
 use crate::vocab::ids::now_ms;
+use crate::vocab::partition;
 
 /// What to do with a malformed JSON line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,6 +71,15 @@ pub struct ProduceArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Append to the stream's N partitions, {STREAM:0} … {STREAM:N-1} [default with --config:
+    /// the pipeline's `partitions`].
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<u32>,
+    /// Route each entry by the value of FIELD: partition CRC16(value) mod 16384 mod N (Redis
+    /// Cluster's key-slot hash, which every client library can compute). Entries without the
+    /// field, or all without this flag, go round-robin.
+    #[arg(long, value_name = "FIELD")]
+    pub partition_by: Option<String>,
 }
 
 fn rate(s: &str) -> Result<f64, String> {
@@ -106,6 +116,30 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     if args.batch == 0 {
         return Err(super::usage("--batch must be at least 1"));
     }
+    let route = match args.partitions.or(targets[0].partitions) {
+        None if args.partition_by.is_some() => {
+            return Err(super::usage(
+                "--partition-by needs --partitions N (or a --config pipeline with `partitions`)",
+            ));
+        }
+        None => Route::Stream(stream),
+        Some(count) => {
+            if count == 0 || count > partition::MAX_PARTITIONS {
+                return Err(super::usage(format!(
+                    "--partitions must be between 1 and {}",
+                    partition::MAX_PARTITIONS
+                )));
+            }
+            if let Some(why) = partition::refuse_name(&stream) {
+                return Err(super::usage(format!("--stream {stream:?}: {why}")));
+            }
+            Route::Partitions {
+                stream,
+                count,
+                by: args.partition_by.clone(),
+            }
+        }
+    };
     let mut con = ops::connect(&redis).await?;
     let total = if args.fields.is_empty() {
         args.demo_orders
@@ -113,7 +147,7 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         Some(args.count)
     };
     let mut sender = Sender {
-        paced: Paced::new(&mut con, stream, args.maxlen, args.rate, args.batch),
+        paced: Paced::new(&mut con, route, args.maxlen, args.rate, args.batch),
         bar: progress(total, "producing"),
     };
     let mut failure = None;
@@ -139,8 +173,14 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&report)?;
     } else {
+        let spread = if report.partitions.is_empty() {
+            String::new()
+        } else {
+            let counts: Vec<String> = report.partitions.iter().map(u64::to_string).collect();
+            format!(" over {} partitions ({})", counts.len(), counts.join(" "))
+        };
         println!(
-            "added {} entries to {} in {:.2}s ({:.0}/s){}; first id {}, last id {}",
+            "added {} entries to {}{spread} in {:.2}s ({:.0}/s){}; first id {}, last id {}",
             report.added,
             report.stream,
             report.seconds,

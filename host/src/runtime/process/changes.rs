@@ -8,19 +8,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::super::file_watch::{Trigger, Version};
 use super::super::holdings::Holdings;
+use super::super::leases::{LeaseChange, LeaseSpec};
 use super::super::pipeline::{Failure, Pipeline, PipelineReport};
 use super::super::port::{Control, ControlError, Port};
 use super::super::prepare::Prepared;
 use super::super::reload::{self, Plan};
 use super::super::{RunError, RunReport};
 use super::{consumers, prepare_all};
-use crate::config::{Config, RunConfig, Source};
+use crate::config::{Config, Owned, RunConfig, Source};
 
 /// A pipeline's name and how its drain ended.
 type Drained = (String, Result<PipelineReport, Failure>);
@@ -49,6 +50,8 @@ enum Cause {
     Reload,
     /// A face (the dashboard).
     Face,
+    /// The lease keeper took or gave up partitions.
+    Leases,
 }
 
 /// The running pipelines and what they came from.
@@ -67,6 +70,12 @@ pub(super) struct Process {
     pub(super) port: Arc<Port>,
     /// What every pipeline holds, by group: reapers skip all of it.
     pub(super) holdings: Holdings,
+    /// The partitions whose leases the keeper holds: what of the declared
+    /// lease-assigned pipelines runs here.
+    pub(super) owned: Owned,
+    /// The lease-assigned pipelines of the configuration in force, for the
+    /// keeper; sent once a change is applied (drains included).
+    pub(super) lease_specs: watch::Sender<Vec<LeaseSpec>>,
 }
 
 impl Process {
@@ -79,13 +88,39 @@ impl Process {
                 tracing::info!("shutdown requested while compiling plugins; nothing was started");
                 return Err(None);
             }
-            p = prepare_all(config.pipelines.clone()) => p.map_err(Some)?,
+            p = prepare_all(config.running(&self.owned).pipelines) => p.map_err(Some)?,
         };
         for (pipeline, prepared) in prepared {
             self.start(pipeline, prepared, "started").map_err(Some)?;
         }
         self.config = config;
+        self.publish_leases();
         Ok(())
+    }
+
+    /// Runs what the lease keeper now holds of one pipeline, then says so.
+    pub(super) async fn leases(&mut self, change: LeaseChange) {
+        let LeaseChange {
+            pipeline,
+            owned,
+            applied,
+        } = change;
+        let mut next = self.owned.clone();
+        if owned.is_empty() {
+            next.remove(&pipeline);
+        } else {
+            next.insert(pipeline, owned);
+        }
+        let config = self.config.clone();
+        match self.change_to(config, next, Cause::Leases).await {
+            Ok(_) | Err(ChangeError::NotStarted(_)) => {
+                let _ = applied.send(());
+            }
+            Err(ChangeError::Stopping) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not apply a change of the held partitions");
+            }
+        }
     }
 
     fn start(
@@ -208,13 +243,26 @@ impl Process {
     /// The one path of every change: validates `next`, compiles the plugins
     /// of what comes, then drains what goes and starts what comes. `Ok`
     /// says whether any pipeline changed.
-    async fn change(&mut self, mut next: Config, cause: Cause) -> Result<bool, ChangeError> {
+    async fn change(&mut self, next: Config, cause: Cause) -> Result<bool, ChangeError> {
+        let owned = self.owned.clone();
+        self.change_to(next, owned, cause).await
+    }
+
+    /// [`Process::change`] to `next` with the partitions of `owned`.
+    async fn change_to(
+        &mut self,
+        mut next: Config,
+        owned: Owned,
+        cause: Cause,
+    ) -> Result<bool, ChangeError> {
         next.validate()
             .map_err(|e| ChangeError::Invalid(e.error.to_string()))?;
-        let plan = reload::diff(&self.config, &next);
+        let plan = reload::diff(&self.config.running(&self.owned), &next.running(&owned));
         if plan.is_empty() {
             self.config = next;
+            self.owned = owned;
             self.redeclare();
+            self.publish_leases();
             return Ok(false);
         }
         let to_start: Vec<RunConfig> = plan
@@ -231,7 +279,9 @@ impl Process {
         let failed = self.apply(plan, prepared, cause).await?;
         next.pipelines.retain(|p| !failed.contains(&p.name));
         self.config = next;
+        self.owned = owned;
         self.redeclare();
+        self.publish_leases();
         if failed.is_empty() {
             Ok(true)
         } else {
@@ -268,7 +318,7 @@ impl Process {
             let action = match (changed.iter().any(|(c, _)| c.name == config.name), cause) {
                 (true, _) => "restarted",
                 (false, Cause::Face) => "added",
-                (false, Cause::Reload) => "started",
+                (false, Cause::Reload | Cause::Leases) => "started",
             };
             let name = config.name.clone();
             if let Err(e) = self.start(config, prepared, action) {
@@ -335,9 +385,19 @@ impl Process {
         }
     }
 
-    /// Tells the port what the configuration now declares.
+    /// Tells the port what now runs of the configuration.
     fn redeclare(&self) {
-        declare(&self.port, &self.config);
+        declare(&self.port, &self.config.running(&self.owned));
+    }
+
+    /// Tells the lease keeper which pipelines it keeps leases for.
+    fn publish_leases(&self) {
+        self.lease_specs.send_if_modified(|specs| {
+            let now = LeaseSpec::of(&self.config);
+            let changed = *specs != now;
+            *specs = now;
+            changed
+        });
     }
 }
 
@@ -368,6 +428,9 @@ fn log_plan(
             }
             Cause::Face => {
                 tracing::info!(pipeline = %name, action = "removing", "consumer removed from the dashboard: draining it");
+            }
+            Cause::Leases => {
+                tracing::info!(pipeline = %name, action = "removing", "partition no longer held here: draining it");
             }
         }
     }

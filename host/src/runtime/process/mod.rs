@@ -13,19 +13,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::changes::Process;
 use super::file_watch::FileWatch;
 use super::holdings::Holdings;
+use super::leases::{LeaseChange, LeaseKeeper, LeaseSpec};
 use super::pipeline::Failure;
 use super::port::{Control, Face, Port};
 use super::prepare::{Prepared, prepare};
 use super::supervise::{Supervisor, Task, TaskEnd};
 use super::{RunError, RunReport};
-use crate::config::{Config, RunConfig};
+use crate::config::{Config, Owned, RunConfig};
 
 /// How often the config file is stat'ed when notifications are missed.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
@@ -34,6 +36,8 @@ const CONFIG_POLL: Duration = Duration::from_secs(2);
 const CONFIG_SETTLE: Duration = Duration::from_secs(1);
 /// How long a face gets to finish answers after the drain.
 const FACE_STOP: Duration = Duration::from_secs(1);
+/// How long the lease keeper gets to give its leases back after the drain.
+const KEEPER_STOP: Duration = Duration::from_secs(5);
 
 /// Why the process stops.
 enum Ending {
@@ -41,8 +45,8 @@ enum Ending {
     Shutdown,
     /// A task of a pipeline ended unexpectedly.
     PipelineFailed(Failure),
-    /// The face ended unexpectedly.
-    FaceEnded(TaskEnd),
+    /// A process-level task (the face, the lease keeper) ended unexpectedly.
+    ProcessTaskEnded(TaskEnd),
 }
 
 /// Runs every pipeline of `config` until `shutdown` fires (or a task fails),
@@ -55,21 +59,30 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunReport, RunError> {
     config.validate()?;
-    let (mut process, mut inbox) = new_process(&config, shutdown);
+    let endpoint = config.pipelines[0].redis.endpoint()?;
+    let (mut process, mut inbox, leases) = new_process(&config, shutdown);
+    let mut tasks = ProcessTasks::new();
     // Served during the (slow) plugin compiles: the endpoints answer (not
     // ready) meanwhile.
-    let mut face = face.map(|face| ProcessTasks::serve(face, process.port.clone()));
+    if let Some(face) = face {
+        tasks.serve(face, process.port.clone());
+    }
+    tasks.keep_leases(LeaseKeeper::new(
+        &endpoint,
+        process.lease_specs.subscribe(),
+        leases,
+    ));
     if let Err(e) = process.start_all(config.clone()).await {
         // Nothing is left running behind an error.
         process.drain_all().await;
-        ProcessTasks::stop(face).await;
+        tasks.stop().await;
         return e.map_or(Ok(process.report), Err);
     }
-    let ending = serve(&mut process, &mut inbox, face.as_mut(), &config).await;
+    let ending = serve(&mut process, &mut inbox, &mut tasks, &config).await;
     log_ending(&ending);
     process.port.draining();
     process.drain_all().await;
-    ProcessTasks::stop(face).await;
+    tasks.stop().await;
     // A panic found while draining was sent to the same channel.
     let ending = match ending {
         Ending::Shutdown => inbox
@@ -85,7 +98,7 @@ pub async fn run(
             task: f.end.task,
             how: f.end.how,
         }),
-        Ending::FaceEnded(end) => Err(RunError::ProcessTaskFailed {
+        Ending::ProcessTaskEnded(end) => Err(RunError::ProcessTaskFailed {
             task: end.task,
             how: end.how,
         }),
@@ -98,12 +111,19 @@ struct Inbox {
     failures: mpsc::UnboundedReceiver<Failure>,
     /// Changes asked for by a face.
     controls: mpsc::UnboundedReceiver<Control>,
+    /// What the lease keeper holds.
+    leases: mpsc::UnboundedReceiver<LeaseChange>,
 }
 
-/// A process about to run `config` (nothing started yet), and its inbox.
-fn new_process(config: &Config, root: CancellationToken) -> (Process, Inbox) {
+/// A process about to run `config` (nothing started yet), its inbox, and
+/// where the lease keeper tells it what it holds.
+fn new_process(
+    config: &Config,
+    root: CancellationToken,
+) -> (Process, Inbox, mpsc::UnboundedSender<LeaseChange>) {
     let (failures_tx, failures) = mpsc::unbounded_channel();
     let (controls_tx, controls) = mpsc::unbounded_channel();
+    let (leases_tx, leases) = mpsc::unbounded_channel();
     let port = Port::new(Vec::new(), None);
     port.take_controls(controls_tx);
     port.set_http(config.dashboard.clone());
@@ -119,17 +139,25 @@ fn new_process(config: &Config, root: CancellationToken) -> (Process, Inbox) {
         report: RunReport::default(),
         port,
         holdings: Holdings::default(),
+        owned: Owned::new(),
+        lease_specs: watch::Sender::new(Vec::<LeaseSpec>::new()),
     };
-    changes::declare(&process.port, config);
-    (process, Inbox { failures, controls })
+    changes::declare(&process.port, &config.running(&process.owned));
+    let inbox = Inbox {
+        failures,
+        controls,
+        leases,
+    };
+    (process, inbox, leases_tx)
 }
 
-/// Serves reloads of the config file and a face's controls until a signal,
-/// a pipeline's failure or the face's end.
+/// Serves reloads of the config file, a face's controls and the lease
+/// keeper's changes until a signal, a pipeline's failure or the end of a
+/// process-level task.
 async fn serve(
     process: &mut Process,
     inbox: &mut Inbox,
-    mut face: Option<&mut ProcessTasks>,
+    tasks: &mut ProcessTasks,
     config: &Config,
 ) -> Ending {
     let mut reloads = config.source.as_ref().map(|s| {
@@ -146,19 +174,14 @@ async fn serve(
                 None => std::future::pending().await,
             }
         };
-        let face_end = async {
-            match face.as_mut() {
-                Some(tasks) => tasks.supervisor.next_end().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ending::Shutdown,
             Some(failure) = inbox.failures.recv() => return Ending::PipelineFailed(failure),
-            end = face_end => return Ending::FaceEnded(end),
+            end = tasks.supervisor.next_end() => return Ending::ProcessTaskEnded(end),
             (trigger, version) = reload => process.reload(trigger, version).await,
             Some(control) = inbox.controls.recv() => process.control(control).await,
+            Some(change) = inbox.leases.recv() => process.leases(change).await,
         }
     }
 }
@@ -169,7 +192,7 @@ fn log_ending(ending: &Ending) {
             tracing::error!(pipeline = %f.pipeline, task = %f.end.task, how = %f.end.how,
                 "a task ended unexpectedly; draining every pipeline and stopping");
         }
-        Ending::FaceEnded(end) => {
+        Ending::ProcessTaskEnded(end) => {
             tracing::error!(task = %end.task, how = %end.how,
                 "a process task ended unexpectedly; draining every pipeline and stopping");
         }
@@ -177,35 +200,54 @@ fn log_ending(ending: &Ending) {
     }
 }
 
-/// The process-level task: a face, under a supervisor of its own.
+/// The process-level tasks, under a supervisor of their own: the face (if
+/// any) and the lease keeper, each with its own stop.
 struct ProcessTasks {
     supervisor: Supervisor,
-    face: Task,
-    stop: CancellationToken,
+    face: Option<(Task, CancellationToken)>,
+    keeper: Option<(Task, CancellationToken)>,
 }
 
 impl ProcessTasks {
-    /// Starts `face` serving `port` until [`ProcessTasks::stop`].
-    fn serve(face: Box<dyn Face>, port: Arc<Port>) -> Self {
-        let name = face.name();
-        let supervisor =
-            Supervisor::new("process".into(), tracing::info_span!("face", face = name));
-        let stop = CancellationToken::new();
-        let face = supervisor.spawn(name, face.serve(port, stop.clone()));
+    fn new() -> Self {
         Self {
-            supervisor,
-            face,
-            stop,
+            supervisor: Supervisor::new("process".into(), tracing::Span::none()),
+            face: None,
+            keeper: None,
         }
     }
 
-    /// Stops the face, last (so `/healthz` says "draining" during the
-    /// drain), within [`FACE_STOP`].
-    async fn stop(tasks: Option<Self>) {
-        if let Some(mut tasks) = tasks {
-            tasks.stop.cancel();
-            if !tasks.face.finish_within(FACE_STOP).await {
-                tracing::warn!("a face did not stop in time and was aborted");
+    /// Starts `face` serving `port` until [`ProcessTasks::stop`].
+    fn serve(&mut self, face: Box<dyn Face>, port: Arc<Port>) {
+        let name = face.name();
+        let stop = CancellationToken::new();
+        let serving = face
+            .serve(port, stop.clone())
+            .instrument(tracing::info_span!("face", face = name));
+        let task = self.supervisor.spawn(name, serving);
+        self.face = Some((task, stop));
+    }
+
+    /// Starts the lease keeper.
+    fn keep_leases(&mut self, keeper: LeaseKeeper) {
+        let stop = CancellationToken::new();
+        let task = self.supervisor.spawn("leases", keeper.run(stop.clone()));
+        self.keeper = Some((task, stop));
+    }
+
+    /// Stops the lease keeper (it gives its leases back: every pipeline
+    /// has drained), then the face, last (so `/healthz` says "draining"
+    /// during the drain), each within its bound.
+    async fn stop(&mut self) {
+        for (slot, limit, what) in [
+            (&mut self.keeper, KEEPER_STOP, "the lease keeper"),
+            (&mut self.face, FACE_STOP, "a face"),
+        ] {
+            if let Some((mut task, stop)) = slot.take() {
+                stop.cancel();
+                if !task.finish_within(limit).await {
+                    tracing::warn!("{what} did not stop in time and was aborted");
+                }
             }
         }
     }

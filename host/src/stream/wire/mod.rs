@@ -120,6 +120,71 @@ impl EntryConnection {
         .await?
     }
 
+    /// `XREADGROUP … COUNT n STREAMS key >` behind the lease check of
+    /// `g`'s fence (the script [`super::scripts::READ_NEW`], sent whole: a
+    /// server that lost its scripts still runs it). Never blocks; an empty
+    /// list when there is nothing new; `FENCED` once the lease is not ours.
+    pub async fn read_group_fenced(
+        &mut self,
+        g: &GroupRef,
+        count: usize,
+        limits: EntryLimits,
+    ) -> RedisResult<Vec<Entry>> {
+        let Some(fence) = &g.fence else {
+            return Err(protocol_error("a fenced read needs a fence"));
+        };
+        let cmd = redis::cmd("EVAL")
+            .arg(super::scripts::READ_NEW.fenced_code())
+            .arg(2)
+            .arg(&g.stream)
+            .arg(&fence.key)
+            .arg(&fence.token)
+            .arg(&g.group)
+            .arg(&g.consumer)
+            .arg(count)
+            .get_packed_command();
+        let limit = self.timeout;
+        within(limit, async {
+            self.write(&cmd).await?;
+            self.decode(Decoder::new(ReplyShape::ReadGroup, limits))
+                .await
+        })
+        .await?
+    }
+
+    /// Waits up to `block` for an entry of `stream` after `after`
+    /// (`XREAD COUNT 1 BLOCK ms STREAMS key after`: no group, nothing
+    /// changes); the id of the first one, or `None` when BLOCK ran out.
+    pub async fn wait_after(
+        &mut self,
+        stream: &str,
+        after: &str,
+        block: Duration,
+    ) -> RedisResult<Option<String>> {
+        let cmd = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(after)
+            .get_packed_command();
+        // Only the id is wanted: a field is never kept (its limits are 0).
+        let limits = EntryLimits {
+            max_fields: 0,
+            max_bytes: 0,
+        };
+        let limit = block + self.timeout;
+        let found = within(limit, async {
+            self.write(&cmd).await?;
+            self.decode(Decoder::new(ReplyShape::ReadGroup, limits))
+                .await
+        })
+        .await??;
+        Ok(found.into_iter().next().map(|e| e.id))
+    }
+
     /// The payloads of `ids` (`XRANGE key id id` each, pipelined), in order;
     /// an id whose entry is gone comes back [`Payload::Trimmed`]. Delivery
     /// counts are left at 0 for the caller to fill in.
