@@ -352,14 +352,14 @@ fn a_second_ctrl_c_leaves_no_temporary_directory_and_no_redis_server() {
     // The pipelines run (their plugins compiled): the signal then meets a
     // drain, not the start.
     eventually(Duration::from_secs(60), "both groups consuming", || {
-        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(STREAM)
             .query(&mut con)
             .ok()?;
         let consuming = groups
             .iter()
-            .filter(|g| matches!(g.get("consumers"), Some(redis::Value::Int(n)) if *n > 0))
+            .filter(|g| matches!(g.get("consumers"), Some(Value::Int(n)) if *n > 0))
             .count();
         (consuming == 2).then_some(())
     });
