@@ -5,6 +5,7 @@ mod support;
 
 mod cache;
 mod claims;
+mod cluster;
 mod config_file;
 mod dashboard_admin;
 mod dashboard_api;

@@ -81,6 +81,15 @@ pub struct RedisArgs {
         help_heading = "Redis connection"
     )]
     pub redis_server_name: Option<String>,
+    /// The URL is a seed node of a Redis Cluster: each partition (`--partitions`) is read and
+    /// written on the node holding its slot, following the slot map through resharding and
+    /// failover.
+    #[arg(
+        long,
+        env = "STREAMHOST_REDIS_CLUSTER",
+        help_heading = "Redis connection"
+    )]
+    pub cluster: bool,
 }
 
 impl RedisArgs {
@@ -121,6 +130,7 @@ impl RedisArgs {
             username: self.redis_username.clone(),
             password,
             tls: (tls != TlsConfig::default()).then_some(tls),
+            cluster: self.cluster,
         })
     }
 }

@@ -50,6 +50,9 @@ fn redis_table(r: &RedisConfig) -> Table {
     if let Some(user) = &r.username {
         t.insert("username".into(), user.clone().into());
     }
+    if r.cluster {
+        t.insert("cluster".into(), true.into());
+    }
     match r.password.as_ref().map(|p| p.source()) {
         Some(SecretSource::Env(name)) => {
             t.insert("password-env".into(), name.clone().into());

@@ -74,7 +74,43 @@ impl RedisEndpoint {
     /// Parses the URL, applies credentials and reads the TLS files. Connects
     /// nowhere, but refuses anything that could not connect as configured.
     pub fn new(config: &RedisConfig) -> Result<Self, ConfigError> {
-        let info = config.connection_info()?;
+        Self::build(config, None)
+    }
+
+    /// The same connection settings (credentials, TLS trust, identity and
+    /// server name) for another node, `host:port` — a node of the cluster
+    /// the URL is a seed of.
+    pub fn at_node(config: &RedisConfig, host: &str, port: u16) -> Result<Self, ConfigError> {
+        Self::build(config, Some((host, port)))
+    }
+
+    fn build(config: &RedisConfig, node: Option<(&str, u16)>) -> Result<Self, ConfigError> {
+        let mut info = config.connection_info()?;
+        if let Some((host, port)) = node {
+            let addr = match info.addr().clone() {
+                ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host.to_owned(), port),
+                ConnectionAddr::TcpTls {
+                    insecure,
+                    tls_params,
+                    ..
+                } => ConnectionAddr::TcpTls {
+                    host: host.to_owned(),
+                    port,
+                    insecure,
+                    tls_params,
+                },
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        flag: "redis",
+                        problem: format!(
+                            "{}: a cluster is reached over TCP, not a Unix socket",
+                            config.redacted_url()
+                        ),
+                    });
+                }
+            };
+            info = info.set_addr(addr);
+        }
         let target = info.addr().to_string();
         let plaintext = || TlsError::PlaintextUrl {
             url: config.redacted_url(),

@@ -22,6 +22,7 @@ pub use self::process::{Config, Loader, PipelineError, Source};
 pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
 pub use self::tls::{TlsError, TlsFile, TlsMaterial};
 use crate::vocab::limits::{Limits, MAX_EMIT_BYTES_CEILING, MAX_FIELDS_CEILING};
+use crate::vocab::partition::key_slot;
 use crate::vocab::retention::Retention;
 use crate::vocab::units::ByteSize;
 
@@ -308,6 +309,23 @@ impl RunConfig {
         if let Some(parts) = &self.partitions {
             parts.validate(&self.stream)?;
         }
+        if self.redis.cluster && self.partitions.is_none() {
+            let (stream, dlq) = (
+                key_slot(self.stream.as_bytes()),
+                key_slot(self.dlq.as_bytes()),
+            );
+            if stream != dlq {
+                return Err(ConfigError::Conflict {
+                    flags: &["stream", "dlq", "cluster"],
+                    message: format!(
+                        "on a cluster a pipeline's stream and dead-letter stream must share a slot (a dead-letter move is one script): {:?} is in slot {stream}, {:?} in slot {dlq}; read the stream as partitions (--partitions N: {{{s}:i}} with {{{s}:i}}:dlq), or name both with one hash tag (--stream {{{s}}} --dlq {{{s}}}:dlq)",
+                        self.stream,
+                        self.dlq,
+                        s = self.stream.trim_matches(|c| c == '{' || c == '}'),
+                    ),
+                });
+            }
+        }
         self.redis.endpoint()?;
         Ok(())
     }
@@ -390,7 +408,7 @@ mod tests {
     #[test]
     fn rejects_out_of_range_values() {
         type Breaker = fn(&mut RunConfig);
-        let cases: [(&str, Breaker); 15] = [
+        let cases: [(&str, Breaker); 16] = [
             ("--max-fields", |c| c.max_fields = 0),
             ("--max-fields", |c| c.max_fields = 3_901),
             ("--max-emits", |c| c.max_emits = 0),
@@ -408,6 +426,7 @@ mod tests {
             ("--max-deliveries", |c| c.max_deliveries = 0),
             ("--maxlen", |c| c.maxlen = Some(0)),
             ("--max-age", |c| c.max_age = Some(Duration::ZERO)),
+            ("hash tag", |c| c.redis.cluster = true),
         ];
         assert!(sample().limits().memory_bound() > 0);
         for (flag, break_it) in cases {

@@ -20,6 +20,10 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// TLS settings (`[redis.tls]`).
     pub tls: Option<TlsConfig>,
+    /// The URL is a seed node of a Redis Cluster (`--cluster`, `[redis]
+    /// cluster = true`): each partition's commands go to the node holding
+    /// its slot.
+    pub cluster: bool,
 }
 
 /// `[redis.tls]`: trust roots, client certificate and server name.
@@ -98,6 +102,7 @@ impl RedisConfig {
             username: None,
             password: None,
             tls: None,
+            cluster: false,
         }
     }
 

@@ -2,7 +2,9 @@
 //! JSON lines (one object per line, fields in the object's order), or the
 //! reference guide's order events; and the summary it reports.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -10,6 +12,7 @@ use serde::Serialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::OpsError;
+use crate::stream::cluster::{Router, is_redirect};
 use crate::stream::entries::add_batch;
 use crate::vocab::partition;
 
@@ -84,6 +87,8 @@ impl Route {
 #[derive(Debug)]
 pub struct Paced<'a> {
     con: &'a mut MultiplexedConnection,
+    /// On a cluster: each partition's node, and a connection to each node.
+    cluster: Option<(Arc<Router>, HashMap<String, MultiplexedConnection>)>,
     route: Route,
     /// The partition the next entry without a routing value goes to.
     turn: u32,
@@ -113,6 +118,7 @@ impl<'a> Paced<'a> {
         };
         Self {
             con,
+            cluster: None,
             report: ProduceReport {
                 stream: route.stream().to_owned(),
                 partitions,
@@ -126,6 +132,13 @@ impl<'a> Paced<'a> {
             started: Instant::now(),
             pending: Vec::new(),
         }
+    }
+
+    /// Appends on the cluster node holding each stream's slot (the
+    /// connection given to [`Paced::new`] is the seed's).
+    pub fn on_cluster(mut self, router: Arc<Router>) -> Self {
+        self.cluster = Some((router, HashMap::new()));
+        self
     }
 
     fn batch_size(&self) -> usize {
@@ -161,7 +174,12 @@ impl<'a> Paced<'a> {
         match &self.route {
             Route::Stream(stream) => {
                 let batch: Vec<Fields> = pending.into_iter().map(|(_, f)| f).collect();
-                let ids = add_batch(self.con, stream, self.maxlen, &batch).await?;
+                let ids = match &mut self.cluster {
+                    None => add_batch(self.con, stream, self.maxlen, &batch).await?,
+                    Some((router, nodes)) => {
+                        add_on_node(router, nodes, stream, self.maxlen, &batch).await?
+                    }
+                };
                 self.report.record(&ids);
                 appended += ids.len() as u64;
             }
@@ -176,7 +194,12 @@ impl<'a> Paced<'a> {
                         continue;
                     }
                     let key = partition::stream_key(stream, p as u32);
-                    let ids = add_batch(self.con, &key, self.maxlen, batch).await?;
+                    let ids = match &mut self.cluster {
+                        None => add_batch(self.con, &key, self.maxlen, batch).await?,
+                        Some((router, nodes)) => {
+                            add_on_node(router, nodes, &key, self.maxlen, batch).await?
+                        }
+                    };
                     self.report.record(&ids);
                     self.report.partitions[p] += ids.len() as u64;
                     appended += ids.len() as u64;
@@ -221,6 +244,40 @@ impl<'a> Paced<'a> {
             0.0
         };
         report
+    }
+}
+
+/// Appends `batch` to `key` on the cluster node holding its slot; after a
+/// redirection (the slot moved: none of the batch's `XADD`s, all of one
+/// key, was taken) the slot map is read again and the batch sent once more.
+async fn add_on_node(
+    router: &Router,
+    nodes: &mut HashMap<String, MultiplexedConnection>,
+    key: &str,
+    maxlen: Option<u64>,
+    batch: &[Fields],
+) -> Result<Vec<String>, OpsError> {
+    let slot = partition::key_slot(key.as_bytes());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let endpoint = router.endpoint(slot).await?;
+        let con = match nodes.get_mut(endpoint.target()) {
+            Some(con) => con,
+            None => {
+                let con = endpoint
+                    .connect(Duration::from_secs(5), super::RESPONSE_TIMEOUT)
+                    .await?;
+                nodes.entry(endpoint.target().to_owned()).or_insert(con)
+            }
+        };
+        match add_batch(con, key, maxlen, batch).await {
+            Err(e) if is_redirect(&e) && attempts < 3 => {
+                router.invalidate();
+                nodes.remove(endpoint.target());
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -192,6 +192,7 @@ impl Handler {
             source: stream.to_owned(),
             dlq: dlq.to_owned(),
             allow: self.emit_allow.clone(),
+            slot: None,
         };
         let settings = PluginSettings::new(self.config.clone(), &limits, targets);
         let bad = |e: String| OpsError::Data(cannot_load(&self.path, &e));

@@ -4,6 +4,7 @@
 
 use super::output::LogGate;
 use crate::vocab::limits::Limits;
+use crate::vocab::partition::key_slot;
 
 /// The rule a plugin broke; ends its call as a permanent failure.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,9 @@ pub struct EmitTargets {
     pub dlq: String,
     /// `--emit-allow` patterns (`*` any run of characters, `?` one).
     pub allow: Vec<String>,
+    /// On a Redis Cluster, the source's slot: an emit is committed with the
+    /// ack in one script, so its target must live in the same slot.
+    pub slot: Option<u16>,
 }
 
 impl EmitTargets {
@@ -53,7 +57,36 @@ impl EmitTargets {
                 "plugin emitted to {target:?}, which matches no allowed pattern"
             ));
         }
+        if let Some(slot) = self.slot {
+            let theirs = key_slot(target.as_bytes());
+            if theirs != slot {
+                return Err(RuleBroken {
+                    rule: "--cluster",
+                    detail: format!(
+                        "plugin emitted to {target:?} (cluster slot {theirs}), not in the slot of {:?} ({slot}): on a cluster an emit is committed with its ack in one single-slot script; emit to a stream sharing the source's hash tag (e.g. {})",
+                        self.source,
+                        same_slot_example(&self.source)
+                    ),
+                });
+            }
+        }
         Ok(())
+    }
+}
+
+/// A stream name in the same slot as `source`: with its hash tag.
+fn same_slot_example(source: &str) -> String {
+    let tag = source
+        .find('{')
+        .and_then(|open| {
+            source[open..]
+                .find('}')
+                .map(|close| &source[open..open + close + 1])
+        })
+        .filter(|t| t.len() > 2);
+    match tag {
+        Some(tag) => format!("{tag}:out"),
+        None => format!("{{{source}}}:out, with the source renamed {{{source}}}"),
     }
 }
 
@@ -131,6 +164,7 @@ mod tests {
         let mut t = EmitTargets {
             source: "orders".into(),
             dlq: "orders:dlq".into(),
+            slot: None,
             allow: vec![],
         };
         assert!(t.check("orders:out").is_ok());
@@ -150,5 +184,26 @@ mod tests {
                 .to_string()
                 .contains("--emit-allow")
         );
+    }
+
+    #[test]
+    fn on_a_cluster_an_emit_stays_in_the_sources_slot() {
+        let t = EmitTargets {
+            source: "{orders:3}".into(),
+            dlq: "{orders:3}:dlq".into(),
+            allow: Vec::new(),
+            slot: Some(key_slot(b"{orders:3}")),
+        };
+        assert!(t.check("{orders:3}:receipts").is_ok());
+        let e = t.check("notifications:outbox").unwrap_err();
+        assert_eq!(e.rule, "--cluster");
+        assert!(e.detail.contains("{orders:3}:out"), "{e}");
+        let unpartitioned = EmitTargets {
+            source: "orders".into(),
+            slot: Some(key_slot(b"orders")),
+            ..t
+        };
+        let e = unpartitioned.check("elsewhere").unwrap_err();
+        assert!(e.detail.contains("{orders}:out"), "{e}");
     }
 }

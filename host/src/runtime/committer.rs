@@ -23,7 +23,7 @@ use super::stats::Stats;
 use crate::stream::commits::{self, CommitResult, CommitRound, EmitCallSize, EmitCommit};
 use crate::stream::dlq;
 use crate::stream::scripts::FENCED;
-use crate::stream::{LinkError, RedisLink};
+use crate::stream::{ErrorClass, LinkError, RedisLink, link::classify};
 use crate::vocab::outcome::Outcome;
 
 /// Most settled entries folded into one round trip.
@@ -185,8 +185,10 @@ impl Committer {
                     self.stats.acked(acks.len() as u64, 0);
                     acks.clear();
                 }
-                // Sent again once the scripts are loaded.
-                Some(Err(e)) if e.code() == Some("NOSCRIPT") => {}
+                // Sent again once the scripts are loaded, or on the node
+                // the slot moved to.
+                Some(Err(e))
+                    if e.code() == Some("NOSCRIPT") || classify(&e) == ErrorClass::Connection => {}
                 Some(Err(e)) if e.code() == Some(FENCED) => {
                     self.fenced(acks.len());
                     acks.clear();
@@ -199,6 +201,9 @@ impl Committer {
                 None => {}
             }
             calls = self.settle_calls(calls, replies.calls, &mut retried);
+            if let Some(e) = &replies.redirected {
+                self.link.redirected(e);
+            }
             // Redis restarted or flushed its scripts: load them before the
             // calls go again (if that fails, they say NOSCRIPT once more).
             if replies.reload

@@ -12,7 +12,8 @@
 //! lost (renewal refused: it ran out and another host took it) is dropped
 //! at once: its pipeline's writes are already refused by the fence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -20,7 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Assign, Config, RedisEndpoint};
+use crate::stream::cluster::{Route, Router};
 use crate::stream::{LinkHealth, RedisLink, leases};
+use crate::vocab::backoff::Backoff;
 use crate::vocab::partition::{self, Fence};
 
 /// How long the keeper may spend giving its leases back at shutdown.
@@ -94,23 +97,64 @@ struct Group {
 /// The lease keeper task.
 #[derive(Debug)]
 pub struct LeaseKeeper {
-    link: RedisLink,
+    links: Links,
     specs: watch::Receiver<Vec<LeaseSpec>>,
     changes: mpsc::UnboundedSender<LeaseChange>,
     groups: BTreeMap<String, Group>,
 }
 
+/// The keeper's connections: one to the server, or on a cluster one per
+/// slot it touches (each lease lives in its partition's slot, the members
+/// set in a slot of its own).
+#[derive(Debug)]
+struct Links {
+    endpoint: Arc<RedisEndpoint>,
+    router: Option<Arc<Router>>,
+    health: Arc<LinkHealth>,
+    by_slot: HashMap<u16, RedisLink>,
+}
+
+impl Links {
+    /// The link `key`'s commands go on.
+    fn of(&mut self, key: &str) -> &mut RedisLink {
+        let route = Route::of_key(&self.endpoint, self.router.as_ref(), key);
+        let slot = match &route {
+            Route::Direct(_) => 0,
+            Route::Slot(_, slot) => *slot,
+        };
+        let health = &self.health;
+        // Each round has a budget of a third of the TTL: a wait between
+        // attempts longer than that would never end in an attempt.
+        self.by_slot.entry(slot).or_insert_with(|| {
+            RedisLink::routed(route, health.clone(), LINK_TIMEOUT).with_backoff(Backoff::new(
+                Duration::from_millis(20),
+                Duration::from_millis(100),
+            ))
+        })
+    }
+}
+
+/// How long one of the keeper's commands may take.
+const LINK_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl LeaseKeeper {
     /// A keeper for the lease groups `specs` announces, talking to Redis at
-    /// `endpoint` and to the process through `changes`.
+    /// `endpoint` (through `router` on a cluster) and to the process
+    /// through `changes`.
     pub fn new(
-        endpoint: &RedisEndpoint,
+        endpoint: Arc<RedisEndpoint>,
+        router: Option<Arc<Router>>,
         specs: watch::Receiver<Vec<LeaseSpec>>,
         changes: mpsc::UnboundedSender<LeaseChange>,
     ) -> Self {
         let health = LinkHealth::new(endpoint.target().to_owned());
         Self {
-            link: RedisLink::new(endpoint, health, Duration::from_secs(2)),
+            links: Links {
+                endpoint,
+                router,
+                health,
+                by_slot: HashMap::new(),
+            },
             specs,
             changes,
             groups: BTreeMap::new(),
@@ -172,7 +216,7 @@ impl LeaseKeeper {
         for name in stale {
             if let Some(group) = self.groups.remove(&name) {
                 let budget = super::cancel_after(LEAVE_BUDGET);
-                quit(&mut self.link, group, &budget).await;
+                quit(&mut self.links, group, &budget).await;
             }
         }
         for spec in specs {
@@ -193,13 +237,14 @@ impl LeaseKeeper {
         let Some(group) = self.groups.get_mut(name) else {
             return;
         };
-        let link = &mut self.link;
-        finish_giving(link, group, budget).await;
-        let mut changed = renew_held(link, group, budget).await;
+        let links = &mut self.links;
+        finish_giving(links, group, budget).await;
+        let mut changed = renew_held(links, group, budget).await;
         let spec = group.spec.clone();
         let key = partition::members_key(&spec.stream, &spec.group);
         let (me, ttl) = (spec.member.as_str(), spec.ttl);
-        let live = link
+        let live = links
+            .of(&key)
             .run(budget, |mut con| {
                 let key = key.clone();
                 async move { leases::members(&mut con, &key, me, ttl, false).await }
@@ -233,7 +278,8 @@ impl LeaseKeeper {
                 key: partition::lease_key(&spec.stream, index, &spec.group),
                 token: format!("{me}#{:016x}", rand::random::<u64>()),
             };
-            let taken = link
+            let taken = links
+                .of(&fence.key)
                 .run(budget, |mut con| {
                     let fence = &fence;
                     async move { leases::acquire(&mut con, &fence.key, &fence.token, ttl).await }
@@ -254,7 +300,7 @@ impl LeaseKeeper {
     async fn leave(&mut self) {
         let budget = super::cancel_after(LEAVE_BUDGET);
         for group in std::mem::take(&mut self.groups).into_values() {
-            quit(&mut self.link, group, &budget).await;
+            quit(&mut self.links, group, &budget).await;
         }
     }
 }
@@ -262,7 +308,7 @@ impl LeaseKeeper {
 /// Gives back every lease of `group` and leaves its membership, so the
 /// other members take its partitions at their next round rather than
 /// after the TTL.
-async fn quit(link: &mut RedisLink, group: Group, budget: &CancellationToken) {
+async fn quit(links: &mut Links, group: Group, budget: &CancellationToken) {
     let leases: Vec<Fence> = group
         .held
         .into_values()
@@ -273,10 +319,11 @@ async fn quit(link: &mut RedisLink, group: Group, budget: &CancellationToken) {
                 .flat_map(|g| g.leases.into_values()),
         )
         .collect();
-    release_all(link, &leases, budget).await;
+    release_all(links, &leases, budget).await;
     let key = partition::members_key(&group.spec.stream, &group.spec.group);
     let (me, ttl) = (group.spec.member.as_str(), group.spec.ttl);
-    let _ = link
+    let _ = links
+        .of(&key)
         .run(budget, |mut con| {
             let key = key.clone();
             async move { leases::members(&mut con, &key, me, ttl, true).await }
@@ -306,7 +353,7 @@ fn announce(
 }
 
 /// Releases the leases whose pipelines the process has drained.
-async fn finish_giving(link: &mut RedisLink, group: &mut Group, budget: &CancellationToken) {
+async fn finish_giving(links: &mut Links, group: &mut Group, budget: &CancellationToken) {
     let mut waiting = Vec::new();
     for mut giving in std::mem::take(&mut group.giving) {
         match giving.applied.try_recv() {
@@ -315,7 +362,7 @@ async fn finish_giving(link: &mut RedisLink, group: &mut Group, budget: &Cancell
             // runs on these partitions any more.
             _ => {
                 let leases: Vec<Fence> = giving.leases.into_values().collect();
-                release_all(link, &leases, budget).await;
+                release_all(links, &leases, budget).await;
             }
         }
     }
@@ -324,7 +371,7 @@ async fn finish_giving(link: &mut RedisLink, group: &mut Group, budget: &Cancell
 
 /// Renews every lease held or being given up; drops those lost. `true` if
 /// any held one was lost.
-async fn renew_held(link: &mut RedisLink, group: &mut Group, budget: &CancellationToken) -> bool {
+async fn renew_held(links: &mut Links, group: &mut Group, budget: &CancellationToken) -> bool {
     let ttl = group.spec.ttl;
     let mut lost = Vec::new();
     let fences = group
@@ -332,7 +379,8 @@ async fn renew_held(link: &mut RedisLink, group: &mut Group, budget: &Cancellati
         .iter()
         .chain(group.giving.iter().flat_map(|g| g.leases.iter()));
     for (index, fence) in fences {
-        let renewed = link
+        let renewed = links
+            .of(&fence.key)
             .run(budget, |mut con| async move {
                 leases::renew(&mut con, &fence.key, &fence.token, ttl).await
             })
@@ -358,9 +406,10 @@ async fn renew_held(link: &mut RedisLink, group: &mut Group, budget: &Cancellati
 }
 
 /// Gives back each lease still held by its token.
-async fn release_all(link: &mut RedisLink, fences: &[Fence], budget: &CancellationToken) {
+async fn release_all(links: &mut Links, fences: &[Fence], budget: &CancellationToken) {
     for fence in fences {
-        let released = link
+        let released = links
+            .of(&fence.key)
             .run(budget, |mut con| async move {
                 leases::release(&mut con, &fence.key, &fence.token).await
             })

@@ -25,6 +25,7 @@ use super::wiring::{TASK_TIMEOUT, Wiring};
 use super::{RunError, hygiene};
 use crate::config::RunConfig;
 use crate::stream::RedisLink;
+use crate::stream::cluster::Router;
 /// What a drain may take beyond `--shutdown-grace`: the last flush of an
 /// abandoned drain, releasing retries, and consumer clean-up, together.
 pub const DRAIN_AFTER_GRACE: Duration = Duration::from_secs(5);
@@ -90,13 +91,14 @@ impl Pipeline {
         failures: mpsc::UnboundedSender<Failure>,
         plugin_log: Arc<PluginLog>,
         holdings: &Holdings,
+        router: Option<&Arc<Router>>,
     ) -> Result<Self, RunError> {
         let Prepared {
             engine,
             settings,
             plugin,
         } = prepared;
-        let mut parts = Wiring::new(config, plugin, token, plugin_log, holdings)?;
+        let mut parts = Wiring::new(config, plugin, token, plugin_log, holdings, router)?;
         let (work_tx, work_rx) = flume::unbounded();
         let (settled_tx, settled_rx) = mpsc::unbounded_channel();
         let dispatcher = parts.dispatcher(work_tx, settled_tx.clone());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::RunError;
 use crate::config::RunConfig;
 use crate::plugin::{EmitTargets, LoadedPlugin, PluginEngine, PluginError, PluginSettings};
+use crate::vocab::partition::key_slot;
 
 /// A validated pipeline with its plugin compiled, ready to start.
 #[derive(Debug)]
@@ -34,6 +35,10 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, RunError> {
         source: config.stream.clone(),
         dlq: config.dlq.clone(),
         allow: config.emit_allow.clone(),
+        slot: config
+            .redis
+            .cluster
+            .then(|| key_slot(config.stream.as_bytes())),
     };
     let settings = PluginSettings::new(config.plugin_config.clone(), &config.limits(), targets);
     let plugin = engine

@@ -29,8 +29,9 @@ use super::supervise::{Supervisor, Task};
 use super::trimmer::Trimmer;
 use super::watcher::PluginWatcher;
 use super::workers::WorkerSet;
-use crate::config::{RedisEndpoint, RunConfig};
+use crate::config::RunConfig;
 use crate::plugin::{LoadedPlugin, PluginEngine, PluginSettings, PluginSlot};
+use crate::stream::cluster::{Route, Router};
 use crate::stream::{GroupRef, LinkHealth, PayloadReader, RedisLink};
 use crate::vocab::admission::Admission;
 
@@ -56,7 +57,7 @@ pub struct Wiring {
     pub abandon: CancellationToken,
     /// Stream, group, consumer, DLQ and the plugin in service.
     pub dlq: DlqTarget,
-    endpoint: Arc<RedisEndpoint>,
+    route: Route,
     health: Arc<LinkHealth>,
     window: Arc<Semaphore>,
     inflight: Arc<InFlight>,
@@ -96,9 +97,16 @@ impl Wiring {
         token: CancellationToken,
         plugin_log: Arc<PluginLog>,
         holdings: &Holdings,
+        router: Option<&Arc<Router>>,
     ) -> Result<Self, RunError> {
         let endpoint = Arc::new(config.redis.endpoint()?);
-        let target = endpoint.target().to_owned();
+        // On a cluster every key of the pipeline shares the stream's slot
+        // (checked at start-up): its connections go to that slot's node.
+        let route = Route::of_key(&endpoint, router, &config.stream);
+        let target = match &route {
+            Route::Direct(e) => e.target().to_owned(),
+            Route::Slot(_, slot) => format!("cluster slot {slot} (seed {})", endpoint.target()),
+        };
         let config = Arc::new(config);
         let span = tracing::info_span!("pipeline", name = %config.name);
         let group = GroupRef {
@@ -144,7 +152,7 @@ impl Wiring {
             controls: Arc::new(Controls::default()),
             plugin_log,
             retries: Some(mpsc::unbounded_channel()),
-            endpoint,
+            route,
             health: LinkHealth::new(target),
             token,
             config,
@@ -170,15 +178,11 @@ impl Wiring {
 
     /// A connection of this pipeline's with its own response timeout.
     pub fn link(&self, timeout: Duration) -> RedisLink {
-        RedisLink::new(&self.endpoint, self.health.clone(), timeout)
+        RedisLink::routed(self.route.clone(), self.health.clone(), timeout)
     }
 
     fn payloads(&self, timeout: Duration) -> PayloadReader {
-        PayloadReader::new(
-            self.endpoint.clone(),
-            timeout,
-            self.admission.entry_limits(),
-        )
+        PayloadReader::routed(self.route.clone(), timeout, self.admission.entry_limits())
     }
 
     /// The committer (the only writer of acks and dead letters) and the

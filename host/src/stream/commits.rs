@@ -148,6 +148,10 @@ pub struct RoundReplies {
     /// Redis had lost the scripts (restarted, or `SCRIPT FLUSH`): run
     /// [`load_scripts`] before sending the calls again.
     pub reload: bool,
+    /// A write was answered with a redirection or a connection-level
+    /// error (a cluster slot moved to another node, a failover): the
+    /// connection must be replaced before the writes go again.
+    pub redirected: Option<redis::RedisError>,
 }
 
 impl CommitRound {
@@ -254,6 +258,11 @@ impl CommitRound {
         let replies: Vec<RedisResult<Value>> = self.pipe.query_async(con).await?;
         let mut out = RoundReplies::default();
         for (write, reply) in self.writes.iter().zip(replies) {
+            if let Err(e) = &reply
+                && classify(e) == ErrorClass::Connection
+            {
+                out.redirected = Some(e.clone());
+            }
             match *write {
                 Write::Ack => {
                     if reply.as_ref().is_err_and(|e| e.code() == Some("NOSCRIPT")) {

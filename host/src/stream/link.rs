@@ -11,6 +11,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, ServerErrorKind};
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::Route;
 use crate::config::RedisEndpoint;
 use crate::vocab::backoff::Backoff;
 
@@ -85,12 +86,23 @@ pub fn classify(err: &RedisError) -> ErrorClass {
     {
         return ErrorClass::Connection;
     }
+    // A cluster's failover ends blocked reads with UNBLOCKED: the node is
+    // a replica now, and the connection is no use.
+    if err.code() == Some("UNBLOCKED") {
+        return ErrorClass::Connection;
+    }
     match err.kind() {
+        // The slot lives on another node now: reconnect along the route
+        // (which reads the slot map again).
+        redis::ErrorKind::Server(ServerErrorKind::Moved) => ErrorClass::Connection,
+        // The slot is being migrated: its keys move a few at a time, and
+        // the migration ends in a MOVED.
         redis::ErrorKind::Server(
             ServerErrorKind::BusyLoading
             | ServerErrorKind::TryAgain
             | ServerErrorKind::MasterDown
             | ServerErrorKind::ClusterDown
+            | ServerErrorKind::Ask
             | ServerErrorKind::ReadOnly,
         ) => ErrorClass::Transient,
         redis::ErrorKind::Io | redis::ErrorKind::AuthenticationFailed => ErrorClass::Connection,
@@ -172,8 +184,10 @@ pub enum LinkError {
 /// One logical connection (the reader's or the committer's).
 #[derive(Debug)]
 pub struct RedisLink {
-    client: Client,
-    config: AsyncConnectionConfig,
+    /// Where each (re)connection goes: asked again every time, so a
+    /// cluster's slot that moved is followed.
+    route: Route,
+    response_timeout: Duration,
     /// The connection and the outage count when it was opened.
     conn: Option<(MultiplexedConnection, u64)>,
     health: Arc<LinkHealth>,
@@ -187,17 +201,47 @@ impl RedisLink {
         health: Arc<LinkHealth>,
         response_timeout: Duration,
     ) -> Self {
-        let config = endpoint
-            .connection_config()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(response_timeout));
+        Self::routed(
+            Route::Direct(Arc::new(endpoint.clone())),
+            health,
+            response_timeout,
+        )
+    }
+
+    /// A link along `route` whose commands time out after `response_timeout`.
+    pub fn routed(route: Route, health: Arc<LinkHealth>, response_timeout: Duration) -> Self {
         Self {
-            client: endpoint.client().clone(),
-            config,
+            route,
+            response_timeout,
             conn: None,
             health,
             backoff: Backoff::for_redis(),
         }
+    }
+
+    /// The same link, waiting `backoff`'s delays between failed attempts
+    /// (a caller on a short budget needs them shorter than its budget).
+    pub fn with_backoff(self, backoff: Backoff) -> Self {
+        Self { backoff, ..self }
+    }
+
+    async fn open(&self) -> RedisResult<MultiplexedConnection> {
+        let endpoint = self.route.endpoint().await?;
+        let config: AsyncConnectionConfig = endpoint
+            .connection_config()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(self.response_timeout));
+        let client: &Client = endpoint.client();
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// Drops the connection after a redirection found in a reply of its own
+    /// (a pipelined round's `MOVED`): the next one goes where the slot is now.
+    pub fn redirected(&mut self, err: &RedisError) {
+        self.route.failed(err);
+        self.conn = None;
     }
 
     /// A working connection, reconnecting (with backoff) as long as needed.
@@ -219,19 +263,19 @@ impl RedisLink {
             } else {
                 self.backoff.next_delay();
             }
-            let connect = self
-                .client
-                .get_multiplexed_async_connection_with_config(&self.config);
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(Cancelled),
-                r = connect => r,
+                r = self.open() => r,
             };
             match result {
                 // "Restored" is only said once a command succeeds: a server
                 // still loading its AOF accepts connections but not commands.
                 Ok(conn) => self.conn = Some((conn, self.health.outages())),
-                Err(e) => self.health.mark_down(&e),
+                Err(e) => {
+                    self.route.failed(&e);
+                    self.health.mark_down(&e);
+                }
             }
         }
     }
@@ -290,6 +334,7 @@ impl RedisLink {
     /// so the next [`RedisLink::connection`] reconnects.
     fn failed(&mut self, err: &RedisError) -> ErrorClass {
         let class = classify(err);
+        self.route.failed(err);
         // A connection from before an outage another link already reported
         // (and maybe recovered from) dies quietly: it is old news.
         let stale = self

@@ -2,6 +2,7 @@
 //! their typed wrappers, the DLQ record layout and self-healing connections.
 
 pub mod claims;
+pub mod cluster;
 pub mod commands;
 pub mod commits;
 pub mod consumers;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::RedisResult;
 use tokio::sync::Mutex;
 
+use super::cluster::Route;
 use super::commands::GroupRef;
 use super::link::{ErrorClass, classify};
 use super::wire::EntryConnection;
@@ -19,7 +20,7 @@ use crate::vocab::entry::{Entry, EntryLimits};
 /// it; one task owns it, and the lock is never contended.
 #[derive(Debug)]
 pub struct PayloadReader {
-    endpoint: Arc<RedisEndpoint>,
+    route: Route,
     timeout: Duration,
     limits: EntryLimits,
     /// `None` until connected, and again after a connection-level error.
@@ -30,8 +31,14 @@ impl PayloadReader {
     /// A reader for the server of `endpoint`; `timeout` bounds each step of
     /// connecting and each reply (on top of BLOCK for reads).
     pub fn new(endpoint: Arc<RedisEndpoint>, timeout: Duration, limits: EntryLimits) -> Self {
+        Self::routed(Route::Direct(endpoint), timeout, limits)
+    }
+
+    /// A reader along `route` (on a cluster, the node of the partition's
+    /// slot, asked again at every reconnect).
+    pub fn routed(route: Route, timeout: Duration, limits: EntryLimits) -> Self {
         Self {
-            endpoint,
+            route,
             timeout,
             limits,
             conn: Mutex::new(None),
@@ -43,7 +50,14 @@ impl PayloadReader {
         slot: &'a mut Option<EntryConnection>,
     ) -> RedisResult<&'a mut EntryConnection> {
         if slot.is_none() {
-            *slot = Some(EntryConnection::connect(&self.endpoint, self.timeout).await?);
+            let endpoint = self.route.endpoint().await?;
+            match EntryConnection::connect(&endpoint, self.timeout).await {
+                Ok(conn) => *slot = Some(conn),
+                Err(e) => {
+                    self.route.failed(&e);
+                    return Err(e);
+                }
+            }
         }
         Ok(slot.as_mut().expect("connected just above"))
     }
@@ -60,7 +74,7 @@ impl PayloadReader {
             Ok(conn) => conn.read_group(g, count, block, self.limits).await,
             Err(e) => Err(e),
         };
-        check(slot, read)
+        self.check(slot, read)
     }
 
     /// The fenced `XREADGROUP … >` of a partition under a lease (never
@@ -71,7 +85,7 @@ impl PayloadReader {
             Ok(conn) => conn.read_group_fenced(g, count, self.limits).await,
             Err(e) => Err(e),
         };
-        check(slot, read)
+        self.check(slot, read)
     }
 
     /// Waits up to `block` for an entry of `stream` after `after`; its id.
@@ -86,7 +100,7 @@ impl PayloadReader {
             Ok(conn) => conn.wait_after(stream, after, block).await,
             Err(e) => Err(e),
         };
-        check(slot, waited)
+        self.check(slot, waited)
     }
 
     /// The payloads of `ids`, in order (`Trimmed` for those gone), delivery
@@ -100,16 +114,24 @@ impl PayloadReader {
             Ok(conn) => conn.fetch(stream, ids, self.limits).await,
             Err(e) => Err(e),
         };
-        check(slot, fetched)
+        self.check(slot, fetched)
     }
 }
 
-/// Drops a connection whose last command failed at the connection level.
-fn check<T>(slot: &mut Option<EntryConnection>, result: RedisResult<T>) -> RedisResult<T> {
-    if let Err(e) = &result
-        && classify(e) == ErrorClass::Connection
-    {
-        *slot = None;
+impl PayloadReader {
+    /// Drops a connection whose last command failed at the connection
+    /// level (a redirection included: the slot lives elsewhere now).
+    fn check<T>(
+        &self,
+        slot: &mut Option<EntryConnection>,
+        result: RedisResult<T>,
+    ) -> RedisResult<T> {
+        if let Err(e) = &result
+            && classify(e) == ErrorClass::Connection
+        {
+            self.route.failed(e);
+            *slot = None;
+        }
+        result
     }
-    result
 }

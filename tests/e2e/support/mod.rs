@@ -2,6 +2,7 @@
 //! with certificates made at run time), the real plugins built from
 //! `plugins/`, and the real `host` binary as a child process.
 
+pub mod cluster;
 pub mod host;
 pub mod http;
 pub mod measured;

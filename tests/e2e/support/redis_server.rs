@@ -15,12 +15,15 @@ use super::pki::{Identity, Pki};
 pub type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A running redis-server owned by one test; killed on drop.
+#[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
     /// `--tls-*` arguments of a TLS-only server.
     tls: Option<Vec<String>>,
+    /// More arguments (a cluster node's).
+    extra: Vec<String>,
 }
 
 /// Whether a TLS server asks clients for a certificate (`tls-auth-clients`).
@@ -60,6 +63,39 @@ impl RedisServer {
         ]))
     }
 
+    /// Starts a Redis Cluster node (not yet part of a cluster) on a free
+    /// port below 55536 whose bus port (port + 10000) is free too.
+    pub fn start_cluster_node() -> Self {
+        let extra: Vec<String> = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..20 {
+            let port = free_port();
+            if port >= 55536 || TcpListener::bind(("127.0.0.1", port + 10000)).is_err() {
+                continue;
+            }
+            let mut server = Self {
+                port,
+                dir: tempfile::tempdir().expect("tempdir"),
+                child: None,
+                tls: None,
+                extra: extra.clone(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start a redis-server cluster node");
+    }
+
     fn start_with(tls: Option<Vec<String>>) -> Self {
         for _ in 0..5 {
             let mut server = Self {
@@ -67,6 +103,7 @@ impl RedisServer {
                 dir: tempfile::tempdir().expect("tempdir"),
                 child: None,
                 tls: tls.clone(),
+                extra: Vec::new(),
             };
             if server.spawn() {
                 return server;
@@ -95,6 +132,7 @@ impl RedisServer {
             .args(["--unixsocketperm", "700"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

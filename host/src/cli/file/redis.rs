@@ -70,11 +70,22 @@ pub(super) fn redis_config(
                 ));
             }
             "tls" => redis.tls = Some(tls_config(value, &mut spans)?),
+            "cluster" => {
+                redis.cluster = match value.get_ref() {
+                    DeValue::Boolean(b) => *b,
+                    other => {
+                        return Err((
+                            Some(value.span()),
+                            format!("`cluster` must be true or false, not {}", type_name(other)),
+                        ));
+                    }
+                }
+            }
             other => {
                 return Err((
                     Some(key.span()),
                     format!(
-                        "unknown key `{other}` in [redis] (url, username, password-env, password-file, tls)"
+                        "unknown key `{other}` in [redis] (url, username, password-env, password-file, tls, cluster)"
                     ),
                 ));
             }

@@ -141,13 +141,22 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut con = ops::connect(&redis).await?;
+    let router = match redis.cluster {
+        true => Some(crate::stream::cluster::Router::new(&redis).map_err(OpsError::from)?),
+        false => None,
+    };
     let total = if args.fields.is_empty() {
         args.demo_orders
     } else {
         Some(args.count)
     };
     let mut sender = Sender {
-        paced: Paced::new(&mut con, route, args.maxlen, args.rate, args.batch),
+        paced: match router {
+            Some(router) => {
+                Paced::new(&mut con, route, args.maxlen, args.rate, args.batch).on_cluster(router)
+            }
+            None => Paced::new(&mut con, route, args.maxlen, args.rate, args.batch),
+        },
         bar: progress(total, "producing"),
     };
     let mut failure = None;

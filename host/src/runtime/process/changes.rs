@@ -22,6 +22,7 @@ use super::super::reload::{self, Plan};
 use super::super::{RunError, RunReport};
 use super::{consumers, prepare_all};
 use crate::config::{Config, Owned, RunConfig, Source};
+use crate::stream::cluster::Router;
 
 /// A pipeline's name and how its drain ended.
 type Drained = (String, Result<PipelineReport, Failure>);
@@ -76,6 +77,8 @@ pub(super) struct Process {
     /// The lease-assigned pipelines of the configuration in force, for the
     /// keeper; sent once a change is applied (drains included).
     pub(super) lease_specs: watch::Sender<Vec<LeaseSpec>>,
+    /// The cluster's slot map, when the connection is to a cluster.
+    pub(super) router: Option<Arc<Router>>,
 }
 
 impl Process {
@@ -137,6 +140,7 @@ impl Process {
             self.failures.clone(),
             self.port.plugin_log(),
             &self.holdings,
+            self.router.as_ref(),
         )?;
         tracing::info!(pipeline = %name, action, "pipeline {action}");
         self.port.started(handle.view());

@@ -28,6 +28,7 @@ use super::prepare::{Prepared, prepare};
 use super::supervise::{Supervisor, Task, TaskEnd};
 use super::{RunError, RunReport};
 use crate::config::{Config, Owned, RunConfig};
+use crate::stream::cluster::Router;
 
 /// How often the config file is stat'ed when notifications are missed.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
@@ -59,8 +60,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunReport, RunError> {
     config.validate()?;
-    let endpoint = config.pipelines[0].redis.endpoint()?;
-    let (mut process, mut inbox, leases) = new_process(&config, shutdown);
+    let redis = &config.pipelines[0].redis;
+    let endpoint = redis.endpoint()?;
+    let router = redis.cluster.then(|| Router::new(redis)).transpose()?;
+    let (mut process, mut inbox, leases) = new_process(&config, shutdown, router.clone());
     let mut tasks = ProcessTasks::new();
     // Served during the (slow) plugin compiles: the endpoints answer (not
     // ready) meanwhile.
@@ -68,7 +71,8 @@ pub async fn run(
         tasks.serve(face, process.port.clone());
     }
     tasks.keep_leases(LeaseKeeper::new(
-        &endpoint,
+        Arc::new(endpoint),
+        router,
         process.lease_specs.subscribe(),
         leases,
     ));
@@ -120,6 +124,7 @@ struct Inbox {
 fn new_process(
     config: &Config,
     root: CancellationToken,
+    router: Option<Arc<Router>>,
 ) -> (Process, Inbox, mpsc::UnboundedSender<LeaseChange>) {
     let (failures_tx, failures) = mpsc::unbounded_channel();
     let (controls_tx, controls) = mpsc::unbounded_channel();
@@ -141,6 +146,7 @@ fn new_process(
         holdings: Holdings::default(),
         owned: Owned::new(),
         lease_specs: watch::Sender::new(Vec::<LeaseSpec>::new()),
+        router,
     };
     changes::declare(&process.port, &config.running(&process.owned));
     let inbox = Inbox {

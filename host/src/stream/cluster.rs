@@ -1,0 +1,290 @@
+//! Redis Cluster routing: which node holds a slot now. A partition's keys
+//! all carry its hash tag, so each of its connections talks to one node —
+//! the one [`Router`] names for the partition's slot — and every script
+//! stays in one slot. The slot map is read with `CLUSTER SLOTS` from any
+//! node that answers (the seed first time, then every node known) and read
+//! again whenever a connection is redirected (`MOVED`) or lost (a master
+//! that died is replaced by its replica): a [`Route`] is where a connection
+//! goes, asked again at every reconnect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::{RedisResult, Value};
+
+use super::link::{ErrorClass, classify};
+use crate::config::{ConfigError, RedisConfig, RedisEndpoint};
+use crate::vocab::partition::key_slot;
+
+/// How long asking one node for the slot map may take.
+const MAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a connection goes: the configured server, or the node that holds
+/// a slot of a cluster now.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// The server of the URL.
+    Direct(Arc<RedisEndpoint>),
+    /// Whichever node holds the slot.
+    Slot(Arc<Router>, u16),
+}
+
+impl Route {
+    /// The route of `key`'s commands: through `router` when on a cluster.
+    pub fn of_key(endpoint: &Arc<RedisEndpoint>, router: Option<&Arc<Router>>, key: &str) -> Self {
+        match router {
+            Some(r) => Route::Slot(r.clone(), key_slot(key.as_bytes())),
+            None => Route::Direct(endpoint.clone()),
+        }
+    }
+
+    /// Where to connect now.
+    pub async fn endpoint(&self) -> RedisResult<Arc<RedisEndpoint>> {
+        match self {
+            Route::Direct(e) => Ok(e.clone()),
+            Route::Slot(router, slot) => router.endpoint(*slot).await,
+        }
+    }
+
+    /// A command on this route failed with `err`: a redirection or a lost
+    /// node makes the slot map worth reading again before the reconnect.
+    pub fn failed(&self, err: &redis::RedisError) {
+        if let Route::Slot(router, _) = self
+            && (is_redirect(err) || classify(err) == ErrorClass::Connection)
+        {
+            router.invalidate();
+        }
+    }
+}
+
+/// Whether `err` says the slot lives elsewhere now (`MOVED`) or is moving
+/// (`ASK`).
+pub fn is_redirect(err: &redis::RedisError) -> bool {
+    matches!(err.code(), Some("MOVED" | "ASK"))
+}
+
+/// A node's address.
+type Node = (String, u16);
+/// Slots `first..=last` and the master serving them.
+type SlotRange = (u16, u16, Node);
+
+/// The slot map of one cluster, shared by every connection of a process.
+#[derive(Debug)]
+pub struct Router {
+    config: RedisConfig,
+    seed: Arc<RedisEndpoint>,
+    state: Mutex<Map>,
+    /// One refresh at a time: after a failover every connection asks at
+    /// once, and one answer serves them all.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Map {
+    /// The ranges as `CLUSTER SLOTS` gives them.
+    ranges: Vec<SlotRange>,
+    /// Every node met, by address.
+    nodes: HashMap<Node, Arc<RedisEndpoint>>,
+    /// Read again before the next answer.
+    stale: bool,
+    /// Times the map was read.
+    generation: u64,
+}
+
+impl Router {
+    /// A router for the cluster `config`'s URL is a seed node of; reads
+    /// nothing yet.
+    pub fn new(config: &RedisConfig) -> Result<Arc<Self>, ConfigError> {
+        let seed = Arc::new(config.endpoint()?);
+        Ok(Arc::new(Self {
+            config: config.clone(),
+            seed,
+            state: Mutex::new(Map {
+                stale: true,
+                ..Map::default()
+            }),
+            refreshing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, Map> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the map as worth reading again.
+    pub fn invalidate(&self) {
+        self.map().stale = true;
+    }
+
+    /// The node that holds `slot`, reading the map first if it is stale.
+    pub async fn endpoint(&self, slot: u16) -> RedisResult<Arc<RedisEndpoint>> {
+        let (stale, generation) = {
+            let map = self.map();
+            (map.stale, map.generation)
+        };
+        if stale {
+            self.refresh(generation).await?;
+        }
+        let map = self.map();
+        let node = map
+            .ranges
+            .iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, node)| node.clone());
+        match node.and_then(|n| map.nodes.get(&n).cloned()) {
+            Some(endpoint) => Ok(endpoint),
+            None => Err(redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                "no node serves the slot",
+                format!("slot {slot} is not assigned in the cluster's slot map"),
+            ))),
+        }
+    }
+
+    /// Reads the slot map from the first node that answers, unless another
+    /// task did since `seen` (the generation its caller saw stale).
+    async fn refresh(&self, seen: u64) -> RedisResult<()> {
+        let _one = self.refreshing.lock().await;
+        let candidates: Vec<Arc<RedisEndpoint>> = {
+            let map = self.map();
+            if map.generation != seen && !map.stale {
+                return Ok(());
+            }
+            std::iter::once(self.seed.clone())
+                .chain(map.nodes.values().cloned())
+                .collect()
+        };
+        let mut last = None;
+        for node in candidates {
+            match slots_of(&node).await {
+                Ok(ranges) => {
+                    let mut map = self.map();
+                    for (_, _, node) in &ranges {
+                        if let std::collections::hash_map::Entry::Vacant(slot) =
+                            map.nodes.entry(node.clone())
+                        {
+                            let endpoint = RedisEndpoint::at_node(&self.config, &node.0, node.1)
+                                .map_err(|e| {
+                                    redis::RedisError::from((
+                                        redis::ErrorKind::Client,
+                                        "cluster node",
+                                        e.to_string(),
+                                    ))
+                                })?;
+                            slot.insert(Arc::new(endpoint));
+                        }
+                    }
+                    map.ranges = ranges;
+                    map.stale = false;
+                    map.generation += 1;
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Io, "no cluster node answered"))
+        }))
+    }
+}
+
+/// `CLUSTER SLOTS` of one node: each range's first and last slot and its
+/// master's address (a master announced without a host is the node asked).
+async fn slots_of(node: &RedisEndpoint) -> RedisResult<Vec<SlotRange>> {
+    let mut con = node.connect(MAP_TIMEOUT, MAP_TIMEOUT).await?;
+    let reply: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut con)
+        .await?;
+    let asked = match node.address() {
+        crate::config::Address::Tcp { host, .. } => host.clone(),
+        crate::config::Address::Unix(_) => String::new(),
+    };
+    parse_slots(&reply, &asked)
+}
+
+fn parse_slots(reply: &Value, asked: &str) -> RedisResult<Vec<SlotRange>> {
+    let bad = |what: &str| {
+        redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "unexpected CLUSTER SLOTS reply",
+            what.to_owned(),
+        ))
+    };
+    let Value::Array(ranges) = reply else {
+        return Err(bad("not an array"));
+    };
+    let int = |v: &Value| match v {
+        Value::Int(n) => u16::try_from(*n).ok(),
+        _ => None,
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(items) = range else {
+            return Err(bad("a range is not an array"));
+        };
+        let (Some(first), Some(last)) = (items.first().and_then(int), items.get(1).and_then(int))
+        else {
+            return Err(bad("a range without its slots"));
+        };
+        let Some(Value::Array(master)) = items.get(2) else {
+            return Err(bad("a range without its master"));
+        };
+        let host = master.first().and_then(text).unwrap_or_default();
+        let host = if host.is_empty() || host == "?" {
+            asked.to_owned()
+        } else {
+            host
+        };
+        let Some(port) = master.get(1).and_then(int) else {
+            return Err(bad("a master without its port"));
+        };
+        out.push((first, last, (host, port)));
+    }
+    if out.is_empty() {
+        return Err(bad("no slot is assigned"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_slot_map_names_each_ranges_master() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                Value::Array(vec![bulk("10.0.0.1"), Value::Int(7000), bulk("id1")]),
+                Value::Array(vec![bulk("10.0.0.4"), Value::Int(7003), bulk("id4")]),
+            ]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                Value::Array(vec![bulk(""), Value::Int(7001), bulk("id2")]),
+            ]),
+        ]);
+        let ranges = parse_slots(&reply, "seed.local").unwrap();
+        assert_eq!(
+            ranges,
+            [
+                (0, 5460, ("10.0.0.1".to_owned(), 7000)),
+                (5461, 16383, ("seed.local".to_owned(), 7001))
+            ]
+        );
+        assert!(parse_slots(&Value::Array(vec![]), "x").is_err());
+        assert!(parse_slots(&Value::Int(1), "x").is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! On a real six-node Redis Cluster (three masters, a replica each): hosts
+//! given one seed (`--cluster`) read each partition on the node holding its
+//! slot and follow it through host kills, a manual failover, a master's
+//! death and a slot migrated under load — every entry left in the stream
+//! ends with exactly one receipt (written atomically with its ack) or one
+//! dead letter, each key's entries committed in order, nothing pending.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::cluster::{RedisCluster, key_slot};
+use crate::support::{Host, eventually, fields_map};
+
+const PARTITIONS: u32 = 8;
+
+fn partition_key(stream: &str, i: u32) -> String {
+    format!("{{{stream}:{i}}}")
+}
+
+/// Receipts of partition `i`: a stream sharing its hash tag, so the
+/// receipt is committed with the ack in one single-slot script.
+fn receipts_key(stream: &str, i: u32) -> String {
+    format!("{{{stream}:{i}}}:receipts")
+}
+
+fn partition_of(customer: &str) -> u32 {
+    // The README's routing: CRC16 mod 16384 mod N (no braces in the value).
+    u32::from(key_slot(customer)) % PARTITIONS
+}
+
+fn host(cluster: &RedisCluster, stream: &str) -> Host {
+    Host::run(
+        &cluster.seed_url(),
+        stream,
+        "g",
+        &crate::support::plugin("misbehave"),
+        &[
+            "--cluster",
+            "--partitions",
+            "8",
+            "--lease-ttl",
+            "2s",
+            "--order-by",
+            "customer",
+            "--concurrency",
+            "2",
+            "--shutdown-grace",
+            "200ms",
+        ],
+    )
+}
+
+/// Appends one entry per customer (each customer's next seq) to their
+/// partitions, on the nodes serving them now; entries a dying master
+/// refuses are not appended (the producer would retry them).
+fn produce_round(cluster: &RedisCluster, stream: &str, next: &mut [usize]) {
+    let mut by_partition: HashMap<u32, Vec<(String, usize)>> = HashMap::new();
+    for (k, seq) in next.iter_mut().enumerate() {
+        let customer = format!("c-{k}");
+        by_partition
+            .entry(partition_of(&customer))
+            .or_default()
+            .push((customer, *seq));
+    }
+    for (p, entries) in by_partition {
+        let key = partition_key(stream, p);
+        let Ok(mut c) = std::panic::catch_unwind(|| cluster.conn_for(&key)) else {
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for (customer, seq) in &entries {
+            let seq = seq.to_string();
+            pipe.xadd(
+                &key,
+                "*",
+                &[
+                    ("customer", customer.as_str()),
+                    ("seq", seq.as_str()),
+                    ("action", "emit"),
+                    ("emit_to", receipts_key(stream, p).as_str()),
+                    ("sleep_ms", "5"),
+                ],
+            );
+        }
+        if pipe.query::<Vec<String>>(&mut c).is_ok() {
+            for (customer, _) in entries {
+                let k: usize = customer[2..].parse().unwrap();
+                next[k] += 1;
+            }
+        }
+    }
+}
+
+/// Every entry left in every partition has exactly one receipt (in its
+/// partition's receipts stream), and each customer's receipts are in seq
+/// order; nothing is pending and nothing was dead-lettered.
+fn assert_exactly_once_in_order(cluster: &RedisCluster, stream: &str) -> usize {
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        let key = partition_key(stream, p);
+        let entries: HashMap<String, (String, usize)> = cluster
+            .range(&key)
+            .into_iter()
+            .map(|(id, f)| {
+                let f = fields_map(&f);
+                (id, (f["customer"].to_owned(), f["seq"].parse().unwrap()))
+            })
+            .collect();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut order: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (receipt, fields) in cluster.range(&receipts_key(stream, p)) {
+            let source = fields_map(&fields)["source_id"].to_owned();
+            let (customer, seq) = entries.get(&source).unwrap_or_else(|| {
+                panic!("{key}: receipt {receipt} for {source}, not in the stream")
+            });
+            order.entry(customer.as_str()).or_default().push(*seq);
+            *seen.entry(source).or_default() += 1;
+        }
+        for id in entries.keys() {
+            assert_eq!(seen.get(id), Some(&1), "{key}: {id} has one receipt");
+        }
+        for (customer, seqs) in order {
+            let mut sorted = seqs.clone();
+            sorted.sort_unstable();
+            assert_eq!(seqs, sorted, "{customer}'s entries committed out of order");
+        }
+        assert_eq!(cluster.pending(&key, "g"), 0, "{key}: nothing pending");
+        assert!(
+            cluster.range(&format!("{key}:dlq")).is_empty(),
+            "{key}: no dead letter"
+        );
+        total += entries.len();
+    }
+    total
+}
+
+fn all_committed(cluster: &RedisCluster, stream: &str) -> bool {
+    (0..PARTITIONS).all(|p| {
+        let key = partition_key(stream, p);
+        let node = cluster.node_of(&key);
+        let len: usize = redis::cmd("XLEN")
+            .arg(&key)
+            .query(&mut node.conn())
+            .unwrap_or(0);
+        let receipts: usize = redis::cmd("XLEN")
+            .arg(receipts_key(stream, p))
+            .query(&mut node.conn())
+            .unwrap_or(0);
+        len > 0 && receipts >= len && node.pending(&key, "g") == 0
+    })
+}
+
+#[test]
+fn three_hosts_over_eight_partitions_ride_host_kills_a_failover_and_a_dead_master() {
+    let mut cluster = RedisCluster::start();
+    let stream = "orders";
+    let mut hosts: Vec<Host> = (0..3).map(|_| host(&cluster, stream)).collect();
+    // Leases live in their partitions' slots, on three different masters.
+    eventually(Duration::from_secs(60), "every partition owned", || {
+        (0..PARTITIONS)
+            .all(|p| {
+                let lease = format!("{}:lease:g", partition_key(stream, p));
+                redis::cmd("EXISTS")
+                    .arg(&lease)
+                    .query::<bool>(&mut cluster.conn_for(&lease))
+                    .unwrap_or(false)
+            })
+            .then_some(())
+    });
+    let producing = AtomicBool::new(true);
+    let mut next = vec![1usize; 24];
+    let started = Instant::now();
+    let mut step = 0;
+    while started.elapsed() < Duration::from_secs(24) {
+        produce_round(&cluster, stream, &mut next);
+        std::thread::sleep(Duration::from_millis(100));
+        let at = started.elapsed().as_secs();
+        match (step, at) {
+            (0, 4..) => {
+                hosts[0].signal(9);
+                hosts[0] = host(&cluster, stream);
+                step += 1;
+            }
+            (1, 8..) => {
+                cluster.fail_over(&partition_key(stream, 0));
+                step += 1;
+            }
+            (2, 12..) => {
+                hosts[1].signal(9);
+                hosts[1] = host(&cluster, stream);
+                step += 1;
+            }
+            (3, 15..) => {
+                cluster.kill_master_of(&partition_key(stream, 3));
+                cluster.wait_served(&partition_key(stream, 3));
+                step += 1;
+            }
+            _ => {}
+        }
+    }
+    producing.store(false, Ordering::Relaxed);
+    assert_eq!(step, 4, "every fault was injected");
+    eventually(Duration::from_secs(120), "every entry committed", || {
+        all_committed(&cluster, stream).then_some(())
+    });
+    let total = assert_exactly_once_in_order(&cluster, stream);
+    assert!(total > 1_000, "{total} entries");
+    drop(hosts);
+}
+
+#[test]
+fn on_a_cluster_a_stream_and_its_dead_letters_must_share_a_slot() {
+    let (status, err) = Host::output(&[
+        "run",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--cluster",
+        "--stream",
+        "orders",
+        "--group",
+        "g",
+        "--plugin",
+        "x.wasm",
+    ]);
+    assert_eq!(status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("share a slot")
+            && err.contains("--partitions")
+            && err.contains("{orders}:dlq"),
+        "{err}"
+    );
+    assert_ne!(key_slot("orders"), key_slot("orders:dlq"));
+}
+
+#[test]
+fn a_partitions_slot_migrated_under_load_loses_and_repeats_nothing() {
+    let cluster = RedisCluster::start();
+    let stream = "moving";
+    let _host = host(&cluster, stream);
+    let moved = partition_key(stream, 0);
+    let mut next = vec![1usize; 24];
+    let started = Instant::now();
+    let mut migrated = None;
+    while started.elapsed() < Duration::from_secs(12) {
+        produce_round(&cluster, stream, &mut next);
+        std::thread::sleep(Duration::from_millis(100));
+        if migrated.is_none() && started.elapsed() > Duration::from_secs(4) {
+            // The partition's stream, lease, receipts and group move one
+            // MIGRATE at a time, while the host keeps reading and committing.
+            migrated = Some(cluster.migrate_slot_of(&moved, Duration::from_millis(300)));
+        }
+    }
+    let (source, target) = migrated.expect("the slot was migrated");
+    assert_ne!(source, target);
+    assert_eq!(cluster.master_of(&moved), target);
+    eventually(Duration::from_secs(90), "every entry committed", || {
+        all_committed(&cluster, stream).then_some(())
+    });
+    let total = assert_exactly_once_in_order(&cluster, stream);
+    assert!(total > 500, "{total} entries");
+}
