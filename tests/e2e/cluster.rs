@@ -24,6 +24,22 @@ fn receipts_key(stream: &str, i: u32) -> String {
     format!("{{{stream}:{i}}}:receipts")
 }
 
+/// The receipts of every partition in one stream, in a slot of its own:
+/// they go through the partitions' outboxes.
+fn cross_slot_receipts(stream: &str) -> String {
+    format!("{stream}:all-receipts")
+}
+
+/// Where a customer's receipts go: odd customers' to the cross-slot
+/// stream, even ones' beside their partition.
+fn receipts_of(stream: &str, customer: usize, partition: u32) -> String {
+    if customer % 2 == 1 {
+        cross_slot_receipts(stream)
+    } else {
+        receipts_key(stream, partition)
+    }
+}
+
 fn partition_of(customer: &str) -> u32 {
     // The README's routing: CRC16 mod 16384 mod N (no braces in the value).
     u32::from(key_slot(customer)) % PARTITIONS
@@ -71,6 +87,7 @@ fn produce_round(cluster: &RedisCluster, stream: &str, next: &mut [usize]) {
         let mut pipe = redis::pipe();
         for (customer, seq) in &entries {
             let seq = seq.to_string();
+            let k: usize = customer[2..].parse().unwrap();
             pipe.xadd(
                 &key,
                 "*",
@@ -78,7 +95,7 @@ fn produce_round(cluster: &RedisCluster, stream: &str, next: &mut [usize]) {
                     ("customer", customer.as_str()),
                     ("seq", seq.as_str()),
                     ("action", "emit"),
-                    ("emit_to", receipts_key(stream, p).as_str()),
+                    ("emit_to", receipts_of(stream, k, p).as_str()),
                     ("sleep_ms", "5"),
                 ],
             );
@@ -92,63 +109,80 @@ fn produce_round(cluster: &RedisCluster, stream: &str, next: &mut [usize]) {
     }
 }
 
-/// Every entry left in every partition has exactly one receipt (in its
-/// partition's receipts stream), and each customer's receipts are in seq
-/// order; nothing is pending and nothing was dead-lettered.
+/// Every entry left in every partition has exactly one receipt — beside
+/// its partition, or forwarded to the cross-slot stream — and each
+/// customer's receipts are in seq order; nothing is pending, nothing was
+/// dead-lettered, every outbox is empty.
 fn assert_exactly_once_in_order(cluster: &RedisCluster, stream: &str) -> usize {
-    let mut total = 0;
+    let mut entries: HashMap<String, (String, usize)> = HashMap::new();
     for p in 0..PARTITIONS {
         let key = partition_key(stream, p);
-        let entries: HashMap<String, (String, usize)> = cluster
-            .range(&key)
-            .into_iter()
-            .map(|(id, f)| {
-                let f = fields_map(&f);
-                (id, (f["customer"].to_owned(), f["seq"].parse().unwrap()))
-            })
-            .collect();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut order: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (receipt, fields) in cluster.range(&receipts_key(stream, p)) {
-            let source = fields_map(&fields)["source_id"].to_owned();
-            let (customer, seq) = entries.get(&source).unwrap_or_else(|| {
-                panic!("{key}: receipt {receipt} for {source}, not in the stream")
-            });
-            order.entry(customer.as_str()).or_default().push(*seq);
-            *seen.entry(source).or_default() += 1;
-        }
-        for id in entries.keys() {
-            assert_eq!(seen.get(id), Some(&1), "{key}: {id} has one receipt");
-        }
-        for (customer, seqs) in order {
-            let mut sorted = seqs.clone();
-            sorted.sort_unstable();
-            assert_eq!(seqs, sorted, "{customer}'s entries committed out of order");
+        for (id, f) in cluster.range(&key) {
+            let f = fields_map(&f);
+            entries.insert(
+                format!("{key}/{id}"),
+                (f["customer"].to_owned(), f["seq"].parse().unwrap()),
+            );
         }
         assert_eq!(cluster.pending(&key, "g"), 0, "{key}: nothing pending");
         assert!(
             cluster.range(&format!("{key}:dlq")).is_empty(),
             "{key}: no dead letter"
         );
-        total += entries.len();
+        let outbox = format!("{key}:streamhost:outbox");
+        assert!(cluster.range(&outbox).is_empty(), "{outbox} is drained");
     }
-    total
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut order: HashMap<String, Vec<usize>> = HashMap::new();
+    let streams: Vec<String> = (0..PARTITIONS)
+        .map(|p| receipts_key(stream, p))
+        .chain([cross_slot_receipts(stream)])
+        .collect();
+    let mut cross = 0;
+    for receipts in &streams {
+        for (receipt, fields) in cluster.range(receipts) {
+            let f = fields_map(&fields);
+            let source = format!("{}/{}", f["source_stream"], f["source_id"]);
+            let (customer, seq) = entries.get(&source).unwrap_or_else(|| {
+                panic!("{receipts}: receipt {receipt} for {source}, not in the stream")
+            });
+            order.entry(customer.clone()).or_default().push(*seq);
+            *seen.entry(source).or_default() += 1;
+            if *receipts == cross_slot_receipts(stream) {
+                cross += 1;
+            }
+        }
+    }
+    for id in entries.keys() {
+        assert_eq!(seen.get(id), Some(&1), "{id} has one receipt");
+    }
+    assert!(cross > 0, "some receipts crossed slots");
+    for (customer, seqs) in order {
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(seqs, sorted, "{customer}'s entries committed out of order");
+    }
+    entries.len()
 }
 
 fn all_committed(cluster: &RedisCluster, stream: &str) -> bool {
-    (0..PARTITIONS).all(|p| {
+    let len = |key: &str| -> usize {
+        redis::cmd("XLEN")
+            .arg(key)
+            .query(&mut cluster.conn_for(key))
+            .unwrap_or(0)
+    };
+    let mut entries = 0;
+    let mut receipts = len(&cross_slot_receipts(stream));
+    for p in 0..PARTITIONS {
         let key = partition_key(stream, p);
-        let node = cluster.node_of(&key);
-        let len: usize = redis::cmd("XLEN")
-            .arg(&key)
-            .query(&mut node.conn())
-            .unwrap_or(0);
-        let receipts: usize = redis::cmd("XLEN")
-            .arg(receipts_key(stream, p))
-            .query(&mut node.conn())
-            .unwrap_or(0);
-        len > 0 && receipts >= len && node.pending(&key, "g") == 0
-    })
+        entries += len(&key);
+        receipts += len(&receipts_key(stream, p));
+        if cluster.pending(&key, "g") != 0 || len(&format!("{key}:streamhost:outbox")) != 0 {
+            return false;
+        }
+    }
+    entries > 0 && receipts >= entries
 }
 
 #[test]
@@ -237,6 +271,22 @@ fn on_a_cluster_a_stream_and_its_dead_letters_must_share_a_slot() {
 fn a_partitions_slot_migrated_under_load_loses_and_repeats_nothing() {
     let cluster = RedisCluster::start();
     let stream = "moving";
+    // The same emit twice in an outbox (as a forwarder that died between
+    // forwarding and deleting leaves it): it lands once.
+    let outbox = format!("{}:streamhost:outbox", partition_key(stream, 1));
+    for _ in 0..2 {
+        let _: String = redis::cmd("XADD")
+            .arg(&outbox)
+            .arg("*")
+            .arg(&[
+                ("streamhost:target", "dedup-check"),
+                ("streamhost:idem", "{moving:1}/1-0/0"),
+                ("order", "o-1"),
+            ])
+            .query(&mut cluster.conn_for(&outbox))
+            .unwrap();
+    }
+    assert_ne!(key_slot(&outbox), key_slot("dedup-check"));
     let _host = host(&cluster, stream);
     let moved = partition_key(stream, 0);
     let mut next = vec![1usize; 24];
@@ -259,4 +309,7 @@ fn a_partitions_slot_migrated_under_load_loses_and_repeats_nothing() {
     });
     let total = assert_exactly_once_in_order(&cluster, stream);
     assert!(total > 500, "{total} entries");
+    let landed = cluster.range("dedup-check");
+    assert_eq!(landed.len(), 1, "one of the two copies landed");
+    assert_eq!(fields_map(&landed[0].1)["order"], "o-1");
 }

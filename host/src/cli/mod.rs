@@ -16,7 +16,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use self::invocation::{Action, Invocation, RunSource, invocation};
 pub use self::redis::RedisArgs;
-use crate::config::{Assign, ConfigError, HttpListen, Partitions, RedisConfig, RunConfig};
+use crate::config::{
+    Assign, ConfigError, CrossSlotEmits, HttpListen, Partitions, RedisConfig, RunConfig,
+};
 use crate::vocab::units::ByteSize;
 
 /// streamhost: Redis Streams consumer groups, handled by sandboxed WebAssembly plugins.
@@ -378,6 +380,24 @@ pub struct RunArgs {
     /// a host that dies loses its partitions after this.
     #[arg(long, env = "STREAMHOST_LEASE_TTL", default_value = "10s", value_parser = duration, help_heading = "Partitions")]
     pub lease_ttl: Duration,
+    /// On a cluster (--cluster), an emit to a stream in another slot than the source: `outbox`
+    /// (appended to the source's outbox with the ack, then forwarded once under an idempotence
+    /// key kept in the target's slot) or `refuse` (the call fails permanently).
+    #[arg(long, env = "STREAMHOST_CROSS_SLOT_EMITS", value_enum, default_value_t = CrossSlotArg::Outbox, help_heading = "Partitions")]
+    pub cross_slot_emits: CrossSlotArg,
+    /// How long a forwarded cross-slot emit's idempotence key is remembered: an outbox entry
+    /// forwarded again within it (a forwarder that died, a commit a failover undid) lands once.
+    #[arg(long, env = "STREAMHOST_DEDUP_WINDOW", default_value = "10m", value_parser = duration, help_heading = "Partitions")]
+    pub dedup_window: Duration,
+}
+
+/// `--cross-slot-emits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CrossSlotArg {
+    /// Through the source's outbox, forwarded effectively once.
+    Outbox,
+    /// Refused (the call fails permanently).
+    Refuse,
 }
 
 /// `--assign`.
@@ -481,6 +501,11 @@ impl RunArgs {
             partitions,
             partition_of: None,
             fence: None,
+            cross_slot_emits: match self.cross_slot_emits {
+                CrossSlotArg::Outbox => CrossSlotEmits::Outbox,
+                CrossSlotArg::Refuse => CrossSlotEmits::Refuse,
+            },
+            dedup_window: self.dedup_window,
         })
     }
 }

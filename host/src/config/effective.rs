@@ -136,6 +136,10 @@ fn pipeline_table(p: &RunConfig) -> Table {
         None => put("no-cache", true.into()),
     }
     put("stats-interval", dur(p.stats_interval));
+    if p.redis.cluster {
+        put("cross-slot-emits", p.cross_slot_emits.as_str().into());
+        put("dedup-window", dur(p.dedup_window));
+    }
     if let Some(parts) = &p.partitions {
         put("partitions", int(parts.count.into()));
         put("assign", parts.assign.as_str().into());

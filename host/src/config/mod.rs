@@ -123,6 +123,33 @@ pub struct RunConfig {
     /// Set on a partition's pipeline under a lease: what its writes are
     /// fenced on.
     pub fence: Option<crate::vocab::partition::Fence>,
+    /// On a cluster, what becomes of an emit to a stream in another slot
+    /// (`--cross-slot-emits`).
+    pub cross_slot_emits: CrossSlotEmits,
+    /// How long a forwarded emit's idempotence key is remembered in its
+    /// target's slot (`--dedup-window`).
+    pub dedup_window: Duration,
+}
+
+/// `--cross-slot-emits`: on a cluster, an emit to a stream in another slot
+/// than the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrossSlotEmits {
+    /// Appended to the source's outbox with the ack, then forwarded under
+    /// an idempotence key checked in the target's slot: effectively once.
+    Outbox,
+    /// Refused: the call fails permanently, naming the hash-tag fix.
+    Refuse,
+}
+
+impl CrossSlotEmits {
+    /// The flag's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbox => "outbox",
+            Self::Refuse => "refuse",
+        }
+    }
 }
 
 /// A configuration that cannot work, reported before start-up.
@@ -309,6 +336,9 @@ impl RunConfig {
         if let Some(parts) = &self.partitions {
             parts.validate(&self.stream)?;
         }
+        if self.dedup_window < Duration::from_secs(1) {
+            return Err(invalid("dedup-window", "must be at least 1s"));
+        }
         if self.redis.cluster && self.partitions.is_none() {
             let (stream, dlq) = (
                 key_slot(self.stream.as_bytes()),
@@ -382,6 +412,8 @@ pub(crate) fn sample() -> RunConfig {
         partitions: None,
         partition_of: None,
         fence: None,
+        cross_slot_emits: CrossSlotEmits::Outbox,
+        dedup_window: Duration::from_secs(600),
     }
 }
 

@@ -46,7 +46,7 @@ pub struct Scrape {
 /// A per-pipeline counter: name (without `_total`), help, value.
 type CounterOf = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
-const COUNTERS: [CounterOf; 14] = [
+const COUNTERS: [CounterOf; 16] = [
     (
         "streamhost_entries_read",
         "Entries read from the stream (new, recovered and reclaimed).",
@@ -91,6 +91,16 @@ const COUNTERS: [CounterOf; 14] = [
         "streamhost_commits_fenced",
         "Settlements refused because the partition's lease had passed to another host (the entry is left to its new owner).",
         |s| s.fenced,
+    ),
+    (
+        "streamhost_emits_forwarded",
+        "Cross-slot emits forwarded from a partition's outbox to their targets (cluster).",
+        |s| s.forwarded,
+    ),
+    (
+        "streamhost_emits_forwarded_again",
+        "Outbox entries found already forwarded and dropped by the idempotence check (cluster).",
+        |s| s.forwarded_again,
     ),
     (
         "streamhost_commit_failures",

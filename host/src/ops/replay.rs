@@ -193,6 +193,7 @@ impl Handler {
             dlq: dlq.to_owned(),
             allow: self.emit_allow.clone(),
             slot: None,
+            forwarded: false,
         };
         let settings = PluginSettings::new(self.config.clone(), &limits, targets);
         let bad = |e: String| OpsError::Data(cannot_load(&self.path, &e));

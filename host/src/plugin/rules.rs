@@ -4,7 +4,7 @@
 
 use super::output::LogGate;
 use crate::vocab::limits::Limits;
-use crate::vocab::partition::key_slot;
+use crate::vocab::partition::{dedup_key, key_slot};
 
 /// The rule a plugin broke; ends its call as a permanent failure.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +28,13 @@ pub struct EmitTargets {
     pub dlq: String,
     /// `--emit-allow` patterns (`*` any run of characters, `?` one).
     pub allow: Vec<String>,
-    /// On a Redis Cluster, the source's slot: an emit is committed with the
-    /// ack in one script, so its target must live in the same slot.
+    /// On a Redis Cluster refusing cross-slot emits, the source's slot: an
+    /// emit is committed with the ack in one script, so its target must
+    /// live in the same slot.
     pub slot: Option<u16>,
+    /// On a Redis Cluster forwarding cross-slot emits through the outbox:
+    /// a target must have a slot its idempotence keys can share.
+    pub forwarded: bool,
 }
 
 impl EmitTargets {
@@ -56,6 +60,14 @@ impl EmitTargets {
             return refuse(format!(
                 "plugin emitted to {target:?}, which matches no allowed pattern"
             ));
+        }
+        if self.forwarded && dedup_key(target).is_none() {
+            return Err(RuleBroken {
+                rule: "--cluster",
+                detail: format!(
+                    "plugin emitted to {target:?}, whose empty hash tag leaves no key in its slot for the idempotence keys of forwarded emits"
+                ),
+            });
         }
         if let Some(slot) = self.slot {
             let theirs = key_slot(target.as_bytes());
@@ -165,6 +177,7 @@ mod tests {
             source: "orders".into(),
             dlq: "orders:dlq".into(),
             slot: None,
+            forwarded: false,
             allow: vec![],
         };
         assert!(t.check("orders:out").is_ok());
@@ -193,6 +206,7 @@ mod tests {
             dlq: "{orders:3}:dlq".into(),
             allow: Vec::new(),
             slot: Some(key_slot(b"{orders:3}")),
+            forwarded: false,
         };
         assert!(t.check("{orders:3}:receipts").is_ok());
         let e = t.check("notifications:outbox").unwrap_err();

@@ -22,9 +22,12 @@ use super::job::Settled;
 use super::stats::Stats;
 use crate::stream::commits::{self, CommitResult, CommitRound, EmitCallSize, EmitCommit};
 use crate::stream::dlq;
+use crate::stream::outbox;
 use crate::stream::scripts::FENCED;
 use crate::stream::{ErrorClass, LinkError, RedisLink, link::classify};
+use crate::vocab::msgpack::PackedFields;
 use crate::vocab::outcome::Outcome;
+use crate::vocab::partition::key_slot;
 
 /// Most settled entries folded into one round trip.
 const MAX_COMMIT_BATCH: usize = 4096;
@@ -49,6 +52,41 @@ pub struct Committer {
     pub retries: UnboundedSender<Retry>,
     /// Where a committed entry's key lets the next entry of the key start.
     pub dispatch: WeakDispatcher,
+    /// On a cluster forwarding cross-slot emits: the source's outbox.
+    pub outbox: Option<Outbox>,
+}
+
+/// Where a source's emits to other cluster slots go with their acks.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// The outbox stream (the source's slot).
+    pub key: String,
+    /// The source's slot.
+    pub slot: u16,
+}
+
+impl Outbox {
+    /// Puts every emit of `s` whose target lives in another slot into the
+    /// outbox instead, headed by its target and an idempotence key unique
+    /// to the entry and the emit (`<source>/<id>/<n>`), which a redone
+    /// commit repeats and the forwarder's check then drops.
+    fn redirect(&self, source: &str, s: &mut Settled) {
+        let Outcome::Ack { emits } = &mut s.outcome else {
+            return;
+        };
+        for (n, emit) in emits.iter_mut().enumerate() {
+            if key_slot(emit.stream.as_bytes()) == self.slot {
+                continue;
+            }
+            let idem = format!("{source}/{}/{n}", s.entry.id);
+            let headers: [(&[u8], &[u8]); 2] = [
+                (outbox::TARGET.as_bytes(), emit.stream.as_bytes()),
+                (outbox::IDEM.as_bytes(), idem.as_bytes()),
+            ];
+            emit.fields = PackedFields::after(&headers, &emit.fields);
+            emit.stream = self.key.clone();
+        }
+    }
 }
 
 impl Committer {
@@ -87,7 +125,10 @@ impl Committer {
     async fn commit(&mut self, batch: Vec<Settled>, stop: &CancellationToken) {
         let mut acks = Vec::new();
         let mut scripted = Vec::new();
-        for s in batch {
+        for mut s in batch {
+            if let Some(outbox) = &self.outbox {
+                outbox.redirect(&self.dlq.group.stream, &mut s);
+            }
             match &s.outcome {
                 Outcome::Retry { reason } => {
                     let reason = reason.clone();

@@ -12,7 +12,7 @@
 //! lost (renewal refused: it ran out and another host took it) is dropped
 //! at once: its pipeline's writes are already refused by the fence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +21,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Assign, Config, RedisEndpoint};
-use crate::stream::cluster::{Route, Router};
-use crate::stream::{LinkHealth, RedisLink, leases};
+use crate::stream::cluster::{Links, Router};
+use crate::stream::{LinkHealth, leases};
 use crate::vocab::backoff::Backoff;
 use crate::vocab::partition::{self, Fence};
 
+/// How long one of the keeper's commands may take.
+const LINK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the keeper may spend giving its leases back at shutdown.
 const LEAVE_BUDGET: Duration = Duration::from_secs(3);
 
@@ -103,40 +105,6 @@ pub struct LeaseKeeper {
     groups: BTreeMap<String, Group>,
 }
 
-/// The keeper's connections: one to the server, or on a cluster one per
-/// slot it touches (each lease lives in its partition's slot, the members
-/// set in a slot of its own).
-#[derive(Debug)]
-struct Links {
-    endpoint: Arc<RedisEndpoint>,
-    router: Option<Arc<Router>>,
-    health: Arc<LinkHealth>,
-    by_slot: HashMap<u16, RedisLink>,
-}
-
-impl Links {
-    /// The link `key`'s commands go on.
-    fn of(&mut self, key: &str) -> &mut RedisLink {
-        let route = Route::of_key(&self.endpoint, self.router.as_ref(), key);
-        let slot = match &route {
-            Route::Direct(_) => 0,
-            Route::Slot(_, slot) => *slot,
-        };
-        let health = &self.health;
-        // Each round has a budget of a third of the TTL: a wait between
-        // attempts longer than that would never end in an attempt.
-        self.by_slot.entry(slot).or_insert_with(|| {
-            RedisLink::routed(route, health.clone(), LINK_TIMEOUT).with_backoff(Backoff::new(
-                Duration::from_millis(20),
-                Duration::from_millis(100),
-            ))
-        })
-    }
-}
-
-/// How long one of the keeper's commands may take.
-const LINK_TIMEOUT: Duration = Duration::from_secs(2);
-
 impl LeaseKeeper {
     /// A keeper for the lease groups `specs` announces, talking to Redis at
     /// `endpoint` (through `router` on a cluster) and to the process
@@ -148,13 +116,11 @@ impl LeaseKeeper {
         changes: mpsc::UnboundedSender<LeaseChange>,
     ) -> Self {
         let health = LinkHealth::new(endpoint.target().to_owned());
+        // Each round has a budget of a third of the TTL: a wait between
+        // attempts longer than that would never end in an attempt.
+        let backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(100));
         Self {
-            links: Links {
-                endpoint,
-                router,
-                health,
-                by_slot: HashMap::new(),
-            },
+            links: Links::new(endpoint, router, health, LINK_TIMEOUT, backoff),
             specs,
             changes,
             groups: BTreeMap::new(),

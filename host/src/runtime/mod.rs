@@ -11,6 +11,7 @@ mod controls;
 mod dead_letters;
 mod dispatch;
 mod file_watch;
+mod forwarder;
 mod holder;
 mod holdings;
 mod hygiene;

@@ -51,6 +51,9 @@ struct Tasks {
     progress: Option<Task>,
     committer: Task,
     holder: Task,
+    /// The outbox's forwarder (on a cluster) and its stop, given once the
+    /// committer is done.
+    forwarder: Option<(Task, CancellationToken)>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -106,6 +109,7 @@ impl Pipeline {
         let watcher = parts.watcher(engine, settings);
         let workers = parts.workers(work_rx, settled_tx)?;
         let read = parts.read_side(dispatcher);
+        let forwarder = parts.forwarder();
         let cleanup_link = parts.link(TASK_TIMEOUT);
         let health = Arc::new(PipelineHealth::default());
         let view = parts.view(health.clone());
@@ -137,6 +141,7 @@ impl Pipeline {
                 progress: read.progress,
                 committer,
                 holder,
+                forwarder,
                 workers,
             },
             sentinel,
@@ -269,6 +274,11 @@ impl Pipeline {
         // The committer is gone, so the holder's inbox is closed: it releases
         // what it still holds and ends.
         tasks.holder.finish_within(left(end)).await;
+        // Everything committed is in the outbox now: one last pass.
+        if let Some((mut forwarder, stop)) = tasks.forwarder.take() {
+            stop.cancel();
+            forwarder.finish_within(left(end)).await;
+        }
         finished
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::RunError;
-use crate::config::RunConfig;
+use crate::config::{CrossSlotEmits, RunConfig};
 use crate::plugin::{EmitTargets, LoadedPlugin, PluginEngine, PluginError, PluginSettings};
 use crate::vocab::partition::key_slot;
 
@@ -35,10 +35,9 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, RunError> {
         source: config.stream.clone(),
         dlq: config.dlq.clone(),
         allow: config.emit_allow.clone(),
-        slot: config
-            .redis
-            .cluster
+        slot: (config.redis.cluster && config.cross_slot_emits == CrossSlotEmits::Refuse)
             .then(|| key_slot(config.stream.as_bytes())),
+        forwarded: config.redis.cluster && config.cross_slot_emits == CrossSlotEmits::Outbox,
     };
     let settings = PluginSettings::new(config.plugin_config.clone(), &config.limits(), targets);
     let plugin = engine

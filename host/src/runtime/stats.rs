@@ -22,6 +22,8 @@ pub struct Stats {
     dead_invalid: AtomicU64,
     not_pending: AtomicU64,
     fenced: AtomicU64,
+    forwarded: AtomicU64,
+    forwarded_again: AtomicU64,
     commit_failures: AtomicU64,
     recovered: AtomicU64,
     reclaimed: AtomicU64,
@@ -65,6 +67,10 @@ pub struct StatsSnapshot {
     /// Commits refused because the partition's lease had passed to another
     /// host (entry left to the new owner).
     pub fenced: u64,
+    /// Cross-slot emits forwarded from the outbox to their targets.
+    pub forwarded: u64,
+    /// Outbox entries found already forwarded (dropped by the idempotence check).
+    pub forwarded_again: u64,
     /// Commits Redis refused (entry left pending).
     pub commit_failures: u64,
     /// Own pending entries recovered at start-up.
@@ -161,6 +167,14 @@ impl Stats {
     pub fn fenced(&self, n: u64) {
         add(&self.fenced, n);
     }
+    /// Cross-slot emits forwarded.
+    pub fn forwarded(&self, n: u64) {
+        add(&self.forwarded, n);
+    }
+    /// Outbox entries the idempotence check dropped.
+    pub fn forwarded_again(&self, n: u64) {
+        add(&self.forwarded_again, n);
+    }
     /// Commits refused by Redis.
     pub fn commit_failed(&self, n: u64) {
         add(&self.commit_failures, n);
@@ -231,6 +245,8 @@ impl Stats {
             dead_invalid: g(&self.dead_invalid),
             not_pending: g(&self.not_pending),
             fenced: g(&self.fenced),
+            forwarded: g(&self.forwarded),
+            forwarded_again: g(&self.forwarded_again),
             commit_failures: g(&self.commit_failures),
             recovered: g(&self.recovered),
             reclaimed: g(&self.reclaimed),

@@ -11,10 +11,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::RunError;
-use super::committer::Committer;
+use super::committer::{Committer, Outbox};
 use super::controls::Controls;
 use super::dead_letters::DlqTarget;
 use super::dispatch::{Dispatcher, WeakDispatcher};
+use super::forwarder::Forwarder;
 use super::holder::{Holder, Retry};
 use super::holdings::{GroupHoldings, Holdings};
 use super::inflight::{InFlight, LastFailures};
@@ -29,11 +30,13 @@ use super::supervise::{Supervisor, Task};
 use super::trimmer::Trimmer;
 use super::watcher::PluginWatcher;
 use super::workers::WorkerSet;
-use crate::config::RunConfig;
+use crate::config::{CrossSlotEmits, RedisEndpoint, RunConfig};
 use crate::plugin::{LoadedPlugin, PluginEngine, PluginSettings, PluginSlot};
-use crate::stream::cluster::{Route, Router};
+use crate::stream::cluster::{Links, Route, Router};
 use crate::stream::{GroupRef, LinkHealth, PayloadReader, RedisLink};
 use crate::vocab::admission::Admission;
+use crate::vocab::backoff::Backoff;
+use crate::vocab::partition;
 
 /// Response timeout of the committer's connection (big pipelines, scripts).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +61,8 @@ pub struct Wiring {
     /// Stream, group, consumer, DLQ and the plugin in service.
     pub dlq: DlqTarget,
     route: Route,
+    endpoint: Arc<RedisEndpoint>,
+    router: Option<Arc<Router>>,
     health: Arc<LinkHealth>,
     window: Arc<Semaphore>,
     inflight: Arc<InFlight>,
@@ -153,6 +158,8 @@ impl Wiring {
             plugin_log,
             retries: Some(mpsc::unbounded_channel()),
             route,
+            endpoint,
+            router: router.cloned(),
             health: LinkHealth::new(target),
             token,
             config,
@@ -174,6 +181,41 @@ impl Wiring {
             plugin: self.slot.clone(),
             health,
         }
+    }
+
+    /// The source's outbox, when on a cluster cross-slot emits go through one.
+    fn outbox(&self) -> Option<Outbox> {
+        let forwarding =
+            self.config.redis.cluster && self.config.cross_slot_emits == CrossSlotEmits::Outbox;
+        let key = partition::outbox_key(&self.config.stream).filter(|_| forwarding)?;
+        Some(Outbox {
+            key,
+            slot: partition::key_slot(self.config.stream.as_bytes()),
+        })
+    }
+
+    /// The forwarder of the source's outbox, when it has one, and its stop.
+    pub fn forwarder(&self) -> Option<(Task, CancellationToken)> {
+        let outbox = self.outbox()?;
+        let stop = CancellationToken::new();
+        let forwarder = Forwarder {
+            outbox: outbox.key,
+            link: self.link(self.config.block + reader::READ_TIMEOUT_SLACK),
+            targets: Links::new(
+                self.endpoint.clone(),
+                self.router.clone(),
+                self.health.clone(),
+                TASK_TIMEOUT,
+                Backoff::for_redis(),
+            ),
+            window: self.config.dedup_window,
+            block: self.config.block,
+            stats: self.stats.clone(),
+        };
+        let task = self
+            .supervisor
+            .spawn("forwarder", forwarder.run(stop.clone()));
+        Some((task, stop))
     }
 
     /// A connection of this pipeline's with its own response timeout.
@@ -205,6 +247,7 @@ impl Wiring {
             failures: self.failures.clone(),
             retries,
             dispatch: dispatch.clone(),
+            outbox: self.outbox(),
         };
         let holder = Holder {
             link: self.link(TASK_TIMEOUT),

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use redis::{RedisResult, Value};
 
-use super::link::{ErrorClass, classify};
+use super::link::{ErrorClass, LinkHealth, RedisLink, classify};
 use crate::config::{ConfigError, RedisConfig, RedisEndpoint};
+use crate::vocab::backoff::Backoff;
 use crate::vocab::partition::key_slot;
 
 /// How long asking one node for the slot map may take.
@@ -55,6 +56,54 @@ impl Route {
         {
             router.invalidate();
         }
+    }
+}
+
+/// Connections for commands on keys of many slots (a lease keeper's, a
+/// forwarder's): one to the server, or on a cluster one per slot touched,
+/// each along its slot's route.
+#[derive(Debug)]
+pub struct Links {
+    endpoint: Arc<RedisEndpoint>,
+    router: Option<Arc<Router>>,
+    health: Arc<LinkHealth>,
+    timeout: Duration,
+    backoff: Backoff,
+    by_slot: HashMap<u16, RedisLink>,
+}
+
+impl Links {
+    /// Links to `endpoint`'s server (or through `router` to a cluster's
+    /// nodes), whose commands time out after `timeout` and whose retries
+    /// wait `backoff`'s delays.
+    pub fn new(
+        endpoint: Arc<RedisEndpoint>,
+        router: Option<Arc<Router>>,
+        health: Arc<LinkHealth>,
+        timeout: Duration,
+        backoff: Backoff,
+    ) -> Self {
+        Self {
+            endpoint,
+            router,
+            health,
+            timeout,
+            backoff,
+            by_slot: HashMap::new(),
+        }
+    }
+
+    /// The link `key`'s commands go on.
+    pub fn of(&mut self, key: &str) -> &mut RedisLink {
+        let route = Route::of_key(&self.endpoint, self.router.as_ref(), key);
+        let slot = match &route {
+            Route::Direct(_) => 0,
+            Route::Slot(_, slot) => *slot,
+        };
+        let (health, timeout, backoff) = (&self.health, self.timeout, &self.backoff);
+        self.by_slot.entry(slot).or_insert_with(|| {
+            RedisLink::routed(route, health.clone(), timeout).with_backoff(backoff.clone())
+        })
     }
 }
 

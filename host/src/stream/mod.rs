@@ -14,6 +14,7 @@ pub mod groups;
 pub mod inspect;
 pub mod leases;
 pub mod link;
+pub mod outbox;
 pub mod payloads;
 pub mod pending;
 pub mod redrive;

@@ -161,6 +161,17 @@ impl PackedFields {
         self.count == 0
     }
 
+    /// These pairs after `first` ones.
+    pub fn after(first: &[(&[u8], &[u8])], rest: &PackedFields) -> Self {
+        let mut out = Self::with_room_for(first.iter().map(|(k, v)| (k.len(), v.len())));
+        for (k, v) in first {
+            out.push(k, v);
+        }
+        out.buf.extend_from_slice(&rest.buf);
+        out.count += rest.count;
+        out
+    }
+
     /// Bytes packed, headers included.
     pub fn packed_len(&self) -> usize {
         self.buf.len()

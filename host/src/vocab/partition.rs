@@ -49,6 +49,29 @@ pub fn members_key(stream: &str, group: &str) -> String {
     format!("{{{stream}}}:members:{group}")
 }
 
+/// A key in the same cluster slot as `key`, named `{TAG}:suffix`: TAG is
+/// `key`'s hash tag, or `key` itself when it has none. `None` for a key
+/// whose slot no such name can share (an empty tag `{}` before any other).
+pub fn beside(key: &str, suffix: &str) -> Option<String> {
+    match hash_tag(key.as_bytes()) {
+        Some(tag) => Some(format!("{{{}}}:{suffix}", String::from_utf8_lossy(tag))),
+        None if !key.contains('{') && !key.contains('}') => Some(format!("{{{key}}}:{suffix}")),
+        None => None,
+    }
+}
+
+/// The outbox of `source`: where its emits to other slots wait, appended
+/// atomically with their acks, until the forwarder appends them to their
+/// targets.
+pub fn outbox_key(source: &str) -> Option<String> {
+    beside(source, "streamhost:outbox")
+}
+
+/// The idempotence keys of emits forwarded to `target`, in its slot.
+pub fn dedup_key(target: &str) -> Option<String> {
+    beside(target, "streamhost:dedup")
+}
+
 /// Why a stream name cannot be partitioned.
 pub fn refuse_name(stream: &str) -> Option<&'static str> {
     if stream.contains('{') || stream.contains('}') {
@@ -76,17 +99,22 @@ pub fn crc16(bytes: &[u8]) -> u16 {
     crc
 }
 
-/// The cluster slot of a key, hash tags honoured (`{…}`: only what is
-/// between the first `{` and the next `}` counts, when not empty).
-pub fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+/// The hash tag of a key: what is between its first `{` and the next `}`,
+/// when not empty.
+fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    key.iter().position(|&b| b == b'{').and_then(|open| {
         let rest = &key[open + 1..];
         rest.iter()
             .position(|&b| b == b'}')
             .filter(|&close| close > 0)
             .map(|close| &rest[..close])
-    });
-    crc16(tagged.unwrap_or(key)) % 16384
+    })
+}
+
+/// The cluster slot of a key, hash tags honoured (`{…}`: only what is
+/// between the first `{` and the next `}` counts, when not empty).
+pub fn key_slot(key: &[u8]) -> u16 {
+    crc16(hash_tag(key).unwrap_or(key)) % 16384
 }
 
 /// The partition (of `partitions`) a key value is routed to.
@@ -120,5 +148,25 @@ mod tests {
             .collect();
         assert_eq!(slots.len(), 8, "eight partitions, eight slots");
         assert!(refuse_name("a{b}").is_some() && refuse_name("orders").is_none());
+        for key in [
+            "notifications:outbox",
+            "{orders:3}",
+            "{user1}.feed",
+            "a{b}c{d}",
+        ] {
+            for near in [outbox_key(key), dedup_key(key)] {
+                let near = near.expect("a key beside it");
+                assert_eq!(
+                    key_slot(near.as_bytes()),
+                    key_slot(key.as_bytes()),
+                    "{near} beside {key}"
+                );
+            }
+        }
+        assert_eq!(
+            outbox_key("{orders:3}").unwrap(),
+            "{orders:3}:streamhost:outbox"
+        );
+        assert_eq!(dedup_key("{}x"), None);
     }
 }

@@ -237,6 +237,8 @@ fn every_run_flag_is_a_key() {
                 | "partitions"
                 | "assign"
                 | "lease-ttl"
+                | "cross-slot-emits"
+                | "dedup-window"
         ) {
             continue;
         }
