@@ -63,6 +63,8 @@ fn host(cluster: &RedisCluster, stream: &str) -> Host {
             "2",
             "--shutdown-grace",
             "200ms",
+            "--commit-wait",
+            "1/200ms",
         ],
     )
 }

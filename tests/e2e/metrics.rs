@@ -677,3 +677,76 @@ fn the_status_api_agrees_with_host_status_and_redis() {
     }
     assert_eq!(cli[0], api);
 }
+
+/// `--commit-wait` with and without the replica it asks for: commits go on
+/// either way; the rounds short of a replica are counted, the others not.
+#[test]
+fn commit_rounds_short_of_their_replicas_are_counted_and_others_are_not() {
+    let redis = RedisServer::start();
+    let stream = key("commit-wait");
+    let replica = RedisServer::start();
+    let run = |stream: &str, port: u16| {
+        Host::misbehave(
+            &redis,
+            stream,
+            &fast(&[
+                "--commit-wait",
+                "1/200ms",
+                "--plugin-config",
+                "emit_to=out",
+                "--http",
+                &http_flag(port),
+            ]),
+        )
+    };
+    let short_of = |port: u16, n: usize| {
+        eventually(WAIT, "the entries committed and counted", || {
+            let s = scrape(port);
+            let acked = value(&s, "streamhost_entries_acked_total", &[("pipeline", "g")])?;
+            (acked as usize == n).then(|| {
+                value(
+                    &s,
+                    "streamhost_commit_waits_short_total",
+                    &[("pipeline", "g")],
+                )
+                .expect("the counter is exported")
+            })
+        })
+    };
+    // No replica: every round waits out its 200ms and is counted short.
+    for _ in 0..3 {
+        redis.add(&stream, &[("action", "emit")]);
+    }
+    let port = free_port();
+    let alone = run(&stream, port);
+    redis.wait_for_len("out", 3);
+    assert!(
+        short_of(port, 3) >= 1.0,
+        "rounds without a replica are short"
+    );
+    drop(alone);
+    // With a replica in sync, the same rounds are confirmed.
+    let () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(redis.port())
+        .query(&mut replica.conn())
+        .unwrap();
+    eventually(WAIT, "the replica acknowledging writes", || {
+        let mut c = redis.conn();
+        let () = redis::cmd("SET").arg("probe").arg(1).query(&mut c).ok()?;
+        let acked: u64 = redis::cmd("WAIT").arg(1).arg(500).query(&mut c).ok()?;
+        (acked == 1).then_some(())
+    });
+    let second = key("commit-wait-2");
+    for _ in 0..3 {
+        redis.add(&second, &[("action", "emit")]);
+    }
+    let port = free_port();
+    let _confirmed = run(&second, port);
+    redis.wait_for_len("out", 6);
+    assert_eq!(
+        short_of(port, 3),
+        0.0,
+        "rounds a replica confirmed are not short"
+    );
+}

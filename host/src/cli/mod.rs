@@ -389,6 +389,17 @@ pub struct RunArgs {
     /// forwarded again within it (a forwarder that died, a commit a failover undid) lands once.
     #[arg(long, env = "STREAMHOST_DEDUP_WINDOW", default_value = "10m", value_parser = duration, help_heading = "Partitions")]
     pub dedup_window: Duration,
+    /// Make every commit round wait (WAIT) until REPLICAS replicas have its writes, at most
+    /// TIMEOUT (default 1s, at most 5s): a failover then loses no commit the replicas confirmed.
+    /// A round confirmed by fewer still counts; the shortfall is logged and counted
+    /// (`streamhost_commit_waits_short`).
+    #[arg(
+        long,
+        env = "STREAMHOST_COMMIT_WAIT",
+        value_name = "REPLICAS[/TIMEOUT]",
+        help_heading = "Partitions"
+    )]
+    pub commit_wait: Option<crate::config::CommitWait>,
 }
 
 /// `--cross-slot-emits`.
@@ -506,6 +517,7 @@ impl RunArgs {
                 CrossSlotArg::Refuse => CrossSlotEmits::Refuse,
             },
             dedup_window: self.dedup_window,
+            commit_wait: self.commit_wait,
         })
     }
 }

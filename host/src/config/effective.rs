@@ -136,6 +136,9 @@ fn pipeline_table(p: &RunConfig) -> Table {
         None => put("no-cache", true.into()),
     }
     put("stats-interval", dur(p.stats_interval));
+    if let Some(w) = &p.commit_wait {
+        put("commit-wait", w.to_string().into());
+    }
     if p.redis.cluster {
         put("cross-slot-emits", p.cross_slot_emits.as_str().into());
         put("dedup-window", dur(p.dedup_window));

@@ -129,6 +129,57 @@ pub struct RunConfig {
     /// How long a forwarded emit's idempotence key is remembered in its
     /// target's slot (`--dedup-window`).
     pub dedup_window: Duration,
+    /// Wait for this many replicas to have each commit round before it
+    /// counts (`--commit-wait`).
+    pub commit_wait: Option<CommitWait>,
+}
+
+/// `--commit-wait REPLICAS[/TIMEOUT]`: a `WAIT` at the end of every commit
+/// round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitWait {
+    /// Replicas that must have the round's writes.
+    pub replicas: u32,
+    /// How long to wait for them.
+    pub timeout: Duration,
+}
+
+impl std::str::FromStr for CommitWait {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (n, timeout) = match s.split_once('/') {
+            Some((n, t)) => (
+                n,
+                humantime::parse_duration(t)
+                    .map_err(|e| format!("{t:?}: {e} (expected e.g. 500ms, 2s)"))?,
+            ),
+            None => (s, Duration::from_secs(1)),
+        };
+        let replicas: u32 = n
+            .parse()
+            .map_err(|_| format!("{s:?} is not REPLICAS[/TIMEOUT], e.g. 1 or 1/500ms"))?;
+        if replicas == 0 {
+            return Err("REPLICAS must be at least 1".into());
+        }
+        if timeout.is_zero() || timeout > Duration::from_secs(5) {
+            return Err(
+                "TIMEOUT must be above 0 and at most 5s (a commit round waits for it)".into(),
+            );
+        }
+        Ok(Self { replicas, timeout })
+    }
+}
+
+impl std::fmt::Display for CommitWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.replicas,
+            humantime::format_duration(self.timeout)
+        )
+    }
 }
 
 /// `--cross-slot-emits`: on a cluster, an emit to a stream in another slot
@@ -414,6 +465,7 @@ pub(crate) fn sample() -> RunConfig {
         fence: None,
         cross_slot_emits: CrossSlotEmits::Outbox,
         dedup_window: Duration::from_secs(600),
+        commit_wait: None,
     }
 }
 
@@ -466,6 +518,20 @@ mod tests {
             break_it(&mut c);
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn commit_wait_reads_replicas_and_an_optional_timeout() {
+        let w: CommitWait = "2/250ms".parse().unwrap();
+        assert_eq!((w.replicas, w.timeout), (2, Duration::from_millis(250)));
+        assert_eq!(
+            "1".parse::<CommitWait>().unwrap().timeout,
+            Duration::from_secs(1)
+        );
+        assert_eq!(w.to_string(), "2/250ms");
+        for bad in ["0", "x", "1/", "1/10s", "1/0s"] {
+            assert!(bad.parse::<CommitWait>().is_err(), "{bad}");
         }
     }
 

@@ -46,7 +46,7 @@ pub struct Scrape {
 /// A per-pipeline counter: name (without `_total`), help, value.
 type CounterOf = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
-const COUNTERS: [CounterOf; 16] = [
+const COUNTERS: [CounterOf; 18] = [
     (
         "streamhost_entries_read",
         "Entries read from the stream (new, recovered and reclaimed).",
@@ -101,6 +101,16 @@ const COUNTERS: [CounterOf; 16] = [
         "streamhost_emits_forwarded_again",
         "Outbox entries found already forwarded and dropped by the idempotence check (cluster).",
         |s| s.forwarded_again,
+    ),
+    (
+        "streamhost_commit_waits_short",
+        "Commit rounds whose WAIT saw fewer replicas than --commit-wait asks.",
+        |s| s.commit_waits_short,
+    ),
+    (
+        "streamhost_group_went_back",
+        "Times a group's last-delivered-id was found behind what this host had delivered (a failover lost writes).",
+        |s| s.went_back,
     ),
     (
         "streamhost_commit_failures",

@@ -20,6 +20,7 @@ use super::holder::Retry;
 use super::inflight::{InFlight, LastFailures};
 use super::job::Settled;
 use super::stats::Stats;
+use crate::config::CommitWait;
 use crate::stream::commits::{self, CommitResult, CommitRound, EmitCallSize, EmitCommit};
 use crate::stream::dlq;
 use crate::stream::outbox;
@@ -54,6 +55,8 @@ pub struct Committer {
     pub dispatch: WeakDispatcher,
     /// On a cluster forwarding cross-slot emits: the source's outbox.
     pub outbox: Option<Outbox>,
+    /// `--commit-wait`: a `WAIT` ends every round.
+    pub commit_wait: Option<CommitWait>,
 }
 
 /// Where a source's emits to other cluster slots go with their acks.
@@ -241,6 +244,9 @@ impl Committer {
                 }
                 None => {}
             }
+            if let Some(replicated) = &replies.replicated {
+                self.replicated(replicated);
+            }
             calls = self.settle_calls(calls, replies.calls, &mut retried);
             if let Some(e) = &replies.redirected {
                 self.link.redirected(e);
@@ -269,6 +275,7 @@ impl Committer {
         let g = &self.dlq.group;
         let ids: Vec<&str> = acks.iter().map(|s| s.entry.id.as_str()).collect();
         let mut round = CommitRound::new(g, &ids);
+        let wait = self.commit_wait;
         for call in calls {
             match call {
                 Call::Emits(batch) => {
@@ -296,6 +303,9 @@ impl Committer {
                     round.dead_letter(g, dead, &s.entry.id, &meta, &s.entry.payload);
                 }
             }
+        }
+        if let Some(w) = wait {
+            round.wait_for(w.replicas, w.timeout);
         }
         round
     }
@@ -348,6 +358,26 @@ impl Committer {
                 let id = s.entry.id.clone();
                 self.retry(s, &format!("{what}: {why}"));
                 Some(id)
+            }
+        }
+    }
+
+    /// Accounts for a round's `WAIT`: fewer replicas than asked means a
+    /// failover now could still lose this round's commits.
+    fn replicated(&self, replicated: &redis::RedisResult<u64>) {
+        let Some(wanted) = self.commit_wait.map(|w| w.replicas) else {
+            return;
+        };
+        match replicated {
+            Ok(n) if *n >= u64::from(wanted) => {}
+            Ok(n) => {
+                self.stats.commit_wait_short(1);
+                tracing::warn!(replicas = n, wanted, stream = %self.dlq.group.stream,
+                    "a commit round reached fewer replicas than --commit-wait asks: a failover now could undo it (its entries would be handled again)");
+            }
+            Err(e) => {
+                self.stats.commit_wait_short(1);
+                tracing::warn!(error = %e, stream = %self.dlq.group.stream, "the commit round's WAIT failed");
             }
         }
     }

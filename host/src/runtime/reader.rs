@@ -26,6 +26,7 @@ use crate::stream::pending::{self, PendingQuery};
 use crate::stream::scripts::FENCED;
 use crate::stream::{Cancelled, ClaimSpec, ErrorClass, LinkError, PayloadReader, RedisLink};
 use crate::vocab::entry::Entry;
+use crate::vocab::ids::id_parts;
 
 /// Slack on top of BLOCK before a read is given up as lost, and the limit
 /// on each step of connecting the read connection.
@@ -192,7 +193,44 @@ impl Reader {
     /// never return again.
     async fn resync(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         drop(window_slots(&self.window, self.config.max_in_flight, cancel).await?);
+        self.check_position(cancel).await?;
         self.recover_own_pending(cancel).await
+    }
+
+    /// After a lost connection (a failover, maybe): says so when the group
+    /// is behind what this host saw it deliver — the promoted replica
+    /// lacked the newest writes, and entries after its position are
+    /// delivered (and handled) again.
+    async fn check_position(&mut self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+        let Some(known) = self.holdings.newest() else {
+            return Ok(());
+        };
+        let g = &self.group;
+        let found = insist(
+            &mut self.link,
+            g,
+            cancel,
+            "reading the group's position",
+            |mut con| async move {
+                Ok(inspect::groups(&mut con, &g.stream)
+                    .await
+                    .ok()
+                    .and_then(|groups| groups.into_iter().find(|i| i.name == g.group))
+                    .map(|i| i.last_delivered_id))
+            },
+        )
+        .await?;
+        let behind = found
+            .as_deref()
+            .and_then(id_parts)
+            .zip(id_parts(&known))
+            .is_some_and(|(now, before)| now < before);
+        if behind {
+            self.stats.went_back(1);
+            tracing::warn!(stream = %g.stream, group = %g.group, position = ?found, delivered_before = %known,
+                "the group's position went back (a failover lost writes the replica had not received): entries after it are delivered and handled again; --commit-wait makes commits wait for replicas");
+        }
+        Ok(())
     }
 
     /// One fenced read: entries if there are any; otherwise waits up to

@@ -24,6 +24,8 @@ pub struct Stats {
     fenced: AtomicU64,
     forwarded: AtomicU64,
     forwarded_again: AtomicU64,
+    commit_waits_short: AtomicU64,
+    went_back: AtomicU64,
     commit_failures: AtomicU64,
     recovered: AtomicU64,
     reclaimed: AtomicU64,
@@ -71,6 +73,11 @@ pub struct StatsSnapshot {
     pub forwarded: u64,
     /// Outbox entries found already forwarded (dropped by the idempotence check).
     pub forwarded_again: u64,
+    /// Commit rounds whose `WAIT` saw fewer replicas than `--commit-wait` asks.
+    pub commit_waits_short: u64,
+    /// Times the group's position was found behind what it had delivered
+    /// (a failover lost writes).
+    pub went_back: u64,
     /// Commits Redis refused (entry left pending).
     pub commit_failures: u64,
     /// Own pending entries recovered at start-up.
@@ -175,6 +182,14 @@ impl Stats {
     pub fn forwarded_again(&self, n: u64) {
         add(&self.forwarded_again, n);
     }
+    /// Commit rounds short of their replicas.
+    pub fn commit_wait_short(&self, n: u64) {
+        add(&self.commit_waits_short, n);
+    }
+    /// A group found behind what it delivered.
+    pub fn went_back(&self, n: u64) {
+        add(&self.went_back, n);
+    }
     /// Commits refused by Redis.
     pub fn commit_failed(&self, n: u64) {
         add(&self.commit_failures, n);
@@ -247,6 +262,8 @@ impl Stats {
             fenced: g(&self.fenced),
             forwarded: g(&self.forwarded),
             forwarded_again: g(&self.forwarded_again),
+            commit_waits_short: g(&self.commit_waits_short),
+            went_back: g(&self.went_back),
             commit_failures: g(&self.commit_failures),
             recovered: g(&self.recovered),
             reclaimed: g(&self.reclaimed),

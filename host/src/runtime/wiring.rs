@@ -248,6 +248,7 @@ impl Wiring {
             retries,
             dispatch: dispatch.clone(),
             outbox: self.outbox(),
+            commit_wait: self.config.commit_wait,
         };
         let holder = Holder {
             link: self.link(TASK_TIMEOUT),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use redis::aio::MultiplexedConnection;
-use redis::{Pipeline, RedisResult, Value};
+use redis::{FromRedisValue, Pipeline, RedisResult, Value};
 
 use super::claims::DeadLetters;
 use super::commands::GroupRef;
@@ -133,6 +133,8 @@ enum Write {
     Emits(usize),
     /// One dead-letter move.
     DeadLetter,
+    /// `WAIT` for the replicas.
+    Wait,
 }
 
 /// What Redis made of a [`CommitRound`].
@@ -152,6 +154,8 @@ pub struct RoundReplies {
     /// error (a cluster slot moved to another node, a failover): the
     /// connection must be replaced before the writes go again.
     pub redirected: Option<redis::RedisError>,
+    /// How many replicas confirmed the round's writes (`None`: no `WAIT`).
+    pub replicated: Option<RedisResult<u64>>,
 }
 
 impl CommitRound {
@@ -252,6 +256,18 @@ impl CommitRound {
         self.writes.push(Write::DeadLetter);
     }
 
+    /// Ends the round with a `WAIT` for `replicas` replicas, at most
+    /// `timeout`.
+    ///
+    /// `WAIT replicas timeout-ms`
+    pub fn wait_for(&mut self, replicas: u32, timeout: std::time::Duration) {
+        self.pipe
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis() as u64);
+        self.writes.push(Write::Wait);
+    }
+
     /// Sends the round. `Err` if the round trip itself failed: nothing is
     /// known about what was written.
     pub async fn send(&self, con: &mut MultiplexedConnection) -> RedisResult<RoundReplies> {
@@ -274,6 +290,12 @@ impl CommitRound {
                     let results =
                         call_results(reply, n, &mut out.reload, |v| ack_with_emits_results(v, n));
                     out.calls.push(results);
+                }
+                Write::Wait => {
+                    out.replicated =
+                        Some(reply.and_then(|v| {
+                            u64::from_redis_value(v).map_err(redis::RedisError::from)
+                        }));
                 }
                 Write::DeadLetter => {
                     let results = call_results(reply, 1, &mut out.reload, |v| {

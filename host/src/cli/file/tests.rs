@@ -239,6 +239,7 @@ fn every_run_flag_is_a_key() {
                 | "lease-ttl"
                 | "cross-slot-emits"
                 | "dedup-window"
+                | "commit-wait"
         ) {
             continue;
         }
