@@ -40,5 +40,6 @@ mod recovery;
 mod refusal;
 mod retention;
 mod sandbox;
+mod sentinel;
 mod supervision;
 mod tls;

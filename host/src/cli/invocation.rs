@@ -127,7 +127,9 @@ fn refuse_flags_beside(matches: &ArgMatches) -> Result<(), ConfigError> {
         .find(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine));
     match typed {
         Some((_, long)) => {
-            let instead = if long == "redis" || long == "cluster" || long.starts_with("redis-") {
+            let instead = if matches!(long, "redis" | "cluster" | "sentinel" | "sentinel-master")
+                || long.starts_with("redis-")
+            {
                 "set the connection in the file's [redis] table instead".to_owned()
             } else if long == "http" {
                 "set `listen` in the file's [http] table instead".to_owned()

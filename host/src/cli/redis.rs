@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{ConfigError, RedisConfig, Secret, SecretSource, TlsConfig};
+use crate::config::{ConfigError, RedisConfig, Secret, SecretSource, SentinelConfig, TlsConfig};
 
 /// The variable a password can be given in. Not a flag: a flag's value
 /// shows in `ps`, a variable's only to the same user.
@@ -90,6 +90,27 @@ pub struct RedisArgs {
         help_heading = "Redis connection"
     )]
     pub cluster: bool,
+    /// Find the master through these sentinels (HOST:PORT, comma-separated or repeated), and
+    /// follow it through failovers; --redis then gives only credentials, database and TLS.
+    #[arg(
+        long = "sentinel",
+        env = "STREAMHOST_SENTINELS",
+        value_name = "HOST:PORT",
+        value_delimiter = ',',
+        requires = "sentinel_master",
+        conflicts_with = "cluster",
+        help_heading = "Redis connection"
+    )]
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the master by.
+    #[arg(
+        long,
+        env = "STREAMHOST_SENTINEL_MASTER",
+        value_name = "NAME",
+        requires = "sentinels",
+        help_heading = "Redis connection"
+    )]
+    pub sentinel_master: Option<String>,
 }
 
 impl RedisArgs {
@@ -131,6 +152,18 @@ impl RedisArgs {
             password,
             tls: (tls != TlsConfig::default()).then_some(tls),
             cluster: self.cluster,
+            sentinel: match &self.sentinel_master {
+                None => None,
+                Some(master) => Some(SentinelConfig {
+                    nodes: SentinelConfig::nodes_of(&self.sentinels.join(",")).map_err(
+                        |problem| ConfigError::Invalid {
+                            flag: "sentinel",
+                            problem,
+                        },
+                    )?,
+                    master: master.clone(),
+                }),
+            },
         })
     }
 }

@@ -53,6 +53,11 @@ fn redis_table(r: &RedisConfig) -> Table {
     if r.cluster {
         t.insert("cluster".into(), true.into());
     }
+    if let Some(s) = &r.sentinel {
+        let nodes = s.nodes.iter().map(|(h, p)| Value::from(format!("{h}:{p}")));
+        t.insert("sentinels".into(), Value::Array(nodes.collect()));
+        t.insert("master".into(), s.master.clone().into());
+    }
     match r.password.as_ref().map(|p| p.source()) {
         Some(SecretSource::Env(name)) => {
             t.insert("password-env".into(), name.clone().into());

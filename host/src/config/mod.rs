@@ -19,7 +19,7 @@ pub use self::endpoint::{Address, RedisEndpoint, TlsTarget};
 pub use self::http::{Dashboard, HttpAdmin, HttpListen, TOKEN_ENV, allowed_host};
 pub use self::partitions::{Assign, MIN_LEASE_TTL, Owned, PartitionOf, Partitions};
 pub use self::process::{Config, Loader, PipelineError, Source};
-pub use self::redis::{RedisConfig, Secret, SecretSource, TlsConfig, redact_url};
+pub use self::redis::{RedisConfig, Secret, SecretSource, SentinelConfig, TlsConfig, redact_url};
 pub use self::tls::{TlsError, TlsFile, TlsMaterial};
 use crate::vocab::limits::{Limits, MAX_EMIT_BYTES_CEILING, MAX_FIELDS_CEILING};
 use crate::vocab::partition::key_slot;

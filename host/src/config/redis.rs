@@ -24,6 +24,36 @@ pub struct RedisConfig {
     /// cluster = true`): each partition's commands go to the node holding
     /// its slot.
     pub cluster: bool,
+    /// The master is found through Sentinel (`--sentinel`, `[redis]
+    /// sentinels`/`master`): the URL gives credentials, database and TLS,
+    /// the sentinels where its host and port are now.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// Where the sentinels are, and the name they monitor the master by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// `host:port` of each sentinel, asked in order.
+    pub nodes: Vec<(String, u16)>,
+    /// The monitored master's name.
+    pub master: String,
+}
+
+impl SentinelConfig {
+    /// Reads `HOST:PORT[,HOST:PORT…]`.
+    pub fn nodes_of(text: &str) -> Result<Vec<(String, u16)>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let (host, port) = s
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+                let port = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+                Ok((host.to_owned(), port))
+            })
+            .collect()
+    }
 }
 
 /// `[redis.tls]`: trust roots, client certificate and server name.
@@ -103,6 +133,7 @@ impl RedisConfig {
             password: None,
             tls: None,
             cluster: false,
+            sentinel: None,
         }
     }
 

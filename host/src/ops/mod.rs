@@ -41,7 +41,14 @@ pub enum OpsError {
 
 /// Opens one connection to Redis for an operator command.
 pub async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, OpsError> {
-    let endpoint = redis.endpoint()?;
+    // Behind Sentinel, the master is wherever the sentinels say it is now.
+    let endpoint = match &redis.sentinel {
+        Some(_) => {
+            let router = crate::stream::cluster::Router::new(redis)?;
+            (*router.endpoint(0).await?).clone()
+        }
+        None => redis.endpoint()?,
+    };
     Ok(endpoint
         .connect(Duration::from_secs(5), RESPONSE_TIMEOUT)
         .await?)

@@ -1,3 +1,7 @@
+//! Routing to where the data is now: on a Redis Cluster, the node that
+//! holds a slot; behind Sentinel, the current master (one "range" of every
+//! slot, asked of the sentinels).
+//!
 //! Redis Cluster routing: which node holds a slot now. A partition's keys
 //! all carry its hash tag, so each of its connections talks to one node —
 //! the one [`Router`] names for the partition's slot — and every script
@@ -14,7 +18,7 @@ use std::time::Duration;
 use redis::{RedisResult, Value};
 
 use super::link::{ErrorClass, LinkHealth, RedisLink, classify};
-use crate::config::{ConfigError, RedisConfig, RedisEndpoint};
+use crate::config::{ConfigError, RedisConfig, RedisEndpoint, SentinelConfig};
 use crate::vocab::backoff::Backoff;
 use crate::vocab::partition::key_slot;
 
@@ -204,31 +208,14 @@ impl Router {
                 .chain(map.nodes.values().cloned())
                 .collect()
         };
+        if let Some(sentinel) = &self.config.sentinel {
+            let master = master_of(sentinel).await?;
+            return self.install(vec![(0, 16383, master)]);
+        }
         let mut last = None;
         for node in candidates {
             match slots_of(&node).await {
-                Ok(ranges) => {
-                    let mut map = self.map();
-                    for (_, _, node) in &ranges {
-                        if let std::collections::hash_map::Entry::Vacant(slot) =
-                            map.nodes.entry(node.clone())
-                        {
-                            let endpoint = RedisEndpoint::at_node(&self.config, &node.0, node.1)
-                                .map_err(|e| {
-                                    redis::RedisError::from((
-                                        redis::ErrorKind::Client,
-                                        "cluster node",
-                                        e.to_string(),
-                                    ))
-                                })?;
-                            slot.insert(Arc::new(endpoint));
-                        }
-                    }
-                    map.ranges = ranges;
-                    map.stale = false;
-                    map.generation += 1;
-                    return Ok(());
-                }
+                Ok(ranges) => return self.install(ranges),
                 Err(e) => last = Some(e),
             }
         }
@@ -236,6 +223,64 @@ impl Router {
             redis::RedisError::from((redis::ErrorKind::Io, "no cluster node answered"))
         }))
     }
+}
+
+impl Router {
+    /// Takes `ranges` as the map, with an endpoint for each new node.
+    fn install(&self, ranges: Vec<SlotRange>) -> RedisResult<()> {
+        let mut map = self.map();
+        for (_, _, node) in &ranges {
+            if let std::collections::hash_map::Entry::Vacant(slot) = map.nodes.entry(node.clone()) {
+                let endpoint =
+                    RedisEndpoint::at_node(&self.config, &node.0, node.1).map_err(|e| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "redis node",
+                            e.to_string(),
+                        ))
+                    })?;
+                slot.insert(Arc::new(endpoint));
+            }
+        }
+        map.ranges = ranges;
+        map.stale = false;
+        map.generation += 1;
+        Ok(())
+    }
+}
+
+/// The master's address, from the first sentinel that knows it
+/// (`SENTINEL GET-MASTER-ADDR-BY-NAME`).
+async fn master_of(sentinel: &SentinelConfig) -> RedisResult<Node> {
+    let mut last = None;
+    for (host, port) in &sentinel.nodes {
+        let asked = async {
+            let client = redis::Client::open(format!("redis://{host}:{port}"))?;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(MAP_TIMEOUT))
+                .set_response_timeout(Some(MAP_TIMEOUT));
+            let mut con = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&sentinel.master)
+                .query_async(&mut con)
+                .await?;
+            addr.ok_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown),
+                    "the sentinel knows no such master",
+                    sentinel.master.clone(),
+                ))
+            })
+        };
+        match asked.await {
+            Ok(node) => return Ok(node),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no sentinel"))))
 }
 
 /// `CLUSTER SLOTS` of one node: each range's first and last slot and its

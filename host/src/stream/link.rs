@@ -95,6 +95,9 @@ pub fn classify(err: &RedisError) -> ErrorClass {
         // The slot lives on another node now: reconnect along the route
         // (which reads the slot map again).
         redis::ErrorKind::Server(ServerErrorKind::Moved) => ErrorClass::Connection,
+        // A master demoted by a failover: the next connection asks the
+        // route (the sentinels, the slot map) where the master is now.
+        redis::ErrorKind::Server(ServerErrorKind::ReadOnly) => ErrorClass::Connection,
         // The slot is being migrated: its keys move a few at a time, and
         // the migration ends in a MOVED.
         redis::ErrorKind::Server(
@@ -102,8 +105,7 @@ pub fn classify(err: &RedisError) -> ErrorClass {
             | ServerErrorKind::TryAgain
             | ServerErrorKind::MasterDown
             | ServerErrorKind::ClusterDown
-            | ServerErrorKind::Ask
-            | ServerErrorKind::ReadOnly,
+            | ServerErrorKind::Ask,
         ) => ErrorClass::Transient,
         redis::ErrorKind::Io | redis::ErrorKind::AuthenticationFailed => ErrorClass::Connection,
         _ => ErrorClass::Permanent,

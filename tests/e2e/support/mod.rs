@@ -10,6 +10,7 @@ pub mod pki;
 pub mod plugins;
 pub mod proxy;
 pub mod redis_server;
+pub mod sentinel;
 
 use std::time::{Duration, Instant};
 

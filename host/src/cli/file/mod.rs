@@ -243,7 +243,9 @@ pub(crate) fn run_command() -> clap::Command {
 /// Keys the file handles itself or that make no sense inside a pipeline.
 fn reserved(key: &str) -> Option<&'static str> {
     match key {
-        "redis" | "cluster" => Some("the connection is set in the [redis] table"),
+        "redis" | "cluster" | "sentinel" | "sentinel-master" => {
+            Some("the connection is set in the [redis] table")
+        }
         k if k.starts_with("redis-") => Some("the connection is set in the [redis] table"),
         "http" => Some("the listener is set in the [http] table (`listen`)"),
         "http-admin" => {

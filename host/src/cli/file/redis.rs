@@ -9,7 +9,7 @@ use toml::de::DeValue;
 
 use super::Problem;
 use super::values::type_name;
-use crate::config::{ConfigError, RedisConfig, Secret, SecretSource, TlsConfig};
+use crate::config::{ConfigError, RedisConfig, Secret, SecretSource, SentinelConfig, TlsConfig};
 
 /// `[redis]`: `url`, `username`, `password-env` or `password-file`, `[redis.tls]`.
 pub(super) fn redis_config(
@@ -20,6 +20,7 @@ pub(super) fn redis_config(
         unreachable!("checked in read")
     };
     let mut redis = RedisConfig::from_url("redis://127.0.0.1:6379");
+    let (mut sentinels, mut master) = (None, None);
     // Where each value sits, to point at the one a refusal is about.
     let mut spans: HashMap<&'static str, Range<usize>> = HashMap::new();
     for (key, value) in t.iter() {
@@ -70,6 +71,28 @@ pub(super) fn redis_config(
                 ));
             }
             "tls" => redis.tls = Some(tls_config(value, &mut spans)?),
+            "sentinels" => {
+                let DeValue::Array(items) = value.get_ref() else {
+                    return Err((
+                        Some(value.span()),
+                        "`sentinels` must be a list of \"HOST:PORT\" strings".into(),
+                    ));
+                };
+                let mut nodes = Vec::new();
+                for item in items {
+                    let DeValue::String(text) = item.get_ref() else {
+                        return Err((
+                            Some(item.span()),
+                            "a sentinel is a \"HOST:PORT\" string".into(),
+                        ));
+                    };
+                    nodes.extend(
+                        SentinelConfig::nodes_of(text).map_err(|e| (Some(item.span()), e))?,
+                    );
+                }
+                sentinels = Some((nodes, value.span()));
+            }
+            "master" => master = Some(text()?),
             "cluster" => {
                 redis.cluster = match value.get_ref() {
                     DeValue::Boolean(b) => *b,
@@ -85,10 +108,23 @@ pub(super) fn redis_config(
                 return Err((
                     Some(key.span()),
                     format!(
-                        "unknown key `{other}` in [redis] (url, username, password-env, password-file, tls, cluster)"
+                        "unknown key `{other}` in [redis] (url, username, password-env, password-file, tls, cluster, sentinels, master)"
                     ),
                 ));
             }
+        }
+    }
+    match (sentinels, master) {
+        (Some((nodes, _)), Some(master)) => redis.sentinel = Some(SentinelConfig { nodes, master }),
+        (None, None) => {}
+        (Some((_, span)), None) => {
+            return Err((
+                Some(span),
+                "`sentinels` needs `master`, the name they monitor the master by".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err((Some(table.span()), "`master` needs `sentinels`".into()));
         }
     }
     // The TLS files are read here too, so a refusal points at their line.

@@ -120,7 +120,10 @@ pub fn typed_redis_flag(matches: &ArgMatches) -> Option<String> {
     }
     m.ids()
         .map(|id| id.as_str())
-        .filter(|id| *id == "redis" || *id == "cluster" || id.starts_with("redis_"))
+        .filter(|id| {
+            matches!(*id, "redis" | "cluster" | "sentinels" | "sentinel_master")
+                || id.starts_with("redis_")
+        })
         .find(|id| m.value_source(id) == Some(ValueSource::CommandLine))
         .map(|id| format!("--{}", id.replace('_', "-")))
 }

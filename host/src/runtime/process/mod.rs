@@ -62,7 +62,9 @@ pub async fn run(
     config.validate()?;
     let redis = &config.pipelines[0].redis;
     let endpoint = redis.endpoint()?;
-    let router = redis.cluster.then(|| Router::new(redis)).transpose()?;
+    let router = (redis.cluster || redis.sentinel.is_some())
+        .then(|| Router::new(redis))
+        .transpose()?;
     let (mut process, mut inbox, leases) = new_process(&config, shutdown, router.clone());
     let mut tasks = ProcessTasks::new();
     // Served during the (slow) plugin compiles: the endpoints answer (not
