@@ -315,3 +315,100 @@ fn a_partitions_slot_migrated_under_load_loses_and_repeats_nothing() {
     assert_eq!(landed.len(), 1, "one of the two copies landed");
     assert_eq!(fields_map(&landed[0].1)["order"], "o-1");
 }
+
+/// `examples/cluster.toml`, fed by `host produce --cluster --partitions 8
+/// --partition-by customer`: both groups read every partition on its node,
+/// and their emits to other slots arrive through the outboxes, one per
+/// event.
+#[test]
+fn the_cluster_example_consumes_what_produce_routed() {
+    let cluster = RedisCluster::start();
+    let (status, out, err) = Host::output_env(
+        &[
+            "produce",
+            "--redis",
+            &cluster.seed_url(),
+            "--cluster",
+            "--stream",
+            "demo:orders",
+            "--partitions",
+            "8",
+            "--partition-by",
+            "customer",
+            "--demo-orders",
+            "200",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{out}{err}");
+    let events: usize = (0..PARTITIONS)
+        .map(|p| cluster.range(&partition_key("demo:orders", p)).len())
+        .sum();
+    assert!(events >= 200, "{events} events over the partitions");
+    for p in 0..PARTITIONS {
+        for (_, f) in cluster.range(&partition_key("demo:orders", p)) {
+            let customer = fields_map(&f)["customer"].to_owned();
+            assert_eq!(
+                partition_of(&customer),
+                p,
+                "{customer} routed to partition {p}"
+            );
+        }
+    }
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster.toml");
+    let dir = crate::support::plugin_dir().display().to_string();
+    let env = [("REDIS_URL", cluster.seed_url()), ("PLUGIN_DIR", dir)];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _host = Host::spawn_env(
+        &["run".as_ref(), "--config".as_ref(), example.as_os_str()],
+        &env,
+    );
+    eventually(
+        Duration::from_secs(90),
+        "both groups done with every partition",
+        || {
+            (0..PARTITIONS)
+                .all(|p| {
+                    let key = partition_key("demo:orders", p);
+                    let node = cluster.node_of(&key);
+                    let len = node.range(&key).len() as u64;
+                    // An empty partition's group has read nothing (entries-read nil).
+                    ["notifications", "analytics"].iter().all(|g| {
+                        (len == 0 || node.entries_read(&key, g) == Some(len))
+                            && node.pending(&key, g) == 0
+                    })
+                })
+                .then_some(())
+        },
+    );
+    let notified = eventually(
+        Duration::from_secs(30),
+        "the notifications forwarded",
+        || {
+            let n = cluster.range("notifications:outbox").len();
+            (n > 0
+                && (0..PARTITIONS).all(|p| {
+                    cluster
+                        .range(&format!(
+                            "{}:streamhost:outbox",
+                            partition_key("demo:orders", p)
+                        ))
+                        .is_empty()
+                }))
+            .then_some(n)
+        },
+    );
+    let dead: usize = (0..PARTITIONS)
+        .map(|p| {
+            cluster
+                .range(&format!("{}:dlq", partition_key("demo:orders", p)))
+                .len()
+        })
+        .sum();
+    assert_eq!(
+        notified + dead,
+        events,
+        "one notification or one dead letter per event"
+    );
+    assert!(!cluster.range("analytics:totals").is_empty());
+}
