@@ -46,11 +46,11 @@ fn partition_of(customer: &str) -> u32 {
 }
 
 fn host(cluster: &RedisCluster, stream: &str) -> Host {
-    Host::run(
-        &cluster.seed_url(),
-        stream,
-        "g",
-        &crate::support::plugin("misbehave"),
+    host_with(cluster, stream, &[])
+}
+
+fn host_with(cluster: &RedisCluster, stream: &str, extra: &[&str]) -> Host {
+    let flags = [
         &[
             "--cluster",
             "--partitions",
@@ -65,7 +65,16 @@ fn host(cluster: &RedisCluster, stream: &str) -> Host {
             "200ms",
             "--commit-wait",
             "1/200ms",
-        ],
+        ][..],
+        extra,
+    ]
+    .concat();
+    Host::run(
+        &cluster.seed_url(),
+        stream,
+        "g",
+        &crate::support::plugin("misbehave"),
+        &flags,
     )
 }
 
@@ -289,7 +298,9 @@ fn a_partitions_slot_migrated_under_load_loses_and_repeats_nothing() {
             .unwrap();
     }
     assert_ne!(key_slot(&outbox), key_slot("dedup-check"));
-    let _host = host(&cluster, stream);
+    let port = crate::support::http::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _host = host_with(&cluster, stream, &["--http", &listen]);
     let moved = partition_key(stream, 0);
     let mut next = vec![1usize; 24];
     let started = Instant::now();
@@ -311,6 +322,25 @@ fn a_partitions_slot_migrated_under_load_loses_and_repeats_nothing() {
     });
     let total = assert_exactly_once_in_order(&cluster, stream);
     assert!(total > 500, "{total} entries");
+    // Health and metrics look at each partition on its node, the migrated
+    // one on its new master.
+    eventually(
+        Duration::from_secs(30),
+        "ready, with every partition's group",
+        || {
+            let ready = crate::support::http::get(port, "/readyz")?;
+            let metrics = crate::support::http::get(port, "/metrics")?;
+            let gauges = (0..PARTITIONS)
+                .filter(|p| {
+                    metrics.body.lines().any(|l| {
+                        l.starts_with("streamhost_group_pending{")
+                            && l.contains(&format!("pipeline=\"g/{p}\""))
+                    })
+                })
+                .count();
+            (ready.status == 200 && gauges == PARTITIONS as usize).then_some(())
+        },
+    );
     let landed = cluster.range("dedup-check");
     assert_eq!(landed.len(), 1, "one of the two copies landed");
     assert_eq!(fields_map(&landed[0].1)["order"], "o-1");

@@ -4,16 +4,19 @@
 //! comes quickly even while Redis is down; and the cached connections the
 //! HTTP side keeps, each with the timeouts of what it is used for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use crate::config::RedisConfig;
+use crate::stream::cluster::Router;
 use crate::stream::inspect;
 use crate::stream::pending::{self, PendingQuery};
 use crate::vocab::ids::{age_of, id_ms};
+use crate::vocab::partition::key_slot;
 
 /// The most one look at Redis may take.
 pub const PROBE_BUDGET: Duration = Duration::from_millis(800);
@@ -40,16 +43,28 @@ pub struct GroupLook {
     pub oldest_pending_age: Option<Duration>,
 }
 
-/// The probe: a cached connection with [`PROBE_TIMEOUT`].
+/// The probe: a cached connection with [`PROBE_TIMEOUT`]; on a cluster or
+/// behind Sentinel, a connection to each node asked, found through a
+/// [`Router`].
 #[derive(Debug)]
 pub struct RedisProbe {
     conn: CachedConnection,
+    routed: Mutex<Option<Routed>>,
+}
+
+/// What a routed look keeps between looks.
+#[derive(Debug)]
+struct Routed {
+    redis: RedisConfig,
+    router: Arc<Router>,
+    nodes: HashMap<String, MultiplexedConnection>,
 }
 
 impl Default for RedisProbe {
     fn default() -> Self {
         Self {
             conn: CachedConnection::new(PROBE_TIMEOUT),
+            routed: Mutex::new(None),
         }
     }
 }
@@ -58,6 +73,9 @@ impl RedisProbe {
     /// Looks at Redis and each of `groups` within [`PROBE_BUDGET`].
     pub async fn look(&self, redis: &RedisConfig, groups: &[(String, String)]) -> RedisLook {
         let attempt = tokio::time::timeout(PROBE_BUDGET, async {
+            if redis.cluster || redis.sentinel.is_some() {
+                return self.look_routed(redis, groups).await;
+            }
             let mut con = self.connection(redis).await?;
             inspect::ping(&mut con).await.map_err(|e| e.to_string())?;
             let mut seen = BTreeMap::new();
@@ -84,6 +102,31 @@ impl RedisProbe {
             down: Some(down),
             groups: BTreeMap::new(),
         }
+    }
+
+    /// Each group on the node that holds its stream now (its slot's on a
+    /// cluster, the master behind Sentinel); `PING` of the first node when
+    /// there is no group yet.
+    async fn look_routed(
+        &self,
+        redis: &RedisConfig,
+        groups: &[(String, String)],
+    ) -> Result<BTreeMap<(String, String), Option<GroupLook>>, String> {
+        let mut guard = self.routed.lock().await;
+        if guard.as_ref().is_none_or(|r| r.redis != *redis) {
+            *guard = Some(Routed {
+                redis: redis.clone(),
+                router: Router::new(redis).map_err(|e| e.to_string())?,
+                nodes: HashMap::new(),
+            });
+        }
+        let routed = guard.as_mut().expect("set just above");
+        let result = look_each(routed, groups).await;
+        if result.is_err() {
+            routed.router.invalidate();
+            routed.nodes.clear();
+        }
+        result
     }
 
     /// The probe's connection (see [`CachedConnection::connection`]).
@@ -140,6 +183,49 @@ async fn connect(redis: &RedisConfig, timeout: Duration) -> Result<MultiplexedCo
         .connect(timeout, timeout)
         .await
         .map_err(|e| e.to_string())
+}
+
+async fn look_each(
+    routed: &mut Routed,
+    groups: &[(String, String)],
+) -> Result<BTreeMap<(String, String), Option<GroupLook>>, String> {
+    let mut seen = BTreeMap::new();
+    let asked: Vec<(&str, Option<&str>)> = if groups.is_empty() {
+        vec![("", None)]
+    } else {
+        groups
+            .iter()
+            .map(|(s, g)| (s.as_str(), Some(g.as_str())))
+            .collect()
+    };
+    for (stream, group) in asked {
+        let endpoint = routed
+            .router
+            .endpoint(key_slot(stream.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut con = match routed.nodes.get(endpoint.target()) {
+            Some(con) => con.clone(),
+            None => {
+                let con = endpoint
+                    .connect(PROBE_TIMEOUT, PROBE_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                routed
+                    .nodes
+                    .insert(endpoint.target().to_owned(), con.clone());
+                con
+            }
+        };
+        match group {
+            None => inspect::ping(&mut con).await.map_err(|e| e.to_string())?,
+            Some(group) => {
+                let look = look_at(&mut con, stream, group).await?;
+                seen.insert((stream.to_owned(), group.to_owned()), look);
+            }
+        }
+    }
+    Ok(seen)
 }
 
 async fn look_at(
