@@ -22,7 +22,8 @@ plugin="plugins/dist/noop.wasm"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -31,9 +32,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_redis() { # port, extra args...
   local port="$1"; shift
   mkdir -p "$work/$port"
-  (cd "$work/$port" && redis-server --port "$port" --bind 127.0.0.1 --save '' "$@" >/dev/null 2>&1 &
-   echo $! > pid)
-  pids+=("$(cat "$work/$port/pid")")
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --dir "$work/$port" "$@" >/dev/null 2>&1 &
+  pids+=($!)
   until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
 }
 
@@ -49,23 +49,26 @@ until redis-cli -p "${nodes[0]}" cluster info | grep -q cluster_state:ok; do sle
 single="$(free_port)"
 start_redis "$single"
 
-# Entries read by group g over every key given, summed.
-read_total() { # port, cluster(0|1), keys...
+# Entries group g has read and acked over every key given, summed: what
+# was read minus what is still pending.
+done_total() { # port, cluster(0|1), keys...
   local port="$1" cluster="$2"; shift 2
   local total=0 c=()
   [ "$cluster" = 1 ] && c=(-c)
   for key in "$@"; do
-    n="$(redis-cli "${c[@]}" -p "$port" xinfo groups "$key" 2>/dev/null | awk 'f{print; exit} /^entries-read$/{f=1}')"
+    n="$(redis-cli "${c[@]}" -p "$port" xinfo groups "$key" 2>/dev/null |
+      awk '/^pending$/{getline; p=$0} /^entries-read$/{getline; r=$0} END{print (r+0)-(p+0)}')"
     total=$((total + ${n:-0}))
   done
   echo "$total"
 }
 
-# run LABEL PORT CLUSTER HOSTS STREAM PARTITIONS: pre-loads, starts HOSTS hosts, times the drain.
+# run LABEL PORT CLUSTER HOSTS STREAM PARTITIONS [FLAGS…]: pre-loads, starts HOSTS hosts, times the drain.
 run() {
   local label="$1" port="$2" cluster="$3" hosts="$4" stream="$5" parts="$6"
+  shift 6
   local flags=(--redis "redis://127.0.0.1:$port" --stream "$stream" --group g --plugin "$plugin"
-               --log warn --stats-interval 0s --concurrency 2)
+               --log warn --stats-interval 0s --concurrency 2 "$@")
   local keys=("$stream") produce=(--stream "$stream")
   if [ "$parts" -gt 0 ]; then
     flags+=(--partitions "$parts")
@@ -80,16 +83,17 @@ run() {
     "$host" run "${flags[@]}" 2>"$work/host.log" &
     hpids+=($!); pids+=($!)
   done
-  until [ "$(read_total "$port" "$cluster" "${keys[@]}")" -ge "$entries" ]; do sleep 0.05; done
+  until [ "$(done_total "$port" "$cluster" "${keys[@]}")" -ge "$entries" ]; do sleep 0.05; done
   local took; took="$(python3 -c "print($(date +%s.%N) - $started)")"
   for p in "${hpids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${hpids[@]}"; do wait "$p" 2>/dev/null || true; done
-  printf '%-44s %8.0f entries/s\n' "$label" "$(python3 -c "print($entries / $took)")"
+  printf '%-46s %8.0f entries/s\n' "$label" "$(python3 -c "print($entries / $took)")"
 }
 
 echo "entries: $entries (no-op plugin; times include the hosts' start-up)"
 run "1 host, one node, one stream"        "$single" 0 1 one 0
-run "1 host, one node, 8 partitions"      "$single" 0 1 parts 8
+run "1 host, one node, 8 partitions, shared" "$single" 0 1 shared 8 --assign shared
+run "1 host, one node, 8 partitions, leased" "$single" 0 1 parts 8
 run "1 host, cluster, 8 partitions"       "${nodes[0]}" 1 1 c1 8
 run "2 hosts, cluster, 8 partitions"      "${nodes[0]}" 1 2 c2 8
 run "3 hosts, cluster, 8 partitions"      "${nodes[0]}" 1 3 c3 8
