@@ -10,28 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::key_slot;
 use crate::support::{Host, RedisServer, eventually, fields_map, key};
 
-/// Redis Cluster's CRC16 (XMODEM), written here apart from the host's, so
-/// the routing the README documents is checked, not merely reused.
-fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in bytes {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The partition the README says a key value goes to.
+/// The partition the README says a key value goes to: the key-slot hash
+/// (the tests' own CRC16, written apart from the host's, so the documented
+/// routing is checked, not merely reused) of a value without braces, mod N.
 fn partition_of(value: &str, n: u32) -> u32 {
-    u32::from(crc16(value.as_bytes()) % 16384) % n
+    u32::from(key_slot(value)) % n
 }
 
 fn partition_key(stream: &str, i: u32) -> String {
