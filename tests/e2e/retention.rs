@@ -297,8 +297,13 @@ fn the_dlq_is_capped_by_dlq_maxlen_and_never_by_the_sources_maxlen() {
         &["--maxlen", "5", "--trim-interval", "100ms"],
     );
     let _caps_dlq = Host::misbehave(&redis, &capped, &["--dlq-maxlen", "10"]);
-    redis.wait_until_settled(&stream, "g", WAIT);
-    redis.wait_until_settled(&capped, "g", WAIT);
+    // Settled means all 60 delivered and none pending: "none pending"
+    // alone holds too before a host has read anything.
+    for s in [&stream, &capped] {
+        eventually(WAIT, &format!("{s} handled"), || {
+            (redis.entries_read(s, "g") == Some(60) && redis.pending(s, "g") == 0).then_some(())
+        });
+    }
     let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 60);
     assert_eq!(
         dlq.len(),
