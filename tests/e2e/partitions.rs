@@ -433,9 +433,13 @@ fn a_host_whose_lease_was_taken_neither_reads_nor_commits_until_it_holds_one_aga
     let ids: Vec<String> = (0..20)
         .map(|i| redis.add(&part, &[("action", "emit"), ("customer", &format!("k{i}"))]))
         .collect();
-    // A stimulus, not a wait for a result: the host gets three seconds
-    // (fifteen 200ms reads) to misbehave.
-    std::thread::sleep(Duration::from_secs(3));
+    // Until the host notices the theft at a renewal (up to 10s) and drains
+    // the partition, deleting its consumer, it reads every 200ms.
+    eventually(
+        Duration::from_secs(30),
+        "the host drained the partition",
+        || redis.consumers(&part, "g").is_empty().then_some(()),
+    );
     assert_eq!(
         delivered(&redis),
         first,
@@ -531,7 +535,18 @@ fn a_paused_owner_commits_nothing_once_it_resumes() {
             }
             planned
         });
-        std::thread::sleep(Duration::from_secs(1));
+        // a is stopped while it holds entries of its partitions.
+        eventually(Duration::from_secs(15), "a holding entries", || {
+            let mine = holders(&redis, &stream, 4);
+            (0..4u32)
+                .filter(|i| {
+                    mine[*i as usize]
+                        .as_deref()
+                        .is_some_and(|t| t.split('#').next().unwrap().ends_with(&pid_a))
+                })
+                .any(|i| redis.pending(&partition_key(&stream, i), "g") > 0)
+                .then_some(())
+        });
         a.signal(19); // SIGSTOP
         eventually(Duration::from_secs(15), "b took a's partition over", || {
             (held_by_a(&redis) == 0).then_some(())

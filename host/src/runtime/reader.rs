@@ -247,10 +247,10 @@ impl Reader {
             *wait_from = Some(last.id.clone());
             return Ok(entries);
         }
-        let from = match wait_from.clone().or_else(|| self.holdings.newest()) {
-            Some(id) => id,
-            None => "0-0".to_owned(),
-        };
+        let from = wait_from
+            .clone()
+            .or_else(|| self.holdings.newest())
+            .unwrap_or_else(|| "0-0".to_owned());
         if let Some(next) = self
             .payloads
             .wait_after(&self.group.stream, &from, self.config.block)

@@ -62,6 +62,20 @@ impl PayloadReader {
         Ok(slot.as_mut().expect("connected just above"))
     }
 
+    /// Runs `op` on the connection (opened first if need be) and drops the
+    /// connection if `op` failed at the connection level.
+    async fn on_connection<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut EntryConnection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let slot = &mut *self.conn.lock().await;
+        let result = match self.connection(slot).await {
+            Ok(conn) => op(conn).await,
+            Err(e) => Err(e),
+        };
+        self.check(slot, result)
+    }
+
     /// `XREADGROUP … COUNT count BLOCK block STREAMS stream >`.
     pub async fn read_group(
         &self,
@@ -69,23 +83,17 @@ impl PayloadReader {
         count: usize,
         block: Duration,
     ) -> RedisResult<Vec<Entry>> {
-        let slot = &mut *self.conn.lock().await;
-        let read = match self.connection(slot).await {
-            Ok(conn) => conn.read_group(g, count, block, self.limits).await,
-            Err(e) => Err(e),
-        };
-        self.check(slot, read)
+        let limits = self.limits;
+        self.on_connection(async |conn| conn.read_group(g, count, block, limits).await)
+            .await
     }
 
     /// The fenced `XREADGROUP … >` of a partition under a lease (never
     /// blocks; see [`EntryConnection::read_group_fenced`]).
     pub async fn read_group_fenced(&self, g: &GroupRef, count: usize) -> RedisResult<Vec<Entry>> {
-        let slot = &mut *self.conn.lock().await;
-        let read = match self.connection(slot).await {
-            Ok(conn) => conn.read_group_fenced(g, count, self.limits).await,
-            Err(e) => Err(e),
-        };
-        self.check(slot, read)
+        let limits = self.limits;
+        self.on_connection(async |conn| conn.read_group_fenced(g, count, limits).await)
+            .await
     }
 
     /// Waits up to `block` for an entry of `stream` after `after`; its id.
@@ -95,12 +103,8 @@ impl PayloadReader {
         after: &str,
         block: Duration,
     ) -> RedisResult<Option<String>> {
-        let slot = &mut *self.conn.lock().await;
-        let waited = match self.connection(slot).await {
-            Ok(conn) => conn.wait_after(stream, after, block).await,
-            Err(e) => Err(e),
-        };
-        self.check(slot, waited)
+        self.on_connection(async |conn| conn.wait_after(stream, after, block).await)
+            .await
     }
 
     /// The payloads of `ids`, in order (`Trimmed` for those gone), delivery
@@ -109,12 +113,9 @@ impl PayloadReader {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let slot = &mut *self.conn.lock().await;
-        let fetched = match self.connection(slot).await {
-            Ok(conn) => conn.fetch(stream, ids, self.limits).await,
-            Err(e) => Err(e),
-        };
-        self.check(slot, fetched)
+        let limits = self.limits;
+        self.on_connection(async |conn| conn.fetch(stream, ids, limits).await)
+            .await
     }
 }
 

@@ -111,9 +111,19 @@ impl EntryConnection {
         limits: EntryLimits,
     ) -> RedisResult<Vec<Entry>> {
         let cmd = super::commands::read_new_cmd(g, count, block).get_packed_command();
-        let limit = block + self.timeout;
+        self.entries(&cmd, block + self.timeout, limits).await
+    }
+
+    /// Sends `cmd`, whose reply has `XREADGROUP`'s shape, and decodes it
+    /// within `limit`.
+    async fn entries(
+        &mut self,
+        cmd: &[u8],
+        limit: Duration,
+        limits: EntryLimits,
+    ) -> RedisResult<Vec<Entry>> {
         within(limit, async {
-            self.write(&cmd).await?;
+            self.write(cmd).await?;
             self.decode(Decoder::new(ReplyShape::ReadGroup, limits))
                 .await
         })
@@ -143,13 +153,7 @@ impl EntryConnection {
             .arg(&g.consumer)
             .arg(count)
             .get_packed_command();
-        let limit = self.timeout;
-        within(limit, async {
-            self.write(&cmd).await?;
-            self.decode(Decoder::new(ReplyShape::ReadGroup, limits))
-                .await
-        })
-        .await?
+        self.entries(&cmd, self.timeout, limits).await
     }
 
     /// Waits up to `block` for an entry of `stream` after `after`
@@ -175,13 +179,7 @@ impl EntryConnection {
             max_fields: 0,
             max_bytes: 0,
         };
-        let limit = block + self.timeout;
-        let found = within(limit, async {
-            self.write(&cmd).await?;
-            self.decode(Decoder::new(ReplyShape::ReadGroup, limits))
-                .await
-        })
-        .await??;
+        let found = self.entries(&cmd, block + self.timeout, limits).await?;
         Ok(found.into_iter().next().map(|e| e.id))
     }
 
