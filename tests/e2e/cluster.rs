@@ -441,4 +441,54 @@ fn the_cluster_example_consumes_what_produce_routed() {
         "one notification or one dead letter per event"
     );
     assert!(!cluster.range("analytics:totals").is_empty());
+
+    // The operator commands, given the same config file, find each
+    // partition on its node and show the stream whole.
+    let ops = |args: &[&str]| -> serde_json::Value {
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        all.extend(["--config".as_ref(), example.as_os_str()]);
+        let (status, out, err) = Host::output_env(&all, &env);
+        assert!(status.success(), "host {args:?}: {out}{err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let status = ops(&["status", "--json"]);
+    let s = &status[0];
+    assert_eq!(s["partitions"], PARTITIONS);
+    assert_eq!(s["length"], events);
+    assert_eq!(s["dead_letters"], dead);
+    for p in 0..PARTITIONS {
+        let key = partition_key("demo:orders", p);
+        let row = &s["rows"][p as usize];
+        assert_eq!(row["status"]["length"], cluster.range(&key).len());
+        for g in ["notifications", "analytics"] {
+            let token: String = redis::cmd("GET")
+                .arg(format!("{key}:lease:{g}"))
+                .query(&mut cluster.conn_for(&key))
+                .unwrap();
+            assert_eq!(
+                row["owners"][g].as_str(),
+                Some(token.rsplit_once('#').unwrap().0),
+                "{key}'s {g} lease"
+            );
+        }
+    }
+    let listed = ops(&[
+        "dlq",
+        "list",
+        "--pipeline",
+        "notifications",
+        "--limit",
+        "100000",
+        "--json",
+    ]);
+    assert_eq!(listed.as_array().unwrap().len(), dead);
+    let replayed = ops(&[
+        "replay",
+        "--pipeline",
+        "notifications",
+        "--count",
+        "100000",
+        "--json",
+    ]);
+    assert_eq!(replayed["entries"].as_array().unwrap().len(), events);
 }

@@ -29,6 +29,7 @@ mod lifecycle;
 mod metrics;
 mod ops_dlq;
 mod ops_groups;
+mod ops_partitions;
 mod ops_replay;
 mod ops_status;
 mod ops_trim;

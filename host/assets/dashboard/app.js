@@ -809,13 +809,52 @@
     $('retention-state').className = r.held_back ? 'warn' : 'muted';
   }
 
+  // ---- partitioned streams ------------------------------------------------------------------------
+
+  // One block per partitioned stream: its totals and a row per partition
+  // and group, with the host holding the partition's lease.
+  function renderPartitions(s) {
+    const list = arr(s.partitioned);
+    $('partitions').hidden = list.length === 0;
+    syncList($('partition-streams'), list, (p) => p.stream, createPartitionBlock, updatePartitionBlock);
+  }
+
+  function createPartitionBlock() {
+    const rows = h('tbody');
+    return h('div', { class: 'partition-stream' },
+      h('p', { class: 'muted', 'data-role': 'summary' }),
+      h('table', {},
+        h('thead', {}, h('tr', {}, ['Partition', 'Key', 'Entries', 'Group', 'Owner', 'Lag', 'Pending', 'Dead letters'].map((t) => h('th', { scope: 'col', text: t })))),
+        rows));
+  }
+
+  function updatePartitionBlock(el, p) {
+    const groups = arr(p.groups).map((g) => `group ${g.name}: lag ${int(g.lag)}${g.lag_exact ? '' : '+'}, ${int(g.pending)} pending, ${g.leased}/${g.partitions} leased${arr(g.hosts).length ? ` by ${arr(g.hosts).join(', ')}` : ''}`);
+    setText(el.querySelector('[data-role=summary]'), `${p.stream}: ${int(p.partitions)} partitions, ${int(p.length)} entries, ${int(p.dead_letters)} dead letters${groups.length ? `; ${groups.join('; ')}` : ''}`);
+    const rows = [];
+    for (const r of arr(p.rows)) {
+      const st = r.status || {};
+      const gs = arr(st.groups);
+      if (gs.length === 0) rows.push({ key: `${r.index}`, r, st, g: null });
+      for (const g of gs) rows.push({ key: `${r.index}\u0000${g.name}`, r, st, g });
+    }
+    syncList(el.querySelector('tbody'), rows, (x) => x.key, () => h('tr', {}, Array.from({ length: 8 }, () => h('td'))), (tr, x) => {
+      const owner = x.g && x.r.owners ? x.r.owners[x.g.name] : null;
+      const cells = [x.r.index, x.r.key, int(x.st.length), x.g ? x.g.name : (x.r.exists ? '–' : '(no key yet)'), owner || '–',
+        x.g ? `${int(x.g.lag)}${x.g.lag_exact ? '' : '+'}` : '–', x.g ? int(x.g.pending) : '–', int(x.st.dlq && x.st.dlq.length)];
+      cells.forEach((c, i) => setText(tr.children[i], c));
+      tr.dataset.partition = x.r.index;
+      tr.dataset.owner = owner || '';
+    });
+  }
+
   // ---- live state -------------------------------------------------------------------------------
 
   function render(s) {
     state = s;
     lastStateAt = Date.now();
     // Each part on its own: one unexpected field must not blank the rest.
-    for (const part of [renderHeader, renderGroups, renderCharts, renderDlqState, renderPlugins, renderRetention]) {
+    for (const part of [renderHeader, renderGroups, renderPartitions, renderCharts, renderDlqState, renderPlugins, renderRetention]) {
       try { part(s); } catch (e) { console.error(`dashboard: ${part.name}`, e); }
     }
     refreshControls();

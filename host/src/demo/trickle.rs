@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::orders::trickle_event;
 use crate::config::RedisConfig;
 use crate::http::feed::ProducerState;
-use crate::http::probe::CachedConnection;
+use crate::http::probe::CachedNodes;
 use crate::ops::produce::Fields;
 use crate::stream::entries::add_batch;
 
@@ -84,7 +84,7 @@ impl Trickle {
     /// failure).
     pub async fn run(&self, redis: Option<RedisConfig>, stop: CancellationToken) {
         let Some(redis) = redis else { return };
-        let probe = CachedConnection::new(APPEND_TIMEOUT);
+        let probe = CachedNodes::new(APPEND_TIMEOUT);
         let mut owed = 0.0f64;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,7 +112,7 @@ impl Trickle {
             let batch: Vec<Fields> = (first..first + n).map(|i| trickle_event(i, now)).collect();
             let stream = self.stream();
             let appended = async {
-                let mut con = probe.connection(&redis).await?;
+                let mut con = probe.of(&redis, &stream).await?;
                 add_batch(&mut con, &stream, None, &batch)
                     .await
                     .map_err(|e| e.to_string())

@@ -36,11 +36,12 @@ use tokio_util::sync::CancellationToken;
 use self::feed::Feed;
 use self::health::{HealthAnswer, PipelineState};
 use self::metrics::{PipelineScrape, Scrape};
-use self::probe::{CachedConnection, RedisLook, RedisProbe};
+use self::probe::{CachedNodes, RedisLook, RedisProbe};
 use crate::config::{Dashboard as DashboardConfig, HttpListen, RedisConfig};
+use crate::ops::partition_status::{self, PartitionedStatus};
 use crate::ops::status::{LIVE_COUNT_CAP, StatusOptions, StreamStatus};
 use crate::runtime::StatsSnapshot;
-use crate::runtime::port::{Face, PipelineView, Port};
+use crate::runtime::port::{Face, PartitionedView, PipelineView, Port};
 
 /// The HTTP side's limits, as the README and `docs/dashboard.md` list them.
 pub mod limits {
@@ -85,7 +86,10 @@ struct App {
     /// The dashboard's actions' connection: they write, so they wait
     /// longer for an answer than a look does (a timed-out write may still
     /// have happened, and a retry would repeat it).
-    actions: CachedConnection,
+    actions: CachedNodes,
+    /// The connections status looks read on: to the server, or to each
+    /// node a stream or partition is on.
+    status_nodes: CachedNodes,
     dashboard: dashboard::Dashboard,
     /// Fires when the listener stops: long-lived answers (the event
     /// stream) end with it.
@@ -139,7 +143,8 @@ impl HttpServer {
             port,
             listen_host: self.listen_host,
             probe: RedisProbe::default(),
-            actions: CachedConnection::new(dashboard::ACTION_TIMEOUT),
+            actions: CachedNodes::new(dashboard::ACTION_TIMEOUT),
+            status_nodes: CachedNodes::new(STATUS_BUDGET),
             dashboard: dashboard::Dashboard::new(self.feed),
             stop: stop.clone(),
         });
@@ -278,11 +283,14 @@ struct PipelineStatus {
 }
 
 /// The body of `/api/status`: the running pipelines with their counters,
-/// and each of their streams as `host status --json` shows it.
+/// each of their streams as `host status --json` shows it, and each
+/// partitioned stream the configuration declares, whole, with a row per
+/// partition (whoever runs it).
 #[derive(Debug, Serialize)]
 struct ApiStatus {
     pipelines: Vec<PipelineStatus>,
     streams: Vec<StreamStatus>,
+    partitioned: Vec<PartitionedStatus>,
 }
 
 async fn api_status(State(app): State<Arc<App>>) -> Response {
@@ -302,11 +310,42 @@ async fn api_status(State(app): State<Arc<App>>) -> Response {
     let Some(redis) = app.port.redis() else {
         return unavailable("no connection is configured".into());
     };
-    let targets = status_targets(&running, |opts| opts.count_cap = LIVE_COUNT_CAP);
-    match app.collect_statuses(&redis, &targets, false).await {
-        Ok(streams) => Json(ApiStatus { pipelines, streams }).into_response(),
+    let shape = |opts: &mut StatusOptions| opts.count_cap = LIVE_COUNT_CAP;
+    let targets = status_targets(&running, shape);
+    let declared = partitioned_targets(&app.port.partitioned(), shape);
+    match app
+        .collect_statuses(&redis, &targets, &declared, false)
+        .await
+    {
+        Ok((streams, partitioned)) => Json(ApiStatus {
+            pipelines,
+            streams,
+            partitioned,
+        })
+        .into_response(),
         Err(e) => unavailable(format!("redis: {e}")),
     }
+}
+
+/// Each declared partitioned stream, with the options to collect it with.
+fn partitioned_targets(
+    declared: &[PartitionedView],
+    shape: impl Fn(&mut StatusOptions),
+) -> Vec<(PartitionedView, StatusOptions)> {
+    let mut targets: Vec<(PartitionedView, StatusOptions)> = Vec::new();
+    for p in declared {
+        if targets
+            .iter()
+            .any(|(t, _)| t.stream == p.stream && t.partitions == p.partitions)
+        {
+            continue;
+        }
+        let mut opts = StatusOptions::new(String::new());
+        opts.retention = p.retention;
+        shape(&mut opts);
+        targets.push((p.clone(), opts));
+    }
+    targets
 }
 
 /// Each distinct stream (with its DLQ) of `running`, with the options to
@@ -331,38 +370,50 @@ fn status_targets(
 }
 
 impl App {
-    /// What `host status --json` shows of each target, read on the probe's
-    /// connection within [`STATUS_BUDGET`]. A stream that does not exist is
-    /// an error unless `skip_missing`. After a failure the connection is
-    /// forgotten, so the next look reopens it.
+    /// What `host status --json` shows of each target and each partitioned
+    /// stream, read within [`STATUS_BUDGET`] on the status connections
+    /// (each stream on its node). A stream that does not exist is an error
+    /// unless `skip_missing`. After a failure the connections are
+    /// forgotten, so the next look reopens them.
     async fn collect_statuses(
         &self,
         redis: &RedisConfig,
         targets: &[(String, StatusOptions)],
+        partitioned: &[(PartitionedView, StatusOptions)],
         skip_missing: bool,
-    ) -> Result<Vec<StreamStatus>, String> {
+    ) -> Result<(Vec<StreamStatus>, Vec<PartitionedStatus>), String> {
         let looked = tokio::time::timeout(STATUS_BUDGET, async {
-            let mut con = self.probe.connection(redis).await?;
+            let mut nodes = self.status_nodes.lock(redis).await?;
             let mut streams = Vec::with_capacity(targets.len());
             for (stream, opts) in targets {
+                let mut con = nodes.of(stream).await.map_err(|e| e.to_string())?;
                 match crate::ops::status::collect(&mut con, stream, opts).await {
                     Ok(status) => streams.push(status),
                     Err(crate::ops::OpsError::Usage(_)) if skip_missing => {}
                     Err(e) => return Err(e.to_string()),
                 }
             }
-            Ok(streams)
+            let mut whole = Vec::with_capacity(partitioned.len());
+            for (p, opts) in partitioned {
+                let all: Vec<u32> = (0..p.partitions).collect();
+                let status =
+                    partition_status::collect(&mut nodes, &p.stream, p.partitions, &all, opts)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                whole.push(status);
+            }
+            Ok((streams, whole))
         })
         .await;
         let failure = match looked {
-            Ok(Ok(streams)) => return Ok(streams),
+            Ok(Ok(found)) => return Ok(found),
             Ok(Err(e)) => e,
             Err(_) => format!(
                 "no answer within {}",
                 humantime::format_duration(STATUS_BUDGET)
             ),
         };
-        self.probe.forget().await;
+        self.status_nodes.forget().await;
         Err(failure)
     }
 }

@@ -1,22 +1,21 @@
 //! The Redis side of a scrape or a readiness check: PING, then each
-//! pipeline's group (`XINFO GROUPS`, the summary form of `XPENDING`), on a
-//! connection of its own, all within a short time budget so that an answer
+//! pipeline's group (`XINFO GROUPS`, the summary form of `XPENDING`), on
+//! connections of its own, all within a short time budget so that an answer
 //! comes quickly even while Redis is down; and the cached connections the
-//! HTTP side keeps, each with the timeouts of what it is used for.
+//! HTTP side keeps, each with the timeouts of what it is used for and each
+//! key asked of the node that holds it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
-use tokio::sync::Mutex;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-use crate::config::RedisConfig;
-use crate::stream::cluster::Router;
+use crate::config::{RedisConfig, RedisEndpoint};
+use crate::stream::cluster::Nodes;
 use crate::stream::inspect;
 use crate::stream::pending::{self, PendingQuery};
 use crate::vocab::ids::{age_of, id_ms};
-use crate::vocab::partition::key_slot;
 
 /// The most one look at Redis may take.
 pub const PROBE_BUDGET: Duration = Duration::from_millis(800);
@@ -43,43 +42,35 @@ pub struct GroupLook {
     pub oldest_pending_age: Option<Duration>,
 }
 
-/// The probe: a cached connection with [`PROBE_TIMEOUT`]; on a cluster or
-/// behind Sentinel, a connection to each node asked, found through a
-/// [`Router`].
+/// The probe: connections with [`PROBE_TIMEOUT`], to the server or, on a
+/// cluster or behind Sentinel, to each node asked.
 #[derive(Debug)]
 pub struct RedisProbe {
-    conn: CachedConnection,
-    routed: Mutex<Option<Routed>>,
-}
-
-/// What a routed look keeps between looks.
-#[derive(Debug)]
-struct Routed {
-    redis: RedisConfig,
-    router: Arc<Router>,
-    nodes: HashMap<String, MultiplexedConnection>,
+    nodes: CachedNodes,
 }
 
 impl Default for RedisProbe {
     fn default() -> Self {
         Self {
-            conn: CachedConnection::new(PROBE_TIMEOUT),
-            routed: Mutex::new(None),
+            nodes: CachedNodes::new(PROBE_TIMEOUT),
         }
     }
 }
 
 impl RedisProbe {
-    /// Looks at Redis and each of `groups` within [`PROBE_BUDGET`].
+    /// Looks at Redis and each of `groups` within [`PROBE_BUDGET`]: each
+    /// group on the node that holds its stream now (its slot's on a
+    /// cluster, the master behind Sentinel); `PING` when there is no group.
     pub async fn look(&self, redis: &RedisConfig, groups: &[(String, String)]) -> RedisLook {
         let attempt = tokio::time::timeout(PROBE_BUDGET, async {
-            if redis.cluster || redis.sentinel.is_some() {
-                return self.look_routed(redis, groups).await;
+            let mut nodes = self.nodes.lock(redis).await?;
+            if groups.is_empty() {
+                let mut con = nodes.of("").await.map_err(|e| e.to_string())?;
+                inspect::ping(&mut con).await.map_err(|e| e.to_string())?;
             }
-            let mut con = self.connection(redis).await?;
-            inspect::ping(&mut con).await.map_err(|e| e.to_string())?;
             let mut seen = BTreeMap::new();
             for (stream, group) in groups {
+                let mut con = nodes.of(stream).await.map_err(|e| e.to_string())?;
                 let look = look_at(&mut con, stream, group).await?;
                 seen.insert((stream.clone(), group.clone()), look);
             }
@@ -97,135 +88,72 @@ impl RedisProbe {
             ),
         };
         tracing::debug!(reason = %down, "redis did not answer a scrape or readiness check");
-        self.forget().await;
+        self.nodes.forget().await;
         RedisLook {
             down: Some(down),
             groups: BTreeMap::new(),
         }
     }
-
-    /// Each group on the node that holds its stream now (its slot's on a
-    /// cluster, the master behind Sentinel); `PING` of the first node when
-    /// there is no group yet.
-    async fn look_routed(
-        &self,
-        redis: &RedisConfig,
-        groups: &[(String, String)],
-    ) -> Result<BTreeMap<(String, String), Option<GroupLook>>, String> {
-        let mut guard = self.routed.lock().await;
-        if guard.as_ref().is_none_or(|r| r.redis != *redis) {
-            *guard = Some(Routed {
-                redis: redis.clone(),
-                router: Router::new(redis).map_err(|e| e.to_string())?,
-                nodes: HashMap::new(),
-            });
-        }
-        let routed = guard.as_mut().expect("set just above");
-        let result = look_each(routed, groups).await;
-        if result.is_err() {
-            routed.router.invalidate();
-            routed.nodes.clear();
-        }
-        result
-    }
-
-    /// The probe's connection (see [`CachedConnection::connection`]).
-    pub async fn connection(&self, redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
-        self.conn.connection(redis).await
-    }
-
-    /// Forgets the connection after a failure, so the next look reopens it.
-    pub async fn forget(&self) {
-        self.conn.forget().await;
-    }
 }
 
-/// A connection kept between requests, with a connect and response timeout
-/// of its own, reopened after a failure or a change of settings.
+/// Connections kept between requests, with a connect and response timeout
+/// of their own — to the server, or to each node of a cluster (the master
+/// behind Sentinel) a key was asked of — reopened after a failure or a
+/// change of settings.
 #[derive(Debug)]
-pub struct CachedConnection {
+pub struct CachedNodes {
     timeout: Duration,
-    conn: Mutex<Option<(RedisConfig, MultiplexedConnection)>>,
+    nodes: Mutex<Option<Nodes>>,
 }
 
-impl CachedConnection {
+impl CachedNodes {
     /// None open yet; connections wait `timeout` to connect and for each answer.
     pub fn new(timeout: Duration) -> Self {
         Self {
             timeout,
-            conn: Mutex::new(None),
+            nodes: Mutex::new(None),
         }
     }
 
-    /// The cached connection, or a new one for new settings or after
-    /// [`Self::forget`].
-    pub async fn connection(&self, redis: &RedisConfig) -> Result<MultiplexedConnection, String> {
-        let mut cached = self.conn.lock().await;
-        match cached.as_ref() {
-            Some((settings, con)) if settings == redis => Ok(con.clone()),
-            _ => {
-                let con = connect(redis, self.timeout).await?;
-                *cached = Some((redis.clone(), con.clone()));
-                Ok(con)
-            }
+    /// The connections for `redis`, held for the caller's use (others wait).
+    pub async fn lock(&self, redis: &RedisConfig) -> Result<MappedMutexGuard<'_, Nodes>, String> {
+        let mut guard = self.nodes.lock().await;
+        if guard.as_ref().is_none_or(|n| n.config() != redis) {
+            *guard =
+                Some(Nodes::new(redis, self.timeout, self.timeout).map_err(|e| e.to_string())?);
         }
+        Ok(MutexGuard::map(guard, |n| {
+            n.as_mut().expect("set just above")
+        }))
     }
 
-    /// Forgets the connection after a failure, so the next use reopens it.
+    /// A connection to the node that holds `key`.
+    pub async fn of(
+        &self,
+        redis: &RedisConfig,
+        key: &str,
+    ) -> Result<MultiplexedConnection, String> {
+        let mut nodes = self.lock(redis).await?;
+        nodes.of(key).await.map_err(|e| e.to_string())
+    }
+
+    /// Where `key`'s commands go now.
+    pub async fn endpoint(
+        &self,
+        redis: &RedisConfig,
+        key: &str,
+    ) -> Result<std::sync::Arc<RedisEndpoint>, String> {
+        let nodes = self.lock(redis).await?;
+        nodes.endpoint(key).await.map_err(|e| e.to_string())
+    }
+
+    /// Forgets every connection after a failure, so the next use reopens
+    /// them (and reads a cluster's slot map again).
     pub async fn forget(&self) {
-        *self.conn.lock().await = None;
-    }
-}
-
-async fn connect(redis: &RedisConfig, timeout: Duration) -> Result<MultiplexedConnection, String> {
-    let endpoint = redis.endpoint().map_err(|e| e.to_string())?;
-    endpoint
-        .connect(timeout, timeout)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn look_each(
-    routed: &mut Routed,
-    groups: &[(String, String)],
-) -> Result<BTreeMap<(String, String), Option<GroupLook>>, String> {
-    let mut seen = BTreeMap::new();
-    let asked: Vec<(&str, Option<&str>)> = if groups.is_empty() {
-        vec![("", None)]
-    } else {
-        groups
-            .iter()
-            .map(|(s, g)| (s.as_str(), Some(g.as_str())))
-            .collect()
-    };
-    for (stream, group) in asked {
-        let endpoint = routed
-            .router
-            .endpoint(key_slot(stream.as_bytes()))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut con = match routed.nodes.get(endpoint.target()) {
-            Some(con) => con.clone(),
-            None => {
-                let con = endpoint
-                    .connect(PROBE_TIMEOUT, PROBE_TIMEOUT)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                routed
-                    .nodes
-                    .insert(endpoint.target().to_owned(), con.clone());
-                con
-            }
-        };
-        match group {
-            None => inspect::ping(&mut con).await.map_err(|e| e.to_string())?,
-            Some(group) => {
-                let look = look_at(&mut con, stream, group).await?;
-                seen.insert((stream.to_owned(), group.to_owned()), look);
-            }
+        if let Some(nodes) = self.nodes.lock().await.as_mut() {
+            nodes.forget();
         }
     }
-    Ok(seen)
 }
 
 async fn look_at(

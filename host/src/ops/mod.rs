@@ -5,6 +5,7 @@
 
 pub mod dlq;
 pub mod groups;
+pub mod partition_status;
 pub mod plugin_check;
 pub mod produce;
 pub mod replay;
@@ -17,7 +18,9 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use crate::config::{ConfigError, RedisConfig};
+use crate::stream::cluster::Nodes;
 use crate::vocab::ids::{id_at_age, id_parts, ms_of};
+use crate::vocab::partition;
 
 /// How long one operator command waits for a Redis reply.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,19 +42,62 @@ pub enum OpsError {
     Redis(#[from] redis::RedisError),
 }
 
-/// Opens one connection to Redis for an operator command.
+/// How long an operator command waits to connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connections of an operator command: one to the server, or one per
+/// node it asks on a cluster (the node that holds each key's slot) or
+/// behind Sentinel (the master).
+pub fn nodes(redis: &RedisConfig) -> Result<Nodes, OpsError> {
+    Ok(Nodes::new(redis, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)?)
+}
+
+/// Opens one connection to Redis for an operator command: to the node
+/// that holds `key` on a cluster, the master behind Sentinel.
+pub async fn connect_for(
+    redis: &RedisConfig,
+    key: &str,
+) -> Result<MultiplexedConnection, OpsError> {
+    Ok(nodes(redis)?.of(key).await?)
+}
+
+/// Opens one connection to Redis for an operator command (on a cluster,
+/// to the node of slot 0: use [`connect_for`] for a key's).
 pub async fn connect(redis: &RedisConfig) -> Result<MultiplexedConnection, OpsError> {
-    // Behind Sentinel, the master is wherever the sentinels say it is now.
-    let endpoint = match &redis.sentinel {
-        Some(_) => {
-            let router = crate::stream::cluster::Router::new(redis)?;
-            (*router.endpoint(0).await?).clone()
-        }
-        None => redis.endpoint()?,
+    connect_for(redis, "").await
+}
+
+/// One key of what a command works on: an unpartitioned stream, or one
+/// partition of a partitioned one, with its dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The partition's index (`None`: the stream is not partitioned).
+    pub index: Option<u32>,
+    /// Its stream key.
+    pub stream: String,
+    /// Its dead-letter stream.
+    pub dlq: String,
+}
+
+/// The parts of `stream`: itself with `dlq`, or with `partitions` its
+/// partitions `{stream:i}` with their `{stream:i}:dlq` (only `only`, when
+/// given).
+pub fn parts(stream: &str, dlq: &str, partitions: Option<u32>, only: Option<u32>) -> Vec<Part> {
+    let Some(count) = partitions else {
+        return vec![Part {
+            index: None,
+            stream: stream.to_owned(),
+            dlq: dlq.to_owned(),
+        }];
     };
-    Ok(endpoint
-        .connect(Duration::from_secs(5), RESPONSE_TIMEOUT)
-        .await?)
+    (0..count)
+        .filter(|i| only.is_none_or(|o| o == *i))
+        .map(|i| Part {
+            index: Some(i),
+            stream: partition::stream_key(stream, i),
+            dlq: partition::dlq_key(stream, i),
+        })
+        .collect()
 }
 
 /// A stream id as given by an operator: `<ms>-<seq>`, a bare `<ms>`, or an
@@ -92,6 +138,33 @@ pub async fn require_stream(con: &mut MultiplexedConnection, key: &str) -> Resul
 mod tests {
     use super::*;
     use crate::vocab::ids::{id_ms, now_ms};
+
+    #[test]
+    fn a_partitioned_stream_is_its_partitions_and_their_dead_letters() {
+        let plain = parts("orders", "orders:dlq", None, None);
+        assert_eq!(plain.len(), 1);
+        assert_eq!((plain[0].index, plain[0].stream.as_str()), (None, "orders"));
+        assert_eq!(plain[0].dlq, "orders:dlq");
+        let all = parts("orders", "ignored", Some(3), None);
+        let keys: Vec<_> = all
+            .iter()
+            .map(|p| (p.stream.as_str(), p.dlq.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("{orders:0}", "{orders:0}:dlq"),
+                ("{orders:1}", "{orders:1}:dlq"),
+                ("{orders:2}", "{orders:2}:dlq")
+            ]
+        );
+        let one = parts("orders", "ignored", Some(3), Some(1));
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            (one[0].index, one[0].stream.as_str()),
+            (Some(1), "{orders:1}")
+        );
+    }
 
     #[test]
     fn positions_are_ids_times_or_durations_ago() {

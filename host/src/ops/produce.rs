@@ -2,17 +2,14 @@
 //! JSON lines (one object per line, fields in the object's order), or the
 //! reference guide's order events; and the summary it reports.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::OpsError;
-use crate::stream::cluster::{Router, is_redirect};
+use crate::stream::cluster::{Nodes, is_redirect};
 use crate::stream::entries::add_batch;
 use crate::vocab::partition;
 
@@ -85,10 +82,10 @@ impl Route {
 /// partitions of one, paced to a steady rate when one is given, counting
 /// what it appended into a report.
 #[derive(Debug)]
-pub struct Paced<'a> {
-    con: &'a mut MultiplexedConnection,
-    /// On a cluster: each partition's node, and a connection to each node.
-    cluster: Option<(Arc<Router>, HashMap<String, MultiplexedConnection>)>,
+pub struct Paced {
+    /// A connection to each node appended to (on a cluster, each
+    /// partition's).
+    nodes: Nodes,
     route: Route,
     /// The partition the next entry without a routing value goes to.
     turn: u32,
@@ -101,12 +98,12 @@ pub struct Paced<'a> {
     pending: Vec<(u32, Fields)>,
 }
 
-impl<'a> Paced<'a> {
+impl Paced {
     /// Appends along `route` (each stream trimmed to about `maxlen`) in
     /// batches of at most `batch`, at `rate` entries a second or as fast as
     /// Redis takes them.
     pub fn new(
-        con: &'a mut MultiplexedConnection,
+        nodes: Nodes,
         route: Route,
         maxlen: Option<u64>,
         rate: Option<f64>,
@@ -117,8 +114,7 @@ impl<'a> Paced<'a> {
             Route::Partitions { count, .. } => vec![0; *count as usize],
         };
         Self {
-            con,
-            cluster: None,
+            nodes,
             report: ProduceReport {
                 stream: route.stream().to_owned(),
                 partitions,
@@ -132,13 +128,6 @@ impl<'a> Paced<'a> {
             started: Instant::now(),
             pending: Vec::new(),
         }
-    }
-
-    /// Appends on the cluster node holding each stream's slot (the
-    /// connection given to [`Paced::new`] is the seed's).
-    pub fn on_cluster(mut self, router: Arc<Router>) -> Self {
-        self.cluster = Some((router, HashMap::new()));
-        self
     }
 
     fn batch_size(&self) -> usize {
@@ -174,12 +163,7 @@ impl<'a> Paced<'a> {
         match &self.route {
             Route::Stream(stream) => {
                 let batch: Vec<Fields> = pending.into_iter().map(|(_, f)| f).collect();
-                let ids = match &mut self.cluster {
-                    None => add_batch(self.con, stream, self.maxlen, &batch).await?,
-                    Some((router, nodes)) => {
-                        add_on_node(router, nodes, stream, self.maxlen, &batch).await?
-                    }
-                };
+                let ids = add_routed(&mut self.nodes, stream, self.maxlen, &batch).await?;
                 self.report.record(&ids);
                 appended += ids.len() as u64;
             }
@@ -194,12 +178,7 @@ impl<'a> Paced<'a> {
                         continue;
                     }
                     let key = partition::stream_key(stream, p as u32);
-                    let ids = match &mut self.cluster {
-                        None => add_batch(self.con, &key, self.maxlen, batch).await?,
-                        Some((router, nodes)) => {
-                            add_on_node(router, nodes, &key, self.maxlen, batch).await?
-                        }
-                    };
+                    let ids = add_routed(&mut self.nodes, &key, self.maxlen, batch).await?;
                     self.report.record(&ids);
                     self.report.partitions[p] += ids.len() as u64;
                     appended += ids.len() as u64;
@@ -247,35 +226,21 @@ impl<'a> Paced<'a> {
     }
 }
 
-/// Appends `batch` to `key` on the cluster node holding its slot; after a
+/// Appends `batch` to `key` on the node holding it; on a cluster, after a
 /// redirection (the slot moved: none of the batch's `XADD`s, all of one
 /// key, was taken) the slot map is read again and the batch sent once more.
-async fn add_on_node(
-    router: &Router,
-    nodes: &mut HashMap<String, MultiplexedConnection>,
+async fn add_routed(
+    nodes: &mut Nodes,
     key: &str,
     maxlen: Option<u64>,
     batch: &[Fields],
 ) -> Result<Vec<String>, OpsError> {
-    let slot = partition::key_slot(key.as_bytes());
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let endpoint = router.endpoint(slot).await?;
-        let con = match nodes.get_mut(endpoint.target()) {
-            Some(con) => con,
-            None => {
-                let con = endpoint
-                    .connect(Duration::from_secs(5), super::RESPONSE_TIMEOUT)
-                    .await?;
-                nodes.entry(endpoint.target().to_owned()).or_insert(con)
-            }
-        };
-        match add_batch(con, key, maxlen, batch).await {
-            Err(e) if is_redirect(&e) && attempts < 3 => {
-                router.invalidate();
-                nodes.remove(endpoint.target());
-            }
+        let mut con = nodes.of(key).await?;
+        match add_batch(&mut con, key, maxlen, batch).await {
+            Err(e) if is_redirect(&e) && attempts < 3 => nodes.forget(),
             other => return Ok(other?),
         }
     }

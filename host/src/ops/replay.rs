@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use crate::stream::cluster::Nodes;
 use serde::Serialize;
 
 use super::OpsError;
@@ -62,6 +62,10 @@ pub struct EmitView {
 /// One replayed entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayRow {
+    /// The partition's key the entry is in (a partitioned stream's replay
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Entry id.
     pub id: String,
     /// Its fields.
@@ -143,11 +147,16 @@ fn shown(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<ShownField> {
     fields.iter().map(|(k, v)| ShownField::new(k, v)).collect()
 }
 
+/// An entry and the key it was read from (`None`: the stream replayed,
+/// unpartitioned).
+pub type Sourced = (Option<String>, RawEntry);
+
 /// Entries without a plugin.
-pub fn rows(entries: &[RawEntry]) -> Vec<ReplayRow> {
+pub fn rows(entries: &[Sourced]) -> Vec<ReplayRow> {
     entries
         .iter()
-        .map(|(id, f)| ReplayRow {
+        .map(|(stream, (id, f))| ReplayRow {
+            stream: stream.clone(),
             id: id.clone(),
             fields: shown(f),
             verdict: None,
@@ -214,14 +223,15 @@ fn cannot_load(path: &Path, why: &str) -> String {
 /// Appends the emits of every acked row to their streams, counting them in
 /// `totals.emitted` (`host replay --emit`).
 pub async fn append_emits(
-    con: &mut MultiplexedConnection,
+    nodes: &mut Nodes,
     rows: &[ReplayRow],
     totals: &mut ReplayTotals,
 ) -> Result<(), OpsError> {
     for r in rows {
         if let Some(HandlerVerdict::Ack { emits }) = &r.verdict {
             for e in emits {
-                add_batch(con, &e.stream, None, std::slice::from_ref(&e.raw)).await?;
+                let mut con = nodes.of(&e.stream).await?;
+                add_batch(&mut con, &e.stream, None, std::slice::from_ref(&e.raw)).await?;
                 totals.emitted += 1;
             }
         }
@@ -230,13 +240,14 @@ pub async fn append_emits(
 }
 
 /// Runs `plugin` over `entries` as first deliveries to `group`/`consumer`
-/// of `stream`, one warm instance as a `run` worker keeps it. Blocking: call
+/// of `stream` (or of the partition each was read from), one warm instance
+/// as a `run` worker keeps it. Blocking: call
 /// it off the async runtime (it drives calls on a runtime of its own).
 pub fn judge(
     plugin: Arc<LoadedPlugin>,
     admission: Admission,
     stream: &str,
-    entries: &[RawEntry],
+    entries: &[Sourced],
     progress: &dyn Fn(),
 ) -> std::io::Result<Vec<ReplayRow>> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -244,7 +255,7 @@ pub fn judge(
         .build()?;
     let mut instance = PluginInstance::new(plugin);
     let mut out = Vec::with_capacity(entries.len());
-    for raw in entries {
+    for (from, raw) in entries {
         let e = entry(raw, &admission);
         let outcome = match admission.verdict(&e, || None) {
             Some(verdict) => verdict,
@@ -253,7 +264,7 @@ pub fn judge(
                     unreachable!("admitted entries have fields")
                 };
                 let event = Event {
-                    stream: stream.to_owned(),
+                    stream: from.as_deref().unwrap_or(stream).to_owned(),
                     id: e.id.clone(),
                     group: "replay".into(),
                     consumer: "replay".into(),
@@ -288,6 +299,7 @@ pub fn judge(
             },
         };
         out.push(ReplayRow {
+            stream: from.clone(),
             id: raw.0.clone(),
             fields: shown(&raw.1),
             verdict: Some(verdict),

@@ -227,9 +227,50 @@ pub async fn collect(
     stream: &str,
     opts: &StatusOptions,
 ) -> Result<StreamStatus, OpsError> {
-    let info = inspect::stream_info(con, stream)
+    collect_existing(con, stream, opts)
         .await?
-        .ok_or_else(|| no_such_stream(stream))?;
+        .ok_or_else(|| no_such_stream(stream))
+}
+
+/// The status of a stream that does not exist (yet): empty, no groups,
+/// with what its dead-letter stream holds.
+pub async fn empty(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    opts: &StatusOptions,
+) -> Result<StreamStatus, OpsError> {
+    Ok(StreamStatus {
+        stream: stream.to_owned(),
+        collected_at_ms: now_ms(),
+        length: 0,
+        first_id: None,
+        last_id: None,
+        entries_added: None,
+        groups: Vec::new(),
+        dlq: dlq_status(con, opts).await?,
+        retention: RetentionStatus {
+            floor: None,
+            floor_group: None,
+            maxlen: opts.retention.and_then(|p| p.maxlen),
+            max_age_ms: opts
+                .retention
+                .and_then(|p| p.max_age)
+                .map(|d| d.as_millis() as u64),
+            held_back: None,
+            held_by: None,
+        },
+    })
+}
+
+/// Collects `stream`'s status, or `None` if it does not exist.
+pub async fn collect_existing(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    opts: &StatusOptions,
+) -> Result<Option<StreamStatus>, OpsError> {
+    let Some(info) = inspect::stream_info(con, stream).await? else {
+        return Ok(None);
+    };
     let mut groups = Vec::new();
     let mut floor: Option<Floor> = None;
     for g in inspect::groups(con, stream).await? {
@@ -250,7 +291,7 @@ pub async fn collect(
     }
     let dlq = dlq_status(con, opts).await?;
     let retention = retention_status(con, stream, &info, &groups, floor, opts).await?;
-    Ok(StreamStatus {
+    Ok(Some(StreamStatus {
         stream: stream.to_owned(),
         collected_at_ms: now_ms(),
         length: info.length,
@@ -260,7 +301,7 @@ pub async fn collect(
         groups,
         dlq,
         retention,
-    })
+    }))
 }
 
 /// The retention floor: the oldest entry a group still needs, and which

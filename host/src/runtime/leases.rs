@@ -242,7 +242,7 @@ impl LeaseKeeper {
             }
             let fence = Fence {
                 key: partition::lease_key(&spec.stream, index, &spec.group),
-                token: format!("{me}#{:016x}", rand::random::<u64>()),
+                token: partition::lease_token(me, rand::random::<u64>()),
             };
             let taken = links
                 .of(&fence.key)

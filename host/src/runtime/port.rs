@@ -53,6 +53,9 @@ pub struct Port {
     running: RwLock<BTreeMap<String, PipelineView>>,
     /// Names of the pipelines the configuration declares.
     declared: RwLock<Vec<String>>,
+    /// The partitioned streams the configuration declares, each whole
+    /// (whichever of its partitions this process runs).
+    partitioned: RwLock<Vec<PartitionedView>>,
     /// The connection every pipeline uses.
     redis: RwLock<Option<RedisConfig>>,
     draining: AtomicBool,
@@ -109,6 +112,21 @@ pub enum ControlError {
     /// The process is stopping (or does not take changes).
     #[error("the process is stopping")]
     Stopping,
+}
+
+/// A partitioned stream a declared pipeline reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionedView {
+    /// The declared pipeline's name.
+    pub pipeline: String,
+    /// The logical stream.
+    pub stream: String,
+    /// How many partitions it is read as.
+    pub partitions: u32,
+    /// The group reading it.
+    pub group: String,
+    /// Its retention policy, if any.
+    pub retention: Option<Retention>,
 }
 
 /// One running pipeline.
@@ -295,6 +313,16 @@ impl Port {
     /// The pipelines the configuration declares.
     pub fn declared(&self) -> Vec<String> {
         read(&self.declared).clone()
+    }
+
+    /// The configuration declares these partitioned streams.
+    pub fn declare_partitioned(&self, streams: Vec<PartitionedView>) {
+        *write(&self.partitioned) = streams;
+    }
+
+    /// The partitioned streams the configuration declares.
+    pub fn partitioned(&self) -> Vec<PartitionedView> {
+        read(&self.partitioned).clone()
     }
 
     /// The Redis connection of the configuration.

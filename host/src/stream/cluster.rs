@@ -111,6 +111,85 @@ impl Links {
     }
 }
 
+/// Plain connections for commands on keys of many slots, for callers that
+/// retry by starting over (operator commands, the HTTP side's looks): one
+/// to the server, or on a cluster or behind Sentinel one per node asked,
+/// found through a [`Router`]. Unlike [`Links`] it does not retry; after a
+/// failure [`Nodes::forget`] makes the next use read the map again.
+#[derive(Debug)]
+pub struct Nodes {
+    config: RedisConfig,
+    router: Option<Arc<Router>>,
+    connect: Duration,
+    response: Duration,
+    open: HashMap<String, redis::aio::MultiplexedConnection>,
+}
+
+impl Nodes {
+    /// Connections to `config`'s server or nodes, opened when first asked
+    /// for, each waiting `connect` to connect and `response` for an answer.
+    pub fn new(
+        config: &RedisConfig,
+        connect: Duration,
+        response: Duration,
+    ) -> Result<Self, ConfigError> {
+        let router = match config.cluster || config.sentinel.is_some() {
+            true => Some(Router::new(config)?),
+            false => {
+                config.endpoint()?;
+                None
+            }
+        };
+        Ok(Self {
+            config: config.clone(),
+            router,
+            connect,
+            response,
+            open: HashMap::new(),
+        })
+    }
+
+    /// The settings these connections were opened with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// Where `key`'s commands go now.
+    pub async fn endpoint(&self, key: &str) -> RedisResult<Arc<RedisEndpoint>> {
+        match &self.router {
+            Some(router) => router.endpoint(key_slot(key.as_bytes())).await,
+            None => self.config.endpoint().map(Arc::new).map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::Client, "redis", e.to_string()))
+            }),
+        }
+    }
+
+    /// A connection to the node that holds `key`.
+    pub async fn of(&mut self, key: &str) -> RedisResult<redis::aio::MultiplexedConnection> {
+        let endpoint = self.endpoint(key).await?;
+        if let Some(con) = self.open.get(endpoint.target()) {
+            return Ok(con.clone());
+        }
+        let con = endpoint.connect(self.connect, self.response).await?;
+        self.open.insert(endpoint.target().to_owned(), con.clone());
+        Ok(con)
+    }
+
+    /// Whether these connections follow a cluster's slot map or Sentinel.
+    pub fn routed(&self) -> bool {
+        self.router.is_some()
+    }
+
+    /// Drops every connection and reads the map again before the next use
+    /// (after a failure: the node may have moved, died or been replaced).
+    pub fn forget(&mut self) {
+        self.open.clear();
+        if let Some(router) = &self.router {
+            router.invalidate();
+        }
+    }
+}
+
 /// Whether `err` says the slot lives elsewhere now (`MOVED`) or is moving
 /// (`ASK`).
 pub fn is_redirect(err: &redis::RedisError) -> bool {

@@ -131,3 +131,18 @@ pub async fn release(con: &mut MultiplexedConnection, key: &str, token: &str) ->
 pub async fn holder(con: &mut MultiplexedConnection, key: &str) -> RedisResult<Option<String>> {
     redis::cmd("GET").arg(key).query_async(con).await
 }
+
+/// The members whose membership has not run out, by the server's clock,
+/// without touching the set (what an operator looks at).
+///
+/// `TIME`, then `ZRANGEBYSCORE members (now +inf`
+pub async fn live_members(con: &mut MultiplexedConnection, key: &str) -> RedisResult<Vec<String>> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(con).await?;
+    let now = secs * 1000 + micros / 1000;
+    redis::cmd("ZRANGEBYSCORE")
+        .arg(key)
+        .arg(format!("({now}"))
+        .arg("+inf")
+        .query_async(con)
+        .await
+}

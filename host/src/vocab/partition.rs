@@ -43,6 +43,18 @@ pub fn lease_key(stream: &str, index: u32, group: &str) -> String {
     format!("{}:lease:{group}", stream_key(stream, index))
 }
 
+/// A fresh lease token of host `me`: its name, then a random part, so an
+/// operator can tell who holds a lease and no two acquisitions share one.
+pub fn lease_token(me: &str, random: u64) -> String {
+    format!("{me}#{random:016x}")
+}
+
+/// The host a lease token belongs to (the token itself if not of
+/// [`lease_token`]'s making).
+pub fn lease_owner(token: &str) -> &str {
+    token.rsplit_once('#').map_or(token, |(me, _)| me)
+}
+
 /// The sorted set of hosts consuming `stream` as `group` with leases,
 /// scored by when each one's membership runs out (ms since the epoch).
 pub fn members_key(stream: &str, group: &str) -> String {
@@ -125,6 +137,14 @@ pub fn partition_of(value: &[u8], partitions: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_token_names_its_host_even_when_the_name_has_a_hash() {
+        let token = lease_token("web#2-41", 0xab);
+        assert_eq!(token, "web#2-41#00000000000000ab");
+        assert_eq!(lease_owner(&token), "web#2-41");
+        assert_eq!(lease_owner("hand-made"), "hand-made");
+    }
 
     #[test]
     fn the_hash_is_redis_clusters_crc16() {

@@ -103,12 +103,35 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
         GroupsCommand::Setid(a) => &a.group,
     };
     let (redis, targets) = resolve(&g.connect, &g.target, false)?;
-    let stream = targets[0].stream.clone();
-    let mut con = ops::connect(&redis).await?;
-    match &cmd {
+    let mut nodes = ops::nodes(&redis)?;
+    // A partitioned stream's group is one group on each partition, changed
+    // partition by partition; a refusal stops the command and names the
+    // partitions already changed.
+    let mut done: Vec<String> = Vec::new();
+    for part in targets[0].parts() {
+        let mut con = nodes.of(&part.stream).await?;
+        if let Err(e) = one(&cmd, g, &mut con, &part.stream).await {
+            if done.is_empty() {
+                return Err(e);
+            }
+            let message = format!("{e} (already changed: {})", done.join(", "));
+            return Err(e.context(message));
+        }
+        done.push(part.stream);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn one(
+    cmd: &GroupsCommand,
+    g: &GroupArgs,
+    con: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> anyhow::Result<()> {
+    match cmd {
         GroupsCommand::Create(a) => {
             let start = position(&a.start)?;
-            ops::groups::create(&mut con, &stream, &g.group, &start, a.mkstream).await?;
+            ops::groups::create(con, stream, &g.group, &start, a.mkstream).await?;
             println!("created group {} of {stream} at {start}", g.group);
         }
         GroupsCommand::Destroy(a) => {
@@ -116,7 +139,7 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
                 claim_idle: a.claim_idle,
                 force: g.force,
             };
-            let done = ops::groups::destroy(&mut con, &stream, &g.group, policy).await?;
+            let done = ops::groups::destroy(con, stream, &g.group, policy).await?;
             let active = match done.active.len() {
                 0 => String::new(),
                 n => format!("; {n} consumers were still active"),
@@ -128,7 +151,7 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
         }
         GroupsCommand::Setid(a) => {
             let id = position(&a.id)?;
-            let moved = ops::groups::set_id(&mut con, &stream, &g.group, &id, g.force).await?;
+            let moved = ops::groups::set_id(con, stream, &g.group, &id, g.force).await?;
             let skipped = match moved.skipped.count {
                 0 => String::new(),
                 _ => format!(
@@ -142,5 +165,5 @@ pub(super) async fn run(cmd: GroupsCommand) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

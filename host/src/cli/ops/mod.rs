@@ -28,7 +28,8 @@ pub use self::status::StatusArgs;
 pub use self::trim::TrimArgs;
 use super::RedisArgs;
 use crate::config::{RedisConfig, RunConfig};
-use crate::ops::OpsError;
+use crate::ops::{self, OpsError};
+use crate::vocab::partition;
 use crate::vocab::retention::Retention;
 
 /// One operator command.
@@ -79,9 +80,17 @@ pub struct StreamArgs {
     /// Stream key [default with --config: the pipeline's stream].
     #[arg(long, value_name = "KEY")]
     pub stream: Option<String>,
-    /// Dead-letter stream [default: <stream>:dlq, or the pipeline's `dlq`].
+    /// Dead-letter stream [default: <stream>:dlq, or the pipeline's `dlq`; with partitions,
+    /// each partition's {STREAM:i}:dlq].
     #[arg(long, value_name = "KEY")]
     pub dlq: Option<String>,
+    /// The stream is read as N partitions, {STREAM:0} … {STREAM:N-1} (`host run --partitions`):
+    /// the command works on all of them [default with --config: the pipeline's `partitions`].
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<u32>,
+    /// With partitions: work on partition I alone.
+    #[arg(long, value_name = "I")]
+    pub partition: Option<u32>,
 }
 
 /// A stream to work on, resolved.
@@ -93,8 +102,29 @@ pub struct Target {
     pub dlq: String,
     /// Retention of the pipeline, when from a config file.
     pub retention: Option<Retention>,
-    /// The pipeline's partition count, when from a config file.
+    /// How many partitions the stream is read as (`--partitions`, or the
+    /// pipeline's).
     pub partitions: Option<u32>,
+    /// The one partition to work on (`--partition`).
+    pub only: Option<u32>,
+}
+
+impl Target {
+    /// The keys to work on: the stream, or its partitions (or the one
+    /// chosen).
+    pub fn parts(&self) -> Vec<ops::Part> {
+        ops::parts(&self.stream, &self.dlq, self.partitions, self.only)
+    }
+
+    /// What the command's output calls the stream: with one partition
+    /// chosen, that partition's key.
+    pub fn label(&self) -> String {
+        match (self.partitions, self.only) {
+            (Some(_), Some(i)) => partition::stream_key(&self.stream, i),
+            (Some(n), None) => format!("{} ({n} partitions)", self.stream),
+            _ => self.stream.clone(),
+        }
+    }
 }
 
 impl Ops {
@@ -185,7 +215,8 @@ pub fn resolve(
             .stream
             .as_deref()
             .ok_or_else(|| usage("--stream KEY is required (or --config FILE)"))?;
-        return Ok((redis, vec![target.of(stream, None)]));
+        let t = target.of(stream, None)?;
+        return Ok((redis, vec![t]));
     };
     if let Some(flag) = &connect.typed_redis_flag {
         return Err(usage(format!(
@@ -202,12 +233,12 @@ pub fn resolve(
     let mut targets: Vec<Target> = match &target.stream {
         Some(stream) => {
             let of = pipelines.iter().copied().find(|p| &p.stream == stream);
-            vec![target.of(stream, of)]
+            vec![target.of(stream, of)?]
         }
         None => pipelines
             .iter()
             .map(|p| target.of(&p.stream, Some(p)))
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
     };
     targets.dedup_by(|a, b| a.stream == b.stream && a.dlq == b.dlq);
     if !several && targets.len() > 1 {
@@ -248,8 +279,43 @@ impl StreamArgs {
     /// `stream` as a command's target: its DLQ is `--dlq`, else the
     /// pipeline's that consumes it (`of`), else `<stream>:dlq`; its
     /// retention is that pipeline's.
-    fn of(&self, stream: &str, of: Option<&RunConfig>) -> Target {
-        Target {
+    fn of(&self, stream: &str, of: Option<&RunConfig>) -> anyhow::Result<Target> {
+        let partitions = self
+            .partitions
+            .or_else(|| of.and_then(|p| p.partitions.map(|parts| parts.count)));
+        match partitions {
+            Some(n) if n == 0 || n > partition::MAX_PARTITIONS => {
+                return Err(usage(format!(
+                    "--partitions must be between 1 and {}",
+                    partition::MAX_PARTITIONS
+                )));
+            }
+            Some(_) if self.dlq.is_some() => {
+                return Err(usage(
+                    "--dlq cannot be combined with partitions: each partition's dead letters are {STREAM:i}:dlq",
+                ));
+            }
+            Some(_) => {
+                if let Some(why) = partition::refuse_name(stream) {
+                    return Err(usage(format!("--stream {stream:?}: {why}")));
+                }
+            }
+            None if self.partition.is_some() => {
+                return Err(usage(
+                    "--partition needs --partitions N (or a --config pipeline with `partitions`)",
+                ));
+            }
+            None => {}
+        }
+        if let (Some(n), Some(i)) = (partitions, self.partition)
+            && i >= n
+        {
+            return Err(usage(format!(
+                "--partition {i}: the stream has partitions 0 to {}",
+                n - 1
+            )));
+        }
+        Ok(Target {
             stream: stream.to_owned(),
             dlq: self
                 .dlq
@@ -257,8 +323,9 @@ impl StreamArgs {
                 .or_else(|| of.map(|p| p.dlq.clone()))
                 .unwrap_or_else(|| format!("{stream}:dlq")),
             retention: of.and_then(RunConfig::retention),
-            partitions: of.and_then(|p| p.partitions.map(|parts| parts.count)),
-        }
+            partitions,
+            only: self.partition,
+        })
     }
 }
 

@@ -71,10 +71,6 @@ pub struct ProduceArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Append to the stream's N partitions, {STREAM:0} … {STREAM:N-1} [default with --config:
-    /// the pipeline's `partitions`].
-    #[arg(long, value_name = "N")]
-    pub partitions: Option<u32>,
     /// Route each entry by the value of FIELD: partition CRC16(value) mod 16384 mod N (Redis
     /// Cluster's key-slot hash, which every client library can compute). Entries without the
     /// field, or all without this flag, go round-robin.
@@ -91,12 +87,12 @@ fn rate(s: &str) -> Result<f64, String> {
 }
 
 /// The paced appender and the progress bar it moves.
-struct Sender<'a> {
-    paced: Paced<'a>,
+struct Sender {
+    paced: Paced,
     bar: super::output::Progress,
 }
 
-impl Sender<'_> {
+impl Sender {
     async fn push(&mut self, fields: Fields) -> Result<(), OpsError> {
         let appended = self.paced.push(fields).await?;
         self.bar.inc(appended);
@@ -116,47 +112,36 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     if args.batch == 0 {
         return Err(super::usage("--batch must be at least 1"));
     }
-    let route = match args.partitions.or(targets[0].partitions) {
-        None if args.partition_by.is_some() => {
+    let t = &targets[0];
+    let route = match (t.partitions, t.only) {
+        (None, _) if args.partition_by.is_some() => {
             return Err(super::usage(
                 "--partition-by needs --partitions N (or a --config pipeline with `partitions`)",
             ));
         }
-        None => Route::Stream(stream),
-        Some(count) => {
-            if count == 0 || count > partition::MAX_PARTITIONS {
-                return Err(super::usage(format!(
-                    "--partitions must be between 1 and {}",
-                    partition::MAX_PARTITIONS
-                )));
-            }
-            if let Some(why) = partition::refuse_name(&stream) {
-                return Err(super::usage(format!("--stream {stream:?}: {why}")));
-            }
-            Route::Partitions {
-                stream,
-                count,
-                by: args.partition_by.clone(),
-            }
+        (None, _) => Route::Stream(stream),
+        (Some(_), Some(i)) if args.partition_by.is_none() => {
+            Route::Stream(partition::stream_key(&stream, i))
         }
+        (Some(_), Some(_)) => {
+            return Err(super::usage(
+                "--partition I and --partition-by FIELD cannot be combined: one sends every entry to partition I, the other routes each by its field",
+            ));
+        }
+        (Some(count), None) => Route::Partitions {
+            stream,
+            count,
+            by: args.partition_by.clone(),
+        },
     };
-    let mut con = ops::connect(&redis).await?;
-    let router = match redis.cluster {
-        true => Some(crate::stream::cluster::Router::new(&redis).map_err(OpsError::from)?),
-        false => None,
-    };
+    let nodes = ops::nodes(&redis)?;
     let total = if args.fields.is_empty() {
         args.demo_orders
     } else {
         Some(args.count)
     };
     let mut sender = Sender {
-        paced: match router {
-            Some(router) => {
-                Paced::new(&mut con, route, args.maxlen, args.rate, args.batch).on_cluster(router)
-            }
-            None => Paced::new(&mut con, route, args.maxlen, args.rate, args.batch),
-        },
+        paced: Paced::new(nodes, route, args.maxlen, args.rate, args.batch),
         bar: progress(total, "producing"),
     };
     let mut failure = None;
@@ -212,7 +197,7 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
 /// Streams the JSON lines of `path` into `sender`; returns the error that
 /// stopped it (`--on-error fail`) after flushing what came before.
 async fn from_jsonl(
-    sender: &mut Sender<'_>,
+    sender: &mut Sender,
     path: &std::path::Path,
     on_error: OnError,
 ) -> anyhow::Result<Option<OpsError>> {

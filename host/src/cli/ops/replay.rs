@@ -11,7 +11,9 @@ use super::{Connect, StreamArgs, resolve};
 use crate::ops::dlq::show_bytes;
 use crate::ops::replay::{self, HandlerVerdict, ReplayRow, ReplayTotals};
 use crate::ops::{self, OpsError, parse_position, require_stream};
+use crate::stream::cluster::Nodes;
 use crate::stream::inspect;
+use crate::vocab::ids::id_parts;
 
 /// Flags of `host replay`.
 #[derive(Debug, Args)]
@@ -82,18 +84,15 @@ pub(super) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .map(parse_position)
         .transpose()?
         .unwrap_or_else(|| "+".into());
-    let mut con = ops::connect(&redis).await?;
-    require_stream(&mut con, &t.stream).await?;
-    let entries = inspect::range(&mut con, &t.stream, &from, &to, args.count)
-        .await
-        .map_err(OpsError::from)?;
+    let mut nodes = ops::nodes(&redis)?;
+    let entries = window(&mut nodes, t, &from, &to, args.count).await?;
     let rows = match &args.plugin {
         None => replay::rows(&entries),
         Some(path) => judge(&args, path, t, &entries)?,
     };
     let mut totals = ReplayTotals::of(&rows);
     if args.emit {
-        replay::append_emits(&mut con, &rows, &mut totals).await?;
+        replay::append_emits(&mut nodes, &rows, &mut totals).await?;
     }
     if args.json {
         print_json(&serde_json::json!({ "entries": rows, "totals": totals }))?;
@@ -120,11 +119,48 @@ pub(super) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The window `from`..=`to` of the stream, at most `count` entries; of a
+/// partitioned stream, the first `count` by id over its partitions (each
+/// read up to `count`, so memory stays bounded by partitions × count).
+async fn window(
+    nodes: &mut Nodes,
+    t: &super::Target,
+    from: &str,
+    to: &str,
+    count: usize,
+) -> anyhow::Result<Vec<replay::Sourced>> {
+    let parts = t.parts();
+    let mut entries = Vec::new();
+    let mut found = false;
+    for part in &parts {
+        let mut con = nodes.of(&part.stream).await?;
+        if part.index.is_none() || t.only.is_some() {
+            require_stream(&mut con, &part.stream).await?;
+        } else if inspect::key_type(&mut con, &part.stream).await? == "none" {
+            continue;
+        }
+        found = true;
+        let read = inspect::range(&mut con, &part.stream, from, to, count)
+            .await
+            .map_err(OpsError::from)?;
+        let key = part.index.map(|_| part.stream.clone());
+        entries.extend(read.into_iter().map(|e| (key.clone(), e)));
+    }
+    if !found {
+        return Err(OpsError::Usage(format!("no partition of {} exists", t.label())).into());
+    }
+    if parts.len() > 1 {
+        entries.sort_by_key(|(_, (id, _))| id_parts(id));
+        entries.truncate(count);
+    }
+    Ok(entries)
+}
+
 fn judge(
     args: &ReplayArgs,
     path: &Path,
     t: &super::Target,
-    entries: &[inspect::RawEntry],
+    entries: &[replay::Sourced],
 ) -> anyhow::Result<Vec<ReplayRow>> {
     let handler = replay::Handler {
         path: path.to_owned(),
@@ -136,7 +172,10 @@ fn judge(
             .clone()
             .or_else(crate::plugin::default_cache_dir),
     };
-    let (plugin, admission) = handler.load(&t.stream, &t.dlq)?;
+    // A partitioned stream's handler is loaded as its first partition's
+    // pipeline would load it; each entry is handled as from its partition.
+    let first = t.parts().into_iter().next().expect("a stream has a part");
+    let (plugin, admission) = handler.load(&first.stream, &first.dlq)?;
     let bar = progress(Some(entries.len() as u64), "replaying");
     let tick = || bar.inc(1);
     let rows = std::thread::scope(|s| {
@@ -156,9 +195,29 @@ fn print_rows(rows: &[ReplayRow]) {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // A partitioned stream's rows say which partition each is from.
+    let sourced = rows.iter().any(|r| r.stream.is_some());
+    let lead = |r: &ReplayRow| -> Vec<String> {
+        match sourced {
+            true => vec![r.stream.clone().unwrap_or_default(), r.id.clone()],
+            false => vec![r.id.clone()],
+        }
+    };
+    let head = |rest: &[&'static str]| -> Vec<&'static str> {
+        let mut h = if sourced {
+            vec!["PARTITION", "ID"]
+        } else {
+            vec!["ID"]
+        };
+        h.extend_from_slice(rest);
+        h
+    };
     if rows.iter().all(|r| r.verdict.is_none()) {
-        let body = rows.iter().map(|r| vec![r.id.clone(), fields(r)]).collect();
-        println!("{}", table(&["ID", "FIELDS"], body));
+        let body = rows
+            .iter()
+            .map(|r| [lead(r), vec![fields(r)]].concat())
+            .collect();
+        println!("{}", table(&head(&["FIELDS"]), body));
         return;
     }
     let body = rows
@@ -181,8 +240,8 @@ fn print_rows(rows: &[ReplayRow]) {
                 }
                 None => (String::new(), String::new()),
             };
-            vec![r.id.clone(), outcome, detail]
+            [lead(r), vec![outcome, detail]].concat()
         })
         .collect();
-    println!("{}", table(&["ID", "WOULD", "DETAIL"], body));
+    println!("{}", table(&head(&["WOULD", "DETAIL"]), body));
 }

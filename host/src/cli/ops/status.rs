@@ -11,6 +11,7 @@ use super::output::{age, duration, print_json, table};
 use super::{Connect, StreamArgs, resolve};
 use crate::ops;
 use crate::ops::dlq::show_bytes;
+use crate::ops::partition_status::{self, PartitionedStatus, Report};
 use crate::ops::status::{
     self, Breach, GroupStatus, RetentionStatus, StatusOptions, StreamStatus, Thresholds,
 };
@@ -71,7 +72,7 @@ pub struct StatusArgs {
 
 pub(super) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (redis, targets) = resolve(&args.connect, &args.target, true)?;
-    let mut con = ops::connect(&redis).await?;
+    let mut nodes = ops::nodes(&redis)?;
     let flags_policy = Retention::of(args.maxlen, args.max_age);
     let thresholds = Thresholds {
         max_lag: args.max_lag,
@@ -87,11 +88,31 @@ pub(super) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             let mut opts = StatusOptions::new(t.dlq.clone());
             opts.oldest_pending = args.oldest;
             opts.retention = flags_policy.or(t.retention);
-            let s = status::collect(&mut con, &t.stream, &opts).await?;
+            let report = match t.partitions {
+                None => {
+                    let mut con = nodes.of(&t.stream).await?;
+                    Report::Stream(status::collect(&mut con, &t.stream, &opts).await?)
+                }
+                Some(n) => {
+                    let indexes: Vec<u32> = t.parts().iter().filter_map(|p| p.index).collect();
+                    let p = partition_status::collect(&mut nodes, &t.stream, n, &indexes, &opts)
+                        .await?;
+                    Report::Partitioned(p)
+                }
+            };
             if args.check {
-                breaches.extend(status::check(&mut con, &s, &thresholds).await?);
+                // Each partition is checked on its own: its lag is one
+                // owner's backlog.
+                let each: Vec<&StreamStatus> = match &report {
+                    Report::Stream(s) => vec![s],
+                    Report::Partitioned(p) => p.rows.iter().map(|r| &r.status).collect(),
+                };
+                for s in each {
+                    let mut con = nodes.of(&s.stream).await?;
+                    breaches.extend(status::check(&mut con, s, &thresholds).await?);
+                }
             }
-            all.push(s);
+            all.push(report);
         }
         if args.watch.is_some() && in_place {
             print!("\x1b[H\x1b[2J");
@@ -99,8 +120,11 @@ pub(super) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         if args.json {
             print_json(&all)?;
         } else {
-            for s in &all {
-                println!("{}", render(s));
+            for r in &all {
+                match r {
+                    Report::Stream(s) => println!("{}", render(s)),
+                    Report::Partitioned(p) => println!("{}", render_partitioned(p)),
+                }
             }
         }
         if let Some(every) = args.watch {
@@ -148,6 +172,177 @@ pub fn render(s: &StreamStatus) -> String {
     }
     render_dlq(&mut out, s);
     render_retention(&mut out, &s.retention);
+    out
+}
+
+/// A partitioned stream as text: totals, a row per partition and group
+/// (owner, lag, pending, dead letters), the groups over all partitions,
+/// the newest dead letters; with one partition chosen, that partition as
+/// an unpartitioned stream is shown, under its owners.
+pub fn render_partitioned(p: &PartitionedStatus) -> String {
+    let mut out = String::new();
+    if let [row] = p.rows.as_slice()
+        && p.partitions > 1
+    {
+        let owners: Vec<String> = row
+            .owners
+            .iter()
+            .map(|(g, o)| format!("group {g} by {o}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "partition {} of {} ({} partitions); leased: {}",
+            row.index,
+            p.stream,
+            p.partitions,
+            if owners.is_empty() {
+                "none".to_owned()
+            } else {
+                owners.join(", ")
+            }
+        );
+        out.push_str(&render(&row.status));
+        return out;
+    }
+    let added = p
+        .entries_added
+        .map(|n| format!(", {n} ever added"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "stream {}: {} partitions, {} entries{added}, {} dead letters",
+        p.stream, p.partitions, p.length, p.dead_letters
+    );
+    let mut rows = Vec::new();
+    for r in &p.rows {
+        let s = &r.status;
+        let common = |group: &str, owner: &str, lag: String, pending: String| {
+            vec![
+                r.index.to_string(),
+                r.key.clone(),
+                s.length.to_string(),
+                group.to_owned(),
+                owner.to_owned(),
+                lag,
+                pending,
+                s.dlq.length.to_string(),
+            ]
+        };
+        if s.groups.is_empty() {
+            let none = if r.exists { "-" } else { "(no key)" };
+            rows.push(common(none, "-", "-".into(), "-".into()));
+        }
+        for g in &s.groups {
+            let owner = r.owners.get(&g.name).map_or("-", String::as_str);
+            rows.push(common(
+                &g.name,
+                owner,
+                at_least(g.lag, g.lag_exact),
+                g.pending.to_string(),
+            ));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        table(
+            &[
+                "PARTITION",
+                "KEY",
+                "ENTRIES",
+                "GROUP",
+                "OWNER",
+                "LAG",
+                "PENDING",
+                "DEAD LETTERS"
+            ],
+            rows
+        )
+    );
+    if !p.groups.is_empty() {
+        let rows = p
+            .groups
+            .iter()
+            .map(|g| {
+                vec![
+                    g.name.clone(),
+                    at_least(g.lag, g.lag_exact),
+                    g.pending.to_string(),
+                    format!("{}/{}", g.leased, g.partitions),
+                    if g.hosts.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        g.hosts.join(", ")
+                    },
+                ]
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\ngroups over the partitions:\n{}",
+            table(&["GROUP", "LAG", "PENDING", "LEASED", "HOSTS"], rows)
+        );
+    }
+    let kinds: Vec<String> = p
+        .dead_letter_kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\ndead letters in {{{}:i}}:dlq: {}{}{}",
+        p.stream,
+        p.dead_letters,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", kinds.join(", "))
+        },
+        if partition_status::kinds_estimated(p) {
+            " (kinds of each partition's newest)"
+        } else {
+            ""
+        }
+    );
+    let newest = partition_status::newest_dead_letters(p, 5);
+    if !newest.is_empty() {
+        let rows = newest
+            .iter()
+            .map(|(i, d)| {
+                vec![
+                    i.to_string(),
+                    d.id.clone(),
+                    d.kind.clone(),
+                    d.source_id.clone(),
+                    show_bytes(d.reason.as_bytes()),
+                ]
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            table(&["PARTITION", "ID", "KIND", "SOURCE ID", "REASON"], rows)
+        );
+    }
+    let held: Vec<String> = p
+        .held_back()
+        .iter()
+        .map(|(i, r)| format!("{i} (group {})", r.held_by.as_deref().unwrap_or("?")))
+        .collect();
+    let judged = p
+        .rows
+        .iter()
+        .any(|r| r.status.retention.held_back.is_some());
+    let _ = write!(
+        out,
+        "\nretention: {}",
+        match (held.is_empty(), judged) {
+            (false, _) => format!("HELD BACK in partitions {}", held.join(", ")),
+            (true, true) => "not held back in any partition".to_owned(),
+            (true, false) =>
+                "not judged (no policy known, or more entries to count than the cap)".to_owned(),
+        }
+    );
     out
 }
 

@@ -7,7 +7,7 @@ use clap::{ArgGroup, Args};
 
 use super::output::print_json;
 use super::{Connect, StreamArgs, resolve};
-use crate::ops::{self, trim};
+use crate::ops::{self, OpsError, trim};
 use crate::vocab::retention::Retention;
 
 /// Flags of `host trim`.
@@ -20,13 +20,15 @@ yet delivered or still has pending; the group that holds it back is named. --exa
 entry instead of whole nodes, still never past that oldest entry. With --force the cut is exact and \
 ignores the groups; what they lose is named on stderr.\n\n\
 Exit status: 0 when the trim ran (held back or not); 64 for bad arguments, e.g. a stream that does \
-not exist; 69 when Redis cannot be reached."
+not exist; 69 when Redis cannot be reached.\n\n\
+With partitions (--partitions N, or a --config pipeline's), each partition is trimmed to the policy \
+(as `host run` trims each), or only the one --partition names."
 )]
 pub struct TrimArgs {
     /// Connection.
     #[command(flatten)]
     pub connect: Connect,
-    /// The stream (`--dlq` is not used).
+    /// The stream, or its partitions (`--dlq` is not used).
     #[command(flatten)]
     pub target: StreamArgs,
     /// Keep about N entries.
@@ -50,36 +52,63 @@ pub struct TrimArgs {
 
 pub(super) async fn run(args: TrimArgs) -> anyhow::Result<ExitCode> {
     let (redis, targets) = resolve(&args.connect, &args.target, false)?;
-    let stream = &targets[0].stream;
-    let mut con = ops::connect(&redis).await?;
+    let t = &targets[0];
+    let mut nodes = ops::nodes(&redis)?;
     let policy = Retention {
         maxlen: args.maxlen,
         max_age: args.max_age,
     };
-    let out = trim::trim(&mut con, stream, policy, args.force, args.exact).await?;
-    for lost in &out.lost {
+    // A partitioned stream is trimmed partition by partition, each to the
+    // policy, as `host run` applies it to each; partitions nothing was
+    // appended to yet are passed over.
+    let mut outcomes = Vec::new();
+    for part in t.parts() {
+        let mut con = nodes.of(&part.stream).await?;
+        match trim::trim(&mut con, &part.stream, policy, args.force, args.exact).await {
+            Ok(out) => outcomes.push(out),
+            Err(OpsError::Usage(_)) if part.index.is_some() && t.only.is_none() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if outcomes.is_empty() {
+        return Err(OpsError::Usage(format!("no partition of {} exists", t.label())).into());
+    }
+    for lost in outcomes.iter().flat_map(|o| &o.lost) {
         warn_lost(lost);
     }
     if args.json {
-        print_json(&out)?;
+        match (t.partitions, t.only) {
+            (Some(_), None) => print_json(&outcomes)?,
+            _ => print_json(&outcomes[0])?,
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{}: removed {} entries ({} -> {}){}",
-        out.stream,
-        out.removed,
-        out.before,
-        out.after,
-        if out.forced {
-            " regardless of the groups"
-        } else {
-            ""
-        }
-    );
-    if let Some(group) = &out.held_by {
+    for out in &outcomes {
         println!(
-            "held back by group {group}: it has not yet delivered or acked entries from {} on, so those stay",
-            out.floor.as_deref().unwrap_or("?")
+            "{}: removed {} entries ({} -> {}){}",
+            out.stream,
+            out.removed,
+            out.before,
+            out.after,
+            if out.forced {
+                " regardless of the groups"
+            } else {
+                ""
+            }
+        );
+        if let Some(group) = &out.held_by {
+            println!(
+                "held back by group {group}: it has not yet delivered or acked entries from {} on, so those stay",
+                out.floor.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    if outcomes.len() > 1 {
+        let removed: u64 = outcomes.iter().map(|o| o.removed).sum();
+        println!(
+            "{}: removed {removed} entries over {} partitions",
+            t.stream,
+            outcomes.len()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -73,13 +73,14 @@ impl App {
     }
 
     /// The actions' connection (see [`App::actions`]).
-    pub(super) async fn redis(&self) -> Result<MultiplexedConnection, ApiError> {
+    /// A connection for an action on `key`: to the node that holds it.
+    pub(super) async fn redis(&self, key: &str) -> Result<MultiplexedConnection, ApiError> {
         let redis = self
             .port
             .redis()
             .ok_or_else(|| ApiError::unavailable("no connection is configured"))?;
         self.actions
-            .connection(&redis)
+            .of(&redis, key)
             .await
             .map_err(|e| ApiError::unavailable(format!("redis: {e}")))
     }
@@ -114,10 +115,13 @@ pub async fn replay(State(app): State<Arc<App>>, Json(body): Json<ReplayBody>) -
         Some(name) => Some(app.pipeline(name)?),
         None => None,
     };
-    let mut con = app.redis().await?;
-    let entries = inspect::range(&mut con, &stream, &from, &to, count)
+    let mut con = app.redis(&stream).await?;
+    let entries: Vec<replay::Sourced> = inspect::range(&mut con, &stream, &from, &to, count)
         .await
-        .map_err(|e| ApiError::bad(format!("redis: {e}")))?;
+        .map_err(|e| ApiError::bad(format!("redis: {e}")))?
+        .into_iter()
+        .map(|e| (None, e))
+        .collect();
     let rows = match judge {
         None => replay::rows(&entries),
         Some(p) => {
@@ -153,7 +157,7 @@ pub async fn trim(State(app): State<Arc<App>>, Json(body): Json<TrimBody>) -> An
     let policy = Retention::of(body.maxlen, body.max_age_ms.map(Duration::from_millis))
         .ok_or_else(|| ApiError::bad("give maxlen, max_age_ms or both"))?;
     let (stream, _) = app.serving(body.stream.as_deref())?;
-    let mut con = app.redis().await?;
+    let mut con = app.redis(&stream).await?;
     let outcome = ops_trim::trim(&mut con, &stream, policy, false, true).await?;
     app.done(serde_json::to_value(outcome).unwrap_or_default())
 }
@@ -186,7 +190,7 @@ pub async fn dlq_list(
     }
     let (_, on) = app.serving(q.stream.as_deref())?;
     let key = dlq_of(&on);
-    let mut con = app.redis().await?;
+    let mut con = app.redis(&key).await?;
     let records = dlq::newest(&mut con, &key, limit, q.kind.as_deref(), MAX_DLQ_SCAN).await?;
     ok(
         serde_json::json!({ "dlq": key, "fields_shown": reveal, "records": shown(&records, reveal) }),
@@ -228,8 +232,15 @@ pub async fn redrive(State(app): State<Arc<App>>, Json(body): Json<RedriveBody>)
         .redis()
         .ok_or_else(|| ApiError::unavailable("no connection is configured"))?;
     let unavailable = |e: crate::ops::OpsError| ApiError::unavailable(e.to_string());
-    let mut con = crate::ops::connect(&redis).await.map_err(unavailable)?;
-    let mut mover = dlq::redriver(&redis).await.map_err(unavailable)?;
+    let mut con = crate::ops::connect_for(&redis, &key)
+        .await
+        .map_err(unavailable)?;
+    let endpoint = app
+        .actions
+        .endpoint(&redis, &key)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let mut mover = dlq::redriver_at(&endpoint).await.map_err(unavailable)?;
     let report = match (&body.ids, body.all) {
         (Some(ids), false) if !ids.is_empty() && ids.len() <= MAX_RECORDS => {
             dlq::redrive_ids(&mut con, &mut mover, &key, ids, MAX_RECORDS).await?

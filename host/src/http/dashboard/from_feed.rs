@@ -53,7 +53,7 @@ pub async fn produce(State(app): State<Arc<App>>, Json(body): Json<ProduceBody>)
         )));
     }
     let (stream, _) = app.serving(body.stream.as_deref())?;
-    let mut con = app.redis().await?;
+    let mut con = app.redis(&stream).await?;
     let mut done = Produced::default();
     let deadline = tokio::time::Instant::now() + ACTION_BUDGET;
     while done.count < body.count {

@@ -19,12 +19,13 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::super::{App, status_targets};
+use super::super::{App, partitioned_targets, status_targets};
 use super::MAX_SUBSCRIBERS;
 use super::error::ApiError;
 use super::history::{History, Series};
 use crate::http::feed::ProducerState;
-use crate::ops::status::{LIVE_COUNT_CAP, StreamStatus};
+use crate::ops::partition_status::PartitionedStatus;
+use crate::ops::status::{LIVE_COUNT_CAP, StatusOptions, StreamStatus};
 use crate::runtime::StatsSnapshot;
 use crate::runtime::port::PipelineView;
 use crate::runtime::port::PluginEvent;
@@ -115,6 +116,7 @@ struct DashState {
     draining: bool,
     pipelines: Vec<PipelineState>,
     streams: Vec<StreamStatus>,
+    partitioned: Vec<PartitionedStatus>,
     redis_error: Option<String>,
     producer: Option<ProducerState>,
     plugin_log: Vec<PluginEvent>,
@@ -148,20 +150,34 @@ async fn build(app: &App) -> DashState {
     // Everything below was read at or after this time.
     let at_ms = crate::vocab::ids::now_ms();
     let running = app.port.running();
-    let (streams, redis_error) = match app.port.redis() {
-        None => (Vec::new(), Some("no connection is configured".to_owned())),
+    let (streams, partitioned, redis_error) = match app.port.redis() {
+        None => (
+            Vec::new(),
+            Vec::new(),
+            Some("no connection is configured".to_owned()),
+        ),
         Some(redis) => {
-            let targets = status_targets(&running, |opts| {
+            let shape = |opts: &mut StatusOptions| {
                 opts.oldest_pending = PENDING_ROWS;
                 opts.newest_dead_letters = 5;
                 opts.dlq_scan = 1_000;
                 opts.count_cap = LIVE_COUNT_CAP;
+            };
+            let targets = status_targets(&running, shape);
+            // Partition rows list no pending entries: the table of the
+            // partitions this process runs does.
+            let declared = partitioned_targets(&app.port.partitioned(), |opts| {
+                shape(opts);
+                opts.oldest_pending = 0;
             });
             // A stream not created yet (the reader makes it with MKSTREAM)
             // is left out.
-            match app.collect_statuses(&redis, &targets, true).await {
-                Ok(streams) => (streams, None),
-                Err(e) => (Vec::new(), Some(e)),
+            match app
+                .collect_statuses(&redis, &targets, &declared, true)
+                .await
+            {
+                Ok((streams, partitioned)) => (streams, partitioned, None),
+                Err(e) => (Vec::new(), Vec::new(), Some(e)),
             }
         }
     };
@@ -178,6 +194,7 @@ async fn build(app: &App) -> DashState {
         draining: app.port.is_draining(),
         pipelines: running.iter().map(pipeline_state).collect(),
         streams,
+        partitioned,
         redis_error,
         producer: app.dashboard.feed.as_ref().map(|f| f.producer()),
         plugin_log: app.port.plugin_log().newest_first(),

@@ -16,7 +16,7 @@ pub use self::moves::{
 };
 pub use self::select::{Filter, Selection, newest};
 use super::{OpsError, RESPONSE_TIMEOUT};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisEndpoint};
 use crate::stream::dlq::{FIELD_PREFIX, PACKED_FIELDS, Pairs, unpack};
 use crate::stream::dlq_scan::{self, Order, RecordHeader};
 use crate::stream::inspect::{self, RawEntry};
@@ -204,7 +204,13 @@ pub fn show_bytes(bytes: &[u8]) -> String {
 
 /// A [`Redriver`] on a connection of its own to `redis`.
 pub async fn redriver(redis: &RedisConfig) -> Result<Redriver, OpsError> {
-    Ok(Redriver::open(&redis.endpoint()?, RESPONSE_TIMEOUT).await?)
+    redriver_at(&redis.endpoint()?).await
+}
+
+/// A [`Redriver`] on `endpoint` (on a cluster, the node that holds the
+/// DLQ being redriven).
+pub async fn redriver_at(endpoint: &RedisEndpoint) -> Result<Redriver, OpsError> {
+    Ok(Redriver::open(endpoint, RESPONSE_TIMEOUT).await?)
 }
 
 /// Fills in [`Header::undecodable`] of the packed `records`, checking

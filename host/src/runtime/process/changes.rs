@@ -16,7 +16,7 @@ use super::super::file_watch::{Trigger, Version};
 use super::super::holdings::Holdings;
 use super::super::leases::{LeaseChange, LeaseSpec};
 use super::super::pipeline::{Failure, Pipeline, PipelineReport};
-use super::super::port::{Control, ControlError, Port};
+use super::super::port::{Control, ControlError, PartitionedView, Port};
 use super::super::prepare::Prepared;
 use super::super::reload::{self, Plan};
 use super::super::{RunError, RunReport};
@@ -391,7 +391,7 @@ impl Process {
 
     /// Tells the port what now runs of the configuration.
     fn redeclare(&self) {
-        declare(&self.port, &self.config.running(&self.owned));
+        declare(&self.port, &self.config, &self.owned);
     }
 
     /// Tells the lease keeper which pipelines it keeps leases for.
@@ -405,11 +405,28 @@ impl Process {
     }
 }
 
-/// Tells `port` that `config` is what the process runs (or is about to).
-pub(super) fn declare(port: &Port, config: &Config) {
+/// Tells `port` that `config` is what the process runs (or is about to),
+/// with the partitions it holds `owned`.
+pub(super) fn declare(port: &Port, config: &Config, owned: &Owned) {
+    let running = config.running(owned);
     port.declare(
-        config.pipelines.iter().map(|p| p.name.clone()).collect(),
+        running.pipelines.iter().map(|p| p.name.clone()).collect(),
         config.pipelines.first().map(|p| p.redis.clone()),
+    );
+    port.declare_partitioned(
+        config
+            .pipelines
+            .iter()
+            .filter_map(|p| {
+                Some(PartitionedView {
+                    pipeline: p.name.clone(),
+                    stream: p.stream.clone(),
+                    partitions: p.partitions?.count,
+                    group: p.group.clone(),
+                    retention: p.retention(),
+                })
+            })
+            .collect(),
     );
 }
 

@@ -150,7 +150,7 @@ fn new_process(
         lease_specs: watch::Sender::new(Vec::<LeaseSpec>::new()),
         router,
     };
-    changes::declare(&process.port, &config.running(&process.owned));
+    changes::declare(&process.port, config, &process.owned);
     let inbox = Inbox {
         failures,
         controls,

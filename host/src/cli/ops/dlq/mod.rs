@@ -5,17 +5,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use redis::aio::MultiplexedConnection;
 
 mod print;
 
 use self::print::{LIST_HEADER, RowPrinter, print_record, rows, summary};
 use super::output::{print_json, progress, table};
 use super::{Connect, StreamArgs, Target, resolve, usage};
-use crate::config::RedisConfig;
 use crate::ops::dlq::{self, Filter, Selection};
-use crate::ops::{self, OpsError, parse_position};
+use crate::ops::{self, OpsError, Part, parse_position};
+use crate::stream::cluster::Nodes;
 use crate::stream::inspect;
+use crate::vocab::partition::{self, key_slot};
 
 /// Records `dlq list` shows unless told otherwise.
 const LIST_DEFAULT: usize = 100;
@@ -145,28 +145,45 @@ pub(super) async fn run(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Connects and checks that the DLQ, or at least its source stream, exists
-/// (so a mistyped stream is an error, not an empty list).
+/// The connections and the parts (the stream, or its partitions) a DLQ
+/// command works on, once it is known that some DLQ or at least some
+/// source stream exists (so a mistyped stream is an error, not an empty
+/// list).
 async fn open(
     connect: &Connect,
     target: &StreamArgs,
-) -> anyhow::Result<(MultiplexedConnection, Target, RedisConfig)> {
+) -> anyhow::Result<(Nodes, Target, Vec<Part>)> {
     let (redis, targets) = resolve(connect, target, false)?;
     let t = targets.into_iter().next().expect("one target");
-    let mut con = ops::connect(&redis).await?;
-    match inspect::key_type(&mut con, &t.dlq).await?.as_str() {
-        "stream" => {}
-        "none" => {
-            if inspect::key_type(&mut con, &t.stream).await? == "none" {
+    let mut nodes = ops::nodes(&redis)?;
+    let parts = t.parts();
+    let mut found = false;
+    for part in &parts {
+        let mut con = nodes.of(&part.dlq).await?;
+        match inspect::key_type(&mut con, &part.dlq).await?.as_str() {
+            "stream" => found = true,
+            "none" => found |= inspect::key_type(&mut con, &part.stream).await? != "none",
+            other => {
                 return Err(usage(format!(
-                    "neither stream {:?} nor its dead-letter stream {:?} exists",
-                    t.stream, t.dlq
+                    "{:?} holds a {other}, not a stream",
+                    part.dlq
                 )));
             }
         }
-        other => return Err(usage(format!("{:?} holds a {other}, not a stream", t.dlq))),
     }
-    Ok((con, t, redis))
+    if !found {
+        return Err(usage(match t.partitions {
+            None => format!(
+                "neither stream {:?} nor its dead-letter stream {:?} exists",
+                t.stream, t.dlq
+            ),
+            Some(_) => format!(
+                "no partition of {} nor any of their dead-letter streams exists",
+                t.label()
+            ),
+        }));
+    }
+    Ok((nodes, t, parts))
 }
 
 fn filter(a: &FilterArgs) -> anyhow::Result<Filter> {
@@ -183,125 +200,206 @@ fn filter(a: &FilterArgs) -> anyhow::Result<Filter> {
 }
 
 async fn list(a: FilterArgs) -> anyhow::Result<ExitCode> {
-    let (mut con, t, _) = open(&a.connect, &a.target).await?;
-    let mut f = filter(&a)?;
+    let (mut nodes, t, parts) = open(&a.connect, &a.target).await?;
+    let f = filter(&a)?;
     let limit = f.limit.unwrap_or(LIST_DEFAULT);
-    f.limit = Some(limit.saturating_add(1));
-    let mut selection = Selection::start(&mut con, &t.dlq, f).await?;
-    let mut records = Vec::new();
-    while let Some(page) = selection.next_page(&mut con).await? {
-        records.extend(page);
+    let mut left = limit;
+    let mut more = false;
+    let mut listed: Vec<(&Part, Vec<dlq::Header>)> = Vec::new();
+    // Partitions in order, each oldest first, up to the limit over all.
+    for part in &parts {
+        if left == 0 {
+            more = true;
+            break;
+        }
+        let mut con = nodes.of(&part.dlq).await?;
+        let mut f = f.clone();
+        f.limit = Some(left.saturating_add(1));
+        let mut selection = Selection::start(&mut con, &part.dlq, f).await?;
+        let mut records = Vec::new();
+        while let Some(page) = selection.next_page(&mut con).await? {
+            records.extend(page);
+        }
+        more |= records.len() > left;
+        records.truncate(left);
+        left -= records.len();
+        dlq::check_packed(&mut con, &part.dlq, &mut records).await?;
+        listed.push((part, records));
     }
-    let more = records.len() > limit;
-    records.truncate(limit);
-    dlq::check_packed(&mut con, &t.dlq, &mut records).await?;
     if a.json {
         // Only the records listed are read whole (one at a time).
-        let mut full = Vec::with_capacity(records.len());
-        for h in &records {
-            full.extend(dlq::fetch(&mut con, &t.dlq, &h.meta.id).await?);
+        let mut full = Vec::new();
+        for (part, records) in &listed {
+            let mut con = nodes.of(&part.dlq).await?;
+            for h in records {
+                full.extend(dlq::fetch(&mut con, &part.dlq, &h.meta.id).await?);
+            }
         }
         print_json(&full)?;
-    } else if records.is_empty() {
-        println!("no dead letters in {} match", t.dlq);
-    } else {
-        println!("{}", table(&LIST_HEADER, rows(&records)));
-        if more {
-            println!("(more match: raise --limit or narrow with --since/--kind/…)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shown: usize = listed.iter().map(|(_, r)| r.len()).sum();
+    if shown == 0 {
+        println!("no dead letters in {} match", dlq_label(&t));
+    }
+    for (part, records) in listed.iter().filter(|(_, r)| !r.is_empty()) {
+        if part.index.is_some() {
+            println!("{}:", part.dlq);
         }
+        println!("{}", table(&LIST_HEADER, rows(records)));
+    }
+    if more {
+        println!("(more match: raise --limit or narrow with --since/--kind/…)");
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// How output names the dead-letter stream(s) of `t`.
+fn dlq_label(t: &Target) -> String {
+    match (t.partitions, t.only) {
+        (Some(_), Some(i)) => partition::dlq_key(&t.stream, i),
+        (Some(_), None) => format!("{{{}:i}}:dlq", t.stream),
+        _ => t.dlq.clone(),
+    }
+}
+
 async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let (mut con, t, _) = open(&a.connect, &a.target).await?;
+    let (mut nodes, t, parts) = open(&a.connect, &a.target).await?;
     if crate::vocab::ids::id_parts(&a.id).is_none() {
         return Err(usage(format!("{:?} is not a stream id (<ms>-<seq>)", a.id)));
     }
-    let d = dlq::show(&mut con, &t.dlq, &a.id).await?;
+    // A record id is unique within its DLQ; partitions' DLQs are looked
+    // through in order, and every match is shown.
+    let mut found = Vec::new();
+    for part in &parts {
+        let mut con = nodes.of(&part.dlq).await?;
+        found.extend(dlq::fetch(&mut con, &part.dlq, &a.id).await?);
+    }
+    if found.is_empty() {
+        return Err(usage(format!("no record {} in {}", a.id, dlq_label(&t))));
+    }
     if a.json {
-        print_json(&d)?;
+        match found.as_slice() {
+            [one] => print_json(one)?,
+            many => print_json(&many)?,
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    print_record(&d);
+    for d in &found {
+        print_record(d);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn redrive(a: RedriveArgs) -> anyhow::Result<ExitCode> {
-    let (mut con, t, redis) = open(&a.common.connect, &a.common.target).await?;
-    if let Some(to) = &a.to_stream
-        && !matches!(
+    let (mut nodes, t, parts) = open(&a.common.connect, &a.common.target).await?;
+    if let Some(to) = &a.to_stream {
+        let mut con = nodes.of(to).await?;
+        if !matches!(
             inspect::key_type(&mut con, to).await?.as_str(),
             "stream" | "none"
-        )
-    {
-        return Err(usage(format!(
-            "--to {to:?} holds something other than a stream"
-        )));
+        ) {
+            return Err(usage(format!(
+                "--to {to:?} holds something other than a stream"
+            )));
+        }
+        if nodes.config().cluster
+            && let Some(part) = parts
+                .iter()
+                .find(|p| key_slot(p.dlq.as_bytes()) != key_slot(to.as_bytes()))
+        {
+            return Err(usage(format!(
+                "--to {to:?} is in another cluster slot than {:?}: a record moves in one atomic step, so both keys must share a hash tag (e.g. {})",
+                part.dlq,
+                partition::beside(&part.dlq, "redriven").unwrap_or_default()
+            )));
+        }
     }
     let f = filter(&a.common)?;
-    // Without conditions the DLQ's length is the work ahead; else unknown.
+    // Without conditions the DLQs' length is the work ahead; else unknown.
     let len = match f.selects_all() {
-        true => Some(inspect::len(&mut con, &t.dlq).await?),
+        true => {
+            let mut n = 0;
+            for part in &parts {
+                let mut con = nodes.of(&part.dlq).await?;
+                n += inspect::len(&mut con, &part.dlq).await?;
+            }
+            Some(n)
+        }
         false => None,
-    };
-    let mut selection = Selection::start(&mut con, &t.dlq, f).await?;
-    let mut mover = match a.dry_run {
-        true => None,
-        false => Some(dlq::redriver(&redis).await?),
     };
     let bar = progress(len, if a.dry_run { "checking" } else { "redriving" });
     let mut out = RowPrinter::new(a.common.json);
     let mut totals = dlq::RedriveTotals::default();
-    while let Some(mut page) = selection.next_page(&mut con).await? {
-        if a.dry_run {
-            dlq::check_packed(&mut con, &t.dlq, &mut page).await?;
+    for part in &parts {
+        let mut con = nodes.of(&part.dlq).await?;
+        let mut selection = Selection::start(&mut con, &part.dlq, f.clone()).await?;
+        let mut mover = match a.dry_run {
+            true => None,
+            false => Some(dlq::redriver_at(&*nodes.endpoint(&part.dlq).await?).await?),
+        };
+        while let Some(mut page) = selection.next_page(&mut con).await? {
+            if a.dry_run {
+                dlq::check_packed(&mut con, &part.dlq, &mut page).await?;
+            }
+            let rows =
+                dlq::redrive_page(mover.as_mut(), &part.dlq, &page, a.to_stream.as_deref()).await?;
+            bar.inc(rows.len() as u64);
+            totals.add(&rows);
+            bar.suspend(|| out.print(&rows))?;
         }
-        let rows = dlq::redrive_page(mover.as_mut(), &t.dlq, &page, a.to_stream.as_deref()).await?;
-        bar.inc(rows.len() as u64);
-        totals.add(&rows);
-        bar.suspend(|| out.print(&rows))?;
     }
     bar.finish();
     out.finish()?;
     if !a.common.json {
-        println!("{}", summary(a.dry_run, &totals, &t.dlq));
+        println!("{}", summary(a.dry_run, &totals, &dlq_label(&t)));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn purge(a: PurgeArgs) -> anyhow::Result<ExitCode> {
-    let (mut con, t, _) = open(&a.common.connect, &a.common.target).await?;
-    let first = Selection::start(&mut con, &t.dlq, filter(&a.common)?).await?;
+    let (mut nodes, t, parts) = open(&a.common.connect, &a.common.target).await?;
+    let label = dlq_label(&t);
+    let mut firsts = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let mut con = nodes.of(&part.dlq).await?;
+        firsts.push(Selection::start(&mut con, &part.dlq, filter(&a.common)?).await?);
+    }
     if !a.yes {
-        // Counted first, then deleted up to the same newest record: what
-        // was confirmed is all that can go.
-        let mut counting = first.clone();
+        // Counted first, then deleted up to the same newest record of each
+        // DLQ: what was confirmed is all that can go.
         let mut n = 0;
-        while let Some(page) = counting.next_page(&mut con).await? {
-            n += page.len();
+        for (part, first) in parts.iter().zip(&firsts) {
+            let mut con = nodes.of(&part.dlq).await?;
+            let mut counting = first.clone();
+            while let Some(page) = counting.next_page(&mut con).await? {
+                n += page.len();
+            }
         }
         if n == 0 {
-            println!("no dead letters in {} match: nothing to purge", t.dlq);
+            println!("no dead letters in {label} match: nothing to purge");
             return Ok(ExitCode::SUCCESS);
         }
-        if !confirm(n, &t.dlq)? {
+        if !confirm(n, &label)? {
             eprintln!("nothing deleted");
             return Ok(ExitCode::from(1));
         }
     }
-    let mut deleting = first.restart();
     let (mut selected, mut deleted) = (0, 0);
-    while let Some(page) = deleting.next_page(&mut con).await? {
-        selected += page.len();
-        deleted += dlq::purge_page(&mut con, &t.dlq, &page).await?;
+    for (part, first) in parts.iter().zip(firsts) {
+        let mut con = nodes.of(&part.dlq).await?;
+        let mut deleting = first.restart();
+        while let Some(page) = deleting.next_page(&mut con).await? {
+            selected += page.len();
+            deleted += dlq::purge_page(&mut con, &part.dlq, &page).await?;
+        }
     }
     if selected == 0 && !a.common.json {
-        println!("no dead letters in {} match: nothing to purge", t.dlq);
+        println!("no dead letters in {label} match: nothing to purge");
     } else if a.common.json {
-        print_json(&serde_json::json!({ "dlq": t.dlq, "deleted": deleted }))?;
+        print_json(&serde_json::json!({ "dlq": label, "deleted": deleted }))?;
     } else {
-        println!("deleted {deleted} dead letters from {}", t.dlq);
+        println!("deleted {deleted} dead letters from {label}");
     }
     Ok(ExitCode::SUCCESS)
 }
