@@ -492,3 +492,113 @@ fn the_cluster_example_consumes_what_produce_routed() {
     ]);
     assert_eq!(replayed["entries"].as_array().unwrap().len(), events);
 }
+
+/// `host demo --cluster`: the demo's stream and dead letters in one hash
+/// tag, its notifications forwarded from the stream's outbox to another
+/// slot. After a clean stop, every order the groups were given was
+/// notified once or dead-lettered once (or is still pending), and the
+/// outbox is empty.
+#[test]
+fn the_demo_runs_on_a_cluster_and_notifies_each_order_once_or_dead_letters_it() {
+    let cluster = RedisCluster::start();
+    let stream = "{demo:events:orders}";
+    let port = crate::support::http::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut demo = Host::spawn_env(
+        &[
+            "demo",
+            "--redis",
+            &cluster.seed_url(),
+            "--cluster",
+            "--http",
+            &addr,
+            "--rate",
+            "60",
+        ],
+        &[],
+    );
+    eventually(
+        Duration::from_secs(120),
+        "orders notified and a malformed one dead-lettered",
+        || {
+            (cluster.range("notifications:outbox").len() >= 150
+                && !cluster.range(&format!("{stream}:dlq")).is_empty())
+            .then_some(())
+        },
+    );
+    let status = crate::support::http::get_json(port, "/api/status");
+    let seen = &status["streams"][0];
+    assert_eq!(seen["stream"], stream);
+    let groups: Vec<&str> = seen["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["analytics", "notifications"]);
+    demo.signal(15);
+    assert!(demo.wait_exit(Duration::from_secs(60)).success());
+
+    let ms_seq = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse().unwrap(), seq.parse().unwrap())
+    };
+    let mut con = cluster.conn_for(stream);
+    let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(&mut con)
+        .unwrap();
+    let last: String = groups
+        .iter()
+        .find(|g| g.get("name") == Some(&redis::Value::BulkString(b"notifications".to_vec())))
+        .and_then(|g| match g.get("last-delivered-id") {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .expect("the notifications group");
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("notifications")
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .query(&mut con)
+        .unwrap();
+    let pending: std::collections::HashSet<String> = pending.into_iter().map(|p| p.0).collect();
+    let mut notified: HashMap<String, usize> = HashMap::new();
+    for (_, f) in cluster.range("notifications:outbox") {
+        *notified
+            .entry(fields_map(&f)["source_id"].to_owned())
+            .or_default() += 1;
+    }
+    let mut dead: HashMap<String, usize> = HashMap::new();
+    for (_, f) in cluster.range(&format!("{stream}:dlq")) {
+        let f = fields_map(&f);
+        if f["group"] == "notifications" {
+            *dead.entry(f["source_id"].to_owned()).or_default() += 1;
+        }
+    }
+    let delivered: Vec<String> = cluster
+        .range(stream)
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| ms_seq(id) <= ms_seq(&last))
+        .collect();
+    assert!(delivered.len() >= 150, "{} delivered", delivered.len());
+    for id in &delivered {
+        let ends = notified.get(id).copied().unwrap_or(0)
+            + dead.get(id).copied().unwrap_or(0)
+            + usize::from(pending.contains(id));
+        assert_eq!(
+            ends, 1,
+            "order {id}: notified, dead-lettered or pending, once"
+        );
+    }
+    assert!(
+        cluster
+            .range(&format!("{stream}:streamhost:outbox"))
+            .is_empty(),
+        "the outbox forwarded before the exit"
+    );
+}

@@ -18,7 +18,10 @@ crashed consumer are reclaimed after 5s idle; an entry failing 3 times is dead-l
 
 If nothing listens at --redis, a private redis-server (from PATH) is started on a free loopback \
 port, with its data in a temporary directory (nothing persisted); otherwise the demo's own keys \
-are reset there first (see --no-reset).
+are reset there first (see --no-reset). With --cluster, --redis is a seed node of a running Redis \
+Cluster: the stream is {demo:events:orders} (its dead letters {demo:events:orders}:dlq, in the \
+same slot), and the notifications and totals, in other slots, are forwarded through the stream's \
+outbox effectively once.
 
 The dashboard's link carries the admin token after `#` (it never leaves the browser); set \
 STREAMHOST_HTTP_TOKEN to choose the token. SIGINT/SIGTERM drain the pipelines and exit 0 (a \
@@ -51,7 +54,8 @@ pub struct DemoArgs {
     pub open: bool,
     /// Keep the demo's data from earlier runs. By default the demo's own keys are deleted at
     /// start — demo:events:orders, demo:events:orders:dlq, notifications:outbox,
-    /// analytics:totals — and nothing else.
+    /// analytics:totals (with --cluster: the stream's and DLQ's hash-tagged names, the stream's
+    /// outbox and the forwarder's idempotence keys) — and nothing else.
     #[arg(long, env = "STREAMHOST_DEMO_NO_RESET")]
     pub no_reset: bool,
     /// Directory for compiled plugins, so restarts skip compilation [default: $XDG_CACHE_HOME/streamhost or ~/.cache/streamhost].

@@ -37,6 +37,16 @@ pub enum RedisChildError {
         /// The address that refused.
         at: String,
     },
+    /// `--cluster` was given and nothing answers at the seed: a private
+    /// server would not be a cluster.
+    #[error(
+        "nothing answers at {at}: with --cluster the demo runs on a cluster that is already up \
+         (README: \"Trying it on a local cluster\"); without --cluster it starts a private redis-server"
+    )]
+    NoCluster {
+        /// The seed that refused.
+        at: String,
+    },
     /// The temporary directory or the process could not be created.
     #[error("cannot start a private redis-server: {0}")]
     Spawn(#[source] io::Error),

@@ -16,7 +16,7 @@ use super::feed::DemoFeed;
 use super::leftovers::Leftovers;
 use super::plugins::PluginFiles;
 use super::redis_child::{RedisChild, RedisChildError};
-use super::{KEYS, OUTBOX, Probe, STREAM, TOTALS, probe, reset};
+use super::{Keys, OUTBOX, Probe, TOTALS, probe, reset};
 use crate::cli::RunArgs;
 use crate::cli::demo::DemoArgs;
 use crate::config::{
@@ -68,7 +68,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// this future, dropped half-way) is dropped.
 pub async fn start(args: DemoArgs, leftovers: &Arc<Leftovers>) -> anyhow::Result<Demo> {
     let given = args.redis.redis_config(&|name| std::env::var(name).ok())?;
+    let keys = Keys::of(given.cluster);
     let redis_child = match probe(&given).await? {
+        Probe::Nothing if given.cluster => {
+            return Err(RedisChildError::NoCluster {
+                at: given.redacted_url(),
+            }
+            .into());
+        }
         Probe::Nothing => Some(RedisChild::start(&given.redacted_url(), leftovers).await?),
         Probe::Answers => None,
         Probe::Unknown(why) => {
@@ -82,13 +89,13 @@ pub async fn start(args: DemoArgs, leftovers: &Arc<Leftovers>) -> anyhow::Result
         None => given.clone(),
     };
     if !args.no_reset {
-        let deleted = reset(&redis)
+        let deleted = reset(&redis, &keys)
             .await
             .with_context(|| format!("resetting the demo's keys at {}", redis.redacted_url()))?;
         if deleted > 0 {
             eprintln!(
                 "reset: deleted {deleted} demo key(s) of earlier runs ({}); --no-reset keeps them",
-                KEYS.join(", ")
+                keys.all.join(", ")
             );
         }
     }
@@ -101,7 +108,7 @@ pub async fn start(args: DemoArgs, leftovers: &Arc<Leftovers>) -> anyhow::Result
     };
     let token = admin.token.clone();
     let config = Config {
-        pipelines: pipelines(&redis, &plugins, args.cache_dir.as_deref())?,
+        pipelines: pipelines(&redis, &keys, &plugins, args.cache_dir.as_deref())?,
         source: None,
         http: Some(args.http.clone()),
         dashboard: Dashboard {
@@ -120,11 +127,16 @@ pub async fn start(args: DemoArgs, leftovers: &Arc<Leftovers>) -> anyhow::Result
             child.pid(),
             child.dir().display()
         ),
+        None if given.cluster => println!(
+            "redis: cluster seeded by {} (given); the emits to {OUTBOX} and {TOTALS}, in other slots, go through {}",
+            given.redacted_url(),
+            crate::vocab::partition::outbox_key(&keys.stream).unwrap_or_default()
+        ),
         None => println!("redis: {} (given)", given.redacted_url()),
     }
     println!(
         "stream {}: groups notifications (notifications-1, notifications-2) and analytics (analytics-1), {} events/s",
-        STREAM, args.rate
+        keys.stream, args.rate
     );
     println!("Ctrl-C stops the demo.");
     if args.open {
@@ -132,7 +144,7 @@ pub async fn start(args: DemoArgs, leftovers: &Arc<Leftovers>) -> anyhow::Result
     }
     Ok(Demo {
         config,
-        feed: Arc::new(DemoFeed::new(STREAM, args.rate)),
+        feed: Arc::new(DemoFeed::new(&keys.stream, args.rate)),
         redis_child,
         _plugins: plugins,
     })
@@ -142,6 +154,7 @@ pub async fn start(args: DemoArgs, leftovers: &Arc<Leftovers>) -> anyhow::Result
 /// with one, reclaiming a crashed consumer's entries after 5s.
 fn pipelines(
     redis: &RedisConfig,
+    keys: &Keys,
     plugins: &PluginFiles,
     cache_dir: Option<&Path>,
 ) -> anyhow::Result<Vec<RunConfig>> {
@@ -189,18 +202,25 @@ fn pipelines(
         if let Some(dir) = cache_dir {
             flags.extend(["--cache-dir".into(), dir.display().to_string()]);
         }
-        pipeline(redis, plugin, &flags)
+        pipeline(redis, keys, plugin, &flags)
     })
     .collect()
 }
 
 /// One pipeline from `host run` flags (environment variables ignored: the
 /// demo is the same everywhere), over settings every demo pipeline shares.
-fn pipeline(redis: &RedisConfig, plugin: &Path, flags: &[String]) -> anyhow::Result<RunConfig> {
+fn pipeline(
+    redis: &RedisConfig,
+    keys: &Keys,
+    plugin: &Path,
+    flags: &[String],
+) -> anyhow::Result<RunConfig> {
     let shared = [
         "run",
         "--stream",
-        STREAM,
+        keys.stream.as_str(),
+        "--dlq",
+        keys.dlq.as_str(),
         // A crashed consumer's entries come back within seconds, not the
         // default half minute; the handler deadline must stay below it.
         "--claim-idle",
@@ -275,7 +295,7 @@ mod tests {
     fn the_pipelines_are_the_reference_scenario_with_run_defaults() {
         let plugins = PluginFiles::write(&Leftovers::new()).unwrap();
         let redis = RedisConfig::from_url("redis://127.0.0.1:1");
-        let ps = pipelines(&redis, &plugins, None).unwrap();
+        let ps = pipelines(&redis, &Keys::of(false), &plugins, None).unwrap();
         let names: Vec<_> = ps
             .iter()
             .map(|p| (p.name.as_str(), p.group.as_str(), p.consumer.as_str()))
@@ -289,7 +309,7 @@ mod tests {
             ]
         );
         for p in &ps {
-            assert_eq!(p.stream, STREAM);
+            assert_eq!(p.stream, super::super::STREAM);
             assert_eq!(p.dlq, super::super::DLQ, "the DLQ the reset deletes");
             assert_eq!(p.claim_idle, Duration::from_secs(5));
             assert_eq!(p.max_deliveries, 3);
