@@ -587,3 +587,124 @@ fn a_paused_owner_commits_nothing_once_it_resumes() {
     assert!(by_entry.values().all(|n| *n == 1), "and only one");
     drop(b);
 }
+
+/// A partition taken over by a host whose plugin file no longer loads
+/// (replaced by a broken one) cannot run there: its entries wait, the
+/// host's `/readyz` names it, and it is tried again until the file loads —
+/// then it runs, and every entry is handled.
+#[test]
+fn a_taken_over_partition_whose_plugin_does_not_load_waits_named_by_readyz_until_it_loads() {
+    let redis = RedisServer::start();
+    let stream = key("unloadable");
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("handler.wasm");
+    std::fs::copy(crate::support::plugin("misbehave"), &plugin).unwrap();
+    let port = crate::support::http::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let leased = [
+        "--partitions",
+        "4",
+        "--lease-ttl",
+        "2s",
+        "--shutdown-grace",
+        "200ms",
+    ];
+    let _a = Host::run(
+        &redis.url(),
+        &stream,
+        "g",
+        &plugin,
+        &[&leased[..], &["--http", &addr]].concat(),
+    );
+    let mut b = Host::run(&redis.url(), &stream, "g", &plugin, &leased);
+    eventually(
+        Duration::from_secs(60),
+        "the partitions spread over both hosts",
+        || {
+            let held = holders(&redis, &stream, 4);
+            let owners: HashSet<String> = held
+                .iter()
+                .flatten()
+                .map(|t| t.split('#').next().unwrap().to_owned())
+                .collect();
+            (held.iter().all(Option::is_some) && owners.len() == 2).then_some(())
+        },
+    );
+
+    // Both run their partitions: an entry in each is handled.
+    for i in 0..4 {
+        redis.add(&partition_key(&stream, i), &[("n", "0")]);
+    }
+    eventually(
+        Duration::from_secs(60),
+        "each partition's first entry handled",
+        || {
+            (0..4)
+                .all(|i| {
+                    let key = partition_key(&stream, i);
+                    redis.entries_read(&key, "g") == Some(1) && redis.pending(&key, "g") == 0
+                })
+                .then_some(())
+        },
+    );
+
+    // The file breaks (the running partitions keep the version in service),
+    // then B dies: A takes its partitions over but cannot run them.
+    std::fs::write(&plugin, b"not a component").unwrap();
+    b.signal(9);
+    b.wait_exit(Duration::from_secs(10));
+    for i in 0..4 {
+        redis.add(&partition_key(&stream, i), &[("n", "1")]);
+    }
+    let answer = eventually(
+        Duration::from_secs(30),
+        "/readyz naming the partitions that cannot run",
+        || {
+            let a = crate::support::http::get(port, "/readyz")?;
+            (a.status == 503 && a.body.contains("not running")).then_some(a)
+        },
+    );
+    let taken_over: Vec<u32> = (0..4)
+        .filter(|i| answer.body.contains(&format!("g/{i}")))
+        .collect();
+    assert!(!taken_over.is_empty(), "{}", answer.body);
+    // They wait: leased by A, their entries unread, while the file is broken.
+    let owners: HashSet<String> = holders(&redis, &stream, 4)
+        .iter()
+        .flatten()
+        .map(|t| t.split('#').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        owners.len(),
+        1,
+        "every lease held by the survivor: {}",
+        answer.body
+    );
+    for i in &taken_over {
+        let key = partition_key(&stream, *i);
+        assert_ne!(
+            redis.entries_read(&key, "g"),
+            Some(redis.range(&key).len() as u64),
+            "{key} unread"
+        );
+    }
+
+    // The file loads again: the waiting partitions start and catch up.
+    std::fs::copy(crate::support::plugin("misbehave"), &plugin).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "every partition's entries handled",
+        || {
+            (0..4)
+                .all(|i| {
+                    let key = partition_key(&stream, i);
+                    redis.entries_read(&key, "g") == Some(redis.range(&key).len() as u64)
+                        && redis.pending(&key, "g") == 0
+                })
+                .then_some(())
+        },
+    );
+    eventually(Duration::from_secs(30), "/readyz ready again", || {
+        (crate::support::http::get(port, "/readyz")?.status == 200).then_some(())
+    });
+}

@@ -44,6 +44,10 @@ enum ChangeError {
     Stopping,
 }
 
+/// How long partitions whose pipelines could not start wait before the
+/// next try.
+pub(super) const RETRY_LEASED: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Who asked for a change, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cause {
@@ -71,9 +75,16 @@ pub(super) struct Process {
     pub(super) port: Arc<Port>,
     /// What every pipeline holds, by group: reapers skip all of it.
     pub(super) holdings: Holdings,
-    /// The partitions whose leases the keeper holds: what of the declared
-    /// lease-assigned pipelines runs here.
+    /// The partitions whose leases the keeper holds and whose pipelines
+    /// run here.
     pub(super) owned: Owned,
+    /// The partitions whose leases the keeper holds: `owned`, plus any
+    /// whose pipeline could not be started (a plugin that does not load);
+    /// those are tried again every [`RETRY_LEASED`] and declared (so
+    /// `/readyz` names them) meanwhile.
+    pub(super) wanted: Owned,
+    /// When to try the partitions of `wanted` not in `owned` again.
+    pub(super) retry_at: Option<tokio::time::Instant>,
     /// The lease-assigned pipelines of the configuration in force, for the
     /// keeper; sent once a change is applied (drains included).
     pub(super) lease_specs: watch::Sender<Vec<LeaseSpec>>,
@@ -108,22 +119,65 @@ impl Process {
             owned,
             applied,
         } = change;
-        let mut next = self.owned.clone();
         if owned.is_empty() {
-            next.remove(&pipeline);
+            self.wanted.remove(&pipeline);
         } else {
-            next.insert(pipeline, owned);
+            self.wanted.insert(pipeline, owned);
         }
+        self.run_wanted().await;
+        let _ = applied.send(());
+    }
+
+    /// Whether some held partition is not running and when to try again.
+    pub(super) fn retry_due(&self) -> Option<tokio::time::Instant> {
+        self.retry_at.filter(|_| self.wanted != self.owned)
+    }
+
+    /// Runs the pipelines of every partition the keeper holds; what cannot
+    /// start (its plugin does not load) is left for a later try, while
+    /// the partitions given up are drained all the same: the keeper
+    /// releases their leases once this returns.
+    pub(super) async fn run_wanted(&mut self) {
+        self.retry_at = None;
         let config = self.config.clone();
-        match self.change_to(config, next, Cause::Leases).await {
-            Ok(_) | Err(ChangeError::NotStarted(_)) => {
-                let _ = applied.send(());
-            }
-            Err(ChangeError::Stopping) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "could not apply a change of the held partitions");
-            }
+        let wanted = self.wanted.clone();
+        let refused = match self.change_to(config.clone(), wanted, Cause::Leases).await {
+            Ok(_) | Err(ChangeError::NotStarted(_)) | Err(ChangeError::Stopping) => return,
+            Err(e) => e,
+        };
+        // Keep what runs and is still held; drop what was given up. Only
+        // drains: nothing to compile, nothing to refuse.
+        let kept: Owned = self
+            .owned
+            .iter()
+            .filter_map(|(pipeline, held)| {
+                let still = self.wanted.get(pipeline)?;
+                let kept: BTreeMap<_, _> = held
+                    .iter()
+                    .filter(|(i, f)| still.get(i) == Some(*f))
+                    .map(|(i, f)| (*i, f.clone()))
+                    .collect();
+                (!kept.is_empty()).then(|| (pipeline.clone(), kept))
+            })
+            .collect();
+        let waiting: Vec<String> = self
+            .wanted
+            .iter()
+            .flat_map(|(p, held)| {
+                held.keys()
+                    .filter(|i| !kept.get(p).is_some_and(|k| k.contains_key(i)))
+                    .map(move |i| format!("{p}/{i}"))
+            })
+            .collect();
+        tracing::error!(error = %refused, partitions = %waiting.join(","),
+            retry_in = ?RETRY_LEASED,
+            "cannot run partitions whose leases this host holds; they wait, and are tried again");
+        if let Err(e) = self.change_to(config, kept, Cause::Leases).await
+            && !matches!(e, ChangeError::Stopping)
+        {
+            tracing::error!(error = %e, "could not drain the partitions given up");
         }
+        self.retry_at = Some(tokio::time::Instant::now() + RETRY_LEASED);
     }
 
     fn start(
@@ -391,7 +445,7 @@ impl Process {
 
     /// Tells the port what now runs of the configuration.
     fn redeclare(&self) {
-        declare(&self.port, &self.config, &self.owned);
+        declare(&self.port, &self.config, &self.wanted);
     }
 
     /// Tells the lease keeper which pipelines it keeps leases for.

@@ -147,6 +147,8 @@ fn new_process(
         port,
         holdings: Holdings::default(),
         owned: Owned::new(),
+        wanted: Owned::new(),
+        retry_at: None,
         lease_specs: watch::Sender::new(Vec::<LeaseSpec>::new()),
         router,
     };
@@ -190,7 +192,16 @@ async fn serve(
             (trigger, version) = reload => process.reload(trigger, version).await,
             Some(control) = inbox.controls.recv() => process.control(control).await,
             Some(change) = inbox.leases.recv() => process.leases(change).await,
+            () = retry(process.retry_due()) => process.run_wanted().await,
         }
+    }
+}
+
+/// Fires at `at`, never without one.
+async fn retry(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
