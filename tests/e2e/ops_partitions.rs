@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use crate::ops_status::{host, json};
-use crate::support::http::{free_port, get_json};
+use crate::support::http::{free_port, get, get_json};
 use crate::support::{Host, RedisServer, eventually, fields_map, key};
 
 fn partition_key(stream: &str, i: u32) -> String {
@@ -454,7 +454,7 @@ fn replay_trim_and_groups_cover_every_partition() {
 }
 
 #[test]
-fn api_status_shows_every_partition_with_its_owner_whichever_host_is_asked() {
+fn api_status_and_metrics_show_every_partition_with_its_owner_whichever_host_is_asked() {
     let redis = RedisServer::start();
     let stream = key("ops-parts-api");
     let port = free_port();
@@ -497,4 +497,18 @@ fn api_status_shows_every_partition_with_its_owner_whichever_host_is_asked() {
     // This host runs only the partitions it holds.
     let running = status["pipelines"].as_array().unwrap().len();
     assert!(running < 4, "{running} of 4 partitions run here");
+
+    // Its metrics show every partition too, with its lease's holder.
+    let text = get(port, "/metrics").expect("/metrics answers").body;
+    for (i, owner) in owners.iter().enumerate() {
+        let labels = format!(r#"stream="{stream}",partition="{i}",group="g""#);
+        for line in [
+            format!(r#"streamhost_partition_leased{{{labels},owner="{owner}"}} 1"#),
+            format!("streamhost_partition_lag{{{labels}}} 0"),
+            format!("streamhost_partition_pending{{{labels}}} 0"),
+            format!("streamhost_partition_dead_letters{{{labels}}} 0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! `/metrics`: one scrape's view of the process — each pipeline's counters
 //! copied from its [`Stats`](crate::runtime::Stats) atomics, its in-flight
-//! entries, and its group as Redis sees it — encoded in the Prometheus text
+//! entries, and its group as Redis sees it, and every partition of the
+//! declared partitioned streams whoever runs it — encoded in the Prometheus text
 //! format by `prometheus-client` through a collector over that copy.
 
 use prometheus_client::collector::Collector;
@@ -9,7 +10,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use super::probe::{GroupLook, RedisLook};
+use super::probe::{GroupLook, PartitionLook, RedisLook};
 use crate::runtime::StatsSnapshot;
 use crate::runtime::port::CallTimesSnapshot;
 
@@ -41,6 +42,9 @@ pub struct Scrape {
     pub pipelines: Vec<PipelineScrape>,
     /// Redis's answer, if a connection is configured.
     pub redis: Option<RedisLook>,
+    /// Every partition of the partitioned streams the configuration
+    /// declares, whoever runs it (`None`: Redis did not answer in time).
+    pub partitions: Option<Vec<PartitionLook>>,
 }
 
 /// A per-pipeline counter: name (without `_total`), help, value.
@@ -205,7 +209,8 @@ impl Collector for Scrape {
                 .encode_family(&labels(p))?
                 .encode_info(&[("plugin", p.plugin.as_str())])?;
         }
-        self.redis_side(&mut encoder)
+        self.redis_side(&mut encoder)?;
+        self.partitions(&mut encoder)
     }
 }
 
@@ -268,6 +273,43 @@ impl Scrape {
         Ok(())
     }
 
+    /// The partition gauges: every partition of each declared partitioned
+    /// stream, so any host's scrape shows the whole stream.
+    fn partitions(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(parts) = &self.partitions else {
+            return Ok(());
+        };
+        let of = partition_labels;
+        gauge(
+            encoder,
+            "streamhost_partition_lag",
+            "Entries of a partition not yet delivered to the group, for every partition of a declared partitioned stream (left out when Redis cannot tell).",
+            parts.iter().filter_map(|p| p.lag.map(|lag| (of(p), lag))),
+        )?;
+        gauge(
+            encoder,
+            "streamhost_partition_pending",
+            "Entries of a partition delivered to the group and not yet acknowledged.",
+            parts.iter().map(|p| (of(p), p.pending)),
+        )?;
+        gauge(
+            encoder,
+            "streamhost_partition_dead_letters",
+            "Records in a partition's dead-letter stream.",
+            parts.iter().map(|p| (of(p), p.dead_letters)),
+        )?;
+        gauge(
+            encoder,
+            "streamhost_partition_leased",
+            "1 while a host holds the group's lease on the partition (labelled with it), else 0.",
+            parts.iter().map(|p| {
+                let mut set = of(p);
+                set.push(("owner", p.owner.as_deref().unwrap_or("")));
+                (set, i64::from(p.owner.is_some()))
+            }),
+        )
+    }
+
     /// `streamhost_redis_up`, and the group gauges when Redis answered.
     fn redis_side(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(look) = &self.redis else {
@@ -318,6 +360,15 @@ impl Scrape {
 }
 
 type Labels<'l> = Vec<(&'static str, &'l str)>;
+
+/// The labels naming one partition and its group.
+fn partition_labels(p: &PartitionLook) -> Labels<'_> {
+    vec![
+        ("stream", p.stream.as_str()),
+        ("partition", p.partition.as_str()),
+        ("group", p.group.as_str()),
+    ]
+}
 
 /// One value per group Redis knows, labelled with its pipeline.
 fn each<'a, V: 'a>(
@@ -387,9 +438,22 @@ mod tests {
                 }),
             )]),
         };
+        let parts = ["ann", ""]
+            .iter()
+            .enumerate()
+            .map(|(i, owner)| PartitionLook {
+                stream: "orders".into(),
+                partition: i.to_string(),
+                group: "g".into(),
+                owner: (!owner.is_empty()).then(|| owner.to_string()),
+                lag: Some(5 + i as u64),
+                pending: 1,
+                dead_letters: 2,
+            });
         let text = render(Scrape {
             pipelines: vec![pipeline()],
             redis: Some(look),
+            partitions: Some(parts.collect()),
         })
         .expect("encodes");
         let l = r#"pipeline="orders",stream="s\"1",group="g""#;
@@ -409,6 +473,14 @@ mod tests {
             format!("streamhost_plugin_info{{{l},plugin=\"misbehave@0123456789ab\"}} 1"),
             "streamhost_redis_up 1".to_owned(),
             "streamhost_pipelines_running 1".to_owned(),
+            r#"streamhost_partition_lag{stream="orders",partition="1",group="g"} 6"#.to_owned(),
+            r#"streamhost_partition_pending{stream="orders",partition="0",group="g"} 1"#.to_owned(),
+            r#"streamhost_partition_dead_letters{stream="orders",partition="1",group="g"} 2"#
+                .to_owned(),
+            r#"streamhost_partition_leased{stream="orders",partition="0",group="g",owner="ann"} 1"#
+                .to_owned(),
+            r#"streamhost_partition_leased{stream="orders",partition="1",group="g",owner=""} 0"#
+                .to_owned(),
             format!(
                 "streamhost_build_info{{version=\"{}\"}} 1",
                 env!("CARGO_PKG_VERSION")
@@ -433,6 +505,7 @@ mod tests {
                 down: Some("refused".into()),
                 groups: BTreeMap::new(),
             }),
+            partitions: None,
         })
         .expect("encodes");
         assert!(text.lines().any(|l| l == "streamhost_redis_up 0"), "{text}");

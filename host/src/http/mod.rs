@@ -200,6 +200,13 @@ impl App {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let running = app.port.running();
     let redis = app.look(&running).await;
+    let partitioned = app.port.partitioned();
+    let partitions = match (app.port.redis(), &redis) {
+        (Some(config), Some(look)) if look.down.is_none() => {
+            app.probe.look_partitions(&config, &partitioned).await
+        }
+        _ => None,
+    };
     let pipelines = running
         .iter()
         .map(|p| PipelineScrape {
@@ -213,7 +220,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             plugin: p.plugin.current().identity(),
         })
         .collect();
-    match metrics::render(Scrape { pipelines, redis }) {
+    match metrics::render(Scrape {
+        pipelines,
+        redis,
+        partitions,
+    }) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

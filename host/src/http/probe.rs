@@ -12,10 +12,12 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::config::{RedisConfig, RedisEndpoint};
+use crate::runtime::port::PartitionedView;
 use crate::stream::cluster::Nodes;
-use crate::stream::inspect;
 use crate::stream::pending::{self, PendingQuery};
+use crate::stream::{inspect, leases};
 use crate::vocab::ids::{age_of, id_ms};
+use crate::vocab::partition;
 
 /// The most one look at Redis may take.
 pub const PROBE_BUDGET: Duration = Duration::from_millis(800);
@@ -94,6 +96,95 @@ impl RedisProbe {
             groups: BTreeMap::new(),
         }
     }
+}
+
+/// One partition of a partitioned stream a configuration declares, as a
+/// scrape sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionLook {
+    /// The logical stream.
+    pub stream: String,
+    /// The partition's index, as a label value.
+    pub partition: String,
+    /// The group reading it.
+    pub group: String,
+    /// Who holds the group's lease on it (`None`: nobody).
+    pub owner: Option<String>,
+    /// Entries not yet delivered to the group (`None`: Redis cannot tell,
+    /// or the group does not exist yet).
+    pub lag: Option<u64>,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+    /// Records in its dead-letter stream.
+    pub dead_letters: u64,
+}
+
+impl RedisProbe {
+    /// Each partition of `streams` — its group's lag and pending entries,
+    /// the lease holder, its dead letters — within [`PROBE_BUDGET`], each
+    /// on its node; `None` when Redis did not answer in time.
+    pub async fn look_partitions(
+        &self,
+        redis: &RedisConfig,
+        streams: &[PartitionedView],
+    ) -> Option<Vec<PartitionLook>> {
+        if streams.is_empty() {
+            return Some(Vec::new());
+        }
+        let attempt = tokio::time::timeout(PROBE_BUDGET, async {
+            let mut nodes = self.nodes.lock(redis).await?;
+            let mut out = Vec::new();
+            for s in streams {
+                for i in 0..s.partitions {
+                    let key = partition::stream_key(&s.stream, i);
+                    let mut con = nodes.of(&key).await.map_err(|e| e.to_string())?;
+                    out.push(
+                        look_partition(&mut con, s, i, &key)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+            }
+            Ok::<_, String>(out)
+        })
+        .await;
+        match attempt {
+            Ok(Ok(found)) => Some(found),
+            Ok(Err(why)) => {
+                tracing::debug!(reason = %why, "redis did not answer a look at the partitions");
+                self.nodes.forget().await;
+                None
+            }
+            Err(_) => {
+                self.nodes.forget().await;
+                None
+            }
+        }
+    }
+}
+
+async fn look_partition(
+    con: &mut MultiplexedConnection,
+    s: &PartitionedView,
+    index: u32,
+    key: &str,
+) -> redis::RedisResult<PartitionLook> {
+    let group = inspect::groups(con, key)
+        .await?
+        .into_iter()
+        .find(|g| g.name == s.group);
+    let token = leases::holder(con, &partition::lease_key(&s.stream, index, &s.group)).await?;
+    let dlq = partition::dlq_key(&s.stream, index);
+    let dead_letters: u64 = redis::cmd("XLEN").arg(&dlq).query_async(con).await?;
+    Ok(PartitionLook {
+        stream: s.stream.clone(),
+        partition: index.to_string(),
+        group: s.group.clone(),
+        owner: token.map(|t| partition::lease_owner(&t).to_owned()),
+        lag: group.as_ref().and_then(|g| g.lag),
+        pending: group.map_or(0, |g| g.pending),
+        dead_letters,
+    })
 }
 
 /// Connections kept between requests, with a connect and response timeout
