@@ -83,17 +83,8 @@ fn the_partitions_panel_names_each_partitions_owner_in_a_real_browser() {
         Duration::from_secs(60),
         "the partitions spread over both hosts",
         || {
-            let held: Vec<Option<String>> = (0..4)
-                .map(|i| {
-                    redis::cmd("GET")
-                        .arg(format!("{{{stream}:{i}}}:lease:g"))
-                        .query(&mut redis.conn())
-                        .unwrap()
-                })
-                .collect();
-            let held: Vec<String> = held
-                .into_iter()
-                .map(|t: Option<String>| Some(t?.rsplit_once('#')?.0.to_owned()))
+            let held: Vec<String> = (0..4)
+                .map(|i| crate::support::lease_owner(&redis, &stream, i, "g"))
                 .collect::<Option<_>>()?;
             let distinct: std::collections::BTreeSet<&String> = held.iter().collect();
             (distinct.len() == 2).then_some(held)

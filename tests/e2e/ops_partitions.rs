@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 
 use crate::ops_status::{host, json};
 use crate::support::http::{free_port, get, get_json};
-use crate::support::{Host, RedisServer, eventually, fields_map, key};
+use crate::support::{Host, RedisServer, eventually, fields_map, key, lease_owner};
 
 fn partition_key(stream: &str, i: u32) -> String {
     format!("{{{stream}:{i}}}")
@@ -29,13 +29,22 @@ fn xlen(redis: &RedisServer, key: &str) -> u64 {
         .unwrap()
 }
 
-/// The host a partition's lease names (the lease key read directly).
-fn lease_holder(redis: &RedisServer, stream: &str, i: u32, group: &str) -> Option<String> {
-    let token: Option<String> = redis::cmd("GET")
-        .arg(format!("{}:lease:{group}", partition_key(stream, i)))
-        .query(&mut redis.conn())
-        .unwrap();
-    token.map(|t| t.rsplit_once('#').unwrap().0.to_owned())
+/// `host produce --partitions N --count C n=1`: round-robin, C/N each.
+fn produce(redis: &RedisServer, stream: &str, partitions: &str, count: &str) {
+    let (code, _, err) = host(
+        redis,
+        &[
+            "produce",
+            "--stream",
+            stream,
+            "--partitions",
+            partitions,
+            "--count",
+            count,
+            "n=1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
 }
 
 /// Dead letters in `{stream:i}:dlq` written as `host run` writes them,
@@ -69,20 +78,7 @@ fn numbers(redis: &RedisServer, key: &str, field: &str) -> BTreeSet<u32> {
 fn status_shows_a_leased_stream_as_one_with_each_partitions_owner_lag_and_dead_letters() {
     let redis = RedisServer::start();
     let stream = key("ops-parts-status");
-    let (code, _, err) = host(
-        &redis,
-        &[
-            "produce",
-            "--stream",
-            &stream,
-            "--partitions",
-            "4",
-            "--count",
-            "40",
-            "n=1",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    produce(&redis, &stream, "4", "40");
     for i in [1, 3] {
         redis.add(&partition_key(&stream, i), &[("action", "permanent")]);
     }
@@ -94,7 +90,7 @@ fn status_shows_a_leased_stream_as_one_with_each_partitions_owner_lag_and_dead_l
         "every partition leased, read and done, the poisons dead-lettered",
         || {
             let owners: BTreeSet<String> = (0..4)
-                .filter_map(|i| lease_holder(&redis, &stream, i, "g"))
+                .filter_map(|i| lease_owner(&redis, &stream, i, "g"))
                 .collect();
             let done = (0..4).all(|i| {
                 let key = partition_key(&stream, i);
@@ -103,7 +99,7 @@ fn status_shows_a_leased_stream_as_one_with_each_partitions_owner_lag_and_dead_l
             });
             let dead = xlen(&redis, &dlq_key(&stream, 1)) + xlen(&redis, &dlq_key(&stream, 3));
             (owners.len() == 2
-                && (0..4).all(|i| lease_holder(&redis, &stream, i, "g").is_some())
+                && (0..4).all(|i| lease_owner(&redis, &stream, i, "g").is_some())
                 && done
                 && dead == 2)
                 .then_some(())
@@ -133,7 +129,7 @@ fn status_shows_a_leased_stream_as_one_with_each_partitions_owner_lag_and_dead_l
             xlen(&redis, &dlq_key(&stream, i)),
             "{key}"
         );
-        let holder = lease_holder(&redis, &stream, i, "g").expect("leased");
+        let holder = lease_owner(&redis, &stream, i, "g").expect("leased");
         assert_eq!(row["owners"]["g"], holder.as_str(), "{key}'s owner");
         let g = &row["status"]["groups"][0];
         assert_eq!(
@@ -178,7 +174,7 @@ fn status_shows_a_leased_stream_as_one_with_each_partitions_owner_lag_and_dead_l
         "{out}"
     );
     for i in 0..4 {
-        let holder = lease_holder(&redis, &stream, i, "g").unwrap();
+        let holder = lease_owner(&redis, &stream, i, "g").unwrap();
         let line = out
             .lines()
             .find(|l| l.contains(&partition_key(&stream, i)))
@@ -342,20 +338,7 @@ fn dlq_commands_act_on_every_partition_unless_one_is_named() {
 fn replay_trim_and_groups_cover_every_partition() {
     let redis = RedisServer::start();
     let stream = key("ops-parts-window");
-    let (code, _, err) = host(
-        &redis,
-        &[
-            "produce",
-            "--stream",
-            &stream,
-            "--partitions",
-            "3",
-            "--count",
-            "30",
-            "n=1",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    produce(&redis, &stream, "3", "30");
     let parts = ["--stream", &stream, "--partitions", "3"];
     let mut every: Vec<(u64, u64, String)> = (0..3)
         .flat_map(|i| {
@@ -470,7 +453,7 @@ fn api_status_and_metrics_show_every_partition_with_its_owner_whichever_host_is_
         "the partitions spread over both hosts",
         || {
             let held: Vec<Option<String>> = (0..4)
-                .map(|i| lease_holder(&redis, &stream, i, "g"))
+                .map(|i| lease_owner(&redis, &stream, i, "g"))
                 .collect();
             let distinct: BTreeSet<&String> = held.iter().flatten().collect();
             (held.iter().all(Option::is_some) && distinct.len() == 2)

@@ -92,3 +92,13 @@ pub fn meta<'a>(record: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> std::borrow::Co
 pub fn key(test: &str) -> String {
     format!("test:{test}")
 }
+
+/// The host holding `group`'s lease on partition `i` of `stream` (the
+/// lease key read directly: its token is `<host>#<random>`), if any.
+pub fn lease_owner(redis: &RedisServer, stream: &str, i: u32, group: &str) -> Option<String> {
+    let token: Option<String> = redis::cmd("GET")
+        .arg(format!("{{{stream}:{i}}}:lease:{group}"))
+        .query(&mut redis.conn())
+        .unwrap();
+    token.map(|t| t.rsplit_once('#').expect("a lease token").0.to_owned())
+}
