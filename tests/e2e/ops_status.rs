@@ -390,8 +390,8 @@ fn demo_orders_and_a_steady_rate() {
             .map(|(k, _)| k.as_str())
             .eq(["type", "order_id", "customer", "amount", "ts_ms"])
     }));
-    // 20 entries at 40/s take about half a second.
-    let start = std::time::Instant::now();
+    // 20 entries at 40/s: their ids (Redis's clock) span about half a
+    // second, in batches of 2 (a 20th of the rate) about 50 ms apart.
     let report = json(
         &redis,
         &[
@@ -399,12 +399,21 @@ fn demo_orders_and_a_steady_rate() {
         ],
     );
     assert_eq!(report["added"], 20);
+    let entries = redis.range(&stream);
+    assert_eq!(entries.len(), 32);
+    let ms: Vec<u64> = entries[12..]
+        .iter()
+        .map(|(id, _)| id.split('-').next().unwrap().parse().unwrap())
+        .collect();
+    let span = ms[19] - ms[0];
     assert!(
-        start.elapsed() >= Duration::from_millis(450),
-        "{:?}",
-        start.elapsed()
+        (450..2_000).contains(&span),
+        "20 entries at 40/s span {span} ms"
     );
-    assert_eq!(redis.range(&stream).len(), 32);
+    // No burst: no three entries within one batch's ~50 ms.
+    for w in ms.windows(3) {
+        assert!(w[2] - w[0] >= 40, "a burst: {ms:?}");
+    }
 }
 
 #[test]
@@ -529,8 +538,44 @@ fn status_watch_refreshes_until_interrupted() {
         "the first frame showed one entry, a later one two"
     );
     assert!(child.try_wait().unwrap().is_none(), "still watching");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Interrupted, it stops watching and exits 0.
+    let () = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .map(|s| assert!(s.success()))
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    // A reader that goes away (`| head`) ends the watch too: quietly, 0.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args([
+            "status",
+            "--redis",
+            &redis.url(),
+            "--stream",
+            &stream,
+            "--watch",
+            "100ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        let _ = Command::new("kill").arg(&pid).status();
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains(&stream), "{first}");
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}: {err}");
 }
 
 #[test]

@@ -31,6 +31,16 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `text` to stdout and flushes it, returning the error `println!`
+/// would panic on: a reader that went away (`BrokenPipe`: `| head`) is
+/// for the caller to take as the end of its output.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
 /// Milliseconds as a short age: `350ms`, `12s`, `3m12s`, `2h05m`, `3d04h`.
 pub fn age(ms: u64) -> String {
     let s = ms / 1000;

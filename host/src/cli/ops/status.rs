@@ -5,9 +5,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::output::{age, duration, print_json, table};
+use super::output::{age, duration, emit, table};
 use super::{Connect, StreamArgs, resolve};
 use crate::ops;
 use crate::ops::dlq::show_bytes;
@@ -81,55 +83,47 @@ pub(super) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         window: args.window,
     };
     let in_place = std::io::stdout().is_terminal();
+    let mut interrupts = match args.watch {
+        Some(_) => Some(Interrupts::listen().context("listening for Ctrl-C")?),
+        None => None,
+    };
     loop {
-        let mut all = Vec::new();
-        let mut breaches: Vec<Breach> = Vec::new();
-        for t in &targets {
-            let mut opts = StatusOptions::new(t.dlq.clone());
-            opts.oldest_pending = args.oldest;
-            opts.retention = flags_policy.or(t.retention);
-            let report = match t.partitions {
-                None => {
-                    let mut con = nodes.of(&t.stream).await?;
-                    Report::Stream(status::collect(&mut con, &t.stream, &opts).await?)
-                }
-                Some(n) => {
-                    let indexes: Vec<u32> = t.parts().iter().filter_map(|p| p.index).collect();
-                    let p = partition_status::collect(&mut nodes, &t.stream, n, &indexes, &opts)
-                        .await?;
-                    Report::Partitioned(p)
-                }
-            };
-            if args.check {
-                // Each partition is checked on its own: its lag is one
-                // owner's backlog.
-                let each: Vec<&StreamStatus> = match &report {
-                    Report::Stream(s) => vec![s],
-                    Report::Partitioned(p) => p.rows.iter().map(|r| &r.status).collect(),
-                };
-                for s in each {
-                    let mut con = nodes.of(&s.stream).await?;
-                    breaches.extend(status::check(&mut con, s, &thresholds).await?);
-                }
-            }
-            all.push(report);
-        }
+        let frame = collect_all(&mut nodes, &targets, &args, flags_policy, &thresholds);
+        let (all, breaches) = match interrupts.as_mut() {
+            // Ctrl-C (or SIGTERM) ends a watch at once, even mid-frame: the
+            // way out, not a failure.
+            Some(interrupts) => tokio::select! {
+                frame = frame => frame?,
+                () = interrupts.next() => return Ok(ExitCode::SUCCESS),
+            },
+            None => frame.await?,
+        };
+        let mut frame = String::new();
         if args.watch.is_some() && in_place {
-            print!("\x1b[H\x1b[2J");
+            frame.push_str("\x1b[H\x1b[2J");
         }
         if args.json {
-            print_json(&all)?;
+            frame.push_str(&serde_json::to_string_pretty(&all)?);
+            frame.push('\n');
         } else {
             for r in &all {
                 match r {
-                    Report::Stream(s) => println!("{}", render(s)),
-                    Report::Partitioned(p) => println!("{}", render_partitioned(p)),
+                    Report::Stream(s) => frame.push_str(&render(s)),
+                    Report::Partitioned(p) => frame.push_str(&render_partitioned(p)),
                 }
+                frame.push('\n');
             }
         }
-        if let Some(every) = args.watch {
-            tokio::time::sleep(every).await;
-            continue;
+        match emit(&frame) {
+            // Whoever read the output is gone (`| head`): nothing more to show.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            other => other.context("writing to stdout")?,
+        }
+        if let (Some(every), Some(interrupts)) = (args.watch, interrupts.as_mut()) {
+            tokio::select! {
+                () = tokio::time::sleep(every) => continue,
+                () = interrupts.next() => return Ok(ExitCode::SUCCESS),
+            }
         }
         if args.check {
             for b in &breaches {
@@ -143,6 +137,69 @@ pub(super) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
         return Ok(ExitCode::SUCCESS);
+    }
+}
+
+/// One frame: each target's status and, with `--check`, the thresholds
+/// it crosses.
+async fn collect_all(
+    nodes: &mut crate::stream::cluster::Nodes,
+    targets: &[super::Target],
+    args: &StatusArgs,
+    flags_policy: Option<Retention>,
+    thresholds: &Thresholds,
+) -> anyhow::Result<(Vec<Report>, Vec<Breach>)> {
+    let mut all = Vec::new();
+    let mut breaches: Vec<Breach> = Vec::new();
+    for t in targets {
+        let mut opts = StatusOptions::new(t.dlq.clone());
+        opts.oldest_pending = args.oldest;
+        opts.retention = flags_policy.or(t.retention);
+        let report = match t.partitions {
+            None => {
+                let mut con = nodes.of(&t.stream).await?;
+                Report::Stream(status::collect(&mut con, &t.stream, &opts).await?)
+            }
+            Some(n) => {
+                let indexes: Vec<u32> = t.parts().iter().filter_map(|p| p.index).collect();
+                let p = partition_status::collect(nodes, &t.stream, n, &indexes, &opts).await?;
+                Report::Partitioned(p)
+            }
+        };
+        if args.check {
+            // Each partition is checked on its own: its lag is one
+            // owner's backlog.
+            let each: Vec<&StreamStatus> = match &report {
+                Report::Stream(s) => vec![s],
+                Report::Partitioned(p) => p.rows.iter().map(|r| &r.status).collect(),
+            };
+            for s in each {
+                let mut con = nodes.of(&s.stream).await?;
+                breaches.extend(status::check(&mut con, s, thresholds).await?);
+            }
+        }
+        all.push(report);
+    }
+    Ok((all, breaches))
+}
+
+/// SIGINT and SIGTERM, listened for from the watch's start (a signal while
+/// a frame is being read is not missed).
+struct Interrupts(Signal, Signal);
+
+impl Interrupts {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self(
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.0.recv() => {}
+            _ = self.1.recv() => {}
+        }
     }
 }
 
