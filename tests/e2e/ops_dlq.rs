@@ -270,6 +270,23 @@ fn purge_asks_or_needs_yes() {
     );
     assert_eq!(rows[0]["outcome"], "no-payload");
     assert_eq!(redis.range(&dlq).len(), 2);
+    // On a terminal it asks: "n" keeps them, "y" deletes them.
+    let (code, err) = purge_answering(&redis, &stream, "n\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("delete 1 dead letters"), "{err}");
+    assert!(err.contains("nothing deleted"), "{err}");
+    assert_eq!(redis.range(&dlq).len(), 2);
+    let (code, err) = purge_answering(&redis, &stream, "y\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(redis.range(&dlq).len(), 1);
+    redis.add(
+        &dlq,
+        &[
+            ("kind", "trimmed"),
+            ("reason", "b"),
+            ("source_stream", &stream),
+        ],
+    );
     let (code, out, err) = host(
         &redis,
         &[
@@ -281,4 +298,51 @@ fn purge_asks_or_needs_yes() {
     let left = redis.range(&dlq);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1[0], ("kind".to_owned(), "permanent".to_owned()));
+}
+
+/// `dlq purge --kind trimmed` with its stdin (and stderr, where it asks) on
+/// a pseudo-terminal, `answer` typed; returns the exit code and what it
+/// wrote on the terminal.
+fn purge_answering(redis: &RedisServer, stream: &str, answer: &str) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pseudo-terminal");
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let mut master = std::fs::File::from(master);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args([
+            "dlq",
+            "purge",
+            "--redis",
+            &redis.url(),
+            "--stream",
+            stream,
+            "--kind",
+            "trimmed",
+        ])
+        .stdin(Stdio::from(terminal.try_clone().unwrap()))
+        .stderr(Stdio::from(terminal))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Typed ahead: the terminal holds the line until the prompt reads it.
+    master.write_all(answer.as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    // Everything written on the terminal (the echo of the answer too),
+    // without waiting for more once the child is gone.
+    let mut seen = Vec::new();
+    let fd = rustix::fs::fcntl_getfl(&master).unwrap();
+    rustix::fs::fcntl_setfl(&master, fd | rustix::fs::OFlags::NONBLOCK).unwrap();
+    let _ = master.read_to_end(&mut seen);
+    (status.code(), String::from_utf8_lossy(&seen).into_owned())
 }
