@@ -34,6 +34,27 @@ fn a_log_flood_is_cut_to_the_rate_and_the_drops_are_counted() {
         (50..=120).contains(&logged),
         "4000 lines at --max-log-rate 50 came through as {logged}"
     );
+    // Drops are reported at most once a second: a line more than a second
+    // later, let through, brings the last report. Then every line sent is
+    // either logged or counted dropped.
+    std::thread::sleep(Duration::from_millis(1100));
+    redis.add(&stream, &[("action", "log-flood"), ("n", "1")]);
+    settle(&redis, &stream, 3);
+    let (logged, dropped) = eventually(WAIT, "4001 lines logged or counted dropped", || {
+        let log = host.log();
+        let logged = log.lines().filter(|l| l.contains("flood line")).count() as u64;
+        let dropped: u64 = log
+            .lines()
+            .filter(|l| l.contains("plugin log lines dropped"))
+            .map(|l| {
+                let at = l.find("dropped=").expect("a dropped= field") + "dropped=".len();
+                let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u64>().unwrap()
+            })
+            .sum();
+        (logged + dropped == 4001).then_some((logged, dropped))
+    });
+    assert!(dropped >= 3_800, "{logged} logged, {dropped} dropped");
 }
 
 #[test]
