@@ -625,17 +625,37 @@ mod tests {
 
     #[test]
     fn decodes_ranges() {
-        let mut bytes = b"*1\r\n*2\r\n".to_vec();
+        let mut bytes = b"*2\r\n*2\r\n".to_vec();
         bytes.extend(bulk(b"5-0"));
-        bytes.extend(b"*2\r\n");
+        bytes.extend(b"*4\r\n");
         bytes.extend(bulk(b"k"));
         bytes.extend(bulk(b"v"));
+        bytes.extend(bulk(b"bin"));
+        bytes.extend(bulk(b"\x00\xff\r\n"));
+        bytes.extend(b"*2\r\n");
+        bytes.extend(bulk(b"6-1"));
+        bytes.extend(b"*2\r\n");
+        bytes.extend(bulk(b"e"));
+        bytes.extend(bulk(b""));
         let mut decoder = Decoder::new(ReplyShape::Range, ANY);
         let mut buf = BytesMut::from(&bytes[..]);
         assert!(decoder.feed(&mut buf).unwrap());
         let entries = decoder.finish().unwrap();
-        assert_eq!(entries.len(), 1);
+        assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].id, "5-0");
+        assert_eq!(
+            entries[0].payload,
+            Payload::Fields(vec![
+                ("k".into(), b"v".to_vec()),
+                ("bin".into(), b"\x00\xff\r\n".to_vec())
+            ]),
+            "fields in order, values byte for byte"
+        );
+        assert_eq!(entries[1].id, "6-1");
+        assert_eq!(
+            entries[1].payload,
+            Payload::Fields(vec![("e".into(), Vec::new())])
+        );
         let mut empty = Decoder::new(ReplyShape::Range, ANY);
         assert!(empty.feed(&mut BytesMut::from(&b"*0\r\n"[..])).unwrap());
         assert!(empty.finish().unwrap().is_empty());
