@@ -240,9 +240,30 @@ mod tests {
         let mut watch = FileWatch::new(&path, false, Duration::ZERO, "test file");
         watch.poll = Duration::from_secs(2);
         std::fs::write(&path, "bb").unwrap();
+        // The burst goes on across the poll: 12 more writes, 100 ms apart
+        // (less than the debounce), each a different length.
+        let step = Duration::from_millis(100);
+        let writer = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                for i in 0..12 {
+                    tokio::time::sleep(step).await;
+                    std::fs::write(&path, "c".repeat(3 + i)).unwrap();
+                }
+            })
+        };
         let started = tokio::time::Instant::now();
         assert_eq!(watch.next().await, Trigger::Changed);
-        assert!(started.elapsed() >= Duration::from_secs(2) + DEBOUNCE);
+        let burst_end = Duration::from_millis(1_500) + step * 12;
+        assert!(
+            started.elapsed() >= burst_end + DEBOUNCE,
+            "reported after the last write had settled: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "c".repeat(14));
+        assert_eq!(watch.version(), &Version::of(&path), "the burst's end");
+        writer.await.unwrap();
         // Nothing changed since: the next poll finds nothing.
         let quiet = tokio::time::timeout(Duration::from_secs(7), watch.next()).await;
         assert!(quiet.is_err(), "an unchanged file is no change");
