@@ -240,6 +240,11 @@ impl Host {
         assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
     }
 
+    /// Whether the process has not exited (yet).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let start = Instant::now();
