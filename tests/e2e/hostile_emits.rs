@@ -233,6 +233,32 @@ fn max_emits_is_a_per_call_budget() {
     ];
     let (dead, _, _) = emit_case("emits-within", &fits, &["--max-emits", "10"]);
     assert!(dead.is_empty(), "{dead:?}");
+
+    // Per call, not per instance: one instance (one worker) handles three
+    // entries of 10 emits each, then one of 11, then 10 again.
+    let redis = RedisServer::start();
+    let stream = key("emits-per-call");
+    let mut ids: Vec<String> = (0..3).map(|_| redis.add(&stream, &fits)).collect();
+    let over = redis.add(&stream, &many);
+    ids.push(redis.add(&stream, &fits));
+    let _host = Host::misbehave(
+        &redis,
+        &stream,
+        &["--max-emits", "10", "--concurrency", "1"],
+    );
+    eventually(WAIT, "all five handled", || {
+        (redis.entries_read(&stream, "g") == Some(5) && redis.pending(&stream, "g") == 0)
+            .then_some(())
+    });
+    // `emit-many`'s emits carry no source id: 4 calls of 10 and nothing of
+    // the refused one make 40.
+    assert_eq!(redis.range("out").len(), 40, "each call's own budget of 10");
+    let dead = dead_letters(&redis, &stream);
+    for id in &ids {
+        assert!(!dead.contains_key(id), "{id} within its budget");
+    }
+    assert_refused(&dead, &over, "--max-emits");
+    assert_eq!(dead.len(), 1, "{dead:?}");
 }
 
 #[test]
