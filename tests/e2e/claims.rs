@@ -339,4 +339,18 @@ fn one_failed_keep_alive_round_does_not_let_a_peer_steal_work_in_progress() {
         [(first, "1".to_owned()), (long, "1".to_owned())],
         "each handled once, by a: b never took one"
     );
+    // And a's scripts were refused meanwhile (Redis's own record of it):
+    // the window did cost it a keep-alive round.
+    let log: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    let text = |v: Option<&redis::Value>| match v {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(redis::Value::SimpleString(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let refused = log
+        .iter()
+        .filter(|e| text(e.get("username")) == "ua" && text(e.get("object")).starts_with("eval"))
+        .count();
+    assert!(refused > 0, "no script of a was refused: {log:?}");
 }
