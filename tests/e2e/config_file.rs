@@ -229,11 +229,29 @@ fn live_reload_under_load_loses_nothing_and_acks_nothing_twice() {
             && redis.entries_read(&stream, "b").unwrap_or(0) > 100)
             .then_some(())
     });
-    // Remove a, change b, add c.
-    let b2 = b.replace("concurrency = 2", "concurrency = 1\nbatch = 50");
+    // Remove a, change b (its emits go to out-b2 now), add c.
+    let b2 = b
+        .replace("concurrency = 2", "concurrency = 1\nbatch = 50")
+        .replace("\"out-b\"", "\"out-b2\"");
     write_config(&path, &redis, &[b2.clone(), c.clone()]);
-    eventually(WAIT, "c at work", || {
-        (redis.entries_read(&stream, "c").unwrap_or(0) > 100).then_some(())
+    eventually(WAIT, "c at work, and b with its new settings", || {
+        (redis.entries_read(&stream, "c").unwrap_or(0) > 100 && redis.range("out-b2").len() > 100)
+            .then_some(())
+    });
+    // b restarted cleanly: everything its old settings committed came
+    // before anything under the new ones.
+    let ms_seq = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse().unwrap(), seq.parse().unwrap())
+    };
+    let (old_b, new_b) = (redis.range("out-b"), redis.range("out-b2"));
+    assert!(
+        ms_seq(&old_b.last().unwrap().0) < ms_seq(&new_b[0].0),
+        "b's old pipeline drained before its new one committed"
+    );
+    // a drained and left its group: its consumer is gone, and it reads no more.
+    eventually(WAIT, "a's consumer deleted", || {
+        redis.consumers(&stream, "a").is_empty().then_some(())
     });
     let a_read = redis.entries_read(&stream, "a");
     std::thread::sleep(Duration::from_millis(500));
@@ -258,8 +276,17 @@ fn live_reload_under_load_loses_nothing_and_acks_nothing_twice() {
     }
     let ids: Vec<String> = redis.range(&stream).into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len() as u64, total);
-    for (group, out) in [("a", "out-a"), ("b", "out-b"), ("c", "out-c")] {
-        let seen = emitted(&redis, out);
+    for (group, outs) in [
+        ("a", &["out-a"][..]),
+        ("b", &["out-b", "out-b2"][..]),
+        ("c", &["out-c"][..]),
+    ] {
+        let mut seen = HashMap::new();
+        for out in outs {
+            for (id, n) in emitted(&redis, out) {
+                *seen.entry(id).or_insert(0) += n;
+            }
+        }
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
         assert!(twice.is_empty(), "{group} acked entries twice: {twice:?}");
         let read = redis.entries_read(&stream, group).unwrap() as usize;
