@@ -341,7 +341,7 @@ fn one_failed_keep_alive_round_does_not_let_a_peer_steal_work_in_progress() {
     );
     // And a's scripts were refused meanwhile (Redis's own record of it):
     // the window did cost it a keep-alive round.
-    let log: Vec<std::collections::HashMap<String, redis::Value>> =
+    let log: Vec<HashMap<String, redis::Value>> =
         redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
     let text = |v: Option<&redis::Value>| match v {
         Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
