@@ -30,6 +30,9 @@ fn a_call_blocked_in_a_host_sleep_ends_at_its_deadline() {
     let stream = key("wasi-sleep");
     // Violated: a minute of WASI sleep (time spent in host code, where epoch
     // interruption never fires) under a 500ms deadline. Obeyed: 100ms.
+    // A marker first: its emit's time (Redis's clock) is when the only
+    // worker turned to the sleeper — after start-up and the plugin's compile.
+    let marker = redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
     let sleeper = redis.add(&stream, &[("action", "wasi-sleep"), ("ms", "60000")]);
     let napper = redis.add(
         &stream,
@@ -56,7 +59,8 @@ fn a_call_blocked_in_a_host_sleep_ends_at_its_deadline() {
     // One worker: the napper waits behind the sleeper, so its emit's time
     // (Redis's clock) tells when the sleeper's call ended.
     let napped = emitted_for(&redis, "out", &napper);
-    let took = id_ms(&napped) - id_ms(&sleeper);
+    let started = emitted_for(&redis, "out", &marker);
+    let took = id_ms(&napped) - id_ms(&started);
     assert!(
         took < 500 + 100 + 1500,
         "the sleeper held the only worker for {took} ms, past its 500ms deadline"
