@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{Host, RedisServer, key};
+use crate::support::{Host, RedisServer, eventually, key};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -173,10 +173,7 @@ fn a_reclaimed_entry_runs_before_newer_waiting_entries_of_its_key() {
     };
     let first = add("0", &[]);
     redis.read_as(&stream, "g", "dead", 1); // its consumer dies holding it
-    // Most of --claim-idle passes before this host starts: it reclaims the
-    // entry about a second in, while seq 1 runs.
-    std::thread::sleep(Duration::from_secs(3));
-    add("1", &[("sleep_ms", "2500")]);
+    let running = add("1", &[("sleep_ms", "2500")]);
     add("2", &[]);
     let host = Host::misbehave(
         &redis,
@@ -185,13 +182,32 @@ fn a_reclaimed_entry_runs_before_newer_waiting_entries_of_its_key() {
             "--order-by",
             "customer",
             "--claim-idle",
-            "4s",
+            "30s",
             "--claim-interval",
             "100ms",
             "--handler-timeout",
             "3s",
         ],
     );
+    // Seq 0 becomes claimable only once seq 1 runs: its idle time is set
+    // past --claim-idle then (XCLAIM … IDLE, JUSTID: no delivery counted).
+    eventually(WAIT, "seq 1 delivered to the host", || {
+        redis
+            .pending_ids(&stream, "g")
+            .contains(&running)
+            .then_some(())
+    });
+    let _: Vec<String> = redis::cmd("XCLAIM")
+        .arg(&stream)
+        .arg("g")
+        .arg("dead")
+        .arg(0)
+        .arg(&first)
+        .arg("IDLE")
+        .arg(60_000)
+        .arg("JUSTID")
+        .query(&mut redis.conn())
+        .unwrap();
     redis.wait_for_len("out", 3);
     let order: Vec<String> = redis
         .range("out")
