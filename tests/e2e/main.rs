@@ -27,6 +27,7 @@ mod large_streams;
 mod least_privilege;
 mod lifecycle;
 mod metrics;
+mod network_faults;
 mod ops_dlq;
 mod ops_groups;
 mod ops_partitions;

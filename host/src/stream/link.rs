@@ -23,6 +23,12 @@ pub struct LinkHealth {
     /// Outages seen so far; a connection opened before the latest outage is
     /// stale, and its failure is not news.
     outages: AtomicU64,
+    /// Connections found dead (lost, timed out) so far, by any link: a
+    /// connection opened before the latest is not trusted again — after a
+    /// half-open network path (no FIN, no RST) every connection over it is
+    /// as dead as the one that noticed, and would otherwise be found so
+    /// only at its own timeout.
+    lost: AtomicU64,
     target: String,
 }
 
@@ -32,6 +38,7 @@ impl LinkHealth {
         Arc::new(Self {
             up: AtomicBool::new(true),
             outages: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             target,
         })
     }
@@ -43,6 +50,10 @@ impl LinkHealth {
 
     fn outages(&self) -> u64 {
         self.outages.load(Ordering::Relaxed)
+    }
+
+    fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 
     fn mark_down(&self, err: &RedisError) {
@@ -190,8 +201,9 @@ pub struct RedisLink {
     /// cluster's slot that moved is followed.
     route: Route,
     response_timeout: Duration,
-    /// The connection and the outage count when it was opened.
-    conn: Option<(MultiplexedConnection, u64)>,
+    /// The connection, with the outage and lost-connection counts when it
+    /// was opened.
+    conn: Option<(MultiplexedConnection, u64, u64)>,
     health: Arc<LinkHealth>,
     backoff: Backoff,
 }
@@ -252,8 +264,15 @@ impl RedisLink {
         cancel: &CancellationToken,
     ) -> Result<MultiplexedConnection, Cancelled> {
         loop {
-            if let Some((conn, _)) = &self.conn {
-                return Ok(conn.clone());
+            match &self.conn {
+                // Another link found a connection dead since this one was
+                // opened: reconnect now rather than at this one's timeout.
+                Some((_, _, lost)) if *lost < self.health.lost() => {
+                    tracing::debug!(redis = %self.health.target, "another connection was found dead: reconnecting");
+                    self.conn = None;
+                }
+                Some((conn, _, _)) => return Ok(conn.clone()),
+                None => {}
             }
             if self.backoff.attempts() > 0 {
                 let delay = self.backoff.next_delay();
@@ -273,7 +292,9 @@ impl RedisLink {
             match result {
                 // "Restored" is only said once a command succeeds: a server
                 // still loading its AOF accepts connections but not commands.
-                Ok(conn) => self.conn = Some((conn, self.health.outages())),
+                Ok(conn) => {
+                    self.conn = Some((conn, self.health.outages(), self.health.lost()));
+                }
                 Err(e) => {
                     self.route.failed(&e);
                     self.health.mark_down(&e);
@@ -342,12 +363,17 @@ impl RedisLink {
         let stale = self
             .conn
             .as_ref()
-            .is_some_and(|(_, opened_at)| *opened_at < self.health.outages());
+            .is_some_and(|(_, opened_at, _)| *opened_at < self.health.outages());
         if class != ErrorClass::Permanent && !stale {
             self.health.mark_down(err);
         }
         if class == ErrorClass::Connection {
-            self.conn = None;
+            // Found dead: the others' older connections go the same way.
+            if let Some((_, _, lost)) = self.conn.take()
+                && lost == self.health.lost()
+            {
+                self.health.lost.fetch_add(1, Ordering::Relaxed);
+            }
         }
         class
     }

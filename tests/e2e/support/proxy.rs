@@ -1,7 +1,9 @@
 //! A TCP proxy in front of a [`RedisServer`] that can lose the reply to one
 //! chosen command: the command reaches Redis and takes effect, then the
 //! connection drops before its answer gets back — the one failure after which
-//! a client cannot know whether its command happened.
+//! a client cannot know whether its command happened; and that can freeze
+//! every connection open (a half-open path: kept open, no FIN, no RST,
+//! nothing forwarded either way) while new ones are served.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -22,6 +24,8 @@ pub struct LossyProxy {
     armed: Arc<Mutex<Option<Matcher>>>,
     lost: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Bumped by [`LossyProxy::freeze`]: connections born before go silent.
+    epoch: Arc<AtomicUsize>,
 }
 
 impl LossyProxy {
@@ -35,8 +39,10 @@ impl LossyProxy {
             armed: Arc::default(),
             lost: Arc::default(),
             stop: Arc::default(),
+            epoch: Arc::default(),
         };
         let (armed, lost, stop) = (proxy.armed.clone(), proxy.lost.clone(), proxy.stop.clone());
+        let epoch = proxy.epoch.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -46,7 +52,7 @@ impl LossyProxy {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                Connection::serve(client, server, armed.clone(), lost.clone());
+                Connection::serve(client, server, armed.clone(), lost.clone(), epoch.clone());
             }
         });
         proxy
@@ -67,6 +73,13 @@ impl LossyProxy {
     pub fn lost(&self) -> usize {
         self.lost.load(Ordering::SeqCst)
     }
+
+    /// Freezes every connection open now: they stay open and forward
+    /// nothing more, either way, as over a network path that went dead
+    /// without a word. Connections made later are served.
+    pub fn freeze(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for LossyProxy {
@@ -86,18 +99,25 @@ impl Connection {
         server: TcpStream,
         armed: Arc<Mutex<Option<Matcher>>>,
         lost: Arc<AtomicUsize>,
+        epoch: Arc<AtomicUsize>,
     ) {
+        let born = epoch.load(Ordering::SeqCst);
+        let frozen = move || epoch.load(Ordering::SeqCst) > born;
         let mute = Arc::new(AtomicBool::new(false));
         let (mut from_server, mut to_client) = (
             server.try_clone().expect("clone"),
             client.try_clone().expect("clone"),
         );
         let muted = mute.clone();
+        let frozen_too = frozen.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 16 * 1024];
             while let Ok(n @ 1..) = from_server.read(&mut buf) {
-                // Once muted, whatever Redis answers is swallowed.
-                if !muted.load(Ordering::SeqCst) && to_client.write_all(&buf[..n]).is_err() {
+                // Once muted (or frozen), whatever Redis answers is swallowed.
+                if !muted.load(Ordering::SeqCst)
+                    && !frozen_too()
+                    && to_client.write_all(&buf[..n]).is_err()
+                {
                     break;
                 }
             }
@@ -108,6 +128,10 @@ impl Connection {
             let mut pending = Vec::new();
             let mut buf = [0u8; 16 * 1024];
             while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                if frozen() {
+                    // Swallowed: the client's bytes never reach Redis.
+                    continue;
+                }
                 pending.extend_from_slice(&buf[..n]);
                 while let Some((len, args)) = parse_command(&pending) {
                     let hit = {
