@@ -39,3 +39,99 @@ fn a_half_open_path_is_left_within_block_and_the_read_slack() {
         "handled {took:?} after the path went dead"
     );
 }
+
+/// The reply to the `XREADGROUP` that delivers a batch is lost: Redis
+/// counted the delivery and put the entries in this consumer's pending
+/// list, the host never saw them. After the connection drops the reader
+/// resyncs and takes them back: each entry is handled once, nothing stays
+/// pending.
+#[test]
+fn a_lost_read_reply_costs_nothing_but_a_delivery() {
+    let redis = RedisServer::start();
+    let proxy = LossyProxy::start(&redis);
+    let stream = key("lost-read");
+    let ids: Vec<String> = (0..5)
+        .map(|_| redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]))
+        .collect();
+    let watched = stream.clone();
+    proxy.lose_reply_once(move |args| {
+        args[0].eq_ignore_ascii_case(b"XREADGROUP")
+            && args.iter().any(|a| a == watched.as_bytes())
+            && args.last().is_some_and(|a| a == b">")
+    });
+    let plugin = crate::support::plugin("misbehave");
+    let (url, plugin) = (proxy.url(), plugin.display().to_string());
+    let _host = Host::spawn(&[
+        "run", "--redis", &url, "--stream", &stream, "--group", "g", "--plugin", &plugin,
+    ]);
+    let out = redis.wait_for_len("out", ids.len());
+    assert_eq!(proxy.lost(), 1, "the first read's reply was lost");
+    let mut seen: Vec<(String, u64)> = out
+        .iter()
+        .map(|(_, f)| {
+            let f = fields_map(f);
+            (f["source_id"].to_owned(), f["delivery"].parse().unwrap())
+        })
+        .collect();
+    seen.sort();
+    let handled: Vec<&String> = seen.iter().map(|(id, _)| id).collect();
+    assert_eq!(handled, ids.iter().collect::<Vec<_>>(), "each handled once");
+    // The lost read counted one delivery; taking them back may count one
+    // more, and nothing else does.
+    assert!(seen.iter().all(|(_, d)| *d <= 2), "{seen:?}");
+    redis.wait_until_settled(&stream, "g", WAIT);
+    assert_eq!(redis.pending(&stream, "g"), 0);
+}
+
+/// The same for a leased partition, whose read is a fenced script: its
+/// lost reply leaves the entries in this owner's pending list, and the
+/// owner takes them back.
+#[test]
+fn a_lost_fenced_read_reply_costs_nothing_but_a_delivery() {
+    let redis = RedisServer::start();
+    let proxy = LossyProxy::start(&redis);
+    let stream = key("lost-fenced-read");
+    let partition = format!("{{{stream}:0}}");
+    let ids: Vec<String> = (0..5)
+        .map(|_| redis.add(&partition, &[("action", "emit"), ("emit_to", "out")]))
+        .collect();
+    let watched = partition.clone();
+    proxy.lose_reply_once(move |args| {
+        args.len() > 3
+            && args[0].eq_ignore_ascii_case(b"EVAL")
+            && String::from_utf8_lossy(&args[1]).contains("XREADGROUP")
+            && args[3] == watched.as_bytes()
+    });
+    let plugin = crate::support::plugin("misbehave");
+    let (url, plugin) = (proxy.url(), plugin.display().to_string());
+    let _host = Host::spawn(&[
+        "run",
+        "--redis",
+        &url,
+        "--stream",
+        &stream,
+        "--group",
+        "g",
+        "--plugin",
+        &plugin,
+        "--partitions",
+        "1",
+        "--lease-ttl",
+        "3s",
+    ]);
+    let out = redis.wait_for_len("out", ids.len());
+    assert_eq!(proxy.lost(), 1, "a fenced read's reply was lost");
+    let mut seen: Vec<(String, u64)> = out
+        .iter()
+        .map(|(_, f)| {
+            let f = fields_map(f);
+            (f["source_id"].to_owned(), f["delivery"].parse().unwrap())
+        })
+        .collect();
+    seen.sort();
+    let handled: Vec<&String> = seen.iter().map(|(id, _)| id).collect();
+    assert_eq!(handled, ids.iter().collect::<Vec<_>>(), "each handled once");
+    assert!(seen.iter().all(|(_, d)| *d <= 2), "{seen:?}");
+    redis.wait_until_settled(&partition, "g", WAIT);
+    assert_eq!(redis.pending(&partition, "g"), 0);
+}
