@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Host, LossyProxy, RedisServer, fields_map, key};
+use crate::support::{Host, LossyProxy, RedisServer, eventually, fields_map, key};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -134,4 +134,69 @@ fn a_lost_fenced_read_reply_costs_nothing_but_a_delivery() {
     assert!(seen.iter().all(|(_, d)| *d <= 2), "{seen:?}");
     redis.wait_until_settled(&partition, "g", WAIT);
     assert_eq!(redis.pending(&partition, "g"), 0);
+}
+
+/// How many commands Redis refused for want of memory so far.
+fn oom_refusals(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("errorstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("errorstat_OOM:count="))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+fn config_set(redis: &RedisServer, key: &str, value: &str) {
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut redis.conn())
+        .unwrap();
+}
+
+/// Redis full (`maxmemory` with `noeviction`) while entries are committed
+/// with their emits and while a poison pill is dead-lettered: nothing is
+/// acked without its emit or its dead letter, nothing vanishes; once memory
+/// frees, the host commits everything, each once.
+#[test]
+fn a_full_redis_keeps_entries_pending_until_memory_frees() {
+    let redis = RedisServer::start();
+    let stream = key("full");
+    let _host = Host::misbehave(&redis, &stream, &[]);
+    redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    redis.wait_for_len("out", 1);
+    // In hand for half a second each, then committed into a full Redis.
+    let slow = [("action", "emit"), ("emit_to", "out"), ("sleep_ms", "500")];
+    let emitters: Vec<String> = (0..3).map(|_| redis.add(&stream, &slow)).collect();
+    let pill = redis.add(&stream, &[("action", "permanent"), ("sleep_ms", "500")]);
+    eventually(WAIT, "all four delivered", || {
+        (redis.pending(&stream, "g") == 4).then_some(())
+    });
+    config_set(&redis, "maxmemory-policy", "noeviction");
+    config_set(&redis, "maxmemory", "1");
+    let before = oom_refusals(&redis);
+    eventually(WAIT, "commits refused for want of memory", || {
+        (oom_refusals(&redis) >= before + 2).then_some(())
+    });
+    assert_eq!(redis.range("out").len(), 1, "no emit while full");
+    assert!(
+        redis.range(&format!("{stream}:dlq")).is_empty(),
+        "no dead letter while full"
+    );
+    assert_eq!(redis.pending(&stream, "g"), 4, "nothing acked while full");
+
+    config_set(&redis, "maxmemory", "0");
+    let out = redis.wait_for_len("out", 4);
+    let dlq = redis.wait_for_len(&format!("{stream}:dlq"), 1);
+    assert_eq!(fields_map(&dlq[0].1)["source_id"], pill);
+    let mut notified: Vec<String> = out[1..]
+        .iter()
+        .map(|(_, f)| fields_map(f)["source_id"].to_owned())
+        .collect();
+    notified.sort();
+    assert_eq!(notified, emitters, "each emitter committed once");
+    redis.wait_until_settled(&stream, "g", WAIT);
+    assert_eq!(redis.pending(&stream, "g"), 0);
 }
