@@ -200,3 +200,112 @@ fn a_full_redis_keeps_entries_pending_until_memory_frees() {
     redis.wait_until_settled(&stream, "g", WAIT);
     assert_eq!(redis.pending(&stream, "g"), 0);
 }
+
+/// The checker every fault test ends with: each of `ids` ended exactly
+/// once — acked with its one emit in `out`, or dead-lettered once — and
+/// nothing of `stream` is pending.
+fn assert_each_once(redis: &RedisServer, stream: &str, out: &str, ids: &[String]) {
+    let mut ends: std::collections::HashMap<String, Vec<&'static str>> = Default::default();
+    for (_, f) in redis.range(out) {
+        if let Some(id) = fields_map(&f).get("source_id") {
+            ends.entry((*id).to_owned()).or_default().push("emitted");
+        }
+    }
+    for (_, f) in redis.range(&format!("{stream}:dlq")) {
+        if let Some(id) = fields_map(&f).get("source_id") {
+            ends.entry((*id).to_owned())
+                .or_default()
+                .push("dead-lettered");
+        }
+    }
+    for id in ids {
+        let seen = ends.get(id).map_or(&[][..], Vec::as_slice);
+        assert_eq!(seen.len(), 1, "{id} ended {seen:?}, not exactly once");
+    }
+    assert_eq!(ends.len(), ids.len(), "ends of entries never added");
+    assert_eq!(redis.pending(stream, "g"), 0, "left pending");
+}
+
+/// Under load, every open connection is cut every 400 ms — reads blocked
+/// on Redis, commit rounds, scripts, keep-alives — and for two seconds no
+/// new one gets through: every entry still ends exactly once.
+#[test]
+fn connections_cut_again_and_again_and_refused_for_a_while_lose_and_repeat_nothing() {
+    let redis = RedisServer::start();
+    let proxy = LossyProxy::start(&redis);
+    let stream = key("cut-again");
+    let plugin = crate::support::plugin("misbehave");
+    let (url, plugin) = (proxy.url(), plugin.display().to_string());
+    let _host = Host::spawn(&[
+        "run",
+        "--redis",
+        &url,
+        "--stream",
+        &stream,
+        "--group",
+        "g",
+        "--plugin",
+        &plugin,
+        "--block",
+        "200ms",
+        "--concurrency",
+        "4",
+        "--claim-idle",
+        "3s",
+        "--claim-interval",
+        "500ms",
+        "--handler-timeout",
+        "2s",
+    ]);
+    redis.add(&stream, &[("action", "emit"), ("emit_to", "out")]);
+    redis.wait_for_len("out", 1);
+    let mut ids: Vec<String> = redis.range(&stream).into_iter().map(|(id, _)| id).collect();
+    let connections_before = proxy.accepted();
+    let started = std::time::Instant::now();
+    let mut n = 0usize;
+    let mut next_cut = started;
+    let mut refused = false;
+    while started.elapsed() < Duration::from_secs(6) {
+        for _ in 0..10 {
+            n += 1;
+            let id = if n.is_multiple_of(25) {
+                redis.add(&stream, &[("action", "permanent")])
+            } else {
+                redis.add(
+                    &stream,
+                    &[("action", "emit"), ("emit_to", "out"), ("sleep_ms", "5")],
+                )
+            };
+            ids.push(id);
+        }
+        if std::time::Instant::now() >= next_cut {
+            proxy.cut_all();
+            next_cut += Duration::from_millis(400);
+        }
+        if !refused && started.elapsed() >= Duration::from_secs(3) {
+            proxy.refuse_for(Duration::from_secs(2));
+            proxy.cut_all();
+            refused = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eventually(
+        Duration::from_secs(90),
+        "every entry read and settled",
+        || {
+            (redis.entries_read(&stream, "g") == Some(ids.len() as u64)
+                && redis.pending(&stream, "g") == 0)
+                .then_some(())
+        },
+    );
+    // The emits of the last commits may still be on their way: the ends
+    // are counted once every entry has one.
+    eventually(WAIT, "an end for every entry", || {
+        let ended = redis.range("out").len() + redis.range(&format!("{stream}:dlq")).len();
+        (ended >= ids.len()).then_some(())
+    });
+    assert_each_once(&redis, &stream, "out", &ids);
+    // The cuts were felt: the host connected again and again.
+    let reconnected = proxy.accepted() - connections_before;
+    assert!(reconnected >= 10, "only {reconnected} new connections");
+}

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Decides, from a command's arguments, whether its reply is lost.
 type Matcher = Box<dyn Fn(&[Vec<u8>]) -> bool + Send>;
@@ -26,6 +26,12 @@ pub struct LossyProxy {
     stop: Arc<AtomicBool>,
     /// Bumped by [`LossyProxy::freeze`]: connections born before go silent.
     epoch: Arc<AtomicUsize>,
+    /// Every connection's client side, to cut ([`LossyProxy::cut_all`]).
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Until when new connections are closed at once ([`LossyProxy::refuse_for`]).
+    refusing: Arc<Mutex<Option<Instant>>>,
+    /// Connections forwarded so far.
+    accepted: Arc<AtomicUsize>,
 }
 
 impl LossyProxy {
@@ -40,15 +46,35 @@ impl LossyProxy {
             lost: Arc::default(),
             stop: Arc::default(),
             epoch: Arc::default(),
+            open: Arc::default(),
+            refusing: Arc::default(),
+            accepted: Arc::default(),
         };
         let (armed, lost, stop) = (proxy.armed.clone(), proxy.lost.clone(), proxy.stop.clone());
-        let epoch = proxy.epoch.clone();
+        let (epoch, open, refusing, accepted) = (
+            proxy.epoch.clone(),
+            proxy.open.clone(),
+            proxy.refusing.clone(),
+            proxy.accepted.clone(),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(client) = client else { continue };
+                if refusing
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|until| Instant::now() < until)
+                {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if let Ok(handle) = client.try_clone() {
+                    open.lock().unwrap().push(handle);
+                }
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
@@ -72,6 +98,25 @@ impl LossyProxy {
     /// Replies lost so far.
     pub fn lost(&self) -> usize {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Connections forwarded so far (refused ones not counted).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection open now, mid-whatever (a read blocked on
+    /// Redis, a commit round, a script).
+    pub fn cut_all(&self) {
+        for conn in self.open.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Closes every new connection at once for `how_long` (a server that
+    /// cannot be reached for a while).
+    pub fn refuse_for(&self, how_long: Duration) {
+        *self.refusing.lock().unwrap() = Some(Instant::now() + how_long);
     }
 
     /// Freezes every connection open now: they stay open and forward
