@@ -650,36 +650,40 @@ fn a_taken_over_partition_whose_plugin_does_not_load_waits_named_by_readyz_until
 
     // The file breaks (the running partitions keep the version in service),
     // then B dies: A takes its partitions over but cannot run them.
+    let b_name = format!("-{}", b.pid());
+    let of_b: Vec<u32> = (0..4)
+        .filter(|i| {
+            holders(&redis, &stream, 4)[*i as usize]
+                .as_deref()
+                .is_some_and(|t| t.split('#').next().unwrap().ends_with(&b_name))
+        })
+        .collect();
+    assert!(!of_b.is_empty(), "B held some partitions");
     std::fs::write(&plugin, b"not a component").unwrap();
     b.signal(9);
     b.wait_exit(Duration::from_secs(10));
     for i in 0..4 {
         redis.add(&partition_key(&stream, i), &[("n", "1")]);
     }
-    let answer = eventually(
+    // A takes each of B's partitions over as its lease runs out, and
+    // /readyz names each one it cannot run.
+    let taken_over = eventually(
         Duration::from_secs(30),
-        "/readyz naming the partitions that cannot run",
+        "every lease A's, and /readyz naming B's partitions",
         || {
+            let owners: HashSet<String> = holders(&redis, &stream, 4)
+                .iter()
+                .flatten()
+                .map(|t| t.split('#').next().unwrap().to_owned())
+                .collect();
             let a = crate::support::http::get(port, "/readyz")?;
-            (a.status == 503 && a.body.contains("not running")).then_some(a)
+            (owners.len() == 1
+                && a.status == 503
+                && of_b.iter().all(|i| a.body.contains(&format!("g/{i}"))))
+            .then_some(of_b.clone())
         },
     );
-    let taken_over: Vec<u32> = (0..4)
-        .filter(|i| answer.body.contains(&format!("g/{i}")))
-        .collect();
-    assert!(!taken_over.is_empty(), "{}", answer.body);
-    // They wait: leased by A, their entries unread, while the file is broken.
-    let owners: HashSet<String> = holders(&redis, &stream, 4)
-        .iter()
-        .flatten()
-        .map(|t| t.split('#').next().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        owners.len(),
-        1,
-        "every lease held by the survivor: {}",
-        answer.body
-    );
+    // They wait, their entries unread, while the file is broken.
     for i in &taken_over {
         let key = partition_key(&stream, *i);
         assert_ne!(
