@@ -41,11 +41,7 @@ fn dashboard_runs_the_demo_in_a_real_browser() {
         || get(port, "/api/info").filter(|a| a.status == 200),
     );
     let driver = Driver::start(&browser);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = session_runtime();
     let started = Instant::now();
     runtime.block_on(async {
         let page = Page::open(&driver, &browser).await;
@@ -91,11 +87,7 @@ fn the_partitions_panel_names_each_partitions_owner_in_a_real_browser() {
         },
     );
     let driver = Driver::start(&browser);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = session_runtime();
     runtime.block_on(async {
         let page = Page::open(&driver, &browser).await;
         let want = serde_json::to_string(&owners).unwrap();
@@ -126,6 +118,15 @@ fn the_partitions_panel_names_each_partitions_owner_in_a_real_browser() {
             Err(panic) => std::panic::resume_unwind(panic),
         }
     });
+}
+
+/// The runtime a WebDriver session is driven on.
+fn session_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 /// The steps; an `Err` names the step that went wrong.

@@ -340,21 +340,12 @@ pub fn render_partitioned(p: &PartitionedStatus) -> String {
             table(&["GROUP", "LAG", "PENDING", "LEASED", "HOSTS"], rows)
         );
     }
-    let kinds: Vec<String> = p
-        .dead_letter_kinds
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
     let _ = writeln!(
         out,
         "\ndead letters in {{{}:i}}:dlq: {}{}{}",
         p.stream,
         p.dead_letters,
-        if kinds.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", kinds.join(", "))
-        },
+        by_kind(&p.dead_letter_kinds),
         if partition_status::kinds_estimated(p) {
             " (kinds of each partition's newest)"
         } else {
@@ -492,13 +483,16 @@ fn render_group(out: &mut String, g: &GroupStatus) {
     }
 }
 
+/// `: permanent 3, trimmed 1` — dead letters counted by kind, or nothing.
+fn by_kind(kinds: &std::collections::BTreeMap<String, u64>) -> String {
+    if kinds.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(": {}", each.join(", "))
+}
+
 fn render_dlq(out: &mut String, s: &StreamStatus) {
-    let kinds: Vec<String> = s
-        .dlq
-        .kinds
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
     let counted = if s.dlq.scanned < s.dlq.length {
         format!(" (kinds of the newest {})", s.dlq.scanned)
     } else {
@@ -509,11 +503,7 @@ fn render_dlq(out: &mut String, s: &StreamStatus) {
         "\ndead letters in {}: {}{}{counted}",
         s.dlq.key,
         s.dlq.length,
-        if kinds.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", kinds.join(", "))
-        }
+        by_kind(&s.dlq.kinds)
     );
     if !s.dlq.newest.is_empty() {
         let rows = s
